@@ -1,0 +1,83 @@
+//! The admin HTTP server (axum).
+
+use super::Readiness;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, Registry, TextEncoder};
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Why the admin server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Serving HTTP failed (the listener broke).
+    #[error("admin HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl AdminError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Serve(_) => "serve",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    registry: Registry,
+    readiness: Readiness,
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    let encoder = TextEncoder::new();
+    let mut buf = Vec::new();
+    match encoder.encode(&s.registry.gather(), &mut buf) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            buf,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain".to_owned())],
+            format!("encoding metrics failed: {e}\n").into_bytes(),
+        ),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
+    if s.readiness.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AdminError> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AdminState {
+            registry,
+            readiness,
+        });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(AdminError::Serve)
+}

@@ -1,0 +1,320 @@
+//! Configuration: the typed shape of `pbx-edge.toml`, how it is layered (built-in defaults ←
+//! TOML file ← `PBX_EDGE_*` environment) and how it is validated.
+//!
+//! `run` and `check-config` share one path: [`load`] parses into [`Config`] once (unknown keys
+//! are errors, so a typo never falls back to a default) and [`validate`] then checks everything
+//! that needs the file system, collecting every problem instead of stopping at the first.
+//!
+//! Relative paths inside a config file are resolved against that file's directory, so a
+//! config works the same from any working directory (containers, systemd, a checkout).
+
+pub mod files;
+mod load;
+mod validate;
+
+pub use load::{load, load_str, ConfigSource, EnvVars, LoadError};
+pub use validate::{validate, Problem, ValidationReport};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// Prefix of environment overrides: `PBX_EDGE_<SECTION>__<KEY>` (e.g. `PBX_EDGE_PBX__ADDRESS`).
+pub const ENV_PREFIX: &str = "PBX_EDGE_";
+
+/// How the phone listener treats client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertMode {
+    /// Every phone must present a device certificate that verifies (the default).
+    #[default]
+    Required,
+    /// Connections without a certificate are accepted with identity `anonymous`; SIP policy
+    /// (the inventory's `[anonymous]` section) decides what they may do. A relaxation: logged.
+    Optional,
+    /// No client certificates are requested; every connection is `anonymous`. A relaxation.
+    Off,
+}
+
+impl ClientCertMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Optional => "optional",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// What to do with a device certificate shared by many units (no unique MAC in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedCertPolicy {
+    #[default]
+    Reject,
+    Shared,
+}
+
+/// What to do with a MAC outside the vendor's OUIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OuiPolicy {
+    /// Log and count, still accepted.
+    #[default]
+    Warn,
+    /// Refuse the handshake.
+    Refuse,
+}
+
+/// `[[tls.certificates]]`: a server certificate chain and its key. The first is the default;
+/// the others are chosen by SNI (names from their SAN DNS names).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCertConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[tls]`: the phone-facing SIP over TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub client_cert: ClientCertMode,
+    /// RFC 5922 §7.2 forbids wildcard certificates for SIP; `true` is a logged relaxation.
+    pub allow_wildcard_server_cert: bool,
+    pub certificates: Vec<ServerCertConfig>,
+    /// Seconds a TLS handshake may take before the connection is dropped.
+    pub handshake_timeout_secs: u64,
+    /// Optional MAC deny-list file: one MAC per line, `#` comments; hot-reloaded.
+    pub mac_deny_list: Option<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5061),
+            client_cert: ClientCertMode::Required,
+            allow_wildcard_server_cert: false,
+            certificates: Vec::new(),
+            handshake_timeout_secs: 10,
+            mac_deny_list: None,
+        }
+    }
+}
+
+/// `[vendors.<name>]`: overrides of a built-in vendor profile (snom, yealink, polycom, cisco,
+/// grandstream, fanvil, operator) or a new profile. Absent keys keep the built-in values.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VendorConfig {
+    /// CA bundles (PEM or DER files; a PEM file may hold several certificates).
+    pub ca: Vec<PathBuf>,
+    /// CRL files (PEM or DER) for this vendor's CAs.
+    pub crl: Vec<PathBuf>,
+    /// Accept SHA-1 signatures / RSA-1024 keys in this vendor's chains (counted, logged).
+    pub legacy_crypto: bool,
+    pub shared_certs: SharedCertPolicy,
+    /// Where the MAC is read from; `None` = the built-in profile's rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_from: Option<String>,
+    /// Allowed OUIs (6 hex digits, any separators); `None` = the built-in list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ouis: Option<Vec<String>>,
+    pub oui_policy: OuiPolicy,
+    /// `false` disables a built-in profile entirely.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// SIP transport toward the PBX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PbxTransport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+impl PbxTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// `[pbx]`: the legacy PBX behind the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PbxConfig {
+    /// Where the PBX listens for SIP.
+    pub address: SocketAddr,
+    pub transport: PbxTransport,
+    /// pbx-edge's own SIP address toward the PBX.
+    pub listen: SocketAddr,
+}
+
+impl Default for PbxConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
+            transport: PbxTransport::Udp,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5080),
+        }
+    }
+}
+
+/// Whether phones must use SRTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SrtpPolicy {
+    /// A plain RTP/AVP offer from a phone is refused with 488 (the default).
+    #[default]
+    Mandatory,
+    /// Best-effort SRTP: plain RTP from phones is relayed as is. A logged relaxation.
+    Optional,
+}
+
+/// `[media]`: the SRTP ⇄ RTP relay.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Address relay sockets toward phones bind to.
+    pub phone_bind: IpAddr,
+    /// Address written into SDP sent to phones (the public / NAT address).
+    pub phone_advertise: IpAddr,
+    /// Address relay sockets toward the PBX bind to (also written into the PBX's SDP).
+    pub pbx_bind: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub srtp: SrtpPolicy,
+    /// A stream that receives nothing for this long (while not on hold) ends the call.
+    pub timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            phone_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            phone_advertise: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            pbx_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_min: 30000,
+            port_max: 39999,
+            srtp: SrtpPolicy::Mandatory,
+            timeout_secs: 60,
+        }
+    }
+}
+
+/// `[inventory]`: which device (MAC) may use which SIP users.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    /// TOML or CSV file (by extension); hot-reloaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+/// `[admin]`: the HTTP port for /metrics, /healthz, /readyz.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090),
+        }
+    }
+}
+
+/// `[shutdown]`: what happens on SIGTERM / SIGINT.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// After a signal, listeners close at once; work in flight gets this long to finish.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_secs: 10,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `pbx_edge=debug`, ...); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub tls: TlsConfig,
+    pub vendors: BTreeMap<String, VendorConfig>,
+    pub pbx: PbxConfig,
+    pub media: MediaConfig,
+    pub inventory: InventoryConfig,
+    pub admin: AdminConfig,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// Every file path the config names, with the key that names it (for validation and
+    /// for resolving relative paths).
+    pub fn paths_mut(&mut self) -> Vec<(String, &mut PathBuf)> {
+        let mut out = Vec::new();
+        for (i, c) in self.tls.certificates.iter_mut().enumerate() {
+            out.push((format!("tls.certificates[{i}].cert"), &mut c.cert));
+            out.push((format!("tls.certificates[{i}].key"), &mut c.key));
+        }
+        if let Some(p) = self.tls.mac_deny_list.as_mut() {
+            out.push(("tls.mac_deny_list".to_owned(), p));
+        }
+        for (name, v) in self.vendors.iter_mut() {
+            for (i, p) in v.ca.iter_mut().enumerate() {
+                out.push((format!("vendors.{name}.ca[{i}]"), p));
+            }
+            for (i, p) in v.crl.iter_mut().enumerate() {
+                out.push((format!("vendors.{name}.crl[{i}]"), p));
+            }
+        }
+        if let Some(p) = self.inventory.file.as_mut() {
+            out.push(("inventory.file".to_owned(), p));
+        }
+        out
+    }
+}

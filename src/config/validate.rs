@@ -1,0 +1,535 @@
+//! Everything about a parsed [`Config`] that can be wrong: unreadable files, a key that does
+//! not match its certificate, a wildcard server certificate (RFC 5922 §7.2), a bad port range,
+//! listeners that overlap. Every problem is collected, each naming the key and the file, so
+//! `check-config` can list them all at once.
+
+use super::files::{self, FileError};
+use super::{ClientCertMode, Config, PbxTransport};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The config key, e.g. `tls.certificates[0].key`.
+    pub key: String,
+    /// The file the key names, when the problem is with a file.
+    pub file: Option<PathBuf>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// The result of validation: problems (fatal) and warnings (relaxations in force).
+#[derive(Debug, Default, Clone)]
+pub struct ValidationReport {
+    pub problems: Vec<Problem>,
+    /// Explicit relaxations of a safe default; logged loudly at start-up.
+    pub warnings: Vec<String>,
+}
+
+impl ValidationReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, key: impl Into<String>, file: Option<PathBuf>, msg: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            file,
+            message: msg.into(),
+        });
+    }
+
+    fn file_problem(&mut self, key: &str, e: FileError) {
+        let file = match &e {
+            FileError::Unreadable { path, .. } | FileError::Malformed { path, .. } => path.clone(),
+        };
+        self.problem(key, Some(file), e.to_string());
+    }
+}
+
+/// Validates everything that needs the file system or crosses sections.
+pub fn validate(config: &Config) -> ValidationReport {
+    let mut r = ValidationReport::default();
+    check_server_certificates(config, &mut r);
+    check_vendors(config, &mut r);
+    check_other_files(config, &mut r);
+    check_media(config, &mut r);
+    check_listeners(config, &mut r);
+    check_timeouts_and_log(config, &mut r);
+    r
+}
+
+fn check_server_certificates(config: &Config, r: &mut ValidationReport) {
+    let tls = &config.tls;
+    if tls.certificates.is_empty() {
+        r.problem(
+            "tls.certificates",
+            None,
+            "no server certificate configured: add a [[tls.certificates]] entry with cert and key",
+        );
+    }
+    if tls.allow_wildcard_server_cert {
+        r.warnings.push(
+            "tls.allow_wildcard_server_cert = true: wildcard server certificates are accepted \
+             although RFC 5922 §7.2 forbids them and validating phones reject them"
+                .into(),
+        );
+    }
+    let provider = rustls::crypto::ring::default_provider();
+    for (i, entry) in tls.certificates.iter().enumerate() {
+        let cert_key = format!("tls.certificates[{i}].cert");
+        let key_key = format!("tls.certificates[{i}].key");
+        let chain = match files::read_certificates(&entry.cert) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                r.file_problem(&cert_key, e);
+                None
+            }
+        };
+        let key = match files::read_private_key(&entry.key) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                r.file_problem(&key_key, e);
+                None
+            }
+        };
+        let Some(chain) = chain else { continue };
+        let Some(leaf) = chain.first() else { continue };
+        match x509_parser::parse_x509_certificate(leaf) {
+            Err(e) => r.problem(
+                &cert_key,
+                Some(entry.cert.clone()),
+                format!("first certificate does not parse: {e}"),
+            ),
+            Ok((_, parsed)) => {
+                let wildcards = wildcard_names(&parsed);
+                if !wildcards.is_empty() && !tls.allow_wildcard_server_cert {
+                    r.problem(
+                        &cert_key,
+                        Some(entry.cert.clone()),
+                        format!(
+                            "wildcard server certificate ({}) refused: RFC 5922 §7.2 forbids \
+                             wildcards for SIP; set tls.allow_wildcard_server_cert = true to \
+                             accept it anyway",
+                            wildcards.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(key) = key {
+            if let Err(e) = rustls::sign::CertifiedKey::from_der(chain, key, &provider) {
+                r.problem(
+                    &key_key,
+                    Some(entry.key.clone()),
+                    format!(
+                        "key {} does not fit certificate {}: {e}",
+                        entry.key.display(),
+                        entry.cert.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// DNS names (SAN, else CN) of a certificate that contain a wildcard label.
+pub fn wildcard_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push((*d).to_owned());
+            }
+        }
+    }
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(s) = cn.as_str() {
+            names.push(s.to_owned());
+        }
+    }
+    names.retain(|n| n.contains('*'));
+    names.dedup();
+    names
+}
+
+fn check_vendors(config: &Config, r: &mut ValidationReport) {
+    let mut any_ca = false;
+    for (name, v) in &config.vendors {
+        if v.enabled == Some(false) {
+            continue;
+        }
+        for (i, p) in v.ca.iter().enumerate() {
+            match files::read_certificates(p) {
+                Ok(_) => any_ca = true,
+                Err(e) => r.file_problem(&format!("vendors.{name}.ca[{i}]"), e),
+            }
+        }
+        for (i, p) in v.crl.iter().enumerate() {
+            if let Err(e) = files::read_crls(p) {
+                r.file_problem(&format!("vendors.{name}.crl[{i}]"), e);
+            }
+        }
+        if v.legacy_crypto {
+            r.warnings.push(format!(
+                "vendors.{name}.legacy_crypto = true: SHA-1 signatures and RSA-1024 keys are \
+                 accepted for {name} device certificates"
+            ));
+        }
+    }
+    match config.tls.client_cert {
+        ClientCertMode::Required if !any_ca => r.problem(
+            "vendors",
+            None,
+            "tls.client_cert = \"required\" but no vendor profile has a readable CA file: \
+             no phone could connect (add vendors.<name>.ca)",
+        ),
+        ClientCertMode::Required => {}
+        mode => r.warnings.push(format!(
+            "tls.client_cert = \"{}\": phones without a device certificate are accepted as \
+             anonymous",
+            mode.as_str()
+        )),
+    }
+}
+
+fn check_other_files(config: &Config, r: &mut ValidationReport) {
+    if let Some(p) = &config.tls.mac_deny_list {
+        if let Err(e) = files::check_readable(p) {
+            r.file_problem("tls.mac_deny_list", e);
+        }
+    }
+    match &config.inventory.file {
+        Some(p) => {
+            if let Err(e) = files::check_readable(p) {
+                r.file_problem("inventory.file", e);
+            }
+        }
+        None => r.problem(
+            "inventory.file",
+            None,
+            "no device inventory configured: without one no device may use any SIP user",
+        ),
+    }
+}
+
+fn check_media(config: &Config, r: &mut ValidationReport) {
+    let m = &config.media;
+    if m.port_min > m.port_max {
+        r.problem(
+            "media.port_min",
+            None,
+            format!(
+                "port range is reversed: port_min {} > port_max {}",
+                m.port_min, m.port_max
+            ),
+        );
+    } else {
+        let size = u32::from(m.port_max) - u32::from(m.port_min) + 1;
+        if m.port_min == 0 {
+            r.problem("media.port_min", None, "port 0 cannot be used for media");
+        }
+        if size < 2 {
+            r.problem(
+                "media.port_max",
+                None,
+                format!(
+                    "port range {}-{} is empty: a stream needs an RTP/RTCP pair",
+                    m.port_min, m.port_max
+                ),
+            );
+        } else if size % 2 != 0 {
+            r.problem(
+                "media.port_max",
+                None,
+                format!(
+                    "port range {}-{} holds an odd number of ports ({size}): ports are used in \
+                     RTP/RTCP pairs (RFC 3550 §11)",
+                    m.port_min, m.port_max
+                ),
+            );
+        }
+        if m.port_min % 2 != 0 {
+            r.problem(
+                "media.port_min",
+                None,
+                format!(
+                    "port_min {} is odd: RTP uses the even port of each pair (RFC 3550 §11)",
+                    m.port_min
+                ),
+            );
+        }
+    }
+    if m.phone_advertise.is_unspecified() {
+        r.problem(
+            "media.phone_advertise",
+            None,
+            "must be an address phones can reach, not 0.0.0.0 / ::",
+        );
+    }
+    if m.pbx_bind.is_unspecified() {
+        r.problem(
+            "media.pbx_bind",
+            None,
+            "is written into the PBX's SDP: it must be a concrete address, not 0.0.0.0 / ::",
+        );
+    }
+    if m.srtp == super::SrtpPolicy::Optional {
+        r.warnings
+            .push("media.srtp = \"optional\": phones may send plain RTP (best-effort SRTP)".into());
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Tcp,
+    Udp,
+}
+
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.ip().is_unspecified() && a.is_ipv4() == b.is_ipv4())
+            || (b.ip().is_unspecified() && a.is_ipv4() == b.is_ipv4()))
+}
+
+fn check_listeners(config: &Config, r: &mut ValidationReport) {
+    let pbx_proto = match config.pbx.transport {
+        PbxTransport::Udp => Proto::Udp,
+        PbxTransport::Tcp => Proto::Tcp,
+    };
+    let listeners = [
+        ("tls.listen", config.tls.listen, Proto::Tcp),
+        ("admin.listen", config.admin.listen, Proto::Tcp),
+        ("pbx.listen", config.pbx.listen, pbx_proto),
+    ];
+    for (i, (ka, a, pa)) in listeners.iter().enumerate() {
+        for (kb, b, pb) in listeners.iter().skip(i + 1) {
+            if pa == pb && overlaps(*a, *b) {
+                r.problem(
+                    *kb,
+                    None,
+                    format!("{b} overlaps {ka} = {a}: two listeners cannot share an address"),
+                );
+            }
+        }
+    }
+    if config.pbx.listen == config.pbx.address {
+        r.problem(
+            "pbx.listen",
+            None,
+            format!(
+                "{} is also pbx.address: the edge would send to itself",
+                config.pbx.listen
+            ),
+        );
+    }
+    // UDP listeners inside the media range would collide with relay sockets.
+    let m = &config.media;
+    if pbx_proto == Proto::Udp {
+        let p = config.pbx.listen.port();
+        if p >= m.port_min && p <= m.port_max {
+            r.problem(
+                "pbx.listen",
+                None,
+                format!(
+                    "port {p} lies inside the media port range {}-{}",
+                    m.port_min, m.port_max
+                ),
+            );
+        }
+    }
+}
+
+fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
+    if config.tls.handshake_timeout_secs == 0 {
+        r.problem("tls.handshake_timeout_secs", None, "must be at least 1");
+    }
+    if config.media.timeout_secs == 0 {
+        r.problem("media.timeout_secs", None, "must be at least 1");
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        r.problem(
+            "log.level",
+            None,
+            format!("not a valid tracing filter: {e}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ServerCertConfig, VendorConfig};
+    use std::path::Path;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        config: Config,
+    }
+
+    fn write_cert(dir: &Path, name: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let c = dir.join(format!("{name}.crt"));
+        let k = dir.join(format!("{name}.key"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn good() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_cert(dir.path(), "server", &["sbc.test"]);
+        let (ca, _) = write_cert(dir.path(), "vendor-ca", &["ca.test"]);
+        let inv = dir.path().join("inventory.toml");
+        std::fs::write(&inv, "").unwrap();
+        let mut config = Config::default();
+        config.tls.certificates.push(ServerCertConfig { cert, key });
+        config.vendors.insert(
+            "snom".into(),
+            VendorConfig {
+                ca: vec![ca],
+                ..Default::default()
+            },
+        );
+        config.inventory.file = Some(inv);
+        Fixture { dir, config }
+    }
+
+    fn keys(r: &ValidationReport) -> Vec<&str> {
+        r.problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_complete_config_is_valid() {
+        let f = good();
+        let r = validate(&f.config);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn missing_cert_file_is_named() {
+        let mut f = good();
+        f.config.tls.certificates[0].cert = f.dir.path().join("missing.crt");
+        let r = validate(&f.config);
+        assert_eq!(keys(&r), ["tls.certificates[0].cert"]);
+        assert!(r.problems[0].message.contains("missing.crt"));
+        assert_eq!(
+            r.problems[0].file.as_deref(),
+            Some(f.dir.path().join("missing.crt").as_path())
+        );
+    }
+
+    #[test]
+    fn key_that_does_not_match_is_refused() {
+        let mut f = good();
+        let (_, other_key) = write_cert(f.dir.path(), "other", &["x.test"]);
+        f.config.tls.certificates[0].key = other_key;
+        let r = validate(&f.config);
+        assert_eq!(keys(&r), ["tls.certificates[0].key"]);
+        assert!(r.problems[0].message.contains("does not fit"), "{r:?}");
+    }
+
+    #[test]
+    fn wildcard_cert_is_refused_unless_allowed() {
+        let mut f = good();
+        let (c, k) = write_cert(f.dir.path(), "wild", &["*.sbc.test"]);
+        f.config.tls.certificates[0] = ServerCertConfig { cert: c, key: k };
+        let r = validate(&f.config);
+        assert_eq!(keys(&r), ["tls.certificates[0].cert"]);
+        assert!(r.problems[0].message.contains("RFC 5922"));
+        f.config.tls.allow_wildcard_server_cert = true;
+        let r = validate(&f.config);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1);
+    }
+
+    #[test]
+    fn port_range_errors() {
+        let mut f = good();
+        f.config.media.port_min = 40000;
+        f.config.media.port_max = 30000;
+        assert_eq!(keys(&validate(&f.config)), ["media.port_min"]);
+        f.config.media.port_min = 30000;
+        f.config.media.port_max = 30000;
+        assert_eq!(keys(&validate(&f.config)), ["media.port_max"]);
+        f.config.media.port_max = 30002;
+        let r = validate(&f.config);
+        assert_eq!(keys(&r), ["media.port_max"]);
+        assert!(r.problems[0].message.contains("odd number"));
+        f.config.media.port_min = 30001;
+        f.config.media.port_max = 30002;
+        assert_eq!(keys(&validate(&f.config)), ["media.port_min"]);
+    }
+
+    #[test]
+    fn overlapping_listeners_are_refused() {
+        let mut f = good();
+        f.config.admin.listen = "0.0.0.0:5061".parse().unwrap();
+        let r = validate(&f.config);
+        assert_eq!(keys(&r), ["admin.listen"]);
+        // TCP admin and UDP PBX listener on the same port do not collide.
+        let mut f = good();
+        f.config.admin.listen = f.config.pbx.listen;
+        assert!(validate(&f.config).is_ok());
+        f.config.pbx.transport = PbxTransport::Tcp;
+        assert_eq!(keys(&validate(&f.config)), ["pbx.listen"]);
+    }
+
+    #[test]
+    fn pbx_listen_inside_media_range_is_refused() {
+        let mut f = good();
+        f.config.pbx.listen = "127.0.0.1:30010".parse().unwrap();
+        assert_eq!(keys(&validate(&f.config)), ["pbx.listen"]);
+    }
+
+    #[test]
+    fn required_client_certs_need_a_vendor_ca() {
+        let mut f = good();
+        f.config.vendors.clear();
+        assert_eq!(keys(&validate(&f.config)), ["vendors"]);
+        f.config.tls.client_cert = ClientCertMode::Optional;
+        let r = validate(&f.config);
+        assert!(r.is_ok());
+        assert_eq!(r.warnings.len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut f = good();
+        f.config.tls.certificates[0].cert = f.dir.path().join("missing.crt");
+        f.config.media.port_min = 40000;
+        f.config.media.port_max = 30000;
+        f.config.inventory.file = Some(f.dir.path().join("missing-inventory.toml"));
+        f.config.log.level = "pbx_edge=loud[".into();
+        let r = validate(&f.config);
+        assert_eq!(
+            keys(&r),
+            [
+                "tls.certificates[0].cert",
+                "inventory.file",
+                "media.port_min",
+                "log.level"
+            ]
+        );
+    }
+
+    #[test]
+    fn unspecified_advertise_address_is_refused() {
+        let mut f = good();
+        f.config.media.phone_advertise = "0.0.0.0".parse().unwrap();
+        assert_eq!(keys(&validate(&f.config)), ["media.phone_advertise"]);
+    }
+}

@@ -1,0 +1,96 @@
+//! The embedded development default: what `pbx-edge` runs with when no `--config` is given.
+//! A development PKI is generated into a state directory on first use, and the embedded
+//! config (the same text `dev-pki` writes) points at it. Loudly not for production.
+
+use crate::config::{self, Config, ConfigSource, EnvVars, LoadError};
+use crate::devpki::{self, DevPkiError};
+use std::path::{Path, PathBuf};
+
+/// The server name of the development certificate.
+pub const DEV_SERVER_NAME: &str = "sbc.test";
+
+/// Why the configuration to run with could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("development PKI: {0}")]
+    DevPki(#[from] DevPkiError),
+    /// `check-config` without `--config` before any development PKI exists.
+    #[error("no --config given and no development PKI in {0} yet: run `pbx-edge` once, or pass --config FILE")]
+    NoDevPki(PathBuf),
+}
+
+impl ResolveError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Load(e) => e.label(),
+            Self::DevPki(e) => e.label(),
+            Self::NoDevPki(_) => "no_dev_pki",
+        }
+    }
+}
+
+/// A configuration ready to validate, and where it came from.
+#[derive(Debug)]
+pub struct Resolved {
+    pub config: Config,
+    pub source: ConfigSource,
+    /// The development PKI directory when the embedded default is in use.
+    pub dev_pki: Option<PathBuf>,
+    /// True when this call generated the development PKI.
+    pub generated: bool,
+}
+
+/// The default state directory: `$XDG_STATE_HOME/pbx-edge`, else `~/.local/state/pbx-edge`,
+/// else `./.pbx-edge-state`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("pbx-edge");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/state/pbx-edge");
+    }
+    PathBuf::from(".pbx-edge-state")
+}
+
+/// Loads `--config FILE`, or the embedded development default (generating its PKI when
+/// `may_generate` and it does not exist yet).
+pub fn resolve(
+    file: Option<&Path>,
+    state_dir: Option<&Path>,
+    may_generate: bool,
+    env: EnvVars,
+) -> Result<Resolved, ResolveError> {
+    if let Some(file) = file {
+        return Ok(Resolved {
+            config: config::load(file, env)?,
+            source: ConfigSource::File(file.to_path_buf()),
+            dev_pki: None,
+            generated: false,
+        });
+    }
+    let dir = state_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_state_dir)
+        .join("dev-pki");
+    let mut generated = false;
+    if !dir.join("pbx-edge.toml").exists() {
+        if !may_generate {
+            return Err(ResolveError::NoDevPki(dir));
+        }
+        devpki::generate(&dir, DEV_SERVER_NAME)?;
+        generated = true;
+    }
+    let source = ConfigSource::Text {
+        name: "embedded development default".into(),
+        base_dir: dir.clone(),
+    };
+    let config = config::load_str(&source, &devpki::dev_config(DEV_SERVER_NAME), env)?;
+    Ok(Resolved {
+        config,
+        source,
+        dev_pki: Some(dir),
+        generated,
+    })
+}

@@ -1,0 +1,19 @@
+//! pbx-edge: a SIP/TLS + SRTP edge proxy (a transparent B2BUA) that desk phones reach with
+//! SIPS and their factory device certificates, in front of a legacy PBX that speaks plain SIP
+//! and RTP. See `README.md` for operation and `../shared/DESIGN.md` for the design.
+//!
+//! Module map (each owns one concern; see each module's docs):
+//! - [`config`]: typed config, layering (defaults ← TOML ← `PBX_EDGE_*`), validation.
+//! - [`transport`]: the phone-facing TLS listener.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`app`]: wiring, start-up and graceful shutdown; [`devpki`]: development PKI.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod devdefault;
+pub mod devpki;
+pub mod telemetry;
+pub mod transport;

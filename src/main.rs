@@ -1,0 +1,180 @@
+//! The `pbx-edge` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+use pbx_edge::cli::{Cli, Command, ConfigArgs};
+use pbx_edge::config::{self, Config};
+use pbx_edge::devdefault::{self, Resolved};
+use pbx_edge::{app, devpki, telemetry};
+use std::process::ExitCode;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_INVALID: u8 = 2;
+
+fn env_vars() -> config::EnvVars {
+    std::env::vars().collect()
+}
+
+fn resolve(args: &ConfigArgs, may_generate: bool) -> Result<Resolved, ExitCode> {
+    devdefault::resolve(
+        args.config.as_deref(),
+        args.dev_state_dir.as_deref(),
+        may_generate,
+        env_vars(),
+    )
+    .map_err(|e| {
+        eprintln!("pbx-edge: {e}");
+        match e {
+            devdefault::ResolveError::DevPki(_) => ExitCode::from(EXIT_FAILED),
+            _ => ExitCode::from(EXIT_INVALID),
+        }
+    })
+}
+
+fn print_dev_banner(r: &Resolved) {
+    if let Some(dir) = &r.dev_pki {
+        let what = if r.generated { "GENERATED" } else { "USING" };
+        eprintln!(
+            "\n\
+             ************************************************************************\n\
+             *  DEVELOPMENT MODE: no --config given, running the embedded default.   *\n\
+             *  {what} a throw-away development PKI in:\n\
+             *    {}\n\
+             *  Its CA keys sit on disk. NEVER use this for real phones.             *\n\
+             *  Phone CA to trust: {}\n\
+             *  Device certificates: snom-*.pem / yealink-*.pem in the same folder.  *\n\
+             ************************************************************************\n",
+            dir.display(),
+            dir.join("server-ca.crt").display()
+        );
+    }
+}
+
+fn check_config(args: &ConfigArgs) -> ExitCode {
+    let resolved = match resolve(args, false) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let report = config::validate(&resolved.config);
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    if !report.is_ok() {
+        eprintln!("{}: {} problem(s):", resolved.source, report.problems.len());
+        for p in &report.problems {
+            eprintln!("  {}: {p}", resolved.source);
+        }
+        return ExitCode::from(EXIT_INVALID);
+    }
+    print_summary(&resolved.source, &resolved.config);
+    ExitCode::SUCCESS
+}
+
+fn print_summary(source: &config::ConfigSource, c: &Config) {
+    println!("{source}: configuration OK");
+    println!(
+        "  phones:  tls://{}  client certificates {}  {} server certificate(s)",
+        c.tls.listen,
+        c.tls.client_cert.as_str(),
+        c.tls.certificates.len()
+    );
+    let vendors: Vec<&str> = c
+        .vendors
+        .iter()
+        .filter(|(_, v)| v.enabled != Some(false))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    println!("  vendors: {}", vendors.join(", "));
+    println!(
+        "  pbx:     {}://{} from {}",
+        c.pbx.transport.as_str(),
+        c.pbx.address,
+        c.pbx.listen
+    );
+    println!(
+        "  media:   ports {}-{}  phones see {}  srtp {:?}",
+        c.media.port_min, c.media.port_max, c.media.phone_advertise, c.media.srtp
+    );
+    println!("  admin:   http://{}", c.admin.listen);
+}
+
+fn run(args: &ConfigArgs) -> ExitCode {
+    let resolved = match resolve(args, true) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    print_dev_banner(&resolved);
+    let report = config::validate(&resolved.config);
+    if !report.is_ok() {
+        eprintln!("{}: invalid configuration:", resolved.source);
+        for p in &report.problems {
+            eprintln!("  {p}");
+        }
+        return ExitCode::from(EXIT_INVALID);
+    }
+    telemetry::init_logging(&resolved.config.log);
+    for w in &report.warnings {
+        tracing::warn!(relaxation = %w, "safe default relaxed by configuration");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pbx-edge: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(async {
+        let edge = app::Edge::bind(resolved.config).await?;
+        edge.run(app::shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "pbx-edge failed");
+            eprintln!("pbx-edge: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn dev_pki(args: &pbx_edge::cli::DevPkiArgs) -> ExitCode {
+    match devpki::generate(&args.out, &args.name) {
+        Ok(p) => {
+            println!(
+                "development PKI written to {} (NOT for production)",
+                p.dir.display()
+            );
+            println!(
+                "  server chain + key:  {} {}",
+                p.server_chain.display(),
+                p.server_key.display()
+            );
+            println!("  server CA (phones):  {}", p.server_ca.display());
+            println!("  device CAs:          {}", p.vendor_cas.display());
+            println!("  Snom-style device:   {}", p.snom_device.display());
+            println!("  Yealink-style device:{}", p.yealink_device.display());
+            println!(
+                "  inventory / config:  {} {}",
+                p.inventory.display(),
+                p.config.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pbx-edge dev-pki: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        None => run(&cli.run.config),
+        Some(Command::Run(a)) => run(&a.config),
+        Some(Command::CheckConfig(a)) => check_config(a),
+        Some(Command::DevPki(a)) => dev_pki(a),
+    }
+}
