@@ -165,6 +165,8 @@ impl Edge {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let startup = self.readiness.latch();
+        let tls_addr = self.tls_addr().map(|a| a.to_string()).unwrap_or_default();
+        let admin_addr = self.admin_addr().map(|a| a.to_string()).unwrap_or_default();
 
         let admin_cancel = CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(
@@ -202,8 +204,8 @@ impl Edge {
 
         startup.release();
         tracing::info!(
-            tls = %self.config.tls.listen,
-            admin = %self.config.admin.listen,
+            tls = %tls_addr,
+            admin = %admin_addr,
             pbx = %self.config.pbx.address,
             "pbx-edge ready"
         );

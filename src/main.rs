@@ -7,6 +7,14 @@ use pbx_edge::devdefault::{self, Resolved};
 use pbx_edge::{app, devpki, telemetry};
 use std::process::ExitCode;
 
+/// `println!` that does not panic when stdout is a closed pipe (`pbx-edge ... | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
 
@@ -56,7 +64,7 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
     };
     let report = config::validate(&resolved.config);
     for w in &report.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
     if !report.is_ok() {
         eprintln!("{}: {} problem(s):", resolved.source, report.problems.len());
@@ -70,8 +78,8 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
 }
 
 fn print_summary(source: &config::ConfigSource, c: &Config) {
-    println!("{source}: configuration OK");
-    println!(
+    outln!("{source}: configuration OK");
+    outln!(
         "  phones:  tls://{}  client certificates {}  {} server certificate(s)",
         c.tls.listen,
         c.tls.client_cert.as_str(),
@@ -83,18 +91,21 @@ fn print_summary(source: &config::ConfigSource, c: &Config) {
         .filter(|(_, v)| v.enabled != Some(false))
         .map(|(n, _)| n.as_str())
         .collect();
-    println!("  vendors: {}", vendors.join(", "));
-    println!(
+    outln!("  vendors: {}", vendors.join(", "));
+    outln!(
         "  pbx:     {}://{} from {}",
         c.pbx.transport.as_str(),
         c.pbx.address,
         c.pbx.listen
     );
-    println!(
+    outln!(
         "  media:   ports {}-{}  phones see {}  srtp {:?}",
-        c.media.port_min, c.media.port_max, c.media.phone_advertise, c.media.srtp
+        c.media.port_min,
+        c.media.port_max,
+        c.media.phone_advertise,
+        c.media.srtp
     );
-    println!("  admin:   http://{}", c.admin.listen);
+    outln!("  admin:   http://{}", c.admin.listen);
 }
 
 fn run(args: &ConfigArgs) -> ExitCode {
@@ -142,20 +153,20 @@ fn run(args: &ConfigArgs) -> ExitCode {
 fn dev_pki(args: &pbx_edge::cli::DevPkiArgs) -> ExitCode {
     match devpki::generate(&args.out, &args.name) {
         Ok(p) => {
-            println!(
+            outln!(
                 "development PKI written to {} (NOT for production)",
                 p.dir.display()
             );
-            println!(
+            outln!(
                 "  server chain + key:  {} {}",
                 p.server_chain.display(),
                 p.server_key.display()
             );
-            println!("  server CA (phones):  {}", p.server_ca.display());
-            println!("  device CAs:          {}", p.vendor_cas.display());
-            println!("  Snom-style device:   {}", p.snom_device.display());
-            println!("  Yealink-style device:{}", p.yealink_device.display());
-            println!(
+            outln!("  server CA (phones):  {}", p.server_ca.display());
+            outln!("  device CAs:          {}", p.vendor_cas.display());
+            outln!("  Snom-style device:   {}", p.snom_device.display());
+            outln!("  Yealink-style device:{}", p.yealink_device.display());
+            outln!(
                 "  inventory / config:  {} {}",
                 p.inventory.display(),
                 p.config.display()

@@ -54,6 +54,9 @@ impl ValidationReport {
     }
 }
 
+/// Organisation name of the public example server certificate shipped in `config/example/`.
+const EXAMPLE_MARKER: &str = "pbx-edge EXAMPLE";
+
 /// Validates everything that needs the file system or crosses sections.
 pub fn validate(config: &Config) -> ValidationReport {
     let mut r = ValidationReport::default();
@@ -109,6 +112,17 @@ fn check_server_certificates(config: &Config, r: &mut ValidationReport) {
                 format!("first certificate does not parse: {e}"),
             ),
             Ok((_, parsed)) => {
+                if parsed
+                    .subject()
+                    .iter_organization()
+                    .any(|o| o.as_str().is_ok_and(|o| o.contains(EXAMPLE_MARKER)))
+                {
+                    r.warnings.push(format!(
+                        "{cert_key} = {} is the public EXAMPLE certificate from the repository: \
+                         its key is known to everyone; replace it before production",
+                        entry.cert.display()
+                    ));
+                }
                 let wildcards = wildcard_names(&parsed);
                 if !wildcards.is_empty() && !tls.allow_wildcard_server_cert {
                     r.problem(
@@ -293,8 +307,10 @@ enum Proto {
     Udp,
 }
 
+/// Port 0 asks the OS for a free port, so it never collides.
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port()
+    a.port() != 0
+        && a.port() == b.port()
         && (a.ip() == b.ip()
             || (a.ip().is_unspecified() && a.is_ipv4() == b.is_ipv4())
             || (b.ip().is_unspecified() && a.is_ipv4() == b.is_ipv4()))
@@ -310,6 +326,7 @@ fn check_listeners(config: &Config, r: &mut ValidationReport) {
         ("admin.listen", config.admin.listen, Proto::Tcp),
         ("pbx.listen", config.pbx.listen, pbx_proto),
     ];
+    // (port 0 is checked inside `overlaps`)
     for (i, (ka, a, pa)) in listeners.iter().enumerate() {
         for (kb, b, pb) in listeners.iter().skip(i + 1) {
             if pa == pb && overlaps(*a, *b) {

@@ -1,0 +1,8 @@
+//! End-to-end tests over loopback, one binary (all self-contained: no external peer).
+
+mod support;
+
+mod e2e {
+    mod config_cli;
+    mod tls_listener;
+}

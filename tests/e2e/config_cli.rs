@@ -1,0 +1,298 @@
+//! The `pbx-edge` binary: check-config, exit codes, dev-pki, the development default and
+//! graceful shutdown on SIGTERM. Every process started here is stopped by its PID.
+
+use crate::support::{edge, http};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pbx-edge"));
+    // The test must not inherit overrides from the environment it runs in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PBX_EDGE_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "info");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A started `pbx-edge run`, killed by PID on drop if still running.
+struct Running {
+    child: Child,
+    admin: std::net::SocketAddr,
+}
+
+impl Running {
+    /// Starts the binary and waits (bounded) for its "pbx-edge ready" log line.
+    fn start(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pbx-edge");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("admin=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("pbx-edge did not become ready within 20 s");
+            }
+        };
+        Self {
+            child,
+            admin: addr.parse().expect("admin address in the ready line"),
+        }
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(ok.map(|s| s.success()).unwrap_or(false), "kill -TERM {pid}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pbx-edge did not exit within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn shipped_example_config_passes_check_config() {
+    let out = run(&[
+        "check-config",
+        "--config",
+        repo_file("config/pbx-edge.toml").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    // The public example certificate is flagged.
+    assert!(stdout.contains("EXAMPLE certificate"), "{stdout}");
+}
+
+#[test]
+fn check_config_names_every_problem_and_exits_2() {
+    let pki = edge::dev_pki();
+    let dir = pki.dir.path();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let wild = rcgen::CertificateParams::new(vec!["*.sbc.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("wild.crt"), wild.pem()).unwrap();
+    std::fs::write(dir.join("wild.key"), key.serialize_pem()).unwrap();
+    let cfg = dir.join("broken.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[[tls.certificates]]
+cert = "missing.crt"
+key = "sbc.test.key"
+[[tls.certificates]]
+cert = "wild.crt"
+key = "wild.key"
+[vendors.snom]
+ca = ["snom-ca.crt"]
+[inventory]
+file = "inventory.toml"
+[media]
+port_min = 40000
+port_max = 30000
+"#,
+    )
+    .unwrap();
+    let out = run(&["check-config", "--config", cfg.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    assert!(
+        stderr.contains("tls.certificates[0].cert") && stderr.contains("missing.crt"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tls.certificates[1].cert") && stderr.contains("wildcard"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("media.port_min") && stderr.contains("reversed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("broken.toml"),
+        "the file is named: {stderr}"
+    );
+}
+
+#[test]
+fn unknown_key_and_bad_usage_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("typo.toml");
+    std::fs::write(&cfg, "[pbx]\nadress = \"127.0.0.1:5060\"\n").unwrap();
+    let out = run(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("adress"));
+    assert_eq!(run(&["--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["dev-pki"]).status.code(),
+        Some(2),
+        "--out is required"
+    );
+    let missing = run(&["check-config", "--config", "/nonexistent/pbx-edge.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn environment_overrides_the_file_in_check_config() {
+    let out = bin()
+        .args([
+            "check-config",
+            "--config",
+            repo_file("config/pbx-edge.toml").to_str().unwrap(),
+        ])
+        .env("PBX_EDGE_MEDIA__PORT_MIN", "40001")
+        .env("PBX_EDGE_MEDIA__PORT_MAX", "40000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port_min 40001 > port_max 40000"));
+}
+
+#[test]
+fn run_with_an_invalid_config_exits_2_and_a_busy_port_exits_1() {
+    let pki = edge::dev_pki();
+    let cfg = pki.pki.config.to_str().unwrap().to_owned();
+    let out = bin()
+        .args(["run", "--config", &cfg])
+        .env("PBX_EDGE_MEDIA__PORT_MAX", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = bin()
+        .args(["run", "--config", &cfg])
+        .env(
+            "PBX_EDGE_TLS__LISTEN",
+            busy.local_addr().unwrap().to_string(),
+        )
+        .env("PBX_EDGE_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("PBX_EDGE_PBX__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tls.listen"), "{stderr}");
+}
+
+#[test]
+fn sigterm_stops_the_proxy_with_exit_0() {
+    let pki = edge::dev_pki();
+    let mut cmd = bin();
+    cmd.args(["run", "--config", pki.pki.config.to_str().unwrap()])
+        .env("PBX_EDGE_TLS__LISTEN", "127.0.0.1:0")
+        .env("PBX_EDGE_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("PBX_EDGE_PBX__LISTEN", "127.0.0.1:0");
+    let running = Running::start(cmd);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(rt.block_on(http::get(running.admin, "/readyz")).0, 200);
+    let status = running.terminate();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn no_config_runs_the_development_default_and_generates_its_pki() {
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = bin();
+    cmd.args(["--dev-state-dir", state.path().to_str().unwrap()])
+        .env("PBX_EDGE_TLS__LISTEN", "127.0.0.1:0")
+        .env("PBX_EDGE_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("PBX_EDGE_PBX__LISTEN", "127.0.0.1:0");
+    let running = Running::start(cmd);
+    let dir = state.path().join("dev-pki");
+    for f in [
+        "server-ca.crt",
+        "sbc.test-chain.crt",
+        "sbc.test.key",
+        "snom-000413A1B2C3.pem",
+        "inventory.toml",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} generated");
+    }
+    assert_eq!(running.terminate().code(), Some(0));
+    // check-config on the same state directory validates the embedded default.
+    let out = run(&[
+        "check-config",
+        "--dev-state-dir",
+        state.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("embedded development default"));
+}
+
+#[test]
+fn dev_pki_writes_the_files_peers_expect() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "dev-pki",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--name",
+        "edge.test",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    for f in [
+        "server-ca.crt",
+        "edge.test-chain.crt",
+        "edge.test.key",
+        "vendor-cas.crt",
+        "snom-000413A1B2C3.pem",
+        "yealink-805EC0D4E5F6.pem",
+        "pbx-edge.toml",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f}");
+    }
+}

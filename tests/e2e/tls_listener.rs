@@ -1,0 +1,140 @@
+//! The phone TLS listener and the admin port of an in-process edge.
+
+use crate::support::{edge, http, tls_client};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// Polls /metrics until `pred` holds (bounded: 5 s), returns the last body.
+async fn metrics_until(admin: std::net::SocketAddr, pred: impl Fn(&str) -> bool) -> String {
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = http::get(admin, "/metrics").await.1;
+        if pred(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_answer() {
+    let pki = edge::dev_pki();
+    let e = edge::RunningEdge::start(edge::config_for(&pki)).await;
+    assert_eq!(http::get(e.admin_addr, "/healthz").await.0, 200);
+    let (status, _) = http::get(e.admin_addr, "/readyz").await;
+    assert_eq!(status, 200);
+    let (status, body) = http::get(e.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        http::metric(&body, "pbx_edge_build_info{version=\"0.1.0\"}"),
+        1.0,
+        "{body}"
+    );
+    assert!(body.contains("process_cpu_seconds_total"), "{body}");
+    assert_eq!(http::get(e.admin_addr, "/nothing").await.0, 404);
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_certificate_from_a_configured_ca_is_accepted() {
+    let pki = edge::dev_pki();
+    let e = edge::RunningEdge::start(edge::config_for(&pki)).await;
+    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
+    let _stream = tls_client::connect(e.tls_addr, "sbc.test", cfg)
+        .await
+        .expect("handshake completes");
+    let body = metrics_until(e.admin_addr, |b| {
+        http::metric(b, "pbx_edge_tls_handshakes_total") >= 1.0
+    })
+    .await;
+    assert_eq!(http::metric(&body, "pbx_edge_tls_handshakes_total"), 1.0);
+    assert_eq!(http::metric(&body, "pbx_edge_tls_connections_active"), 1.0);
+    e.stop()
+        .await
+        .expect("clean shutdown with a connection open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_unknown_device_certificate_is_refused_and_counted() {
+    let pki = edge::dev_pki();
+    let other = tempfile::tempdir().unwrap();
+    let unknown_device = other.path().join("unknown-device.pem");
+    write_device_from_unknown_ca(&unknown_device);
+    let e = edge::RunningEdge::start(edge::config_for(&pki)).await;
+
+    let no_cert = tls_client::client_config(&pki.pki.server_ca, None);
+    if let Ok(mut s) = tls_client::connect(e.tls_addr, "sbc.test", no_cert).await {
+        let mut b = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("refusal arrives");
+        assert!(
+            matches!(r, Err(_) | Ok(0)),
+            "connection without a certificate must be closed"
+        );
+    }
+    let unknown = tls_client::client_config(&pki.pki.server_ca, Some(&unknown_device));
+    if let Ok(mut s) = tls_client::connect(e.tls_addr, "sbc.test", unknown).await {
+        let mut b = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("refusal arrives");
+        assert!(matches!(r, Err(_) | Ok(0)), "unknown CA must be refused");
+    }
+    let no_cert_label =
+        "pbx_edge_tls_handshake_failures_total{reason=\"no_certificate\",vendor=\"unknown\"}";
+    let unknown_label =
+        "pbx_edge_tls_handshake_failures_total{reason=\"issuer_unknown\",vendor=\"unknown\"}";
+    let body = metrics_until(e.admin_addr, |b| {
+        http::metric(b, no_cert_label) >= 1.0 && http::metric(b, unknown_label) >= 1.0
+    })
+    .await;
+    assert_eq!(http::metric(&body, no_cert_label), 1.0, "{body}");
+    assert_eq!(http::metric(&body, unknown_label), 1.0, "{body}");
+    assert_eq!(http::metric(&body, "pbx_edge_tls_handshakes_total"), 0.0);
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_checking_the_server_name_connects_only_to_the_configured_name() {
+    let pki = edge::dev_pki();
+    let e = edge::RunningEdge::start(edge::config_for(&pki)).await;
+    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
+    tls_client::connect(e.tls_addr, "sbc.test", cfg.clone())
+        .await
+        .expect("configured name verifies");
+    let err = tls_client::connect(e.tls_addr, "other.test", cfg)
+        .await
+        .expect_err("a name the certificate does not carry is refused by the phone");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_port_closes_after_shutdown() {
+    let pki = edge::dev_pki();
+    let e = edge::RunningEdge::start(edge::config_for(&pki)).await;
+    let admin = e.admin_addr;
+    assert_eq!(http::get(admin, "/readyz").await.0, 200);
+    e.stop().await.expect("clean shutdown");
+    // After shutdown the admin port is closed: nothing answers any more.
+    let closed = tokio::net::TcpStream::connect(admin).await;
+    assert!(closed.is_err(), "admin port must be closed after shutdown");
+}
+
+/// A Snom-style device certificate from a CA the edge does not know.
+fn write_device_from_unknown_ca(path: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Some Other Vendor Root CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut dev = CertificateParams::default();
+    dev.distinguished_name
+        .push(DnType::CommonName, "000413FFFFFF");
+    let key = KeyPair::generate().unwrap();
+    let cert = dev.signed_by(&key, &ca).unwrap();
+    std::fs::write(path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+}

@@ -1,0 +1,88 @@
+//! An edge running in-process on ephemeral ports, stopped on drop.
+
+use pbx_edge::app::Edge;
+use pbx_edge::config::{self, Config};
+use pbx_edge::devpki::{self, DevPki};
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A development PKI in a temporary directory (removed on drop).
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub pki: DevPki,
+}
+
+pub fn dev_pki() -> TestPki {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = devpki::generate(dir.path(), "sbc.test").expect("dev pki");
+    TestPki { dir, pki }
+}
+
+/// The development config of `pki` with every listener on an ephemeral loopback port.
+pub fn config_for(pki: &TestPki) -> Config {
+    let env = vec![
+        ("PBX_EDGE_TLS__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        (
+            "PBX_EDGE_ADMIN__LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        ("PBX_EDGE_PBX__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        (
+            "PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS".to_owned(),
+            "2".to_owned(),
+        ),
+    ];
+    let c = config::load(&pki.pki.config, env).expect("dev config loads");
+    let report = config::validate(&c);
+    assert!(report.is_ok(), "{:?}", report.problems);
+    c
+}
+
+pub struct RunningEdge {
+    pub tls_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), pbx_edge::app::AppError>>>,
+}
+
+impl RunningEdge {
+    pub async fn start(config: Config) -> Self {
+        let edge = Edge::bind(config).await.expect("edge binds");
+        let tls_addr = edge.tls_addr().expect("tls addr");
+        let admin_addr = edge.admin_addr().expect("admin addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(edge.run(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            tls_addr,
+            admin_addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits (bounded) for `run` to return.
+    pub async fn stop(mut self) -> Result<(), pbx_edge::app::AppError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().expect("task present until stopped");
+        tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .expect("edge stops within 10 s")
+            .expect("edge task did not panic")
+    }
+}
+
+impl Drop for RunningEdge {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Blocking HTTP GET against the admin port (ureq), run off the async runtime.
+
+use std::net::SocketAddr;
+
+/// (status, body) of `GET http://addr/path`.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut resp = agent.get(&url).call().expect("admin port answers");
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().expect("utf-8 body");
+        (status, body)
+    })
+    .await
+    .expect("http task")
+}
+
+/// The value of a metric line `name{labels} value` (labels as written), or 0 if absent.
+pub fn metric(body: &str, name_and_labels: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name_and_labels).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}

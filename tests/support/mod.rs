@@ -1,0 +1,7 @@
+//! Shared test harness: a development PKI, an in-process edge on port 0, HTTP and TLS
+//! clients. Everything binds 127.0.0.1 only.
+#![allow(dead_code)]
+
+pub mod edge;
+pub mod http;
+pub mod tls_client;
