@@ -1,23 +1,30 @@
-//! Wiring: binds every listener from a validated [`Config`], runs the components, and shuts
-//! them down in order (stop accepting → broadcast → drain with a deadline).
+//! Wiring: binds every listener from a validated [`Config`], runs the components, reloads
+//! identity files, and shuts down in order (stop accepting → drain → close).
 //!
 //! Split in two so tests can use port 0: [`Edge::bind`] binds (and fails fast with exit code
 //! 1 on a busy port), [`Edge::run`] serves until the shutdown future completes.
 
-use crate::admin::{self, Readiness};
-use crate::config::{ClientCertMode, Config};
+use crate::admin::{self, ApiRoutes, Readiness};
+use crate::b2bua::core::{CoreSettings, CoreState, SipCore};
+use crate::b2bua::metrics::CoreMetrics;
+use crate::config::Config;
+use crate::identity::{identity_of, HandshakeCounters, IdentityError, IdentitySnapshot};
+use crate::sip::framing::FramingLimits;
 use crate::telemetry;
-use crate::transport::{metrics::TlsMetrics, tls};
-use prometheus::Registry;
-use rustls::server::WebPkiClientVerifier;
-use rustls::ServerConfig;
+use crate::transaction::fsm::TimerConfig;
+use crate::transport::connection::{self, ConnectionSettings};
+use crate::transport::flow::FlowTable;
+use crate::transport::metrics::{HandshakeFailures, SipTransportMetrics, TlsMetrics};
+use crate::transport::pbx::PbxLink;
+use crate::transport::tls;
+use prometheus::{IntCounterVec, Opts, Registry};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -32,12 +39,15 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
-    /// The TLS configuration could not be built from the configured files.
-    #[error("TLS configuration: {0}")]
-    Tls(String),
+    /// Certificates, CAs, CRLs or the inventory could not be loaded.
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
     /// Registering metrics failed (a duplicate name: a bug).
     #[error("metrics registration: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The OS random generator failed (no entropy).
+    #[error("the OS random generator failed")]
+    Random,
     /// The admin HTTP server failed.
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
@@ -47,9 +57,28 @@ impl AppError {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Bind { .. } => "bind",
-            Self::Tls(_) => "tls",
+            Self::Identity(e) => e.label(),
             Self::Metrics(_) => "metrics",
+            Self::Random => "random",
             Self::Admin(_) => "admin",
+        }
+    }
+}
+
+/// Start-up options that are not config keys.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// Where the built-in vendor profiles find their CA files (`<dir>/<vendor>/*.pem`):
+    /// the `ca/` folder beside the config file.
+    pub vendor_ca_dir: PathBuf,
+}
+
+impl EdgeOptions {
+    /// Built-in vendor CAs from `ca/` beside `config_file` (the layout of `config/`).
+    pub fn beside(config_file: &Path) -> Self {
+        let dir = config_file.parent().unwrap_or_else(|| Path::new("."));
+        Self {
+            vendor_ca_dir: dir.join("ca"),
         }
     }
 }
@@ -57,74 +86,44 @@ impl AppError {
 /// A bound, not yet running edge.
 pub struct Edge {
     config: Config,
+    options: EdgeOptions,
     registry: Registry,
     readiness: Readiness,
     tls_listener: TcpListener,
     admin_listener: TcpListener,
-    server_config: watch::Sender<Arc<ServerConfig>>,
+    pbx: PbxLink,
+    identity: watch::Sender<Arc<IdentitySnapshot>>,
+    counters: Arc<HandshakeCounters>,
     tls_metrics: TlsMetrics,
-}
-
-/// Builds the phone listener's rustls configuration: TLS 1.2 and 1.3 only, the configured
-/// server certificate, client certificates verified against every enabled vendor CA.
-pub fn build_server_config(config: &Config) -> Result<Arc<ServerConfig>, AppError> {
-    use crate::config::files;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    let mut crls = Vec::new();
-    for (name, v) in &config.vendors {
-        if v.enabled == Some(false) {
-            continue;
-        }
-        for p in &v.ca {
-            let certs = files::read_certificates(p).map_err(|e| AppError::Tls(e.to_string()))?;
-            for c in certs {
-                roots.add(c).map_err(|e| {
-                    AppError::Tls(format!("vendors.{name}.ca {}: {e}", p.display()))
-                })?;
-            }
-        }
-        for p in &v.crl {
-            crls.extend(files::read_crls(p).map_err(|e| AppError::Tls(e.to_string()))?);
-        }
-    }
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| AppError::Tls(e.to_string()))?;
-    let verifier = match config.tls.client_cert {
-        ClientCertMode::Off => WebPkiClientVerifier::no_client_auth(),
-        mode => {
-            let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .with_crls(crls);
-            let b = if mode == ClientCertMode::Optional {
-                b.allow_unauthenticated()
-            } else {
-                b
-            };
-            b.build().map_err(|e| AppError::Tls(e.to_string()))?
-        }
-    };
-    let first = config
-        .tls
-        .certificates
-        .first()
-        .ok_or_else(|| AppError::Tls("no [[tls.certificates]] configured".into()))?;
-    let chain = files::read_certificates(&first.cert).map_err(|e| AppError::Tls(e.to_string()))?;
-    let key = files::read_private_key(&first.key).map_err(|e| AppError::Tls(e.to_string()))?;
-    let server = builder
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| AppError::Tls(format!("{}: {e}", first.cert.display())))?;
-    Ok(Arc::new(server))
+    sip_metrics: SipTransportMetrics,
+    core_metrics: CoreMetrics,
+    reloads: IntCounterVec,
 }
 
 impl Edge {
-    /// Binds every listener. Nothing is served until [`Edge::run`].
-    pub async fn bind(config: Config) -> Result<Self, AppError> {
+    /// Loads every identity file and binds every listener. Nothing is served until
+    /// [`Edge::run`].
+    pub async fn bind(config: Config, options: EdgeOptions) -> Result<Self, AppError> {
         let registry = telemetry::new_registry();
         let readiness = Readiness::new();
+        let counters = HandshakeCounters::new();
+        let snapshot =
+            IdentitySnapshot::load_with_ca_dir(&config, &options.vendor_ca_dir, counters.clone())?;
         let tls_metrics = TlsMetrics::register(&registry)?;
-        let server_config = build_server_config(&config)?;
+        registry.register(Box::new(HandshakeFailures::new(
+            counters.clone(),
+            tls_metrics.handshake_failures_local.clone(),
+        )))?;
+        let sip_metrics = SipTransportMetrics::register(&registry)?;
+        let core_metrics = CoreMetrics::register(&registry, sip_metrics.malformed.clone())?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "pbx_edge_identity_reloads_total",
+                "Reloads of certificates, CAs, CRLs and the inventory, by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -133,15 +132,28 @@ impl Edge {
         let tls_listener = bind("the phone TLS listener (tls.listen)", config.tls.listen).await?;
         let admin_listener =
             bind("the admin HTTP port (admin.listen)", config.admin.listen).await?;
-        let (server_config, _) = watch::channel(server_config);
+        let pbx = PbxLink::bind(config.pbx.listen, config.pbx.address)
+            .await
+            .map_err(|source| AppError::Bind {
+                what: "the PBX-side SIP socket (pbx.listen)",
+                addr: config.pbx.listen,
+                source,
+            })?;
+        let (identity, _) = watch::channel(Arc::new(snapshot));
         Ok(Self {
             config,
+            options,
             registry,
             readiness,
             tls_listener,
             admin_listener,
-            server_config,
+            pbx,
+            identity,
+            counters,
             tls_metrics,
+            sip_metrics,
+            core_metrics,
+            reloads,
         })
     }
 
@@ -155,74 +167,196 @@ impl Edge {
         self.admin_listener.local_addr()
     }
 
+    /// Where the PBX-side SIP socket is bound.
+    pub fn pbx_local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.pbx.local_addr()
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, tells every connection to
-    /// finish and waits for them up to `shutdown.drain_timeout_secs`.
+    /// Serves until `shutdown` completes, then stops accepting, lets SIP transactions in
+    /// flight finish for up to `shutdown.drain_timeout_secs`, and closes what is left.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AppError> {
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let startup = self.readiness.latch();
-        let tls_addr = self.tls_addr().map(|a| a.to_string()).unwrap_or_default();
+        let tls_addr = self.tls_addr().map_err(|source| AppError::Bind {
+            what: "the phone TLS listener (tls.listen)",
+            addr: self.config.tls.listen,
+            source,
+        })?;
         let admin_addr = self.admin_addr().map(|a| a.to_string()).unwrap_or_default();
+        let pbx_local = self.pbx.local_addr().unwrap_or(self.config.pbx.listen);
 
+        let accept_cancel = CancellationToken::new();
+        let conn_cancel = CancellationToken::new();
+        let core_cancel = CancellationToken::new();
         let admin_cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let flows = Arc::new(FlowTable::new());
+        let core_state = Arc::new(CoreState::default());
+
+        // Admin port.
+        let api = {
+            let state = core_state.clone();
+            ApiRoutes {
+                registrations: Arc::new(move || {
+                    let regs = state
+                        .registrations
+                        .read()
+                        .map(|r| r.clone())
+                        .unwrap_or_default();
+                    serde_json::json!({ "registrations": regs })
+                }),
+            }
+        };
         let admin_task = tokio::spawn(admin::serve(
             self.admin_listener,
             self.registry.clone(),
             self.readiness.clone(),
+            api,
             admin_cancel.clone().cancelled_owned(),
         ));
 
-        let handler: tls::ConnectionHandler = Arc::new(|mut stream, peer, cancel| {
-            Box::pin(async move {
-                // Until the SIP core runs on this connection, keep it open and drain it.
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        r = stream.read(&mut buf) => match r {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
+        // SIP core and the PBX side.
+        let (phone_tx, phone_rx) = mpsc::channel(1024);
+        let (pbx_tx, pbx_rx) = mpsc::channel(1024);
+        let sip = &self.config.sip;
+        let limits = FramingLimits {
+            max_message_bytes: sip.max_message_bytes,
+            max_headers: sip.max_headers,
+            max_line_bytes: sip.max_line_bytes,
+            max_body_bytes: sip.max_message_bytes,
+        };
+        let core = SipCore::new(
+            CoreSettings {
+                timers: TimerConfig {
+                    t1: Duration::from_millis(sip.t1_ms),
+                    t2: Duration::from_millis(sip.t2_ms),
+                    t4: Duration::from_millis(sip.t4_ms),
+                    ..TimerConfig::default()
+                },
+                domain: sip.domain.clone(),
+                pbx_local,
+                tls_local: tls_addr,
+            },
+            flows.clone(),
+            self.identity.subscribe(),
+            self.pbx.clone(),
+            self.core_metrics.clone(),
+            core_state,
+        )
+        .map_err(|_| AppError::Random)?;
+        let core_task = tokio::spawn(core.run(phone_rx, pbx_rx, core_cancel.clone()));
+        let pbx_task = tokio::spawn(self.pbx.clone().receive(
+            limits,
+            pbx_tx,
+            self.sip_metrics.clone(),
+            core_cancel.clone(),
+        ));
+
+        // Phone connections.
+        let settings = ConnectionSettings {
+            limits,
+            idle_timeout: Duration::from_secs(sip.idle_timeout_secs),
+        };
+        let identity_rx = self.identity.subscribe();
+        let handler: tls::ConnectionHandler = {
+            let flows = flows.clone();
+            let sip_metrics = self.sip_metrics.clone();
+            Arc::new(move |stream, peer, cancel| {
+                let flows = flows.clone();
+                let events = phone_tx.clone();
+                let metrics = sip_metrics.clone();
+                let snapshot = identity_rx.borrow().clone();
+                Box::pin(async move {
+                    let certs: Vec<_> = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| c.to_vec())
+                        .unwrap_or_default();
+                    let identity = match identity_of(Some(&certs), &snapshot) {
+                        Ok(i) => i,
+                        Err(rejection) => {
+                            // The snapshot changed during the handshake: like a revocation.
+                            tracing::info!(%peer, reason = rejection.reason.label(), "connection refused after a reload");
+                            return;
                         }
-                    }
-                }
-                tracing::debug!(%peer, "phone connection closed");
+                    };
+                    tracing::info!(%peer, identity = %identity, "phone connected");
+                    connection::run(
+                        stream,
+                        peer,
+                        Arc::new(identity),
+                        Arc::new(certs),
+                        flows,
+                        settings,
+                        events,
+                        metrics,
+                        cancel,
+                    )
+                    .await;
+                })
             })
-        });
+        };
         let accept = tokio::spawn(tls::accept_loop(
             self.tls_listener,
-            self.server_config.subscribe(),
+            ServerConfigs(self.identity.subscribe()),
             Duration::from_secs(self.config.tls.handshake_timeout_secs),
             self.tls_metrics.clone(),
+            self.counters.clone(),
             handler,
             tracker.clone(),
-            cancel.clone(),
+            accept_cancel.clone(),
+            conn_cancel.clone(),
+        ));
+
+        // Reloads: SIGHUP, or any identity file changing on disk.
+        let reload_task = tokio::spawn(reload_loop(
+            self.config.clone(),
+            self.options.clone(),
+            self.identity.clone(),
+            self.counters.clone(),
+            flows.clone(),
+            self.reloads.clone(),
+            core_cancel.clone(),
         ));
 
         startup.release();
         tracing::info!(
             tls = %tls_addr,
             admin = %admin_addr,
+            pbx_local = %pbx_local,
             pbx = %self.config.pbx.address,
             "pbx-edge ready"
         );
 
         shutdown.await;
+        let drain = Duration::from_secs(self.config.shutdown.drain_timeout_secs);
         tracing::info!(
-            drain_timeout_secs = self.config.shutdown.drain_timeout_secs,
-            "shutting down: no new connections, draining"
+            drain_timeout_secs = drain.as_secs(),
+            "shutting down: no new connections, draining transactions"
         );
         self.readiness.set_draining();
-        cancel.cancel();
+        accept_cancel.cancel();
         let _ = accept.await;
-        tracker.close();
-        let drain = Duration::from_secs(self.config.shutdown.drain_timeout_secs);
-        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-            tracing::warn!("drain timeout reached; closing what is left");
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.core_metrics.transactions.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        conn_cancel.cancel();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(2), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("phone connections did not close in time");
+        }
+        core_cancel.cancel();
+        let _ = core_task.await;
+        let _ = pbx_task.await;
+        let _ = reload_task.await;
         admin_cancel.cancel();
         match admin_task.await {
             Ok(r) => r?,
@@ -230,6 +364,92 @@ impl Edge {
         }
         tracing::info!("pbx-edge stopped");
         Ok(())
+    }
+}
+
+/// The listener's view of the identity snapshot: its current rustls configuration.
+pub struct ServerConfigs(pub watch::Receiver<Arc<IdentitySnapshot>>);
+
+impl ServerConfigs {
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.0.borrow().server_config()
+    }
+}
+
+/// Modification times and sizes of every file the identity snapshot was built from.
+fn fingerprint(
+    config: &Config,
+    options: &EdgeOptions,
+) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+    let mut c = config.clone();
+    let mut paths: Vec<PathBuf> = c.paths_mut().into_iter().map(|(_, p)| p.clone()).collect();
+    if let Ok(dirs) = std::fs::read_dir(&options.vendor_ca_dir) {
+        for d in dirs.flatten() {
+            if let Ok(files) = std::fs::read_dir(d.path()) {
+                paths.extend(files.flatten().map(|f| f.path()));
+            }
+        }
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (p, meta)
+        })
+        .collect()
+}
+
+async fn reload_loop(
+    config: Config,
+    options: EdgeOptions,
+    identity: watch::Sender<Arc<IdentitySnapshot>>,
+    counters: Arc<HandshakeCounters>,
+    flows: Arc<FlowTable>,
+    reloads: IntCounterVec,
+    cancel: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = fingerprint(&config, &options);
+    loop {
+        let why = tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => "SIGHUP",
+            _ = tick.tick() => {
+                let now = fingerprint(&config, &options);
+                if now == seen { continue; }
+                seen = now;
+                "a file changed"
+            }
+        };
+        match IdentitySnapshot::load_with_ca_dir(&config, &options.vendor_ca_dir, counters.clone())
+        {
+            Ok(snapshot) => {
+                reloads.with_label_values(&["ok"]).inc();
+                let snapshot = Arc::new(snapshot);
+                identity.send_replace(snapshot.clone());
+                let now = rustls_pki_types::UnixTime::now();
+                let closed = flows.close_where(|f| {
+                    crate::identity::revocation::recheck(Some(&f.certificates), &snapshot, now)
+                        .is_err()
+                        || crate::identity::is_revoked(&f.identity, &snapshot)
+                });
+                tracing::info!(
+                    trigger = why,
+                    closed_connections = closed,
+                    "identity reloaded"
+                );
+            }
+            Err(e) => {
+                reloads.with_label_values(&["failed"]).inc();
+                tracing::error!(trigger = why, error = %e, "identity reload failed; keeping the previous certificates, CAs and inventory");
+            }
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub enum Command {
     Run(RunArgs),
     /// Validate a configuration and exit: 0 and a summary, or 2 and every problem found.
     CheckConfig(ConfigArgs),
+    /// Explain whether a device certificate (PEM or DER, certificate or chain) is accepted:
+    /// exit 0 accepted, 1 refused, 2 unreadable or invalid config.
+    InspectCert(InspectArgs),
     /// Write a development PKI (CAs, server and device certificates, inventory, config).
     DevPki(DevPkiArgs),
 }
@@ -42,6 +45,15 @@ pub struct ConfigArgs {
 
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The device certificate file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
     #[command(flatten)]
     pub config: ConfigArgs,
 }

@@ -42,6 +42,44 @@ pub struct Resolved {
     pub generated: bool,
 }
 
+impl Resolved {
+    /// Where built-in vendor profiles look for CA files: `ca/` beside the config file; for
+    /// the development default, `ca/` inside its state directory (normally absent, so only
+    /// the development CAs are trusted).
+    pub fn edge_options(&self) -> crate::app::EdgeOptions {
+        match (&self.source, &self.dev_pki) {
+            (ConfigSource::File(f), _) => crate::app::EdgeOptions::beside(f),
+            (_, Some(dir)) => crate::app::EdgeOptions {
+                vendor_ca_dir: dir.join("ca"),
+            },
+            (ConfigSource::Text { base_dir, .. }, None) => crate::app::EdgeOptions {
+                vendor_ca_dir: base_dir.join("ca"),
+            },
+        }
+    }
+
+    /// Validation including everything the running edge loads (vendor profiles, inventory,
+    /// deny-list, CRLs): the problems `check-config` and `run` report.
+    pub fn validate(&self) -> config::ValidationReport {
+        let mut report = config::validate(&self.config);
+        if report.is_ok() {
+            let options = self.edge_options();
+            if let Err(e) = crate::identity::IdentitySnapshot::load_with_ca_dir(
+                &self.config,
+                &options.vendor_ca_dir,
+                crate::identity::HandshakeCounters::new(),
+            ) {
+                report.problems.push(config::Problem {
+                    key: "identity".into(),
+                    file: None,
+                    message: e.to_string(),
+                });
+            }
+        }
+        report
+    }
+}
+
 /// The default state directory: `$XDG_STATE_HOME/pbx-edge`, else `~/.local/state/pbx-edge`,
 /// else `./.pbx-edge-state`.
 pub fn default_state_dir() -> PathBuf {

@@ -11,9 +11,13 @@
 
 pub mod admin;
 pub mod app;
+pub mod b2bua;
 pub mod cli;
 pub mod config;
 pub mod devdefault;
 pub mod devpki;
+pub mod identity;
+pub mod sip;
 pub mod telemetry;
+pub mod transaction;
 pub mod transport;

@@ -62,7 +62,7 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let report = config::validate(&resolved.config);
+    let report = resolved.validate();
     for w in &report.warnings {
         outln!("warning: {w}");
     }
@@ -114,7 +114,7 @@ fn run(args: &ConfigArgs) -> ExitCode {
         Err(code) => return code,
     };
     print_dev_banner(&resolved);
-    let report = config::validate(&resolved.config);
+    let report = resolved.validate();
     if !report.is_ok() {
         eprintln!("{}: invalid configuration:", resolved.source);
         for p in &report.problems {
@@ -137,7 +137,8 @@ fn run(args: &ConfigArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let edge = app::Edge::bind(resolved.config).await?;
+        let options = resolved.edge_options();
+        let edge = app::Edge::bind(resolved.config, options).await?;
         edge.run(app::shutdown_signal()).await
     });
     match result {
@@ -180,6 +181,43 @@ fn dev_pki(args: &pbx_edge::cli::DevPkiArgs) -> ExitCode {
     }
 }
 
+fn inspect_cert(args: &pbx_edge::cli::InspectArgs) -> ExitCode {
+    let resolved = match resolve(&args.config, false) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let options = resolved.edge_options();
+    let snapshot = match pbx_edge::identity::IdentitySnapshot::load_with_ca_dir(
+        &resolved.config,
+        &options.vendor_ca_dir,
+        pbx_edge::identity::HandshakeCounters::new(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", resolved.source);
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    match pbx_edge::identity::inspect::inspect_file(
+        &args.file,
+        &snapshot,
+        rustls::pki_types::UnixTime::now(),
+    ) {
+        Ok(report) => {
+            outln!("{report}");
+            if report.accepted {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+        Err(e) => {
+            eprintln!("pbx-edge inspect-cert: {e}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -187,5 +225,6 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => run(&a.config),
         Some(Command::CheckConfig(a)) => check_config(a),
         Some(Command::DevPki(a)) => dev_pki(a),
+        Some(Command::InspectCert(a)) => inspect_cert(a),
     }
 }

@@ -4,5 +4,6 @@ mod support;
 
 mod e2e {
     mod config_cli;
+    mod register;
     mod tls_listener;
 }

@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Why the admin server stopped.
@@ -26,10 +27,25 @@ impl AdminError {
     }
 }
 
+/// A JSON view another component publishes; called on each request.
+pub type JsonView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// The `/api/...` routes and where their data comes from.
+#[derive(Clone)]
+pub struct ApiRoutes {
+    /// `GET /api/registrations`.
+    pub registrations: JsonView,
+}
+
 #[derive(Clone)]
 struct AdminState {
     registry: Registry,
     readiness: Readiness,
+    api: ApiRoutes,
+}
+
+async fn registrations(State(s): State<AdminState>) -> axum::Json<serde_json::Value> {
+    axum::Json((s.api.registrations)())
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
@@ -66,15 +82,18 @@ pub async fn serve(
     listener: TcpListener,
     registry: Registry,
     readiness: Readiness,
+    api: ApiRoutes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdminError> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/registrations", get(registrations))
         .with_state(AdminState {
             registry,
             readiness,
+            api,
         });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

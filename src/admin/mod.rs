@@ -5,5 +5,5 @@
 mod http;
 mod readiness;
 
-pub use http::{serve, AdminError};
+pub use http::{serve, AdminError, ApiRoutes, JsonView};
 pub use readiness::{Latch, Readiness};

@@ -233,6 +233,45 @@ impl Default for AdminConfig {
     }
 }
 
+/// `[sip]`: SIP transport and transaction settings (both legs).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// The host phones address the edge by (Via/Contact toward phones, Warning agent).
+    /// Usually the TLS server certificate's name.
+    pub domain: String,
+    /// RFC 3261 T1 (RTT estimate) in milliseconds, for UDP toward the PBX.
+    pub t1_ms: u64,
+    /// RFC 3261 T2 (maximum retransmit interval) in milliseconds.
+    pub t2_ms: u64,
+    /// RFC 3261 T4 (maximum message lifetime in the network) in milliseconds.
+    pub t4_ms: u64,
+    /// Largest SIP message accepted (bytes), both legs.
+    pub max_message_bytes: usize,
+    /// Most header lines in one message.
+    pub max_headers: usize,
+    /// Longest header line (bytes).
+    pub max_line_bytes: usize,
+    /// A phone connection with no traffic at all (not even keep-alives) for this long is
+    /// closed. Phones send RFC 5626 CRLF keep-alives far more often.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            domain: "sbc.test".to_owned(),
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            max_message_bytes: 65_535,
+            max_headers: 128,
+            max_line_bytes: 8_192,
+            idle_timeout_secs: 900,
+        }
+    }
+}
+
 /// `[shutdown]`: what happens on SIGTERM / SIGINT.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -285,6 +324,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub vendors: BTreeMap<String, VendorConfig>,
     pub pbx: PbxConfig,
+    pub sip: SipConfig,
     pub media: MediaConfig,
     pub inventory: InventoryConfig,
     pub admin: AdminConfig,

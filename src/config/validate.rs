@@ -369,6 +369,43 @@ fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
     if config.tls.handshake_timeout_secs == 0 {
         r.problem("tls.handshake_timeout_secs", None, "must be at least 1");
     }
+    let sip = &config.sip;
+    if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms {
+        r.problem(
+            "sip.t1_ms",
+            None,
+            format!(
+                "need 0 < t1_ms <= t2_ms (have {} and {})",
+                sip.t1_ms, sip.t2_ms
+            ),
+        );
+    }
+    if sip.t4_ms == 0 {
+        r.problem("sip.t4_ms", None, "must be at least 1");
+    }
+    if sip.max_message_bytes < 1024 {
+        r.problem("sip.max_message_bytes", None, "must be at least 1024");
+    }
+    if sip.max_headers < 8 {
+        r.problem("sip.max_headers", None, "must be at least 8");
+    }
+    if sip.max_line_bytes < 256 {
+        r.problem("sip.max_line_bytes", None, "must be at least 256");
+    }
+    if sip.idle_timeout_secs == 0 {
+        r.problem("sip.idle_timeout_secs", None, "must be at least 1");
+    }
+    if sip.domain.is_empty()
+        || sip
+            .domain
+            .contains(|c: char| c.is_whitespace() || c == '@' || c == '>')
+    {
+        r.problem(
+            "sip.domain",
+            None,
+            format!("{:?} is not a host name", sip.domain),
+        );
+    }
     if config.media.timeout_secs == 0 {
         r.problem("media.timeout_secs", None, "must be at least 1");
     }

@@ -1,14 +1,136 @@
 //! Counters of the phone-facing TLS listener.
 
+use crate::identity::HandshakeCounters;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::Arc;
+
+const HANDSHAKE_FAILURES: &str = "pbx_edge_tls_handshake_failures_total";
+const HANDSHAKE_FAILURES_HELP: &str =
+    "Phone TLS handshakes that failed, by reason and device vendor.";
+
+/// `pbx_edge_tls_handshake_failures_total{reason, vendor}` and
+/// `pbx_edge_tls_legacy_accepted_total{vendor}`, `pbx_edge_tls_mac_outside_ouis_total{vendor}`:
+/// read from the identity module's counters at scrape time (they survive reloads), plus the
+/// listener's own non-TLS failures.
+pub struct HandshakeFailures {
+    counters: Arc<HandshakeCounters>,
+    local: IntCounterVec,
+    descs: Vec<Desc>,
+}
+
+impl HandshakeFailures {
+    pub fn new(counters: Arc<HandshakeCounters>, local: IntCounterVec) -> Self {
+        let descs = [
+            (
+                HANDSHAKE_FAILURES,
+                HANDSHAKE_FAILURES_HELP,
+                vec!["reason", "vendor"],
+            ),
+            (
+                "pbx_edge_tls_legacy_accepted_total",
+                "Device certificates accepted only because of legacy_crypto, by vendor.",
+                vec!["vendor"],
+            ),
+            (
+                "pbx_edge_tls_mac_outside_ouis_total",
+                "Device certificates accepted with a MAC outside the vendor's OUIs, by vendor.",
+                vec!["vendor"],
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(n, h, l)| {
+            Desc::new(
+                n.to_owned(),
+                h.to_owned(),
+                l.into_iter().map(str::to_owned).collect(),
+                Default::default(),
+            )
+            .ok()
+        })
+        .collect();
+        Self {
+            counters,
+            local,
+            descs,
+        }
+    }
+
+    fn family(
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        values: impl IntoIterator<Item = (Vec<String>, u64)>,
+    ) -> Vec<MetricFamily> {
+        let Ok(vec) = IntCounterVec::new(Opts::new(name, help), labels) else {
+            return Vec::new();
+        };
+        for (l, v) in values {
+            let l: Vec<&str> = l.iter().map(String::as_str).collect();
+            if let Ok(c) = vec.get_metric_with_label_values(&l) {
+                c.inc_by(v);
+            }
+        }
+        vec.collect()
+    }
+}
+
+impl Collector for HandshakeFailures {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut failures: Vec<(Vec<String>, u64)> = self
+            .counters
+            .failures()
+            .into_iter()
+            .map(|(r, vendor, n)| (vec![r.label().to_owned(), vendor], n))
+            .collect();
+        for mf in self.local.collect() {
+            for m in mf.get_metric() {
+                let labels: Vec<String> =
+                    m.get_label().iter().map(|l| l.value().to_owned()).collect();
+                failures.push((labels, m.get_counter().value() as u64));
+            }
+        }
+        let mut out = Self::family(
+            HANDSHAKE_FAILURES,
+            HANDSHAKE_FAILURES_HELP,
+            &["reason", "vendor"],
+            failures,
+        );
+        out.extend(Self::family(
+            "pbx_edge_tls_legacy_accepted_total",
+            "Device certificates accepted only because of legacy_crypto, by vendor.",
+            &["vendor"],
+            self.counters
+                .legacy_accepted()
+                .into_iter()
+                .map(|(v, n)| (vec![v], n)),
+        ));
+        out.extend(Self::family(
+            "pbx_edge_tls_mac_outside_ouis_total",
+            "Device certificates accepted with a MAC outside the vendor's OUIs, by vendor.",
+            &["vendor"],
+            self.counters
+                .outside_ouis_accepted()
+                .into_iter()
+                .map(|(v, n)| (vec![v], n)),
+        ));
+        out
+    }
+}
 
 /// TLS listener metrics, registered into the process registry by `app`.
 #[derive(Clone)]
 pub struct TlsMetrics {
     pub connections_active: IntGauge,
     pub handshakes_ok: IntCounter,
-    /// `pbx_edge_tls_handshake_failures_total{reason, vendor}`.
-    pub handshake_failures: IntCounterVec,
+    /// Failures that are not TLS errors (handshake timeout, peer gone mid-handshake); exported
+    /// together with the identity module's counters by [`HandshakeFailures`].
+    pub handshake_failures_local: IntCounterVec,
 }
 
 impl TlsMetrics {
@@ -22,17 +144,63 @@ impl TlsMetrics {
                 "pbx_edge_tls_handshakes_total",
                 "Phone TLS handshakes that completed.",
             )?,
-            handshake_failures: IntCounterVec::new(
-                Opts::new(
-                    "pbx_edge_tls_handshake_failures_total",
-                    "Phone TLS handshakes that failed, by reason and device vendor.",
-                ),
+            handshake_failures_local: IntCounterVec::new(
+                Opts::new(HANDSHAKE_FAILURES, HANDSHAKE_FAILURES_HELP),
                 &["reason", "vendor"],
             )?,
         };
         registry.register(Box::new(m.connections_active.clone()))?;
         registry.register(Box::new(m.handshakes_ok.clone()))?;
-        registry.register(Box::new(m.handshake_failures.clone()))?;
+        Ok(m)
+    }
+}
+
+/// SIP transport metrics (both legs).
+#[derive(Clone)]
+pub struct SipTransportMetrics {
+    /// `pbx_edge_sip_malformed_total{side, reason}`: unparseable or unframeable input.
+    pub malformed: IntCounterVec,
+    /// `pbx_edge_sip_keepalives_total`: RFC 5626 pings answered.
+    pub keepalives: IntCounter,
+    /// `pbx_edge_sip_connections_closed_total{reason}`.
+    pub connections_closed: IntCounterVec,
+    /// `pbx_edge_sip_dropped_total{side, reason}`: input refused without an answer.
+    pub dropped: IntCounterVec,
+}
+
+impl SipTransportMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            malformed: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_sip_malformed_total",
+                    "SIP input that could not be framed or parsed, by side and reason.",
+                ),
+                &["side", "reason"],
+            )?,
+            keepalives: IntCounter::new(
+                "pbx_edge_sip_keepalives_total",
+                "RFC 5626 CRLF keep-alive pings answered on phone connections.",
+            )?,
+            connections_closed: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_sip_connections_closed_total",
+                    "Phone connections closed, by reason.",
+                ),
+                &["reason"],
+            )?,
+            dropped: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_sip_dropped_total",
+                    "SIP messages dropped without an answer, by side and reason.",
+                ),
+                &["side", "reason"],
+            )?,
+        };
+        registry.register(Box::new(m.malformed.clone()))?;
+        registry.register(Box::new(m.keepalives.clone()))?;
+        registry.register(Box::new(m.connections_closed.clone()))?;
+        registry.register(Box::new(m.dropped.clone()))?;
         Ok(m)
     }
 }

@@ -1,4 +1,7 @@
 //! Transports: the phone-facing SIP over TLS listener (and, with the SIP core, the PBX side).
 
+pub mod connection;
+pub mod flow;
 pub mod metrics;
+pub mod pbx;
 pub mod tls;

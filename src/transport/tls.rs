@@ -3,14 +3,14 @@
 //! counts failures, and hands every established connection to a handler.
 
 use super::metrics::TlsMetrics;
-use rustls::ServerConfig;
+use crate::app::ServerConfigs;
+use crate::identity::HandshakeCounters;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,55 +26,35 @@ pub type ConnectionHandler = Arc<
         + Sync,
 >;
 
-/// Why a handshake failed, as a `reason` label (DESIGN.md's classification).
-pub fn classify_handshake_error(e: &std::io::Error) -> &'static str {
-    use rustls::{CertificateError, Error as TlsError};
-    let Some(tls) = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<TlsError>())
-    else {
-        return match e.kind() {
-            std::io::ErrorKind::UnexpectedEof
-            | std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::BrokenPipe => "closed_by_peer",
-            _ => "other",
-        };
-    };
-    match tls {
-        TlsError::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => "issuer_unknown",
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "not_yet_valid"
-            }
-            CertificateError::Revoked => "revoked",
-            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                "bad_key_usage"
-            }
-            CertificateError::BadSignature
-            | CertificateError::UnsupportedSignatureAlgorithmContext { .. } => "untrusted",
-            _ => "untrusted",
-        },
-        TlsError::NoCertificatesPresented => "no_certificate",
-        TlsError::PeerIncompatible(_)
-        | TlsError::PeerMisbehaved(_)
-        | TlsError::InappropriateHandshakeMessage { .. }
-        | TlsError::InappropriateMessage { .. }
-        | TlsError::InvalidMessage(_) => "protocol",
-        TlsError::AlertReceived(_) => "alert_from_peer",
+/// The TLS error inside an I/O error from tokio-rustls, if any.
+fn tls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+/// Label of a handshake failure that is not a TLS error.
+fn io_failure_reason(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::BrokenPipe => "closed_by_peer",
         _ => "other",
     }
 }
 
-/// Accepts phone connections until `cancel` fires.
+/// Accepts phone connections until `cancel` fires; established connections get
+/// `connections` (cancelled later, after the drain).
+#[allow(clippy::too_many_arguments)]
 pub async fn accept_loop(
     listener: TcpListener,
-    server_config: watch::Receiver<Arc<ServerConfig>>,
+    server_configs: ServerConfigs,
     handshake_timeout: Duration,
     metrics: TlsMetrics,
+    counters: Arc<HandshakeCounters>,
     handler: ConnectionHandler,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    connections: CancellationToken,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -91,26 +71,35 @@ pub async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(server_config.borrow().clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_configs.current());
         let metrics = metrics.clone();
+        let counters = counters.clone();
         let handler = handler.clone();
-        let cancel = cancel.clone();
+        let cancel = connections.clone();
         tracker.spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Err(_) => {
                     metrics
-                        .handshake_failures
-                        .with_label_values(&["timeout", "unknown"])
+                        .handshake_failures_local
+                        .with_label_values(&["timeout", "none"])
                         .inc();
                     tracing::info!(%peer, reason = "timeout", "TLS handshake refused");
                     return;
                 }
                 Ok(Err(e)) => {
-                    let reason = classify_handshake_error(&e);
-                    metrics
-                        .handshake_failures
-                        .with_label_values(&[reason, "unknown"])
-                        .inc();
+                    // Certificate refusals were counted (with vendor and subject) by the
+                    // verifier; this adds what it could not see.
+                    let reason = match tls_error(&e) {
+                        Some(t) => counters.record_connection_error(t).label(),
+                        None => {
+                            let r = io_failure_reason(&e);
+                            metrics
+                                .handshake_failures_local
+                                .with_label_values(&[r, "none"])
+                                .inc();
+                            r
+                        }
+                    };
                     tracing::info!(%peer, reason, error = %e, "TLS handshake refused");
                     return;
                 }

@@ -83,7 +83,7 @@ async fn missing_or_unknown_device_certificate_is_refused_and_counted() {
         assert!(matches!(r, Err(_) | Ok(0)), "unknown CA must be refused");
     }
     let no_cert_label =
-        "pbx_edge_tls_handshake_failures_total{reason=\"no_certificate\",vendor=\"unknown\"}";
+        "pbx_edge_tls_handshake_failures_total{reason=\"no_certificate\",vendor=\"none\"}";
     let unknown_label =
         "pbx_edge_tls_handshake_failures_total{reason=\"issuer_unknown\",vendor=\"unknown\"}";
     let body = metrics_until(e.admin_addr, |b| {

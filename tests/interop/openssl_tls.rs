@@ -113,7 +113,7 @@ async fn openssl_verdicts_match_the_edge() {
     assert_eq!(
         http::metric(
             &failures,
-            "pbx_edge_tls_handshake_failures_total{reason=\"no_certificate\",vendor=\"unknown\"}"
+            "pbx_edge_tls_handshake_failures_total{reason=\"no_certificate\",vendor=\"none\"}"
         ),
         1.0,
         "{failures}"

@@ -21,7 +21,12 @@ pub fn dev_pki() -> TestPki {
 
 /// The development config of `pki` with every listener on an ephemeral loopback port.
 pub fn config_for(pki: &TestPki) -> Config {
-    let env = vec![
+    config_with(pki, &[])
+}
+
+/// Like [`config_for`], with more `PBX_EDGE_*` overrides.
+pub fn config_with(pki: &TestPki, extra: &[(&str, &str)]) -> Config {
+    let mut env = vec![
         ("PBX_EDGE_TLS__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         (
             "PBX_EDGE_ADMIN__LISTEN".to_owned(),
@@ -33,6 +38,12 @@ pub fn config_for(pki: &TestPki) -> Config {
             "2".to_owned(),
         ),
     ];
+    env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let c = config::load(&pki.pki.config, env).expect("dev config loads");
     let report = config::validate(&c);
     assert!(report.is_ok(), "{:?}", report.problems);
@@ -42,13 +53,19 @@ pub fn config_for(pki: &TestPki) -> Config {
 pub struct RunningEdge {
     pub tls_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The edge's PBX-side SIP socket.
+    pub pbx_local: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), pbx_edge::app::AppError>>>,
 }
 
 impl RunningEdge {
     pub async fn start(config: Config) -> Self {
-        let edge = Edge::bind(config).await.expect("edge binds");
+        let options = pbx_edge::app::EdgeOptions {
+            vendor_ca_dir: std::path::PathBuf::from("/nonexistent/pbx-edge-test-ca"),
+        };
+        let edge = Edge::bind(config, options).await.expect("edge binds");
+        let pbx_local = edge.pbx_local_addr().expect("pbx addr");
         let tls_addr = edge.tls_addr().expect("tls addr");
         let admin_addr = edge.admin_addr().expect("admin addr");
         let (tx, rx) = oneshot::channel::<()>();
@@ -58,6 +75,7 @@ impl RunningEdge {
         Self {
             tls_addr,
             admin_addr,
+            pbx_local,
             stop: Some(tx),
             task: Some(task),
         }

@@ -4,4 +4,7 @@
 
 pub mod edge;
 pub mod http;
+pub mod pbx;
+pub mod phone;
+pub mod pki;
 pub mod tls_client;

@@ -1,0 +1,76 @@
+//! SIP core metrics.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct CoreMetrics {
+    /// `pbx_edge_sip_requests_total{side, method}`: requests received.
+    pub requests: IntCounterVec,
+    /// `pbx_edge_sip_responses_total{side, code}`: responses sent toward each side.
+    pub responses: IntCounterVec,
+    /// `pbx_edge_sip_denied_total{reason}`: requests refused by MAC authorization (403).
+    pub denied: IntCounterVec,
+    /// `pbx_edge_sip_transaction_timeouts_total{side}`: the other side never answered.
+    pub timeouts: IntCounterVec,
+    /// `pbx_edge_registrations_active`.
+    pub registrations: IntGauge,
+    /// `pbx_edge_sip_transactions_active`.
+    pub transactions: IntGauge,
+    /// `pbx_edge_sip_malformed_total{side, reason}`, shared with the transports (registered
+    /// there).
+    pub malformed: IntCounterVec,
+}
+
+impl CoreMetrics {
+    pub fn register(
+        registry: &Registry,
+        malformed: IntCounterVec,
+    ) -> Result<Self, prometheus::Error> {
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_sip_requests_total",
+                    "SIP requests received, by side (phone|pbx) and method.",
+                ),
+                &["side", "method"],
+            )?,
+            responses: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_sip_responses_total",
+                    "SIP responses sent, by the side they were sent to and status code.",
+                ),
+                &["side", "code"],
+            )?,
+            denied: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_sip_denied_total",
+                    "Phone requests refused with 403 by MAC authorization, by reason.",
+                ),
+                &["reason"],
+            )?,
+            timeouts: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_sip_transaction_timeouts_total",
+                    "Requests the edge forwarded that were never answered, by the silent side.",
+                ),
+                &["side"],
+            )?,
+            registrations: IntGauge::new(
+                "pbx_edge_registrations_active",
+                "Phone registrations the PBX has confirmed and that have not expired.",
+            )?,
+            transactions: IntGauge::new(
+                "pbx_edge_sip_transactions_active",
+                "SIP transactions in progress (both legs of a forwarded request count once).",
+            )?,
+            malformed,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.responses.clone()))?;
+        registry.register(Box::new(m.denied.clone()))?;
+        registry.register(Box::new(m.timeouts.clone()))?;
+        registry.register(Box::new(m.registrations.clone()))?;
+        registry.register(Box::new(m.transactions.clone()))?;
+        Ok(m)
+    }
+}

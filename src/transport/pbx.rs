@@ -1,0 +1,109 @@
+//! The PBX side: plain SIP over UDP from `pbx.listen` to `pbx.address`. Datagrams from any
+//! other source are dropped and counted: only the configured PBX may talk to this socket.
+
+use super::metrics::SipTransportMetrics;
+use crate::sip::framing::{check_datagram, DatagramFrame, FramingLimits};
+use crate::sip::message::SipMessage;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The UDP socket toward the PBX.
+#[derive(Debug, Clone)]
+pub struct PbxLink {
+    socket: Arc<UdpSocket>,
+    pbx: SocketAddr,
+}
+
+impl PbxLink {
+    pub async fn bind(listen: SocketAddr, pbx: SocketAddr) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(listen).await?;
+        Ok(Self {
+            socket: Arc::new(socket),
+            pbx,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub fn pbx_addr(&self) -> SocketAddr {
+        self.pbx
+    }
+
+    /// Sends one message to the PBX.
+    pub async fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.socket.send_to(bytes, self.pbx).await.map(|_| ())
+    }
+
+    /// Receives until `cancel`: messages from the PBX go to `out`; everything else is dropped
+    /// and counted (foreign source, unframeable datagram, unparseable message).
+    pub async fn receive(
+        self,
+        limits: FramingLimits,
+        out: mpsc::Sender<SipMessage>,
+        metrics: SipTransportMetrics,
+        cancel: CancellationToken,
+    ) {
+        // One datagram at most 64 KiB; the limit check runs before parsing.
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (n, from) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // ICMP port unreachable from an earlier send surfaces here on Linux.
+                        tracing::debug!(error = %e, "PBX socket receive error");
+                        continue;
+                    }
+                },
+            };
+            if from != self.pbx {
+                metrics
+                    .dropped
+                    .with_label_values(&["pbx", "foreign_source"])
+                    .inc();
+                tracing::debug!(%from, "datagram from a source other than the PBX dropped");
+                continue;
+            }
+            let Some(datagram) = buf.get(..n) else {
+                continue;
+            };
+            let message = match check_datagram(datagram, &limits) {
+                Ok(DatagramFrame::KeepAlive) => continue,
+                Ok(DatagramFrame::Message(bytes)) => bytes,
+                Err(e) => {
+                    metrics
+                        .malformed
+                        .with_label_values(&["pbx", e.label()])
+                        .inc();
+                    continue;
+                }
+            };
+            match SipMessage::parse(message) {
+                Ok(m) => {
+                    if out.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    metrics
+                        .malformed
+                        .with_label_values(&["pbx", e.label()])
+                        .inc();
+                    tracing::info!(error = %e, "unparseable SIP message from the PBX dropped");
+                    if let Some(resp) = crate::sip::response::bad_request_for_raw(
+                        message,
+                        Some(("pbx-edge", &format!("malformed request: {e}"))),
+                    ) {
+                        let _ = self.send(&resp).await;
+                    }
+                }
+            }
+        }
+    }
+}
