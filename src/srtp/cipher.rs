@@ -1,0 +1,376 @@
+//! The per-session crypto primitives, keyed once per session key and reused for every packet:
+//! AES-CM keystreams (`aes` + `ctr`, RFC 3711 §4.1.1), HMAC-SHA1 with precomputed inner/outer
+//! states (`hmac` + `sha1`, RFC 3711 §4.2.1) and AES-GCM (`aes-gcm`, RFC 7714), plus the
+//! AES-CM PRF key derivation (RFC 3711 §4.3.1/§4.3.3, RFC 6188 §3).
+//!
+//! AES-NI / PCLMULQDQ / SHA-NI are picked at run time by the crates (`cpufeatures`).
+
+use aes::cipher::consts::U16;
+use aes::cipher::{
+    Array, BlockCipherEncrypt, BlockSizeUser, InnerIvInit, KeyInit, StreamCipher,
+    StreamCipherCoreWrapper,
+};
+use aes::{Aes128Enc, Aes192Enc, Aes256Enc};
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{Aes128Gcm, Aes256Gcm};
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::suite::{CryptoSuite, HMAC_SHA1_KEY_LEN, MAX_KEY_LEN};
+
+/// Length of an AES-GCM authentication tag (RFC 7714 §14.2: 16 octets).
+pub const GCM_TAG_LEN: usize = 16;
+
+/// An AES key schedule used in counter mode.
+#[derive(Clone)]
+pub enum AesCm {
+    /// AES-128.
+    Aes128(Aes128Enc),
+    /// AES-192 (RFC 6188).
+    Aes192(Aes192Enc),
+    /// AES-256 (RFC 6188).
+    Aes256(Aes256Enc),
+}
+
+impl AesCm {
+    /// Keys AES with a 16, 24 or 32 octet key; `None` for other lengths.
+    pub fn new(key: &[u8]) -> Option<AesCm> {
+        Some(match key.len() {
+            16 => AesCm::Aes128(Aes128Enc::new_from_slice(key).ok()?),
+            24 => AesCm::Aes192(Aes192Enc::new_from_slice(key).ok()?),
+            32 => AesCm::Aes256(Aes256Enc::new_from_slice(key).ok()?),
+            _ => return None,
+        })
+    }
+
+    /// XORs `data` with the AES-CM keystream starting at counter block `iv` (RFC 3711
+    /// §4.1.1). The key schedule is borrowed, not copied.
+    #[inline]
+    pub fn apply_keystream(&self, iv: &[u8; 16], data: &mut [u8]) {
+        let iv: &Array<u8, U16> = iv.into();
+        match self {
+            AesCm::Aes128(c) => keystream::<&Aes128Enc>(c, iv, data),
+            AesCm::Aes192(c) => keystream::<&Aes192Enc>(c, iv, data),
+            AesCm::Aes256(c) => keystream::<&Aes256Enc>(c, iv, data),
+        }
+    }
+}
+
+/// `ctr::Ctr128BE` over a borrowed key schedule: no per-packet key expansion or copy.
+#[inline(always)]
+fn keystream<C>(cipher: C, iv: &Array<u8, U16>, data: &mut [u8])
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
+{
+    let core = ctr::CtrCore::<C, ctr::flavors::Ctr128BE>::inner_iv_init(cipher, iv);
+    StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
+}
+
+/// The AES-CM PRF of RFC 3711 §4.3.3 with key derivation rate 0: fills `out` with the
+/// session key for `label`. `master_salt` is 14 octets, or 12 for AES-GCM (RFC 7714 §11:
+/// right-padded with zeros to 112 bits, as libsrtp does).
+pub fn derive(prf: &AesCm, master_salt: &[u8], label: u8, out: &mut [u8]) {
+    // x = (label || r) XOR master_salt, with key_id = label || r right-aligned in 112 bits
+    // (r = index DIV kdr = 0), then IV = x * 2^16.
+    let mut iv = [0u8; 16];
+    let n = master_salt.len().min(14);
+    iv[..n].copy_from_slice(&master_salt[..n]);
+    iv[7] ^= label;
+    out.fill(0);
+    prf.apply_keystream(&iv, out);
+}
+
+/// KDF labels, RFC 3711 §4.3.2.
+pub mod label {
+    /// SRTP encryption key.
+    pub const RTP_ENCRYPTION: u8 = 0x00;
+    /// SRTP authentication key.
+    pub const RTP_AUTH: u8 = 0x01;
+    /// SRTP salt.
+    pub const RTP_SALT: u8 = 0x02;
+    /// SRTCP encryption key.
+    pub const RTCP_ENCRYPTION: u8 = 0x03;
+    /// SRTCP authentication key.
+    pub const RTCP_AUTH: u8 = 0x04;
+    /// SRTCP salt.
+    pub const RTCP_SALT: u8 = 0x05;
+}
+
+/// An AES-GCM key (boxed: the two key schedules differ a lot in size).
+#[derive(Clone)]
+pub enum Gcm {
+    /// AEAD_AES_128_GCM.
+    Aes128(Box<Aes128Gcm>),
+    /// AEAD_AES_256_GCM.
+    Aes256(Box<Aes256Gcm>),
+}
+
+impl Gcm {
+    pub fn new(key: &[u8]) -> Option<Gcm> {
+        Some(match key.len() {
+            16 => Gcm::Aes128(Box::new(Aes128Gcm::new_from_slice(key).ok()?)),
+            32 => Gcm::Aes256(Box::new(Aes256Gcm::new_from_slice(key).ok()?)),
+            _ => return None,
+        })
+    }
+
+    /// Encrypts `data` in place and returns the 16-octet tag over `aad` and the ciphertext.
+    #[inline]
+    pub fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Option<[u8; GCM_TAG_LEN]> {
+        let nonce = nonce.into();
+        let tag = match self {
+            Gcm::Aes128(c) => c.encrypt_inout_detached(nonce, aad, data.into()).ok()?,
+            Gcm::Aes256(c) => c.encrypt_inout_detached(nonce, aad, data.into()).ok()?,
+        };
+        Some(tag.into())
+    }
+
+    /// Verifies `tag` (constant time, inside `aes-gcm`) and decrypts `data` in place only when
+    /// it verifies.
+    #[inline]
+    pub fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
+        if tag.len() != GCM_TAG_LEN {
+            return false;
+        }
+        let Ok(tag) = <&Array<u8, U16>>::try_from(tag) else {
+            return false;
+        };
+        let nonce = nonce.into();
+        match self {
+            Gcm::Aes128(c) => c
+                .decrypt_inout_detached(nonce, aad, data.into(), tag)
+                .is_ok(),
+            Gcm::Aes256(c) => c
+                .decrypt_inout_detached(nonce, aad, data.into(), tag)
+                .is_ok(),
+        }
+    }
+}
+
+/// HMAC-SHA1 keyed once: the inner and outer padded states are computed here and each packet
+/// clones them (RFC 2104; RFC 3711 §4.2.1).
+#[derive(Clone)]
+pub struct HmacSha1 {
+    keyed: Hmac<Sha1>,
+}
+
+impl HmacSha1 {
+    pub fn new(key: &[u8]) -> Option<HmacSha1> {
+        Some(HmacSha1 {
+            keyed: <Hmac<Sha1> as KeyInit>::new_from_slice(key).ok()?,
+        })
+    }
+
+    /// HMAC-SHA1 over `a || b`, the full 20 octets.
+    #[inline]
+    pub fn compute(&self, a: &[u8], b: &[u8]) -> [u8; 20] {
+        let mut mac = self.keyed.clone();
+        mac.update(a);
+        mac.update(b);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Constant-time check that `tag` is the truncated HMAC-SHA1 over `a || b`.
+    #[inline]
+    pub fn verify(&self, a: &[u8], b: &[u8], tag: &[u8]) -> bool {
+        let full = self.compute(a, b);
+        match full.get(..tag.len()) {
+            Some(expected) if !tag.is_empty() => bool::from(expected.ct_eq(tag)),
+            _ => false,
+        }
+    }
+}
+
+/// The session keys of one direction for RTP or for RTCP.
+// Few, long-lived values: keeping the AES-CM schedule inline saves a pointer chase per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub enum SessionKeys {
+    /// AES-CM encryption + HMAC-SHA1 authentication (RFC 3711, RFC 6188).
+    AesCm {
+        /// Session encryption key schedule.
+        cipher: AesCm,
+        /// Session authentication key, keyed.
+        auth: HmacSha1,
+        /// Session salt (112 bits).
+        salt: [u8; 14],
+    },
+    /// AES-GCM (RFC 7714).
+    Gcm {
+        /// Session key.
+        cipher: Gcm,
+        /// Session salt (96 bits).
+        salt: [u8; 12],
+    },
+}
+
+impl SessionKeys {
+    /// Derives the session keys for RTP (`rtcp == false`) or RTCP from a master key.
+    pub fn derive(
+        suite: CryptoSuite,
+        master_key: &[u8],
+        master_salt: &[u8],
+        rtcp: bool,
+    ) -> Option<SessionKeys> {
+        let prf = AesCm::new(master_key)?;
+        let (l_enc, l_auth, l_salt) = if rtcp {
+            (label::RTCP_ENCRYPTION, label::RTCP_AUTH, label::RTCP_SALT)
+        } else {
+            (label::RTP_ENCRYPTION, label::RTP_AUTH, label::RTP_SALT)
+        };
+        let mut enc = Zeroizing::new([0u8; MAX_KEY_LEN]);
+        let enc = &mut enc[..suite.key_len()];
+        derive(&prf, master_salt, l_enc, enc);
+        if suite.is_aead() {
+            let mut salt = [0u8; 12];
+            derive(&prf, master_salt, l_salt, &mut salt);
+            Some(SessionKeys::Gcm {
+                cipher: Gcm::new(enc)?,
+                salt,
+            })
+        } else {
+            let mut auth_key = Zeroizing::new([0u8; HMAC_SHA1_KEY_LEN]);
+            derive(&prf, master_salt, l_auth, &mut auth_key[..]);
+            let mut salt = [0u8; 14];
+            derive(&prf, master_salt, l_salt, &mut salt);
+            Some(SessionKeys::AesCm {
+                cipher: AesCm::new(enc)?,
+                auth: HmacSha1::new(&auth_key[..])?,
+                salt,
+            })
+        }
+    }
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        match self {
+            SessionKeys::AesCm { salt, .. } => salt.zeroize(),
+            SessionKeys::Gcm { salt, .. } => salt.zeroize(),
+        }
+    }
+}
+
+/// The AES-CM IV of RFC 3711 §4.1.1: `(k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16)`.
+#[inline]
+pub fn aes_cm_iv(salt: &[u8; 14], ssrc: u32, index: u64) -> [u8; 16] {
+    let mut iv = [0u8; 16];
+    iv[..14].copy_from_slice(salt);
+    for (d, s) in iv[4..8].iter_mut().zip(ssrc.to_be_bytes()) {
+        *d ^= s;
+    }
+    for (d, s) in iv[8..14].iter_mut().zip(&index.to_be_bytes()[2..8]) {
+        *d ^= s;
+    }
+    iv
+}
+
+/// The AES-GCM IV of RFC 7714 §8.1 (SRTP: `00 00 || SSRC || ROC || SEQ`, i.e. the 48-bit
+/// index) and §9.1 (SRTCP: `00 00 || SSRC || 00 00 || 0 || index`), XORed with the salt.
+#[inline]
+pub fn gcm_iv(salt: &[u8; 12], ssrc: u32, index: u64) -> [u8; 12] {
+    let mut iv = *salt;
+    for (d, s) in iv[2..6].iter_mut().zip(ssrc.to_be_bytes()) {
+        *d ^= s;
+    }
+    for (d, s) in iv[6..12].iter_mut().zip(&index.to_be_bytes()[2..8]) {
+        *d ^= s;
+    }
+    iv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        hex::decode(s.replace([' ', '\n'], "")).unwrap()
+    }
+
+    /// RFC 3711 Appendix B.2: AES-CM keystream.
+    #[test]
+    fn rfc3711_b2_keystream() {
+        let cm = AesCm::new(&hex("2B7E151628AED2A6ABF7158809CF4F3C")).unwrap();
+        let salt: [u8; 14] = hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD").try_into().unwrap();
+        let iv = aes_cm_iv(&salt, 0, 0);
+        let mut ks = vec![0u8; 0xff02 * 16];
+        cm.apply_keystream(&iv, &mut ks);
+        assert_eq!(ks[..48], hex("E03EAD0935C95E80E166B16DD92B4EB4 D23513162B02D0F72A43A2FE4A5F97AB 41E95B3BB0A2E8DD477901E4FCA894C0")[..]);
+        assert_eq!(ks[0xfeff * 16..0xff02 * 16], hex("EC8CDF7398607CB0F2D21675EA9EA1E4 362B7C3C6773516318A077D7FC5073AE 6A2CC3787889374FBEB4C81B17BA6C44")[..]);
+    }
+
+    fn check_kdf(mk: &str, ms: &str, enc: &str, salt: &str, auth: &str) {
+        let prf = AesCm::new(&hex(mk)).unwrap();
+        let ms = hex(ms);
+        let e = hex(enc);
+        let mut out = vec![0u8; e.len()];
+        derive(&prf, &ms, label::RTP_ENCRYPTION, &mut out);
+        assert_eq!(out, e);
+        let mut out = [0u8; 14];
+        derive(&prf, &ms, label::RTP_SALT, &mut out);
+        assert_eq!(out[..], hex(salt)[..]);
+        let a = hex(auth);
+        let mut out = vec![0u8; a.len()];
+        derive(&prf, &ms, label::RTP_AUTH, &mut out);
+        assert_eq!(out, a);
+    }
+
+    /// RFC 3711 Appendix B.3: key derivation (the full 94-octet auth key output too).
+    #[test]
+    fn rfc3711_b3_kdf() {
+        check_kdf(
+            "E1F97A0D3E018BE0D64FA32C06DE4139",
+            "0EC675AD498AFEEBB6960B3AABE6",
+            "C61E7A93744F39EE10734AFE3FF7A087",
+            "30CBBC08863D8C85D49DB34A9AE1",
+            "CEBE321F6FF7716B6FD4AB49AF256A156D38BAA48F0A0ACF3C34E2359E6CDBCE
+             E049646C43D9327AD175578EF72270986371C10C9A369AC2F94A8C5FBCDDDC25
+             6D6E919A48B610EF17C2041E474035766B68642C59BBFC2F34DB60DBDFB2",
+        );
+    }
+
+    /// RFC 6188 §7.2 (AES-256 PRF) and §7.4 (AES-192 PRF).
+    #[test]
+    fn rfc6188_kdf() {
+        check_kdf(
+            "f0f04914b513f2763a1b1fa130f10e2998f6f6e43e4309d1e622a0e332b9f1b6",
+            "3b04803de51ee7c96423ab5b78d2",
+            "5ba1064e30ec51613cad926c5a28ef731ec7fb397f70a960653caf06554cd8c4",
+            "fa31791685ca444a9e07c6c64e93",
+            "fd9c32d39ed5fbb5a9dc96b30818454d1313dc05",
+        );
+        check_kdf(
+            "73edc66c4fa15776fb57f9505c17136550ffda71f3e8e5f1",
+            "c8522f3acd4ce86d5add78edbb11",
+            "31874736a8f1143870c26e4857d8a5b2c4a354407faadabb",
+            "2372b82d639b6d8503a47adc0a6c",
+            "355b10973cd95b9eacf4061c7e1a7151e7cfbfcb",
+        );
+    }
+
+    /// RFC 7714 §16 / §17: the IVs.
+    #[test]
+    fn rfc7714_ivs() {
+        let salt: [u8; 12] = hex("517569642070726f2071756f").try_into().unwrap();
+        assert_eq!(
+            gcm_iv(&salt, 0x5501a0b2, 0xf17b)[..],
+            hex("51753c6580c2726f20718414")[..]
+        );
+        assert_eq!(
+            gcm_iv(&salt, 0x4d617273, 0x5d4)[..],
+            hex("517524055203726f207170bb")[..]
+        );
+    }
+
+    #[test]
+    fn hmac_verify_rejects_wrong_and_empty() {
+        let h = HmacSha1::new(&[1u8; 20]).unwrap();
+        let t = h.compute(b"abc", b"d");
+        assert!(h.verify(b"ab", b"cd", &t[..10]));
+        assert!(!h.verify(b"ab", b"ce", &t[..10]));
+        assert!(!h.verify(b"ab", b"cd", &[]));
+    }
+}

@@ -1,0 +1,196 @@
+//! Interop with a real SDES phone (baresip 1.0, Debian `baresip-core`): its offer goes through
+//! the rewriter, and it accepts the edge's answer; the edge's offer is answered by it and that
+//! answer goes through the rewriter. Signalling is a minimal SIP UAS/UAC over UDP on
+//! 127.0.0.1 in this test; baresip is started with its own config dir and stopped by PID.
+//!
+//! Run: `cargo test --features interop --test sdp_interop`
+#![cfg(feature = "interop")]
+
+mod sdp_support;
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pbx_edge::sdp::{Security, SrtpMode};
+use sdp_support::*;
+
+/// A baresip process with its own config dir; killed (by PID) and reaped on drop.
+struct Baresip {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Baresip {
+    fn start(name: &str, extra_args: &[&str], answer_auto: bool) -> (Baresip, u16) {
+        let dir = std::env::temp_dir().join(format!(
+            "pbx-edge-sdp-interop-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sip_port = free_udp_port();
+        let rtp = 20000 + (std::process::id() % 2000) as u16 * 10;
+        let config = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nsip_transports udp\n\
+             net_interface 127.0.0.1\ndns_server 127.0.0.1:53\nrtp_ports {rtp}-{}\n\
+             audio_player aubridge,null\naudio_source aubridge,null\n\
+             module_path /usr/lib/baresip/modules\nmodule stdio.so\nmodule g711.so\nmodule g722.so\n\
+             module opus.so\nmodule srtp.so\nmodule account.so\nmodule menu.so\nmodule aubridge.so\n",
+            rtp + 9
+        );
+        std::fs::write(dir.join("config"), config).unwrap();
+        let answer = if answer_auto { ";answermode=auto" } else { "" };
+        std::fs::write(
+            dir.join("accounts"),
+            format!("<sip:phone@127.0.0.1>;regint=0;mediaenc=srtp-mand{answer}\n"),
+        )
+        .unwrap();
+        let mut args = vec!["-f", dir.to_str().unwrap(), "-t", "20"];
+        args.extend_from_slice(extra_args);
+        let child = Command::new("baresip")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("baresip (Debian baresip-core) must be installed for --features interop");
+        (Baresip { child, dir }, sip_port)
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Receives SIP messages until one starts with `start`, for at most 10 s.
+fn receive(sock: &UdpSocket, start: &str) -> (String, std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 65535];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.starts_with(start) {
+                return (msg, from);
+            }
+        }
+    }
+    panic!("no SIP message starting with {start:?} within 10 s");
+}
+
+fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.split("\r\n")
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
+        .unwrap_or_else(|| panic!("no {name} header"))
+}
+
+/// The test's loopback addresses replace the RFC 5737 ones written by the rewriter.
+fn loopback(sdp: &[u8]) -> String {
+    String::from_utf8(sdp.to_vec())
+        .unwrap()
+        .replace("203.0.113.10", "127.0.0.1")
+}
+
+#[test]
+fn baresip_offer_through_the_edge_and_back() {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let dial = format!("/dial sip:pbx@127.0.0.1:{port}");
+    let (_phone, _) = Baresip::start("offer", &["-e", &dial], false);
+    let (invite, from) = receive(&sock, "INVITE ");
+
+    let mut call = Call::new(SrtpMode::Mandatory);
+    let offer = call
+        .phone_offer(body(&invite))
+        .expect("baresip's offer is accepted");
+    let relay = offer.plan.streams[0].relayed().expect("audio relayed");
+    assert!(matches!(relay.security, Security::Srtp(_)));
+    let answer = call.pbx_answer(&offer.plan, &pbx_audio_answer()).unwrap();
+    let sdp = loopback(&answer.sdp);
+
+    let response = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=edge1\r\n{}\r\n{}\r\nContact: <sip:pbx@127.0.0.1:{port}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        header(&invite, "Via"),
+        header(&invite, "From"),
+        header(&invite, "To"),
+        header(&invite, "Call-ID"),
+        header(&invite, "CSeq"),
+        sdp.len()
+    );
+    sock.send_to(response.as_bytes(), from).unwrap();
+    // baresip ACKs a 200 whose SDP it accepted (a refused answer gets a BYE right after).
+    let (ack, _) = receive(&sock, "ACK ");
+    assert!(ack.contains("Call-ID"));
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = vec![0u8; 65535];
+    if let Ok((n, _)) = sock.recv_from(&mut buf) {
+        assert!(
+            !buf[..n].starts_with(b"BYE "),
+            "baresip hung up: it refused the edge's answer"
+        );
+    }
+}
+
+#[test]
+fn edge_offer_answered_by_baresip() {
+    let (_phone, phone_port) = Baresip::start("answer", &[], true);
+    std::thread::sleep(Duration::from_millis(500));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+
+    let mut call = Call::new(SrtpMode::Mandatory);
+    let pbx = pbx_sdp(
+        "m=audio 17300 RTP/AVP 0 8 101\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\n\
+         a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-16\na=rtcp-mux\na=ptime:20\na=sendrecv\n",
+    );
+    let offer = call.pbx_offer(&pbx).unwrap();
+    let sdp = loopback(&offer.sdp);
+    let invite = format!(
+        "INVITE sip:phone@127.0.0.1:{phone_port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-edge-1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=edge1\r\nTo: <sip:phone@127.0.0.1>\r\n\
+         Call-ID: sdp-interop-{port}@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@127.0.0.1:{port}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sock.send_to(invite.as_bytes(), ("127.0.0.1", phone_port))
+        .unwrap();
+    let (ok, _) = receive(&sock, "SIP/2.0 200");
+    let answer = call
+        .phone_answer(&offer.plan, body(&ok))
+        .expect("baresip's answer to the edge's offer is accepted");
+    let relay = answer.plan.streams[0].relayed().expect("audio relayed");
+    let Security::Srtp(keys) = &relay.security else {
+        panic!("not SRTP")
+    };
+    let chosen = keys.phone.as_ref().unwrap();
+    assert_eq!(keys.edge.as_ref().unwrap().tag, chosen.tag);
+    // baresip 1.0 does not do rtcp-mux unless configured: the edge still answers the PBX's
+    // rtcp-mux on the PBX leg and demultiplexes nothing on the phone leg.
+    assert!(!relay.phone.unwrap().rtcp_mux);
+    assert!(relay.pbx.unwrap().rtcp_mux);
+    assert!(String::from_utf8_lossy(&answer.sdp).contains("a=rtcp-mux\r\n"));
+    eprintln!("baresip answered:\n{}", body(&ok));
+}
