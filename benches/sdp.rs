@@ -5,12 +5,12 @@
 //! quick run).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use std::hint::black_box;
 use pbx_edge::sdp::{
     analyse_pbx_offer, analyse_phone_offer, rewrite_pbx_answer, rewrite_pbx_offer,
     rewrite_phone_offer, EdgeAddresses, KeySource, LegOrigin, PortPair, RewriteContext, SrtpPolicy,
     StreamPorts,
 };
+use std::hint::black_box;
 
 const SNOM_OFFER: &str = include_str!("../tests/fixtures/sdp/snom-d785-offer.in.sdp");
 const ASTERISK_ANSWER: &str = include_str!("../tests/fixtures/sdp/snom-d785-pbx-answer.in.sdp");
