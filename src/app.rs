@@ -9,6 +9,8 @@ use crate::b2bua::core::{CoreSettings, CoreState, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
 use crate::config::Config;
 use crate::identity::{identity_of, HandshakeCounters, IdentityError, IdentitySnapshot};
+use crate::media::{MediaControl, MediaEvent, RelaySettings};
+use crate::sdp::{EdgeAddresses, SrtpMode, SrtpPolicy};
 use crate::sip::framing::FramingLimits;
 use crate::telemetry;
 use crate::transaction::fsm::TimerConfig;
@@ -51,6 +53,9 @@ pub enum AppError {
     /// The admin HTTP server failed.
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    /// The media relay could not start (port range, worker threads).
+    #[error("media relay: {0}")]
+    Media(#[from] crate::media::MediaError),
 }
 
 impl AppError {
@@ -61,6 +66,7 @@ impl AppError {
             Self::Metrics(_) => "metrics",
             Self::Random => "random",
             Self::Admin(_) => "admin",
+            Self::Media(e) => e.label(),
         }
     }
 }
@@ -98,6 +104,8 @@ pub struct Edge {
     sip_metrics: SipTransportMetrics,
     core_metrics: CoreMetrics,
     reloads: IntCounterVec,
+    media: MediaControl,
+    media_events: mpsc::Receiver<MediaEvent>,
 }
 
 impl Edge {
@@ -115,7 +123,11 @@ impl Edge {
             tls_metrics.handshake_failures_local.clone(),
         )))?;
         let sip_metrics = SipTransportMetrics::register(&registry)?;
-        let core_metrics = CoreMetrics::register(&registry, sip_metrics.malformed.clone())?;
+        let core_metrics = CoreMetrics::register(
+            &registry,
+            sip_metrics.malformed.clone(),
+            sip_metrics.dropped.clone(),
+        )?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "pbx_edge_identity_reloads_total",
@@ -140,7 +152,22 @@ impl Edge {
                 source,
             })?;
         let (identity, _) = watch::channel(Arc::new(snapshot));
+        let (media_tx, media_rx) = mpsc::channel(1024);
+        let media = MediaControl::new(
+            RelaySettings {
+                phone_bind: config.media.phone_bind,
+                pbx_bind: config.media.pbx_bind,
+                port_min: config.media.port_min,
+                port_max: config.media.port_max,
+                timeout: Duration::from_secs(config.media.timeout_secs),
+                ..RelaySettings::default()
+            },
+            &registry,
+            media_tx,
+        )?;
         Ok(Self {
+            media,
+            media_events: media_rx,
             config,
             options,
             registry,
@@ -208,6 +235,13 @@ impl Edge {
                         .unwrap_or_default();
                     serde_json::json!({ "registrations": regs })
                 }),
+                calls: {
+                    let state = core_state.clone();
+                    Arc::new(move || {
+                        let calls = state.calls.read().map(|c| c.clone()).unwrap_or_default();
+                        serde_json::json!({ "calls": calls })
+                    })
+                },
             }
         };
         let admin_task = tokio::spawn(admin::serve(
@@ -239,15 +273,28 @@ impl Edge {
                 domain: sip.domain.clone(),
                 pbx_local,
                 tls_local: tls_addr,
+                sdp: EdgeAddresses {
+                    phone_advertised: self.config.media.phone_advertise,
+                    pbx_local: self.config.media.pbx_bind,
+                },
+                srtp: SrtpPolicy {
+                    mode: match self.config.media.srtp {
+                        crate::config::SrtpPolicy::Mandatory => SrtpMode::Mandatory,
+                        crate::config::SrtpPolicy::Optional => SrtpMode::Optional,
+                    },
+                    ..SrtpPolicy::default()
+                },
             },
             flows.clone(),
             self.identity.subscribe(),
             self.pbx.clone(),
+            self.media.clone(),
             self.core_metrics.clone(),
             core_state,
         )
         .map_err(|_| AppError::Random)?;
-        let core_task = tokio::spawn(core.run(phone_rx, pbx_rx, core_cancel.clone()));
+        let core_task =
+            tokio::spawn(core.run(phone_rx, pbx_rx, self.media_events, core_cancel.clone()));
         let pbx_task = tokio::spawn(self.pbx.clone().receive(
             limits,
             pbx_tx,

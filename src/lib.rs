@@ -17,6 +17,7 @@ pub mod config;
 pub mod devdefault;
 pub mod devpki;
 pub mod identity;
+pub mod media;
 pub mod sdp;
 pub mod sip;
 pub mod srtp;

@@ -35,6 +35,8 @@ pub type JsonView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 pub struct ApiRoutes {
     /// `GET /api/registrations`.
     pub registrations: JsonView,
+    /// `GET /api/calls`.
+    pub calls: JsonView,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,10 @@ struct AdminState {
 
 async fn registrations(State(s): State<AdminState>) -> axum::Json<serde_json::Value> {
     axum::Json((s.api.registrations)())
+}
+
+async fn calls(State(s): State<AdminState>) -> axum::Json<serde_json::Value> {
+    axum::Json((s.api.calls)())
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
@@ -90,6 +96,7 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/registrations", get(registrations))
+        .route("/api/calls", get(calls))
         .with_state(AdminState {
             registry,
             readiness,

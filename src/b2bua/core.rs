@@ -1,21 +1,31 @@
-//! The SIP core: one task that owns every transaction, the binding table and the timers (no
-//! locks). Phone connections and the PBX socket hand it messages over channels; it answers,
-//! forwards and retransmits through the RFC 3261 §17 state machines in `transaction::fsm`.
+//! The SIP core: one task that owns every transaction, dialog, the binding table and the
+//! timers (no locks). Phone connections and the PBX socket hand it messages over channels; it
+//! answers, forwards and retransmits through the RFC 3261 §17 state machines in
+//! `transaction::fsm`, rewrites SDP through `sdp` and drives the media relay.
 //!
-//! Non-INVITE requests are relayed both ways here: REGISTER (with Contact ↔ flow mapping),
-//! OPTIONS, SUBSCRIBE/NOTIFY, MESSAGE, PUBLISH, INFO, REFER... INVITE dialogs are the calls
-//! issue's; until they land an INVITE is answered 501 on either leg.
+//! Every relayed request is a [`Txn`] with one state machine per leg: the server transaction
+//! on the side it came from, the client transaction on the side it goes to. Responses travel
+//! back through them, so retransmissions on the UDP leg are absorbed or repeated per §17,
+//! and the reliable TLS leg runs no retransmission timers.
 
+use super::call::CallMedia;
 use super::legs::{edge_contact_uri, forward_request, host_of, restore_vias};
 use super::metrics::CoreMetrics;
 use super::registrar::Registrar;
 use crate::identity::{Authorization, Identity, IdentitySnapshot};
+use crate::media::{MediaControl, MediaEvent};
+use crate::sdp::{
+    analyse_pbx_offer, analyse_phone_offer, rewrite_pbx_answer, rewrite_pbx_offer,
+    rewrite_phone_answer, rewrite_phone_offer, EdgeAddresses, KeySource, LegOrigin, MediaPlan,
+    RewriteContext, RewriteError, Security, SrtpPolicy,
+};
 use crate::sip::flow_token::{FlowToken, FlowTokenKey};
 use crate::sip::message::{ContactList, MessageError, Method, SipMessage};
-use crate::sip::response::response_to;
-use crate::sip::uri::{NameAddr, SipUri, Via};
+use crate::sip::response::{cancel_for, response_to};
+use crate::sip::uri::{NameAddr, Params, SipUri, UriScheme, Via};
 use crate::transaction::fsm::{
-    Action, ClientNonInvite, ServerNonInvite, Termination, Timer, TimerConfig,
+    Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, Termination, Timer,
+    TimerConfig, Transaction,
 };
 use crate::transaction::key::{new_branch, TransactionKey};
 use crate::transport::connection::{PhoneEvent, PhoneMessage};
@@ -32,16 +42,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
-/// Addresses and names the core writes into messages.
+/// Addresses, names and policies the core writes into messages.
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
     pub timers: TimerConfig,
-    /// Our host toward phones (Via sent-by, Warning agent).
+    /// Our host toward phones (Via sent-by, Contact, Warning agent).
     pub domain: String,
     /// Our SIP address toward the PBX (Via, edge Contacts).
     pub pbx_local: SocketAddr,
-    /// Our TLS listener, to recognise Routes that name the edge.
+    /// Our TLS listener (Contact toward phones; recognising Routes that name the edge).
     pub tls_local: SocketAddr,
+    /// Addresses written into SDP.
+    pub sdp: EdgeAddresses,
+    /// The phones' SRTP policy.
+    pub srtp: SrtpPolicy,
 }
 
 /// A registration as shown on the admin API.
@@ -54,11 +68,28 @@ pub struct RegistrationView {
     pub expires_in_secs: u64,
 }
 
+/// A call as shown on the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallView {
+    pub call_id: String,
+    /// `phone_to_pbx` or `pbx_to_phone`.
+    pub direction: &'static str,
+    pub identity: String,
+    pub flow: u64,
+    pub established: bool,
+    pub age_secs: u64,
+    pub srtp_suite: Option<String>,
+    pub streams: usize,
+    pub packets_phone_to_pbx: u64,
+    pub packets_pbx_to_phone: u64,
+}
+
 /// What the core publishes for the admin API (rebuilt on change, read without touching the
 /// core task).
 #[derive(Debug, Default)]
 pub struct CoreState {
     pub registrations: RwLock<Vec<RegistrationView>>,
+    pub calls: RwLock<Vec<CallView>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,37 +98,107 @@ enum Leg {
     Phone,
 }
 
+impl Leg {
+    fn other(self) -> Leg {
+        match self {
+            Leg::Pbx => Leg::Phone,
+            Leg::Phone => Leg::Pbx,
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Leg::Pbx => "pbx",
+            Leg::Phone => "phone",
+        }
+    }
+}
+
 type TxnId = u64;
 
 #[derive(Debug)]
 struct RegisterCtx {
     aor: String,
-    /// (binding id, edge Contact URI as sent) of each Contact in the REGISTER.
-    bindings: Vec<(u64, String)>,
+    /// Binding ids of the Contacts in the REGISTER.
+    bindings: Vec<u64>,
     wildcard: bool,
 }
 
-// Both variants hold whole messages; boxing one would only move the size elsewhere.
-#[allow(clippy::large_enum_variant)]
+/// Our 2xx to an INVITE from the PBX over UDP, repeated until its ACK (RFC 3261 §13.3.1.4).
 #[derive(Debug)]
-enum Txn {
-    /// A phone request forwarded to the PBX.
-    Outbound {
-        client: ClientNonInvite,
-        flow: FlowId,
-        phone_request: SipMessage,
-        register: Option<RegisterCtx>,
-        done: bool,
-    },
-    /// A PBX request forwarded to a phone.
-    Inbound {
-        server: ServerNonInvite,
-        flow: FlowId,
-        pbx_request: SipMessage,
-        phone_key: Option<TransactionKey>,
-        phone_client: Option<ClientNonInvite>,
-        server_done: bool,
-    },
+struct Retx2xx {
+    msg: SipMessage,
+    interval: Duration,
+    deadline: Instant,
+}
+
+/// One relayed request: a state machine per leg.
+#[derive(Debug)]
+struct Txn {
+    /// The leg the request came from (`None`: the edge itself originated it).
+    from: Option<Leg>,
+    method: Method,
+    flow: FlowId,
+    call_id: String,
+    /// The request as received (its Vias go back on responses).
+    received: SipMessage,
+    /// The request as sent on the other leg (for CANCEL).
+    forwarded: Option<SipMessage>,
+    pbx: Option<Transaction>,
+    phone: Option<Transaction>,
+    register: Option<RegisterCtx>,
+    /// The originating side has its final response.
+    answered: bool,
+    keys: Vec<(Leg, TransactionKey)>,
+    retx: Option<Retx2xx>,
+}
+
+impl Txn {
+    fn leg_mut(&mut self, leg: Leg) -> Option<&mut Transaction> {
+        match leg {
+            Leg::Pbx => self.pbx.as_mut(),
+            Leg::Phone => self.phone.as_mut(),
+        }
+    }
+}
+
+/// One INVITE dialog (a call) and its media.
+struct Dialog {
+    flow: FlowId,
+    identity: String,
+    from_phone: bool,
+    /// SDP origin of each leg (RFC 3264 §8: version increments per change).
+    phone_origin: LegOrigin,
+    pbx_origin: LegOrigin,
+    /// The last answered plan, and an offer waiting for its answer.
+    plan: Option<MediaPlan>,
+    offer: Option<MediaPlan>,
+    media: CallMedia,
+    /// The remote targets of each leg (Contact of the other side).
+    pbx_contact: Option<SipUri>,
+    phone_contact: Option<SipUri>,
+    /// From of the initial INVITE and To (with tag) of its 2xx: the same on both legs.
+    caller_from: String,
+    callee_to: Option<String>,
+    /// Highest CSeq each side used in this dialog (for BYEs the edge sends itself).
+    phone_cseq: u32,
+    pbx_cseq: u32,
+    established: bool,
+    created: Instant,
+    /// Our last 2xx to the phone per CSeq (repeated when the PBX repeats its 2xx).
+    last_2xx_to_phone: Option<(u32, SipMessage)>,
+}
+
+struct OsKeys<'a>(&'a SystemRandom);
+
+impl KeySource for OsKeys<'_> {
+    fn fill(&mut self, out: &mut [u8]) {
+        // The OS CSPRNG does not fail once initialised; refuse to continue with a weak key
+        // if it ever did.
+        if self.0.fill(out).is_err() {
+            tracing::error!("OS random generator failed while generating SRTP keys");
+            std::process::abort();
+        }
+    }
 }
 
 pub struct SipCore {
@@ -105,11 +206,11 @@ pub struct SipCore {
     flows: Arc<FlowTable>,
     identity: watch::Receiver<Arc<IdentitySnapshot>>,
     pbx: PbxLink,
+    media: MediaControl,
     registrar: Registrar,
     txns: HashMap<TxnId, Txn>,
-    pbx_clients: HashMap<TransactionKey, TxnId>,
-    pbx_servers: HashMap<TransactionKey, TxnId>,
-    phone_clients: HashMap<TransactionKey, TxnId>,
+    index: HashMap<(Leg, TransactionKey), TxnId>,
+    dialogs: HashMap<String, Dialog>,
     timers: DelayQueue<(TxnId, Leg, Timer)>,
     timer_keys: HashMap<(TxnId, Leg, Timer), delay_queue::Key>,
     next_txn: TxnId,
@@ -120,11 +221,13 @@ pub struct SipCore {
 }
 
 impl SipCore {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         settings: CoreSettings,
         flows: Arc<FlowTable>,
         identity: watch::Receiver<Arc<IdentitySnapshot>>,
         pbx: PbxLink,
+        media: MediaControl,
         metrics: CoreMetrics,
         state: Arc<CoreState>,
     ) -> Result<Self, ring::error::Unspecified> {
@@ -136,11 +239,11 @@ impl SipCore {
             flows,
             identity,
             pbx,
+            media,
             registrar: Registrar::new(),
             txns: HashMap::new(),
-            pbx_clients: HashMap::new(),
-            pbx_servers: HashMap::new(),
-            phone_clients: HashMap::new(),
+            index: HashMap::new(),
+            dialogs: HashMap::new(),
             timers: DelayQueue::new(),
             timer_keys: HashMap::new(),
             next_txn: 1,
@@ -151,11 +254,12 @@ impl SipCore {
         })
     }
 
-    /// Runs until `cancel`, or until both inbound channels are closed.
+    /// Runs until `cancel`, or until the inbound channels are closed.
     pub async fn run(
         mut self,
         mut phone_rx: mpsc::Receiver<PhoneEvent>,
         mut pbx_rx: mpsc::Receiver<SipMessage>,
+        mut media_rx: mpsc::Receiver<MediaEvent>,
         cancel: CancellationToken,
     ) {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -171,6 +275,7 @@ impl SipCore {
                     Some(m) => self.on_pbx_message(m).await,
                     None => break,
                 },
+                Some(ev) = media_rx.recv() => self.on_media_event(ev).await,
                 Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)), if !self.timers.is_empty() => {
                     let (id, leg, timer) = expired.into_inner();
                     self.timer_keys.remove(&(id, leg, timer));
@@ -179,13 +284,25 @@ impl SipCore {
                 _ = sweep.tick() => self.sweep(),
             }
         }
+        // Shutdown: release every call's media.
+        for (_, mut d) in self.dialogs.drain() {
+            d.media.stop().await;
+        }
+    }
+
+    fn random_hex(&self, n: usize) -> String {
+        let mut r = vec![0u8; n];
+        if self.rng.fill(&mut r).is_err() {
+            tracing::error!("OS random generator failed");
+        }
+        r.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     fn branch(&self) -> String {
         let mut r = [0u8; 16];
-        // The OS CSPRNG does not fail on Linux once initialised; a zero branch would still
-        // be unique enough for one transaction if it ever did.
-        let _ = self.rng.fill(&mut r);
+        if self.rng.fill(&mut r).is_err() {
+            tracing::error!("OS random generator failed");
+        }
         new_branch(&r)
     }
 
@@ -193,9 +310,10 @@ impl SipCore {
         self.identity.borrow().clone()
     }
 
-    fn publish_registrations(&self) {
-        let now = Instant::now().into_std();
-        let views: Vec<RegistrationView> = self
+    fn publish(&self) {
+        let now = Instant::now();
+        let now_std = now.into_std();
+        let regs: Vec<RegistrationView> = self
             .registrar
             .registrations()
             .map(|b| RegistrationView {
@@ -205,104 +323,112 @@ impl SipCore {
                 flow: b.flow.0,
                 expires_in_secs: b
                     .expires_at
-                    .map(|t| t.saturating_duration_since(now).as_secs())
+                    .map(|t| t.saturating_duration_since(now_std).as_secs())
                     .unwrap_or(0),
             })
             .collect();
-        self.metrics.registrations.set(views.len() as i64);
+        self.metrics.registrations.set(regs.len() as i64);
         if let Ok(mut w) = self.state.registrations.write() {
-            *w = views;
+            *w = regs;
+        }
+        let calls: Vec<CallView> = self
+            .dialogs
+            .iter()
+            .map(|(id, d)| {
+                let (up, down) = d.media.counters();
+                let suite = d.plan.as_ref().and_then(|p| {
+                    p.relayed().find_map(|(_, r)| match &r.security {
+                        Security::Srtp(k) => {
+                            k.phone.as_ref().map(|c| c.suite.sdes_name().to_owned())
+                        }
+                        Security::Plain => None,
+                    })
+                });
+                CallView {
+                    call_id: id.clone(),
+                    direction: if d.from_phone {
+                        "phone_to_pbx"
+                    } else {
+                        "pbx_to_phone"
+                    },
+                    identity: d.identity.clone(),
+                    flow: d.flow.0,
+                    established: d.established,
+                    age_secs: now.saturating_duration_since(d.created).as_secs(),
+                    srtp_suite: suite,
+                    streams: d.media.stream_ids().len(),
+                    packets_phone_to_pbx: up,
+                    packets_pbx_to_phone: down,
+                }
+            })
+            .collect();
+        self.metrics.calls_active.set(calls.len() as i64);
+        if let Ok(mut w) = self.state.calls.write() {
+            *w = calls;
         }
     }
 
     fn sweep(&mut self) {
-        if self.registrar.sweep(Instant::now().into_std()) > 0 {
-            self.publish_registrations();
-        }
+        self.registrar.sweep(Instant::now().into_std());
+        self.publish();
     }
 
-    // ---------------------------------------------------------------- phone side
+    // ---------------------------------------------------------------- sending
 
-    async fn on_phone_event(&mut self, ev: PhoneEvent) {
-        match ev {
-            PhoneEvent::Opened(_) => {}
-            PhoneEvent::Closed(flow) => self.on_flow_closed(flow).await,
-            PhoneEvent::Message(m) => {
-                if m.message.is_request() {
-                    self.on_phone_request(m).await
-                } else {
-                    self.on_phone_response(m).await
-                }
-            }
-        }
-    }
-
-    async fn on_flow_closed(&mut self, flow: FlowId) {
-        if self.registrar.remove_flow(flow) > 0 {
-            self.publish_registrations();
-        }
-        // PBX requests waiting for this phone: it will never answer.
-        let waiting: Vec<TxnId> = self
-            .txns
-            .iter()
-            .filter_map(|(id, t)| match t {
-                Txn::Inbound {
-                    flow: f,
-                    phone_client: Some(_),
-                    ..
-                } if *f == flow => Some(*id),
-                _ => None,
-            })
-            .collect();
-        for id in waiting {
-            self.answer_pbx(id, 480, Some("the phone's connection closed"))
-                .await;
-        }
-    }
-
-    /// Answers a phone request directly on its flow.
-    fn reply_phone(&self, m: &PhoneMessage, status: u16, warning: Option<&str>) {
-        let resp = match response_to(
-            &m.message,
-            status,
-            Some(&self.to_tag()),
-            warning.map(|w| (self.settings.domain.as_str(), w)),
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot build a response to a phone request");
-                return;
-            }
-        };
-        self.send_phone(m.flow, &resp);
-    }
-
-    fn to_tag(&self) -> String {
-        let mut r = [0u8; 8];
-        let _ = self.rng.fill(&mut r);
-        r.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn send_phone(&self, flow: FlowId, msg: &SipMessage) {
+    fn send_phone(&self, flow: FlowId, msg: &SipMessage) -> bool {
         if let Some(code) = msg.status() {
             self.metrics
                 .responses
                 .with_label_values(&["phone", &code.to_string()])
                 .inc();
         }
-        if let Err(e) = self.flows.send(flow, Bytes::from(msg.to_bytes())) {
-            tracing::debug!(%flow, error = %e, "message to a phone not queued");
+        match self.flows.send(flow, Bytes::from(msg.to_bytes())) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(%flow, error = %e, "message to a phone not queued");
+                false
+            }
         }
     }
 
-    async fn send_pbx(&self, msg: &SipMessage) -> std::io::Result<()> {
+    async fn send_pbx(&self, msg: &SipMessage) -> bool {
         if let Some(code) = msg.status() {
             self.metrics
                 .responses
                 .with_label_values(&["pbx", &code.to_string()])
                 .inc();
         }
-        self.pbx.send(&msg.to_bytes()).await
+        match self.pbx.send(&msg.to_bytes()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "sending to the PBX failed");
+                false
+            }
+        }
+    }
+
+    fn response(&self, req: &SipMessage, status: u16, warning: Option<&str>) -> Option<SipMessage> {
+        let tag = self.random_hex(8);
+        response_to(
+            req,
+            status,
+            Some(&tag),
+            warning.map(|w| (self.settings.domain.as_str(), w)),
+        )
+        .ok()
+    }
+
+    /// Answers a phone request outside any transaction (before one exists).
+    fn reply_phone(&self, flow: FlowId, req: &SipMessage, status: u16, warning: Option<&str>) {
+        if let Some(r) = self.response(req, status, warning) {
+            self.send_phone(flow, &r);
+        }
+    }
+
+    async fn reply_pbx(&self, req: &SipMessage, status: u16, warning: Option<&str>) {
+        if let Some(r) = self.response(req, status, warning) {
+            self.send_pbx(&r).await;
+        }
     }
 
     fn names_edge(&self, uri: &SipUri) -> bool {
@@ -321,12 +447,98 @@ impl SipCore {
         }
     }
 
+    fn pbx_via(&self) -> Via {
+        Via::new(
+            "UDP",
+            &host_of(self.settings.pbx_local.ip()),
+            Some(self.settings.pbx_local.port()),
+            &self.branch(),
+            true,
+        )
+    }
+
+    fn phone_via(&self) -> Via {
+        Via::new("TLS", &self.settings.domain, None, &self.branch(), false)
+    }
+
+    /// The edge Contact toward the PBX: a flow token naming the phone's flow and Contact.
+    fn edge_contact(&self, flow: FlowId, binding: u64) -> SipUri {
+        let token = FlowToken {
+            flow: flow.0,
+            binding,
+        }
+        .encode(&self.token_key);
+        edge_contact_uri(
+            &token,
+            &host_of(self.settings.pbx_local.ip()),
+            self.settings.pbx_local.port(),
+            "udp",
+        )
+    }
+
+    /// The edge Contact toward phones (in-dialog requests come back to the edge, which
+    /// restores the PBX's target from the dialog).
+    fn phone_side_contact(&self) -> NameAddr {
+        let mut params = Params::default();
+        params.set("transport", Some("tls"));
+        NameAddr::from_uri(SipUri {
+            scheme: UriScheme::Sip,
+            user_info: None,
+            host: self.settings.domain.clone(),
+            port: Some(self.settings.tls_local.port()),
+            params,
+            headers: None,
+        })
+    }
+
+    // ---------------------------------------------------------------- phone side
+
+    async fn on_phone_event(&mut self, ev: PhoneEvent) {
+        match ev {
+            PhoneEvent::Opened(_) => {}
+            PhoneEvent::Closed(flow) => self.on_flow_closed(flow).await,
+            PhoneEvent::Message(m) => {
+                if m.message.is_request() {
+                    self.on_phone_request(m).await
+                } else {
+                    self.on_response(Leg::Phone, m.message).await
+                }
+            }
+        }
+    }
+
+    async fn on_flow_closed(&mut self, flow: FlowId) {
+        self.registrar.remove_flow(flow);
+        // Requests waiting for this phone: it will never answer.
+        let waiting: Vec<TxnId> = self
+            .txns
+            .iter()
+            .filter(|(_, t)| t.flow == flow && t.from == Some(Leg::Pbx) && !t.answered)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.answer_origin(id, 480, Some("the phone's connection closed"))
+                .await;
+        }
+        // Calls on this flow end: BYE to the PBX for established ones (DESIGN.md).
+        let calls: Vec<String> = self
+            .dialogs
+            .iter()
+            .filter(|(_, d)| d.flow == flow)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for call_id in calls {
+            self.end_call(&call_id, true, false, "phone connection lost")
+                .await;
+        }
+        self.publish();
+    }
+
     async fn on_phone_request(&mut self, m: PhoneMessage) {
         let method = m.message.method();
-        let label = method.map(|m| m.as_str()).unwrap_or("other");
         self.metrics
             .requests
-            .with_label_values(&["phone", label])
+            .with_label_values(&["phone", method.map(|m| m.as_str()).unwrap_or("other")])
             .inc();
         if let Err(e) = check_request(&m.message) {
             self.metrics
@@ -334,36 +546,53 @@ impl SipCore {
                 .with_label_values(&["phone", e.label()])
                 .inc();
             if method != Some(Method::Ack) {
-                self.reply_phone(&m, 400, Some(&format!("malformed request: {e}")));
+                self.reply_phone(
+                    m.flow,
+                    &m.message,
+                    400,
+                    Some(&format!("malformed request: {e}")),
+                );
             }
             return;
         }
         let Some(method) = method else {
-            self.reply_phone(&m, 501, Some("method not supported by the edge"));
+            self.reply_phone(
+                m.flow,
+                &m.message,
+                501,
+                Some("method not supported by the edge"),
+            );
             return;
         };
-        match method {
-            Method::Ack => return, // ACKs for our non-2xx final responses: absorbed
-            Method::Cancel => {
-                // Only INVITE can be cancelled and INVITE is not relayed yet (§9.2: 481).
-                self.reply_phone(&m, 481, None);
+        if let Ok(key) = TransactionKey::server(&m.message) {
+            if let Some(&id) = self.index.get(&(Leg::Phone, key.clone())) {
+                // A retransmission, or the ACK of a non-2xx final response (§17.2.1).
+                let now = Instant::now();
+                let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(Leg::Phone)) {
+                    Some(t) => t.on_request(m.message, now),
+                    None => return,
+                };
+                self.run_actions(id, Leg::Phone, actions).await;
                 return;
             }
-            Method::Invite => {
-                self.reply_phone(&m, 501, Some("calls are not supported by this edge yet"));
+            if method == Method::Cancel {
+                self.on_cancel(Leg::Phone, key, m.message, m.flow).await;
                 return;
             }
-            _ => {}
         }
-        if let Err(reason) = self.authorize(&m, method) {
-            self.reply_phone(&m, 403, Some(&reason));
+        if method == Method::Ack {
+            self.forward_2xx_ack(Leg::Phone, m.message).await;
             return;
         }
-        self.forward_phone_request(m, method).await;
+        if let Err(reason) = self.authorize(&m, method) {
+            self.reply_phone(m.flow, &m.message, 403, Some(&reason));
+            return;
+        }
+        self.forward_from_phone(m, method).await;
     }
 
     /// MAC authorization (DESIGN.md): REGISTER by its To user, everything else by its From
-    /// user; an in-dialog request may also come from the dialog's other party, so its To user
+    /// user; an in-dialog request may come from the dialog's other party, so there the To user
     /// counts too.
     fn authorize(&self, m: &PhoneMessage, method: Method) -> Result<(), String> {
         let snapshot = self.snapshot();
@@ -420,39 +649,33 @@ impl SipCore {
         }
     }
 
-    fn edge_contact(&self, flow: FlowId, binding: u64) -> SipUri {
-        let token = FlowToken {
-            flow: flow.0,
-            binding,
-        }
-        .encode(&self.token_key);
-        edge_contact_uri(
-            &token,
-            &host_of(self.settings.pbx_local.ip()),
-            self.settings.pbx_local.port(),
-            "udp",
-        )
-    }
-
-    async fn forward_phone_request(&mut self, m: PhoneMessage, method: Method) {
+    async fn forward_from_phone(&mut self, m: PhoneMessage, method: Method) {
+        let flow = m.flow;
         let mut req = m.message.clone();
-        let ours = Via::new(
-            "UDP",
-            &host_of(self.settings.pbx_local.ip()),
-            Some(self.settings.pbx_local.port()),
-            &self.branch(),
-            true,
-        );
         let names_edge = |u: &SipUri| self.names_edge(u);
-        match forward_request(&mut req, &ours, names_edge) {
+        match forward_request(&mut req, &self.pbx_via(), names_edge) {
             Ok(()) => {}
             Err(MessageError::TooManyHops) => {
-                self.reply_phone(&m, 483, None);
+                self.reply_phone(flow, &m.message, 483, None);
                 return;
             }
             Err(e) => {
-                self.reply_phone(&m, 400, Some(&format!("cannot forward: {e}")));
+                self.reply_phone(flow, &m.message, 400, Some(&format!("cannot forward: {e}")));
                 return;
+            }
+        }
+        let call_id = m.message.call_id().unwrap_or_default().to_owned();
+        let cseq = m.message.cseq().map(|c| c.seq).unwrap_or(0);
+        let in_dialog = m.message.to_tag().ok().flatten().is_some();
+        // In-dialog requests sent to the edge's Contact go to the PBX's target.
+        if let Some(d) = self.dialogs.get_mut(&call_id) {
+            d.phone_cseq = d.phone_cseq.max(cseq);
+            if in_dialog {
+                if let (Some(target), Ok(ruri)) = (d.pbx_contact.clone(), req.request_uri()) {
+                    if self.names_edge(&ruri) {
+                        let _ = req.set_request_uri(&target);
+                    }
+                }
             }
         }
         let identity = m.identity.to_string();
@@ -466,7 +689,12 @@ impl SipCore {
                 });
             }
             Ok(ContactList::Wildcard) => {
-                self.reply_phone(&m, 400, Some("Contact * is only allowed in REGISTER"));
+                self.reply_phone(
+                    flow,
+                    &m.message,
+                    400,
+                    Some("Contact * is only allowed in REGISTER"),
+                );
                 return;
             }
             Ok(ContactList::Addrs(addrs)) if !addrs.is_empty() => {
@@ -480,19 +708,23 @@ impl SipCore {
                 let mut bindings = Vec::new();
                 for a in addrs {
                     let id = self.registrar.binding_for(
-                        m.flow,
+                        flow,
                         &a.uri,
                         &aor,
                         &identity,
                         method != Method::Register,
                     );
-                    let uri = self.edge_contact(m.flow, id);
-                    bindings.push((id, uri.to_string()));
-                    // Header params (expires, q, +sip.instance, reg-id) stay; the phone's URI
-                    // (address, transport=tls, ob) is hidden behind the token.
+                    bindings.push(id);
+                    if method == Method::Invite {
+                        if let Some(d) = self.dialogs.get_mut(&call_id) {
+                            d.phone_contact = Some(a.uri.clone());
+                        }
+                    }
+                    // Header params (expires, q, +sip.instance, reg-id) stay; the phone's
+                    // URI (address, transport=tls, ob) hides behind the token.
                     mapped.push(NameAddr {
                         display_name: a.display_name,
-                        uri,
+                        uri: self.edge_contact(flow, id),
                         params: a.params,
                     });
                 }
@@ -505,62 +737,141 @@ impl SipCore {
                     });
                 }
             }
-            Ok(ContactList::Addrs(_)) => {} // REGISTER without Contact = fetch bindings
+            Ok(ContactList::Addrs(_)) => {}
             Err(e) => {
-                self.reply_phone(&m, 400, Some(&format!("bad Contact: {e}")));
+                self.reply_phone(flow, &m.message, 400, Some(&format!("bad Contact: {e}")));
                 return;
             }
         }
-        let key = match TransactionKey::client_for_request(&req) {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(error = %e, "forwarded request has no usable branch (a bug)");
-                self.reply_phone(&m, 500, None);
-                return;
+        if method == Method::Invite {
+            match self.phone_offer(&m, &mut req, in_dialog).await {
+                Ok(()) => {}
+                Err((status, why)) => {
+                    self.reply_phone(flow, &m.message, status, Some(&why));
+                    return;
+                }
             }
-        };
-        let id = self.next_txn;
-        self.next_txn += 1;
-        let (client, actions) =
-            ClientNonInvite::start(req, false, self.settings.timers, Instant::now());
-        self.txns.insert(
-            id,
-            Txn::Outbound {
-                client,
-                flow: m.flow,
-                phone_request: m.message,
-                register,
-                done: false,
-            },
-        );
-        self.pbx_clients.insert(key, id);
-        self.metrics.transactions.set(self.txns.len() as i64);
-        self.run_actions(id, Leg::Pbx, actions).await;
+        }
+        if method == Method::Bye {
+            self.end_call(&call_id, false, false, "BYE from the phone")
+                .await;
+        }
+        self.start_txn(Leg::Phone, m.message, req, flow, register)
+            .await;
     }
 
-    async fn on_phone_response(&mut self, m: PhoneMessage) {
-        if let Err(e) = check_response(&m.message) {
+    /// The SDP of an INVITE from a phone: leases relay ports, rewrites RTP/SAVP → RTP/AVP.
+    async fn phone_offer(
+        &mut self,
+        m: &PhoneMessage,
+        req: &mut SipMessage,
+        in_dialog: bool,
+    ) -> Result<(), (u16, String)> {
+        let call_id = m.message.call_id().unwrap_or_default().to_owned();
+        if !self.dialogs.contains_key(&call_id) {
+            if in_dialog {
+                return Err((481, "no such call".into()));
+            }
+            let contact = match m.message.contacts() {
+                Ok(ContactList::Addrs(a)) => a.into_iter().next().map(|a| a.uri),
+                _ => None,
+            };
+            let d = Dialog {
+                flow: m.flow,
+                identity: m.identity.to_string(),
+                from_phone: true,
+                phone_origin: LegOrigin::new(self.session_id(), 1),
+                pbx_origin: LegOrigin::new(self.session_id(), 1),
+                plan: None,
+                offer: None,
+                media: CallMedia::new(),
+                pbx_contact: None,
+                phone_contact: contact,
+                caller_from: m.message.header("From").unwrap_or_default().to_owned(),
+                callee_to: None,
+                phone_cseq: m.message.cseq().map(|c| c.seq).unwrap_or(0),
+                pbx_cseq: 0,
+                established: false,
+                created: Instant::now(),
+                last_2xx_to_phone: None,
+            };
+            self.dialogs.insert(call_id.clone(), d);
             self.metrics
-                .malformed
-                .with_label_values(&["phone", e.label()])
+                .calls_started
+                .with_label_values(&["phone"])
                 .inc();
-            return;
         }
-        let Ok(key) = TransactionKey::client_for_response(&m.message) else {
-            return;
+        let body = m.message.body().to_vec();
+        if body.is_empty() {
+            // Delayed offer: the PBX offers in its 2xx and the phone answers in the ACK;
+            // not supported yet (the ACK's SDP is not rewritten).
+            return Err((
+                488,
+                "INVITE without SDP (delayed offer) is not supported".into(),
+            ));
+        }
+        let pbx_host = self.pbx.pbx_addr().ip();
+        let settings = self.settings.clone();
+        let mut keys = OsKeys(&self.rng);
+        let Some(d) = self.dialogs.get_mut(&call_id) else {
+            return Err((500, "dialog vanished".into()));
         };
-        let Some(&id) = self.phone_clients.get(&key) else {
-            tracing::debug!(flow = %m.flow, "phone response matches no transaction: dropped");
-            return;
-        };
-        let actions = match self.txns.get_mut(&id) {
-            Some(Txn::Inbound {
-                phone_client: Some(c),
-                ..
-            }) => c.on_response(m.message, Instant::now()),
-            _ => return,
-        };
-        self.run_actions(id, Leg::Phone, actions).await;
+        let result = async {
+            let offer = {
+                let ctx = RewriteContext {
+                    edge: settings.sdp,
+                    policy: &settings.srtp,
+                    origin: &mut d.pbx_origin,
+                    previous: d.plan.as_ref(),
+                    keys: &mut keys,
+                };
+                analyse_phone_offer(&body, &ctx).map_err(sdp_error)?
+            };
+            let ports = d
+                .media
+                .ports_for(&self.media, offer.port_requests(), pbx_host)
+                .await
+                .map_err(|e| (503, format!("no media ports: {e}")))?;
+            let rewritten = {
+                let mut ctx = RewriteContext {
+                    edge: settings.sdp,
+                    policy: &settings.srtp,
+                    origin: &mut d.pbx_origin,
+                    previous: d.plan.as_ref(),
+                    keys: &mut keys,
+                };
+                rewrite_phone_offer(offer, &ports, &mut ctx).map_err(sdp_error)?
+            };
+            d.media
+                .apply(&rewritten.plan)
+                .await
+                .map_err(|e| (500, format!("media relay: {e}")))?;
+            d.offer = Some(rewritten.plan);
+            Ok::<Vec<u8>, (u16, String)>(rewritten.sdp)
+        }
+        .await;
+        match result {
+            Ok(sdp) => {
+                req.set_body(sdp, Some("application/sdp"));
+                Ok(())
+            }
+            Err(e) => {
+                if !in_dialog {
+                    self.end_call(&call_id, false, false, "offer refused").await;
+                    self.metrics
+                        .calls_ended
+                        .with_label_values(&["refused"])
+                        .inc();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn session_id(&self) -> u64 {
+        let mut b = [0u8; 8];
+        let _ = self.rng.fill(&mut b);
+        u64::from_be_bytes(b) >> 2
     }
 
     // ---------------------------------------------------------------- PBX side
@@ -569,41 +880,7 @@ impl SipCore {
         if m.is_request() {
             self.on_pbx_request(m).await
         } else {
-            self.on_pbx_response(m).await
-        }
-    }
-
-    async fn on_pbx_response(&mut self, m: SipMessage) {
-        if let Err(e) = check_response(&m) {
-            self.metrics
-                .malformed
-                .with_label_values(&["pbx", e.label()])
-                .inc();
-            return;
-        }
-        let Ok(key) = TransactionKey::client_for_response(&m) else {
-            return;
-        };
-        let Some(&id) = self.pbx_clients.get(&key) else {
-            // An edge is not a stateless proxy: stray responses are never forwarded.
-            tracing::debug!("PBX response matches no transaction: dropped");
-            return;
-        };
-        let actions = match self.txns.get_mut(&id) {
-            Some(Txn::Outbound { client, .. }) => client.on_response(m, Instant::now()),
-            _ => return,
-        };
-        self.run_actions(id, Leg::Pbx, actions).await;
-    }
-
-    async fn reply_pbx_stateless(&self, req: &SipMessage, status: u16, warning: Option<&str>) {
-        if let Ok(resp) = response_to(
-            req,
-            status,
-            Some(&self.to_tag()),
-            warning.map(|w| (self.settings.domain.as_str(), w)),
-        ) {
-            let _ = self.send_pbx(&resp).await;
+            self.on_response(Leg::Pbx, m).await
         }
     }
 
@@ -619,67 +896,59 @@ impl SipCore {
                 .with_label_values(&["pbx", e.label()])
                 .inc();
             if method != Some(Method::Ack) {
-                self.reply_pbx_stateless(&m, 400, Some(&format!("malformed request: {e}")))
+                self.reply_pbx(&m, 400, Some(&format!("malformed request: {e}")))
                     .await;
             }
-            return;
-        }
-        let Ok(key) = TransactionKey::server(&m) else {
-            return;
-        };
-        if let Some(&id) = self.pbx_servers.get(&key) {
-            // A retransmission: the server transaction resends its last response (§17.2.2).
-            let actions = match self.txns.get_mut(&id) {
-                Some(Txn::Inbound { server, .. }) => server.on_request(m, Instant::now()),
-                _ => return,
-            };
-            self.run_actions(id, Leg::Pbx, actions).await;
             return;
         }
         let Some(method) = method else {
-            self.reply_pbx_stateless(&m, 501, Some("method not supported by the edge"))
+            self.reply_pbx(&m, 501, Some("method not supported by the edge"))
                 .await;
             return;
         };
-        match method {
-            Method::Ack => return,
-            Method::Cancel => {
-                self.reply_pbx_stateless(&m, 481, None).await;
+        if let Ok(key) = TransactionKey::server(&m) {
+            if let Some(&id) = self.index.get(&(Leg::Pbx, key.clone())) {
+                let now = Instant::now();
+                let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(Leg::Pbx)) {
+                    Some(t) => t.on_request(m, now),
+                    None => return,
+                };
+                self.run_actions(id, Leg::Pbx, actions).await;
                 return;
             }
-            Method::Invite => {
-                self.reply_pbx_stateless(&m, 501, Some("calls are not supported by this edge yet"))
-                    .await;
+            if method == Method::Cancel {
+                self.on_cancel(Leg::Pbx, key, m, FlowId(0)).await;
                 return;
             }
-            _ => {}
+        }
+        if method == Method::Ack {
+            self.forward_2xx_ack(Leg::Pbx, m).await;
+            return;
         }
         // Which phone? The edge Contact's flow token, else the AOR user (static setups).
-        let target = match self.target_of(&m) {
+        let (flow, contact) = match self.target_of(&m) {
             Ok(t) => t,
             Err((status, why)) => {
-                self.reply_pbx_stateless(&m, status, Some(why)).await;
+                self.reply_pbx(&m, status, Some(why)).await;
                 return;
             }
         };
-        let (flow, contact) = target;
         let mut req = m.clone();
-        let ours = Via::new("TLS", &self.settings.domain, None, &self.branch(), false);
         let names_edge = |u: &SipUri| self.names_edge(u);
-        match forward_request(&mut req, &ours, names_edge) {
+        match forward_request(&mut req, &self.phone_via(), names_edge) {
             Ok(()) => {}
             Err(MessageError::TooManyHops) => {
-                self.reply_pbx_stateless(&m, 483, None).await;
+                self.reply_pbx(&m, 483, None).await;
                 return;
             }
             Err(e) => {
-                self.reply_pbx_stateless(&m, 400, Some(&format!("cannot forward: {e}")))
+                self.reply_pbx(&m, 400, Some(&format!("cannot forward: {e}")))
                     .await;
                 return;
             }
         }
         if let Err(e) = req.set_request_uri(&contact) {
-            self.reply_pbx_stateless(
+            self.reply_pbx(
                 &m,
                 500,
                 Some(&format!("cannot restore the Request-URI: {e}")),
@@ -687,32 +956,139 @@ impl SipCore {
             .await;
             return;
         }
-        let Ok(phone_key) = TransactionKey::client_for_request(&req) else {
-            return;
-        };
-        let id = self.next_txn;
-        self.next_txn += 1;
-        let now = Instant::now();
-        let (server, server_actions) =
-            ServerNonInvite::start::<Instant>(m.clone(), false, self.settings.timers);
-        let (client, client_actions) = ClientNonInvite::start(req, true, self.settings.timers, now);
-        self.txns.insert(
-            id,
-            Txn::Inbound {
-                server,
+        let call_id = m.call_id().unwrap_or_default().to_owned();
+        let cseq = m.cseq().map(|c| c.seq).unwrap_or(0);
+        if let Some(d) = self.dialogs.get_mut(&call_id) {
+            d.pbx_cseq = d.pbx_cseq.max(cseq);
+        }
+        if method == Method::Invite {
+            // Toward the phone the edge is the remote target; the PBX's stays in the dialog.
+            let pbx_contact = match m.contacts() {
+                Ok(ContactList::Addrs(a)) => a.into_iter().next().map(|a| a.uri),
+                _ => None,
+            };
+            req.set_contacts(&[self.phone_side_contact()]);
+            if let Err((status, why)) = self.pbx_offer(&m, &mut req, flow, pbx_contact).await {
+                self.reply_pbx(&m, status, Some(&why)).await;
+                return;
+            }
+        } else if req.header("Contact").is_some() {
+            req.set_contacts(&[self.phone_side_contact()]);
+        }
+        if method == Method::Bye {
+            self.end_call(&call_id, false, false, "BYE from the PBX")
+                .await;
+        }
+        self.start_txn(Leg::Pbx, m, req, flow, None).await;
+    }
+
+    /// The SDP of an INVITE from the PBX: leases relay ports, rewrites RTP/AVP → RTP/SAVP
+    /// with the edge's keys.
+    async fn pbx_offer(
+        &mut self,
+        m: &SipMessage,
+        req: &mut SipMessage,
+        flow: FlowId,
+        pbx_contact: Option<SipUri>,
+    ) -> Result<(), (u16, String)> {
+        let call_id = m.call_id().unwrap_or_default().to_owned();
+        let in_dialog = m.to_tag().ok().flatten().is_some();
+        if !self.dialogs.contains_key(&call_id) {
+            if in_dialog {
+                return Err((481, "no such call".into()));
+            }
+            let identity = self
+                .flows
+                .get(flow)
+                .map(|f| f.identity.to_string())
+                .unwrap_or_default();
+            let d = Dialog {
                 flow,
-                pbx_request: m,
-                phone_key: Some(phone_key.clone()),
-                phone_client: Some(client),
-                server_done: false,
-            },
-        );
-        self.pbx_servers.insert(key, id);
-        self.phone_clients.insert(phone_key, id);
-        self.metrics.transactions.set(self.txns.len() as i64);
-        // The server transaction's only start action is Deliver (to us): nothing to do.
-        drop(server_actions);
-        self.run_actions(id, Leg::Phone, client_actions).await;
+                identity,
+                from_phone: false,
+                phone_origin: LegOrigin::new(self.session_id(), 1),
+                pbx_origin: LegOrigin::new(self.session_id(), 1),
+                plan: None,
+                offer: None,
+                media: CallMedia::new(),
+                pbx_contact: pbx_contact.clone(),
+                phone_contact: None,
+                caller_from: m.header("From").unwrap_or_default().to_owned(),
+                callee_to: None,
+                phone_cseq: 0,
+                pbx_cseq: m.cseq().map(|c| c.seq).unwrap_or(0),
+                established: false,
+                created: Instant::now(),
+                last_2xx_to_phone: None,
+            };
+            self.dialogs.insert(call_id.clone(), d);
+            self.metrics.calls_started.with_label_values(&["pbx"]).inc();
+        } else if let (Some(d), Some(c)) = (self.dialogs.get_mut(&call_id), pbx_contact) {
+            d.pbx_contact = Some(c);
+        }
+        let body = m.body().to_vec();
+        if body.is_empty() {
+            return Err((
+                488,
+                "INVITE without SDP (delayed offer) is not supported".into(),
+            ));
+        }
+        let pbx_host = self.pbx.pbx_addr().ip();
+        let settings = self.settings.clone();
+        let mut keys = OsKeys(&self.rng);
+        let Some(d) = self.dialogs.get_mut(&call_id) else {
+            return Err((500, "dialog vanished".into()));
+        };
+        let result = async {
+            let offer = {
+                let ctx = RewriteContext {
+                    edge: settings.sdp,
+                    policy: &settings.srtp,
+                    origin: &mut d.phone_origin,
+                    previous: d.plan.as_ref(),
+                    keys: &mut keys,
+                };
+                analyse_pbx_offer(&body, &ctx).map_err(sdp_error)?
+            };
+            let ports = d
+                .media
+                .ports_for(&self.media, offer.port_requests(), pbx_host)
+                .await
+                .map_err(|e| (503, format!("no media ports: {e}")))?;
+            let rewritten = {
+                let mut ctx = RewriteContext {
+                    edge: settings.sdp,
+                    policy: &settings.srtp,
+                    origin: &mut d.phone_origin,
+                    previous: d.plan.as_ref(),
+                    keys: &mut keys,
+                };
+                rewrite_pbx_offer(offer, &ports, &mut ctx).map_err(sdp_error)?
+            };
+            d.media
+                .apply(&rewritten.plan)
+                .await
+                .map_err(|e| (500, format!("media relay: {e}")))?;
+            d.offer = Some(rewritten.plan);
+            Ok::<Vec<u8>, (u16, String)>(rewritten.sdp)
+        }
+        .await;
+        match result {
+            Ok(sdp) => {
+                req.set_body(sdp, Some("application/sdp"));
+                Ok(())
+            }
+            Err(e) => {
+                if !in_dialog {
+                    self.end_call(&call_id, false, false, "offer refused").await;
+                    self.metrics
+                        .calls_ended
+                        .with_label_values(&["refused"])
+                        .inc();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The phone flow and Contact a PBX request is for.
@@ -742,21 +1118,370 @@ impl SipCore {
         }
     }
 
-    // ---------------------------------------------------------------- actions & timers
+    // ---------------------------------------------------------------- ACK, CANCEL, BYE
+
+    /// An ACK for a 2xx is its own transaction (RFC 3261 §17.1.1.3): forward it statelessly.
+    async fn forward_2xx_ack(&mut self, from: Leg, ack: SipMessage) {
+        let call_id = ack.call_id().unwrap_or_default().to_owned();
+        let cseq = ack.cseq().map(|c| c.seq).unwrap_or(0);
+        // Our 2xx to the PBX is acknowledged: stop repeating it.
+        if from == Leg::Pbx {
+            for t in self.txns.values_mut() {
+                if t.call_id == call_id
+                    && t.method == Method::Invite
+                    && t.received.cseq().map(|c| c.seq).unwrap_or(0) == cseq
+                {
+                    t.retx = None;
+                }
+            }
+        }
+        let Some(d) = self.dialogs.get(&call_id) else {
+            return; // an ACK for a call we do not know: nothing to forward to
+        };
+        let mut fwd = ack.clone();
+        fwd.set_body(Vec::new(), None);
+        match from {
+            Leg::Phone => {
+                let names_edge = |u: &SipUri| self.names_edge(u);
+                if forward_request(&mut fwd, &self.pbx_via(), names_edge).is_err() {
+                    return;
+                }
+                if let Some(target) = d.pbx_contact.clone() {
+                    let _ = fwd.set_request_uri(&target);
+                }
+                self.send_pbx(&fwd).await;
+            }
+            Leg::Pbx => {
+                let flow = d.flow;
+                let names_edge = |u: &SipUri| self.names_edge(u);
+                if forward_request(&mut fwd, &self.phone_via(), names_edge).is_err() {
+                    return;
+                }
+                if let Some(target) = d.phone_contact.clone() {
+                    let _ = fwd.set_request_uri(&target);
+                }
+                self.send_phone(flow, &fwd);
+            }
+        }
+    }
+
+    /// CANCEL (RFC 3261 §9.2): answered 200 at once; the INVITE on the other leg is
+    /// cancelled in turn and its 487 travels back as the INVITE's answer.
+    async fn on_cancel(
+        &mut self,
+        from: Leg,
+        key: TransactionKey,
+        cancel: SipMessage,
+        flow: FlowId,
+    ) {
+        let invite = key
+            .cancelled_invite()
+            .and_then(|k| self.index.get(&(from, k)).copied());
+        let Some(id) = invite else {
+            match from {
+                Leg::Phone => self.reply_phone(flow, &cancel, 481, None),
+                Leg::Pbx => self.reply_pbx(&cancel, 481, None).await,
+            }
+            return;
+        };
+        let ok = response_to(&cancel, 200, None, None).ok();
+        if let Some(ok) = ok {
+            match from {
+                Leg::Phone => {
+                    let f = self.txns.get(&id).map(|t| t.flow).unwrap_or(flow);
+                    self.send_phone(f, &ok);
+                }
+                Leg::Pbx => {
+                    self.send_pbx(&ok).await;
+                }
+            }
+        }
+        let (answered, forwarded, txn_flow) = match self.txns.get(&id) {
+            Some(t) => (t.answered, t.forwarded.clone(), t.flow),
+            None => return,
+        };
+        if answered {
+            return;
+        }
+        let Some(Ok(cancel_out)) = forwarded.as_ref().map(cancel_for) else {
+            return;
+        };
+        self.metrics
+            .calls_ended
+            .with_label_values(&["cancelled"])
+            .inc();
+        self.start_edge_request(from.other(), cancel_out, txn_flow)
+            .await;
+    }
+
+    /// Ends a call: stops its media, and optionally sends BYE to the PBX and/or the phone
+    /// (the edge itself ends calls on connection loss and media timeout).
+    async fn end_call(&mut self, call_id: &str, bye_pbx: bool, bye_phone: bool, why: &str) {
+        let Some(mut d) = self.dialogs.remove(call_id) else {
+            return;
+        };
+        d.media.stop().await;
+        tracing::info!(
+            call_id,
+            reason = why,
+            established = d.established,
+            "call ended"
+        );
+        if d.established {
+            let outcome = if why.starts_with("BYE") {
+                "bye"
+            } else if why.contains("timeout") {
+                "media_timeout"
+            } else if why.contains("lost") {
+                "connection_lost"
+            } else {
+                "ended"
+            };
+            self.metrics.calls_ended.with_label_values(&[outcome]).inc();
+        }
+        if !d.established {
+            return;
+        }
+        let Some(callee_to) = d.callee_to.clone() else {
+            return;
+        };
+        // From/To/Call-ID are the same on both legs (transparent B2BUA); each side's CSeq
+        // space continues from the highest it used.
+        let (caller, callee) = (d.caller_from.clone(), callee_to);
+        if bye_pbx {
+            if let Some(target) = d.pbx_contact.clone() {
+                let (from, to) = if d.from_phone {
+                    (caller.clone(), callee.clone())
+                } else {
+                    (callee.clone(), caller.clone())
+                };
+                let bye = self.build_bye(&target, &from, &to, call_id, d.phone_cseq + 1, Leg::Pbx);
+                if let Some(bye) = bye {
+                    self.start_edge_request(Leg::Pbx, bye, d.flow).await;
+                }
+            }
+        }
+        if bye_phone {
+            if let Some(target) = d.phone_contact.clone() {
+                let (from, to) = if d.from_phone {
+                    (callee.clone(), caller.clone())
+                } else {
+                    (caller.clone(), callee.clone())
+                };
+                let bye = self.build_bye(&target, &from, &to, call_id, d.pbx_cseq + 1, Leg::Phone);
+                if let Some(bye) = bye {
+                    self.start_edge_request(Leg::Phone, bye, d.flow).await;
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn build_bye(
+        &self,
+        target: &SipUri,
+        from: &str,
+        to: &str,
+        call_id: &str,
+        cseq: u32,
+        leg: Leg,
+    ) -> Option<SipMessage> {
+        let via = match leg {
+            Leg::Pbx => self.pbx_via(),
+            Leg::Phone => self.phone_via(),
+        };
+        let text = format!(
+            "BYE {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} BYE\r\nReason: SIP;cause=200;text=\"ended by pbx-edge\"\r\nContent-Length: 0\r\n\r\n"
+        );
+        SipMessage::parse(text.as_bytes()).ok()
+    }
+
+    async fn on_media_event(&mut self, ev: MediaEvent) {
+        match ev {
+            MediaEvent::Timeout { stream, side } => {
+                let call = self
+                    .dialogs
+                    .iter()
+                    .find(|(_, d)| d.media.stream_ids().contains(&stream))
+                    .map(|(c, _)| c.clone());
+                if let Some(call_id) = call {
+                    tracing::info!(%call_id, ?side, "media timeout: ending the call on both legs");
+                    self.end_call(&call_id, true, true, "media timeout").await;
+                }
+            }
+            MediaEvent::Latched { .. } | MediaEvent::AuthFailures { .. } => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- transactions
+
+    /// Starts a relayed transaction: the server side on `from`, the client side on the other
+    /// leg with `forwarded`.
+    async fn start_txn(
+        &mut self,
+        from: Leg,
+        received: SipMessage,
+        forwarded: SipMessage,
+        flow: FlowId,
+        register: Option<RegisterCtx>,
+    ) {
+        let now = Instant::now();
+        let timers = self.settings.timers;
+        let Some(method) = received.method() else {
+            return;
+        };
+        let (Ok(server_key), Ok(client_key)) = (
+            TransactionKey::server(&received),
+            TransactionKey::client_for_request(&forwarded),
+        ) else {
+            return;
+        };
+        let reliable = |leg: Leg| leg == Leg::Phone;
+        let invite = method == Method::Invite;
+        let (server, server_actions) = if invite {
+            match ServerInvite::start::<Instant>(received.clone(), reliable(from), timers) {
+                Ok((t, a)) => (Transaction::ServerInvite(Box::new(t)), a),
+                Err(_) => return,
+            }
+        } else {
+            let (t, a) =
+                ServerNonInvite::start::<Instant>(received.clone(), reliable(from), timers);
+            (Transaction::ServerNonInvite(Box::new(t)), a)
+        };
+        let to = from.other();
+        let (client, client_actions) = if invite {
+            let (t, a) = ClientInvite::start(forwarded.clone(), reliable(to), timers, now);
+            (Transaction::ClientInvite(Box::new(t)), a)
+        } else {
+            let (t, a) = ClientNonInvite::start(forwarded.clone(), reliable(to), timers, now);
+            (Transaction::ClientNonInvite(Box::new(t)), a)
+        };
+        let id = self.next_txn;
+        self.next_txn += 1;
+        let (pbx, phone) = match from {
+            Leg::Phone => (client, server),
+            Leg::Pbx => (server, client),
+        };
+        self.txns.insert(
+            id,
+            Txn {
+                from: Some(from),
+                method,
+                flow,
+                call_id: received.call_id().unwrap_or_default().to_owned(),
+                received,
+                forwarded: Some(forwarded),
+                pbx: Some(pbx),
+                phone: Some(phone),
+                register,
+                answered: false,
+                keys: vec![(from, server_key.clone()), (to, client_key.clone())],
+                retx: None,
+            },
+        );
+        self.index.insert((from, server_key), id);
+        self.index.insert((to, client_key), id);
+        self.metrics.transactions.set(self.txns.len() as i64);
+        // The server's Deliver is the request itself (handled here); its 100 Trying goes out.
+        let server_actions: Vec<_> = server_actions
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Deliver(_)))
+            .collect();
+        self.run_actions(id, from, server_actions).await;
+        self.run_actions(id, to, client_actions).await;
+    }
+
+    /// A request the edge itself sends (CANCEL, BYE): a client transaction on `leg` whose
+    /// responses end there.
+    async fn start_edge_request(&mut self, leg: Leg, req: SipMessage, flow: FlowId) {
+        let Ok(key) = TransactionKey::client_for_request(&req) else {
+            return;
+        };
+        let Some(method) = req.method() else { return };
+        let (t, actions) = ClientNonInvite::start(
+            req.clone(),
+            leg == Leg::Phone,
+            self.settings.timers,
+            Instant::now(),
+        );
+        let id = self.next_txn;
+        self.next_txn += 1;
+        let mut txn = Txn {
+            from: None,
+            method,
+            flow,
+            call_id: req.call_id().unwrap_or_default().to_owned(),
+            received: req,
+            forwarded: None,
+            pbx: None,
+            phone: None,
+            register: None,
+            answered: true,
+            keys: vec![(leg, key.clone())],
+            retx: None,
+        };
+        match leg {
+            Leg::Pbx => txn.pbx = Some(Transaction::ClientNonInvite(Box::new(t))),
+            Leg::Phone => txn.phone = Some(Transaction::ClientNonInvite(Box::new(t))),
+        }
+        self.txns.insert(id, txn);
+        self.index.insert((leg, key), id);
+        self.run_actions(id, leg, actions).await;
+    }
+
+    async fn on_response(&mut self, leg: Leg, resp: SipMessage) {
+        if let Err(e) = check_response(&resp) {
+            self.metrics
+                .malformed
+                .with_label_values(&[leg.label(), e.label()])
+                .inc();
+            return;
+        }
+        let Ok(key) = TransactionKey::client_for_response(&resp) else {
+            return;
+        };
+        let Some(&id) = self.index.get(&(leg, key)) else {
+            // An edge is not a stateless proxy: stray responses are never forwarded.
+            self.metrics
+                .dropped
+                .with_label_values(&[leg.label(), "no_transaction"])
+                .inc();
+            return;
+        };
+        let now = Instant::now();
+        let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(leg)) {
+            Some(t) => t.on_response(resp, now),
+            None => return,
+        };
+        self.run_actions(id, leg, actions).await;
+    }
 
     async fn on_timer(&mut self, id: TxnId, leg: Leg, timer: Timer) {
         let now = Instant::now();
-        let actions = match (self.txns.get_mut(&id), leg) {
-            (Some(Txn::Outbound { client, .. }), Leg::Pbx) => client.on_timer(timer, now),
-            (Some(Txn::Inbound { server, .. }), Leg::Pbx) => server.on_timer(timer, now),
-            (
-                Some(Txn::Inbound {
-                    phone_client: Some(c),
-                    ..
-                }),
-                Leg::Phone,
-            ) => c.on_timer(timer, now),
-            _ => return,
+        // Our own 2xx repetition toward the PBX (RFC 3261 §13.3.1.4) uses timer G's slot.
+        if leg == Leg::Pbx && timer == Timer::G {
+            let resend = match self.txns.get_mut(&id).and_then(|t| t.retx.as_mut()) {
+                Some(r) if now < r.deadline => {
+                    r.interval = (r.interval * 2).min(self.settings.timers.t2);
+                    Some((r.msg.clone(), now + r.interval))
+                }
+                Some(_) => {
+                    if let Some(t) = self.txns.get_mut(&id) {
+                        t.retx = None;
+                    }
+                    None
+                }
+                None => None,
+            };
+            if let Some((msg, next)) = resend {
+                self.send_pbx(&msg).await;
+                self.arm(id, leg, Timer::G, next);
+                return;
+            }
+        }
+        let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(leg)) {
+            Some(t) => t.on_timer(timer, now),
+            None => return,
         };
         self.run_actions(id, leg, actions).await;
     }
@@ -769,7 +1494,7 @@ impl SipCore {
         self.timer_keys.insert((id, leg, timer), k);
     }
 
-    /// Executes state-machine actions. Boxed: delivering a response can answer the other leg,
+    /// Executes state-machine actions. Boxed: delivering a response answers the other leg,
     /// which runs that leg's actions in turn.
     fn run_actions(
         &mut self,
@@ -781,120 +1506,268 @@ impl SipCore {
             for action in actions {
                 match action {
                     Action::Arm(timer, at) => self.arm(id, leg, timer, at),
-                    Action::Send(msg) => match leg {
-                        Leg::Pbx => {
-                            if let Err(e) = self.send_pbx(&msg).await {
-                                tracing::warn!(error = %e, "sending to the PBX failed");
-                                let more = match self.txns.get_mut(&id) {
-                                    Some(Txn::Outbound { client, .. }) => {
-                                        client.on_transport_error()
-                                    }
-                                    Some(Txn::Inbound { server, .. }) => {
-                                        server.on_transport_error()
-                                    }
-                                    None => Vec::new(),
-                                };
-                                self.run_actions(id, leg, more).await;
-                            }
-                        }
-                        Leg::Phone => {
-                            let flow = match self.txns.get(&id) {
-                                Some(Txn::Inbound { flow, .. }) => *flow,
-                                _ => continue,
+                    Action::Send(msg) => {
+                        let sent = match leg {
+                            Leg::Pbx => self.send_pbx(&msg).await,
+                            Leg::Phone => match self.txns.get(&id) {
+                                Some(t) => self.send_phone(t.flow, &msg),
+                                None => false,
+                            },
+                        };
+                        if !sent {
+                            let more = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(leg)) {
+                                Some(t) => t.on_transport_error(),
+                                None => Vec::new(),
                             };
-                            if self.flows.send(flow, Bytes::from(msg.to_bytes())).is_err() {
-                                let more = match self.txns.get_mut(&id) {
-                                    Some(Txn::Inbound {
-                                        phone_client: Some(c),
-                                        ..
-                                    }) => c.on_transport_error(),
-                                    _ => Vec::new(),
-                                };
-                                self.run_actions(id, leg, more).await;
-                            }
+                            self.run_actions(id, leg, more).await;
                         }
-                    },
-                    Action::Deliver(msg) => self.deliver(id, leg, msg).await,
+                    }
+                    Action::Deliver(msg) => {
+                        if !msg.is_request() {
+                            self.relay_response(id, leg, msg).await;
+                        }
+                    }
                     Action::Terminated(why) => self.terminated(id, leg, why).await,
                 }
             }
         })
     }
 
-    /// A response arrived on a client transaction (a server transaction's Deliver is the
-    /// request itself, handled when it was created).
-    async fn deliver(&mut self, id: TxnId, leg: Leg, msg: SipMessage) {
-        if msg.is_request() {
-            return;
-        }
-        match leg {
-            Leg::Pbx => self.pbx_response_to_phone(id, msg).await,
-            Leg::Phone => self.phone_response_to_pbx(id, msg).await,
-        }
-    }
-
-    async fn pbx_response_to_phone(&mut self, id: TxnId, mut resp: SipMessage) {
-        let Some(Txn::Outbound {
-            flow,
-            phone_request,
-            register,
-            ..
-        }) = self.txns.get(&id)
-        else {
-            return;
-        };
+    /// A response arrived on the client leg `leg`: map it and send it to the other leg.
+    async fn relay_response(&mut self, id: TxnId, leg: Leg, mut resp: SipMessage) {
         let Some(status) = resp.status() else { return };
-        // 100 Trying is hop-by-hop (RFC 3261 §16.7 step 5 keeps it on its leg).
+        // 100 Trying is hop-by-hop (each server transaction sent its own).
         if status == 100 {
             return;
         }
-        let flow = *flow;
-        let vias = phone_request.vias().unwrap_or_default();
-        if let Some(reg) = register {
-            if (200..300).contains(&status) {
-                self.apply_register_ok(&mut resp, id);
-            } else if status == 401 || status == 407 {
-                let ids: Vec<u64> = reg.bindings.iter().map(|(b, _)| *b).collect();
-                let until = Instant::now().into_std() + Duration::from_secs(60);
-                self.registrar.hold_pending(&ids, until);
-            } else if status >= 300 {
-                let ids: Vec<u64> = reg.bindings.iter().map(|(b, _)| *b).collect();
-                self.registrar.drop_pending(&ids);
+        let (from, method, flow, call_id, vias) = match self.txns.get(&id) {
+            Some(t) => (
+                t.from,
+                t.method,
+                t.flow,
+                t.call_id.clone(),
+                t.received.vias().unwrap_or_default(),
+            ),
+            None => return,
+        };
+        let Some(back) = from else { return }; // an edge-originated request: ends here
+        if method == Method::Register && leg == Leg::Pbx {
+            self.register_response(id, &mut resp, status);
+        }
+        if method == Method::Invite {
+            match self
+                .invite_response(&call_id, leg, &mut resp, status, flow)
+                .await
+            {
+                Ok(()) => {}
+                Err((code, why)) => {
+                    tracing::warn!(%call_id, code, why = %why, "answer SDP refused");
+                    let Some(t) = self.txns.get(&id) else { return };
+                    let req = t.received.clone();
+                    if let Some(r) = self.response(&req, code, Some(&why)) {
+                        resp = r;
+                    }
+                }
             }
         }
+        resp.remove_header("Record-Route");
         restore_vias(&mut resp, &vias);
-        self.send_phone(flow, &resp);
+        let final_response = status >= 200;
+        if final_response {
+            if let Some(t) = self.txns.get_mut(&id) {
+                t.answered = true;
+            }
+        }
+        // Our 2xx to an INVITE from the PBX is repeated over UDP until the ACK.
+        if method == Method::Invite && back == Leg::Pbx && (200..300).contains(&status) {
+            let t1 = self.settings.timers.t1;
+            let deadline = Instant::now() + self.settings.timers.timeout();
+            if let Some(t) = self.txns.get_mut(&id) {
+                t.retx = Some(Retx2xx {
+                    msg: resp.clone(),
+                    interval: t1,
+                    deadline,
+                });
+            }
+            self.arm(id, Leg::Pbx, Timer::G, Instant::now() + t1);
+        }
+        let now = Instant::now();
+        let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(back)) {
+            Some(t) => t.send_response(resp.clone(), now),
+            None => return,
+        };
+        if actions.is_empty() && (200..300).contains(&status) && method == Method::Invite {
+            // A repeated 2xx after the server transaction accepted the first: send it as is
+            // (the other side re-ACKs, RFC 6026 §8.4).
+            match back {
+                Leg::Phone => {
+                    self.send_phone(flow, &resp);
+                }
+                Leg::Pbx => {
+                    self.send_pbx(&resp).await;
+                }
+            }
+        }
+        self.run_actions(id, back, actions).await;
+        let _ = call_id;
     }
 
-    /// A 2xx to a relayed REGISTER: confirm our bindings with the expiry the PBX granted and
-    /// show the phone its own Contacts again (RFC 3261 §10.3 step 8).
-    fn apply_register_ok(&mut self, resp: &mut SipMessage, id: TxnId) {
-        let Some(Txn::Outbound {
-            register: Some(reg),
-            ..
-        }) = self.txns.get(&id)
-        else {
+    /// Media and dialog work for a response to an INVITE (`leg` = where it came from).
+    async fn invite_response(
+        &mut self,
+        call_id: &str,
+        leg: Leg,
+        resp: &mut SipMessage,
+        status: u16,
+        flow: FlowId,
+    ) -> Result<(), (u16, String)> {
+        let cseq = resp.cseq().map(|c| c.seq).unwrap_or(0);
+        let settings = self.settings.clone();
+        let phone_side_contact = self.phone_side_contact();
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            return Ok(());
+        };
+        if (200..300).contains(&status) && leg == Leg::Pbx {
+            if let Some((seq, cached)) = &d.last_2xx_to_phone {
+                if *seq == cseq {
+                    *resp = cached.clone();
+                    return Ok(());
+                }
+            }
+        }
+        if status >= 300 {
+            if !d.established {
+                let call_id = call_id.to_owned();
+                self.metrics
+                    .calls_ended
+                    .with_label_values(&[if status == 487 { "cancelled" } else { "failed" }])
+                    .inc();
+                self.end_call(&call_id, false, false, "INVITE failed").await;
+            } else {
+                // A failed re-INVITE keeps the previous session (RFC 3261 §14.1).
+                d.offer = None;
+            }
+            return Ok(());
+        }
+        let body = resp.body().to_vec();
+        if !body.is_empty() {
+            if let Some(offer) = d.offer.clone() {
+                let mut keys = OsKeys(&self.rng);
+                let rewritten = match leg {
+                    Leg::Pbx => {
+                        let mut ctx = RewriteContext {
+                            edge: settings.sdp,
+                            policy: &settings.srtp,
+                            origin: &mut d.phone_origin,
+                            previous: d.plan.as_ref(),
+                            keys: &mut keys,
+                        };
+                        rewrite_pbx_answer(&body, &offer, &mut ctx)
+                    }
+                    Leg::Phone => {
+                        let mut ctx = RewriteContext {
+                            edge: settings.sdp,
+                            policy: &settings.srtp,
+                            origin: &mut d.pbx_origin,
+                            previous: d.plan.as_ref(),
+                            keys: &mut keys,
+                        };
+                        rewrite_phone_answer(&body, &offer, &mut ctx)
+                    }
+                }
+                .map_err(sdp_error)?;
+                d.media
+                    .apply(&rewritten.plan)
+                    .await
+                    .map_err(|e| (500, format!("media relay: {e}")))?;
+                resp.set_body(rewritten.sdp, Some("application/sdp"));
+                if (200..300).contains(&status) {
+                    d.plan = Some(rewritten.plan);
+                    d.offer = None;
+                }
+            }
+        }
+        // Remote targets: toward the phone the edge is the target; the PBX's stays here.
+        let contact = match resp.contacts() {
+            Ok(ContactList::Addrs(a)) => a.into_iter().next(),
+            _ => None,
+        };
+        match leg {
+            Leg::Pbx => {
+                if let Some(c) = contact {
+                    d.pbx_contact = Some(c.uri);
+                    resp.set_contacts(&[phone_side_contact]);
+                }
+            }
+            Leg::Phone => {
+                if let Some(c) = contact {
+                    d.phone_contact = Some(c.uri.clone());
+                    let aor = resp.to_user().ok().flatten().unwrap_or_default();
+                    let identity = d.identity.clone();
+                    let binding = self
+                        .registrar
+                        .binding_for(flow, &c.uri, &aor, &identity, true);
+                    let edge = self.edge_contact(flow, binding);
+                    resp.set_contacts(&[NameAddr {
+                        display_name: c.display_name,
+                        uri: edge,
+                        params: c.params,
+                    }]);
+                }
+            }
+        }
+        if (200..300).contains(&status) {
+            let Some(d) = self.dialogs.get_mut(call_id) else {
+                return Ok(());
+            };
+            if !d.established {
+                d.established = true;
+                let setup = Instant::now().saturating_duration_since(d.created);
+                self.metrics.setup_seconds.observe(setup.as_secs_f64());
+                self.metrics
+                    .calls_ended
+                    .with_label_values(&["answered"])
+                    .inc();
+            }
+            d.callee_to = resp.header("To").map(str::to_owned);
+            if leg == Leg::Pbx {
+                d.last_2xx_to_phone = Some((cseq, resp.clone()));
+            }
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// A response to a relayed REGISTER from the PBX: bindings and Contacts.
+    fn register_response(&mut self, id: TxnId, resp: &mut SipMessage, status: u16) {
+        let Some(reg) = self.txns.get(&id).and_then(|t| t.register.as_ref()) else {
             return;
         };
-        let now = Instant::now().into_std();
-        let default_expires = resp.expires().ok().flatten().unwrap_or(3600);
-        let listed = match resp.contacts() {
-            Ok(ContactList::Addrs(a)) => a,
-            _ => Vec::new(),
-        };
-        let ours: Vec<(u64, String)> = reg.bindings.clone();
-        if reg.wildcard {
-            let aor = reg.aor.clone();
-            self.registrar.remove_aor(&aor);
-        }
-        let mut out = Vec::with_capacity(listed.len());
-        let mut confirmed = Vec::new();
-        for mut c in listed {
-            let user = c.uri.user().unwrap_or_default().to_owned();
-            if let Ok(token) = FlowToken::decode(&user, &self.token_key) {
-                match self.registrar.get(token.binding).map(|b| b.contact.clone()) {
-                    Some(original) => {
-                        if ours.iter().any(|(b, _)| *b == token.binding) {
+        let ids = reg.bindings.clone();
+        let wildcard = reg.wildcard;
+        let aor = reg.aor.clone();
+        if (200..300).contains(&status) {
+            let now = Instant::now().into_std();
+            let default_expires = resp.expires().ok().flatten().unwrap_or(3600);
+            let listed = match resp.contacts() {
+                Ok(ContactList::Addrs(a)) => a,
+                _ => Vec::new(),
+            };
+            if wildcard {
+                self.registrar.remove_aor(&aor);
+            }
+            let mut out = Vec::with_capacity(listed.len());
+            let mut confirmed = Vec::new();
+            for mut c in listed {
+                let user = c.uri.user().unwrap_or_default().to_owned();
+                match FlowToken::decode(&user, &self.token_key) {
+                    Ok(token) => {
+                        let Some(original) =
+                            self.registrar.get(token.binding).map(|b| b.contact.clone())
+                        else {
+                            continue; // a binding of a flow that is gone: the PBX expires it
+                        };
+                        if ids.contains(&token.binding) {
                             let expires = c.expires().unwrap_or(default_expires);
                             self.registrar.confirm(token.binding, expires, now);
                             confirmed.push(token.binding);
@@ -902,159 +1775,96 @@ impl SipCore {
                         c.uri = original;
                         out.push(c);
                     }
-                    // A binding of a flow that is gone: the PBX will expire it.
-                    None => continue,
+                    Err(_) => out.push(c),
                 }
-            } else {
-                out.push(c);
             }
-        }
-        for (b, _) in &ours {
-            if !confirmed.contains(b) {
-                self.registrar.release(*b);
+            for b in &ids {
+                if !confirmed.contains(b) {
+                    self.registrar.release(*b);
+                }
             }
+            if !out.is_empty() {
+                resp.set_contacts(&out);
+            }
+            self.publish();
+        } else if status == 401 || status == 407 {
+            // Keep the bindings so the authenticated retry presents the same edge Contact.
+            let until = Instant::now().into_std() + Duration::from_secs(60);
+            self.registrar.hold_pending(&ids, until);
+        } else if status >= 300 {
+            self.registrar.drop_pending(&ids);
         }
-        if !out.is_empty() {
-            resp.set_contacts(&out);
-        }
-        self.publish_registrations();
     }
 
-    async fn phone_response_to_pbx(&mut self, id: TxnId, mut resp: SipMessage) {
-        let Some(status) = resp.status() else { return };
-        if status == 100 {
+    /// Answers the originating side of `id` itself (the other side cannot).
+    async fn answer_origin(&mut self, id: TxnId, status: u16, warning: Option<&str>) {
+        let (from, req) = match self.txns.get(&id) {
+            Some(t) if !t.answered => match t.from {
+                Some(f) => (f, t.received.clone()),
+                None => return,
+            },
+            _ => return,
+        };
+        let Some(resp) = self.response(&req, status, warning) else {
             return;
+        };
+        if let Some(t) = self.txns.get_mut(&id) {
+            t.answered = true;
         }
-        let vias = match self.txns.get(&id) {
-            Some(Txn::Inbound { pbx_request, .. }) => pbx_request.vias().unwrap_or_default(),
-            _ => return,
-        };
-        restore_vias(&mut resp, &vias);
-        let actions = match self.txns.get_mut(&id) {
-            Some(Txn::Inbound { server, .. }) => server.send_response(resp, Instant::now()),
-            _ => return,
-        };
-        self.run_actions(id, Leg::Pbx, actions).await;
-    }
-
-    /// Answers the PBX on an inbound transaction (the phone cannot).
-    async fn answer_pbx(&mut self, id: TxnId, status: u16, warning: Option<&str>) {
-        let resp = match self.txns.get_mut(&id) {
-            Some(Txn::Inbound {
-                pbx_request,
-                phone_client,
-                phone_key,
-                ..
-            }) => {
-                *phone_client = None;
-                if let Some(k) = phone_key.take() {
-                    self.phone_clients.remove(&k);
-                }
-                response_to(
-                    pbx_request,
-                    status,
-                    None,
-                    warning.map(|w| (self.settings.domain.as_str(), w)),
-                )
+        if req.method() == Some(Method::Invite) {
+            let call_id = req.call_id().unwrap_or_default().to_owned();
+            if self.dialogs.get(&call_id).is_some_and(|d| !d.established) {
+                self.metrics
+                    .calls_ended
+                    .with_label_values(&["failed"])
+                    .inc();
+                self.end_call(&call_id, false, false, "no answer").await;
             }
-            _ => return,
+        }
+        let now = Instant::now();
+        let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(from)) {
+            Some(t) => t.send_response(resp, now),
+            None => return,
         };
-        let Ok(mut resp) = resp else { return };
-        let tag = self.to_tag();
-        let _ = resp.set_to_tag(&tag);
-        let actions = match self.txns.get_mut(&id) {
-            Some(Txn::Inbound { server, .. }) => server.send_response(resp, Instant::now()),
-            _ => return,
-        };
-        self.run_actions(id, Leg::Pbx, actions).await;
-        self.maybe_remove(id);
+        self.run_actions(id, from, actions).await;
     }
 
     async fn terminated(&mut self, id: TxnId, leg: Leg, why: Termination) {
-        match (leg, self.txns.get_mut(&id)) {
-            (
-                Leg::Pbx,
-                Some(Txn::Outbound {
-                    done,
-                    flow,
-                    phone_request,
-                    register,
-                    ..
-                }),
-            ) => {
-                let was_done = *done;
-                *done = true;
-                let flow = *flow;
-                let request = phone_request.clone();
-                if why != Termination::Completed {
-                    if let Some(reg) = register.as_ref() {
-                        let ids: Vec<u64> = reg.bindings.iter().map(|(b, _)| *b).collect();
-                        self.registrar.drop_pending(&ids);
-                    }
-                }
-                if !was_done {
-                    if let Termination::Timeout(_) | Termination::TransportError = why {
-                        self.metrics.timeouts.with_label_values(&["pbx"]).inc();
-                        let status = if why == Termination::TransportError {
-                            503
-                        } else {
-                            408
-                        };
-                        let m = PhoneMessage {
-                            flow,
-                            identity: Arc::new(Identity::Anonymous),
-                            peer: self.settings.tls_local,
-                            message: request,
-                        };
-                        self.reply_phone(&m, status, Some("the PBX did not answer"));
-                    }
-                }
+        let origin = self.txns.get(&id).and_then(|t| t.from);
+        if let Some(t) = self.txns.get_mut(&id) {
+            match leg {
+                Leg::Pbx => t.pbx = None,
+                Leg::Phone => t.phone = None,
             }
-            (Leg::Pbx, Some(Txn::Inbound { server_done, .. })) => {
-                *server_done = true;
-            }
-            (Leg::Phone, Some(Txn::Inbound { phone_client, .. })) => {
-                let unanswered = phone_client.take().is_some();
-                if unanswered && why != Termination::Completed {
-                    self.metrics.timeouts.with_label_values(&["phone"]).inc();
-                    let status = if why == Termination::TransportError {
-                        480
-                    } else {
-                        408
-                    };
-                    self.answer_pbx(id, status, Some("the phone did not answer"))
-                        .await;
-                }
-            }
-            _ => {}
+        }
+        // The client leg gave up before any final answer: answer the origin ourselves.
+        if Some(leg) != origin && why != Termination::Completed {
+            self.metrics
+                .timeouts
+                .with_label_values(&[leg.label()])
+                .inc();
+            let (status, text) = match (leg, why) {
+                (Leg::Pbx, Termination::TransportError) => (503, "the PBX cannot be reached"),
+                (Leg::Pbx, _) => (408, "the PBX did not answer"),
+                (Leg::Phone, Termination::TransportError) => (480, "the phone cannot be reached"),
+                (Leg::Phone, _) => (408, "the phone did not answer"),
+            };
+            self.answer_origin(id, status, Some(text)).await;
         }
         self.maybe_remove(id);
     }
 
     fn maybe_remove(&mut self, id: TxnId) {
-        let finished = match self.txns.get(&id) {
-            Some(Txn::Outbound { client, done, .. }) => {
-                *done && client.state() == crate::transaction::fsm::ClientNonInviteState::Terminated
-            }
-            Some(Txn::Inbound {
-                server_done,
-                phone_client,
-                ..
-            }) => *server_done && phone_client.is_none(),
-            None => false,
-        };
+        let finished = self
+            .txns
+            .get(&id)
+            .is_some_and(|t| t.pbx.is_none() && t.phone.is_none() && t.retx.is_none());
         if !finished {
             return;
         }
         if let Some(t) = self.txns.remove(&id) {
-            match t {
-                Txn::Outbound { .. } => self.pbx_clients.retain(|_, v| *v != id),
-                Txn::Inbound { phone_key, .. } => {
-                    self.pbx_servers.retain(|_, v| *v != id);
-                    if let Some(k) = phone_key {
-                        self.phone_clients.remove(&k);
-                    }
-                }
+            for k in t.keys {
+                self.index.remove(&k);
             }
         }
         for leg in [Leg::Pbx, Leg::Phone] {
@@ -1081,9 +1891,13 @@ impl SipCore {
     }
 }
 
-/// The headers every request must carry, parsed (RFC 3261 §8.1.1): Via, From, To, Call-ID and
-/// a CSeq whose method is the request's. A request failing this is answered 400, never
-/// forwarded.
+fn sdp_error(e: RewriteError) -> (u16, String) {
+    (e.sip_status(), format!("SDP: {e}"))
+}
+
+/// The headers every request must carry, parsed (RFC 3261 §8.1.1): Via, From, To, Call-ID, a
+/// CSeq whose method is the request's, and a Request-URI. A request failing this is answered
+/// 400, never forwarded.
 fn check_request(m: &SipMessage) -> Result<(), MessageError> {
     m.top_via()?;
     m.from()?;

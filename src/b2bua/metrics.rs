@@ -1,6 +1,6 @@
 //! SIP core metrics.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct CoreMetrics {
@@ -16,6 +16,17 @@ pub struct CoreMetrics {
     pub registrations: IntGauge,
     /// `pbx_edge_sip_transactions_active`.
     pub transactions: IntGauge,
+    /// `pbx_edge_calls_active`.
+    pub calls_active: IntGauge,
+    /// `pbx_edge_calls_started_total{from}`: INVITE dialogs started by the phone or the PBX.
+    pub calls_started: IntCounterVec,
+    /// `pbx_edge_calls_total{outcome}`: answered, failed, cancelled, refused, then how
+    /// established calls ended (bye, media_timeout, connection_lost).
+    pub calls_ended: IntCounterVec,
+    /// `pbx_edge_call_setup_seconds`: INVITE to 2xx.
+    pub setup_seconds: Histogram,
+    /// `pbx_edge_sip_dropped_total{side, reason}`, shared with the transports.
+    pub dropped: IntCounterVec,
     /// `pbx_edge_sip_malformed_total{side, reason}`, shared with the transports (registered
     /// there).
     pub malformed: IntCounterVec,
@@ -25,6 +36,7 @@ impl CoreMetrics {
     pub fn register(
         registry: &Registry,
         malformed: IntCounterVec,
+        dropped: IntCounterVec,
     ) -> Result<Self, prometheus::Error> {
         let m = Self {
             requests: IntCounterVec::new(
@@ -63,8 +75,38 @@ impl CoreMetrics {
                 "pbx_edge_sip_transactions_active",
                 "SIP transactions in progress (both legs of a forwarded request count once).",
             )?,
+            calls_active: IntGauge::new(
+                "pbx_edge_calls_active",
+                "Calls (INVITE dialogs) in progress, ringing or established.",
+            )?,
+            calls_started: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_calls_started_total",
+                    "Calls started, by the side that sent the INVITE (phone|pbx).",
+                ),
+                &["from"],
+            )?,
+            calls_ended: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_calls_total",
+                    "Call outcomes: answered, failed, cancelled, refused; and how answered calls ended: bye, media_timeout, connection_lost.",
+                ),
+                &["outcome"],
+            )?,
+            setup_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "pbx_edge_call_setup_seconds",
+                    "Time from INVITE to its 2xx, as seen by the edge.",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
+            )?,
+            dropped,
             malformed,
         };
+        registry.register(Box::new(m.calls_active.clone()))?;
+        registry.register(Box::new(m.calls_started.clone()))?;
+        registry.register(Box::new(m.calls_ended.clone()))?;
+        registry.register(Box::new(m.setup_seconds.clone()))?;
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.responses.clone()))?;
         registry.register(Box::new(m.denied.clone()))?;

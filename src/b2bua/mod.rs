@@ -1,6 +1,7 @@
 //! The B2BUA: MAC authorization, the binding table and the per-leg rewrites, driven by the
 //! SIP core task. See `core.rs` for what is relayed.
 
+pub mod call;
 pub mod core;
 pub mod legs;
 pub mod metrics;

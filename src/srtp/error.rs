@@ -22,11 +22,12 @@ pub enum SrtpError {
     /// The authentication tag (HMAC-SHA1 or GCM) does not verify.
     #[error("authentication failed")]
     AuthFailed,
-    /// The packet index was already accepted inside the replay window (RFC 3711 §3.3.2).
+    /// Unprotect: the packet index was already accepted inside the replay window (RFC 3711
+    /// §3.3.2). Protect: the index was already protected (keystream reuse, RFC 3711 §9.1).
     #[error("replayed packet")]
     Replayed,
     /// The packet index lies behind the replay window (RFC 3711 §3.3.2), or its ROC cannot be
-    /// estimated (it would be negative).
+    /// estimated (it would be negative); on protect, the same for the sender's own window.
     #[error("packet too old for the replay window")]
     TooOld,
     /// The master key's packet budget is used up (RFC 3711 §9.2: 2^48 SRTP, 2^31 SRTCP, or the

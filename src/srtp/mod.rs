@@ -115,6 +115,7 @@ pub struct RtcpUnprotected {
     pub unannounced_unencrypted: bool,
 }
 
+/// Per-SSRC state with a replay window: SRTP send and receive, SRTCP receive.
 #[derive(Clone, Debug)]
 struct RecvStream {
     ssrc: u32,
@@ -122,11 +123,12 @@ struct RecvStream {
     window: ReplayWindow,
 }
 
+/// Per-SSRC SRTCP send state.
 #[derive(Clone, Copy, Debug)]
 struct SendStream {
     ssrc: u32,
     last_use: u64,
-    /// SRTP: the highest index sent. SRTCP: the next index to send.
+    /// The next SRTCP index to send.
     index: u64,
 }
 
@@ -190,7 +192,7 @@ pub struct SrtpContext {
     rtp_used: u64,
     rtcp_used: u64,
     clock: u64,
-    rtp_send: Vec<SendStream>,
+    rtp_send: Vec<RecvStream>,
     rtp_recv: Vec<RecvStream>,
     rtcp_send: Vec<SendStream>,
     rtcp_recv: Vec<RecvStream>,
@@ -304,6 +306,9 @@ impl SrtpContext {
 
     /// Protects the RTP packet in `buf[..len]` in place (RFC 3711 §3.3, RFC 7714 §8) and
     /// returns the SRTP length `len + rtp_overhead()`. `buf.len()` must be at least that.
+    ///
+    /// A packet whose index (SSRC, ROC, SEQ) was already protected is refused with
+    /// `Replayed` (or `TooOld` behind the window): encrypting it again would reuse keystream.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let total = len
             .checked_add(self.rtp_overhead())
@@ -319,25 +324,32 @@ impl SrtpContext {
         let ssrc = be32(buf, 8);
 
         // RFC 3711 §3.3.1: the sender keeps its own ROC, estimated from its sequence numbers.
+        // An index already protected is refused (RFC 3711 §9.1: the same index with another
+        // payload would reuse keystream) — libsrtp's default (`allow_repeat_tx = 0`) too.
         let now = self.tick();
         let index = match find(&self.rtp_send, ssrc) {
             Some(i) => {
                 let s = &mut self.rtp_send[i];
-                let index =
-                    index::estimate(s.index, seq).unwrap_or((s.index & !0xffff) | u64::from(seq));
-                s.index = s.index.max(index);
+                let index = index::estimate(s.window.highest(), seq).ok_or(SrtpError::TooOld)?;
+                match s.window.check(index) {
+                    ReplayCheck::Fresh => {}
+                    ReplayCheck::Replayed => return Err(SrtpError::Replayed),
+                    ReplayCheck::TooOld => return Err(SrtpError::TooOld),
+                }
+                s.window.accept(index);
                 s.last_use = now;
                 index
             }
             None => {
                 let index = u64::from(seq);
+                let window = ReplayWindow::new(self.window, index);
                 insert(
                     &mut self.rtp_send,
                     self.max_streams,
-                    SendStream {
+                    RecvStream {
                         ssrc,
                         last_use: now,
-                        index,
+                        window,
                     },
                 );
                 index

@@ -465,3 +465,22 @@ fn from_sdes_maps_params() {
     assert!(o.unencrypted_srtcp && !o.unencrypted_srtp);
     assert!(SrtpContext::new(&attr.keys[0].master_key, &o).is_ok());
 }
+
+#[test]
+fn protect_refuses_keystream_reuse() {
+    let (mut tx, mut rx) = pair(CryptoSuite::AesCm128HmacSha1_80, &ContextOptions::default());
+    let first = protect(&mut tx, &rtp(10, 1, 20));
+    protect(&mut tx, &rtp(12, 1, 20));
+    // A late, never-sent index is fine; a repeated one is not, whatever the payload.
+    protect(&mut tx, &rtp(11, 1, 20));
+    let mut again = rtp(10, 1, 30);
+    again.resize(60, 0);
+    assert_eq!(tx.protect_rtp(&mut again, 42), Err(SrtpError::Replayed));
+    assert_eq!(unprotect(&mut rx, &first).unwrap(), rtp(10, 1, 20));
+}
+
+#[test]
+fn context_is_send() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<SrtpContext>();
+}

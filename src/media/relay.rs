@@ -1,0 +1,689 @@
+//! The hot path: relay worker threads.
+//!
+//! # Why workers and not a task per stream
+//! At 50 packets/s per stream the cost that decides capacity is waking a thread for a packet,
+//! not the crypto (DESIGN.md, "Where the media path's time goes"). So a small number of worker
+//! threads (one per core by default) each own many streams. A worker blocks in one `epoll`
+//! (`mio::Poll`) over all its sockets; one wake-up returns every ready socket, and each is
+//! drained with a bounded batch ([`BATCH_PER_SOCKET`]) so one busy stream cannot starve the
+//! others. Optionally ([`RelaySettings::coalesce`]) a worker that just relayed packets sleeps a
+//! few hundred microseconds before polling again, so the next wake-up serves every packet that
+//! arrived meanwhile — wake-ups per packet fall well below one at the price of that much
+//! added latency.
+//!
+//! # The packet pipeline (rtpengine `stream_packet`, STYLE habit 6)
+//! Per received datagram, on the worker's one reused buffer, with no allocation and no lock:
+//! 1. classify: RTCP socket → RTCP; RTP socket → RFC 5761 §4 demux (stray RTCP on the RTP
+//!    port, as Asterisk sends, is handled too);
+//! 2. phone side: SRTP unprotect (auth, replay, ROC) → latch judge (authenticate, *then*
+//!    learn); PBX side: latch judge (source must be the PBX) → SRTP protect;
+//! 3. send from the other side's matching socket to that side's destination;
+//! 4. count (per-stream atomics, relaxed).
+//!
+//! Every failure is a drop with a [`DropReason`] counter; nothing on this path returns errors
+//! or logs per packet.
+//!
+//! Signalling changes a stream only through `WorkerCommand`s on the worker's channel
+//! (`std::sync::mpsc` + `mio::Waker`), handled between packet batches.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use super::control::{MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
+use super::latch::{Latch, LatchPolicy, Proof, Verdict};
+use super::ports::BoundPair;
+use super::stats::{DropReason, MediaStats, StreamCounters};
+use super::transform::{demux, Inbound, Kind, Outbound};
+use super::MediaError;
+
+/// Datagrams taken from one socket per wake-up before moving on to the next socket.
+pub const BATCH_PER_SOCKET: usize = 16;
+
+/// Largest datagram accepted (bigger ones are truncated by the kernel and then fail to
+/// authenticate / are relayed truncated); the buffer keeps room for the SRTP tag and MKI.
+const RECV_MAX: usize = 4096 - Outbound::MAX_OVERHEAD;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// The worker thread's name; `benches/relay_load.rs` reads per-thread CPU time by it.
+pub fn worker_thread_name(index: usize) -> String {
+    format!("media-worker-{index}")
+}
+
+/// A change to one stream, built on the caller's thread.
+pub(crate) enum Change {
+    Rekey {
+        phone_policy: Option<LatchPolicy>,
+        inbound: Option<Inbound>,
+        outbound: Option<Outbound>,
+    },
+    Hold(bool),
+    Retarget {
+        phone: Option<PeerSpec>,
+        pbx: Option<PeerSpec>,
+    },
+    Stop,
+}
+
+/// A stream handed to a worker.
+pub(crate) struct NewStream {
+    pub id: StreamId,
+    pub phone: BoundPair,
+    pub pbx: BoundPair,
+    pub phone_latch: LatchPolicy,
+    pub pbx_latch: (LatchPolicy, LatchPolicy),
+    pub spec_phone: PeerSpec,
+    pub spec_pbx: PeerSpec,
+    pub pbx_host: std::net::IpAddr,
+    pub inbound: Inbound,
+    pub outbound: Outbound,
+    pub counters: Arc<StreamCounters>,
+    /// Answered once the worker owns the stream (taken by the worker).
+    pub ack: Option<oneshot::Sender<Result<(), MediaError>>>,
+}
+
+pub(crate) enum WorkerCommand {
+    Start(Box<NewStream>),
+    /// A change; `ack` is answered once it is in force (or the stream is gone).
+    Change {
+        id: StreamId,
+        change: Box<Change>,
+        ack: Option<oneshot::Sender<()>>,
+    },
+    Shutdown,
+}
+
+/// The sending end of one worker's command channel.
+#[derive(Clone)]
+pub(crate) struct WorkerLink {
+    tx: mpsc::Sender<WorkerCommand>,
+    waker: Arc<Waker>,
+    load: Arc<AtomicUsize>,
+}
+
+impl WorkerLink {
+    pub(crate) fn send(&self, command: WorkerCommand) -> Result<(), MediaError> {
+        if let WorkerCommand::Start(_) = command {
+            self.load.fetch_add(1, Ordering::Relaxed);
+        }
+        self.tx.send(command).map_err(|_| MediaError::StreamGone)?;
+        self.waker.wake().map_err(MediaError::Worker)
+    }
+}
+
+/// All workers; dropping it shuts them down.
+pub(crate) struct WorkerPool {
+    links: Vec<WorkerLink>,
+}
+
+impl WorkerPool {
+    pub(crate) fn spawn(
+        count: usize,
+        settings: &RelaySettings,
+        stats: Arc<MediaStats>,
+        events: tokio_mpsc::Sender<MediaEvent>,
+    ) -> Result<Self, MediaError> {
+        let count = count.max(1);
+        let mut links = Vec::with_capacity(count);
+        for index in 0..count {
+            let poll = Poll::new().map_err(MediaError::Worker)?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(MediaError::Worker)?);
+            let (tx, rx) = mpsc::channel();
+            let load = Arc::new(AtomicUsize::new(0));
+            let wakeups = stats
+                .worker_wakeups(index)
+                .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
+            let worker = Worker {
+                poll,
+                commands: rx,
+                streams: Vec::new(),
+                free_slots: Vec::new(),
+                pending: Vec::new(),
+                stats: stats.clone(),
+                events: events.clone(),
+                load: load.clone(),
+                wakeups,
+                timeout: settings.timeout,
+                coalesce: settings.coalesce,
+                tick: housekeeping_tick(settings.timeout),
+            };
+            thread::Builder::new()
+                .name(worker_thread_name(index))
+                .spawn(move || worker.run())
+                .map_err(MediaError::Worker)?;
+            links.push(WorkerLink { tx, waker, load });
+        }
+        Ok(WorkerPool { links })
+    }
+
+    /// The worker owning the fewest streams.
+    pub(crate) fn least_loaded(&self) -> Result<WorkerLink, MediaError> {
+        self.links
+            .iter()
+            .min_by_key(|l| l.load.load(Ordering::Relaxed))
+            .cloned()
+            .ok_or(MediaError::StreamGone)
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        for link in &self.links {
+            let _ = link.send(WorkerCommand::Shutdown);
+        }
+    }
+}
+
+/// Housekeeping (timeouts, auth-failure reports) runs this often.
+fn housekeeping_tick(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(10), Duration::from_millis(500))
+}
+
+/// Socket index inside a stream (low 2 bits of the mio token).
+const PHONE_RTP: usize = 0;
+const PHONE_RTCP: usize = 1;
+const PBX_RTP: usize = 2;
+const PBX_RTCP: usize = 3;
+
+struct Stream {
+    id: StreamId,
+    /// phone RTP, phone RTCP, PBX RTP, PBX RTCP — dropped before the leases below.
+    sockets: [UdpSocket; 4],
+    /// One latch per socket, same order.
+    latches: [Latch; 4],
+    phone_mux: bool,
+    pbx_mux: bool,
+    inbound: Inbound,
+    outbound: Outbound,
+    counters: Arc<StreamCounters>,
+    on_hold: bool,
+    last_heard: [Instant; 2],
+    timeout_reported: [bool; 2],
+    auth_failures_reported: u64,
+    /// The PBX's IP, trusted while its SDP address is unknown.
+    pbx_host: std::net::IpAddr,
+    _leases: [super::ports::PortLease; 2],
+}
+
+impl Stream {
+    fn new(new: NewStream, now: Instant) -> Self {
+        let NewStream {
+            id,
+            phone,
+            pbx,
+            phone_latch,
+            pbx_latch,
+            spec_phone,
+            spec_pbx,
+            inbound,
+            outbound,
+            counters,
+            pbx_host,
+            ..
+        } = new;
+        let sockets = [
+            UdpSocket::from_std(phone.rtp),
+            UdpSocket::from_std(phone.rtcp),
+            UdpSocket::from_std(pbx.rtp),
+            UdpSocket::from_std(pbx.rtcp),
+        ];
+        let latches = [
+            Latch::new(phone_latch, spec_phone.rtp),
+            Latch::new(phone_latch, spec_phone.rtcp_address()),
+            Latch::new(pbx_latch.0, spec_pbx.rtp),
+            Latch::new(pbx_latch.1, spec_pbx.rtcp_address()),
+        ];
+        Stream {
+            id,
+            sockets,
+            latches,
+            phone_mux: spec_phone.rtcp_mux,
+            pbx_mux: spec_pbx.rtcp_mux,
+            inbound,
+            outbound,
+            counters,
+            on_hold: false,
+            last_heard: [now; 2],
+            timeout_reported: [false; 2],
+            auth_failures_reported: 0,
+            pbx_host,
+            _leases: [phone.lease, pbx.lease],
+        }
+    }
+
+    /// The packet pipeline for one datagram `buf[..len]` received on `socket` from `source`.
+    /// Returns the latch event to report, if any.
+    #[inline]
+    fn relay(
+        &mut self,
+        socket: usize,
+        buf: &mut [u8],
+        len: usize,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Option<MediaEvent> {
+        let kind = match socket {
+            PHONE_RTCP | PBX_RTCP => Kind::Rtcp,
+            _ => buf.get(..len).map_or(Kind::Rtp, demux),
+        };
+        // Which latch judges the source: RTCP on a muxed side shares the RTP address; stray
+        // RTCP on the RTP port of a non-muxed side (Asterisk does this, cf. rtpengine GH #697)
+        // is judged — and learned — as RTCP, so it never moves the RTP destination.
+        let latch = match (socket, kind) {
+            (PHONE_RTP, Kind::Rtcp) if !self.phone_mux => PHONE_RTCP,
+            (PBX_RTP, Kind::Rtcp) if !self.pbx_mux => PBX_RTCP,
+            _ => socket,
+        };
+        if socket < PBX_RTP {
+            // Phone → PBX: authenticate first, then learn (RTP-bleed defence).
+            let (plain, proof) = match self.inbound.apply(buf, len, kind) {
+                Ok(p) => {
+                    if p.unannounced_unencrypted_srtcp {
+                        self.counters.unannounced_unencrypted_srtcp();
+                    }
+                    (p.len, p.proof)
+                }
+                Err(reason) => {
+                    self.counters.dropped(reason);
+                    return None;
+                }
+            };
+            let event = self.judge(latch, source, proof, Side::Phone)?;
+            self.last_heard[0] = now;
+            let out = match (kind, self.pbx_mux) {
+                (Kind::Rtp, _) | (Kind::Rtcp, true) => PBX_RTP,
+                (Kind::Rtcp, false) => PBX_RTCP,
+            };
+            match self.send(out, buf, plain) {
+                Ok(()) => self.counters.relayed_to_pbx(plain),
+                Err(reason) => self.counters.dropped(reason),
+            }
+            event
+        } else {
+            // PBX → phone: only the PBX may send, then protect.
+            let event = self.judge(latch, source, Proof::Unverified, Side::Pbx)?;
+            self.last_heard[1] = now;
+            let protected = match self.outbound.apply(buf, len, kind) {
+                Ok(n) => n,
+                Err(reason) => {
+                    self.counters.dropped(reason);
+                    return event;
+                }
+            };
+            let out = match (kind, self.phone_mux) {
+                (Kind::Rtp, _) | (Kind::Rtcp, true) => PHONE_RTP,
+                (Kind::Rtcp, false) => PHONE_RTCP,
+            };
+            match self.send(out, buf, protected) {
+                Ok(()) => self.counters.relayed_to_phone(protected),
+                Err(reason) => self.counters.dropped(reason),
+            }
+            event
+        }
+    }
+
+    /// Latch step. `None` = drop (counted); `Some(event)` = forward, maybe reporting a latch.
+    #[inline]
+    fn judge(
+        &mut self,
+        socket: usize,
+        source: SocketAddr,
+        proof: Proof,
+        side: Side,
+    ) -> Option<Option<MediaEvent>> {
+        let latch = self.latches.get_mut(socket)?;
+        match latch.judge(source, proof) {
+            Verdict::Forward => Some(None),
+            Verdict::ForwardAndLearn(address) => {
+                latch.apply(Verdict::ForwardAndLearn(address));
+                self.counters.latched();
+                Some(Some(MediaEvent::Latched {
+                    stream: self.id,
+                    side,
+                    kind: match socket {
+                        PHONE_RTCP | PBX_RTCP => Kind::Rtcp,
+                        _ => Kind::Rtp,
+                    },
+                    address,
+                }))
+            }
+            Verdict::Drop(_) => {
+                self.counters.dropped(DropReason::SpoofedSource);
+                None
+            }
+        }
+    }
+
+    #[inline]
+    fn send(&self, out: usize, buf: &[u8], len: usize) -> Result<(), DropReason> {
+        let dest = self
+            .latches
+            .get(out)
+            .and_then(Latch::destination)
+            .ok_or(DropReason::NoDestination)?;
+        let (Some(socket), Some(packet)) = (self.sockets.get(out), buf.get(..len)) else {
+            return Err(DropReason::Malformed);
+        };
+        match socket.send_to(packet, dest) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(DropReason::SendFailed),
+        }
+    }
+
+    fn apply(&mut self, change: Change, now: Instant) {
+        match change {
+            Change::Rekey {
+                phone_policy,
+                inbound,
+                outbound,
+            } => {
+                if let Some(inbound) = inbound {
+                    self.inbound = inbound;
+                }
+                if let Some(outbound) = outbound {
+                    self.outbound = outbound;
+                }
+                if let Some(policy) = phone_policy {
+                    // A phone that goes from plain to SRTP must prove itself again.
+                    for latch in &mut self.latches[..PBX_RTP] {
+                        if latch.policy() != policy {
+                            let advertised = latch.advertised();
+                            latch.retarget(policy, advertised);
+                        }
+                    }
+                }
+            }
+            Change::Hold(on_hold) => {
+                self.on_hold = on_hold;
+                if !on_hold {
+                    self.last_heard = [now; 2];
+                    self.timeout_reported = [false; 2];
+                }
+            }
+            Change::Retarget { phone, pbx } => {
+                if let Some(phone) = phone {
+                    let policy = self.latches[PHONE_RTP].policy();
+                    self.latches[PHONE_RTP].retarget(policy, phone.rtp);
+                    self.latches[PHONE_RTCP].retarget(policy, phone.rtcp_address());
+                    self.phone_mux = phone.rtcp_mux;
+                }
+                if let Some(pbx) = pbx {
+                    let (rtp, rtcp) = super::control::pbx_policy(&pbx, self.pbx_host);
+                    self.latches[PBX_RTP].retarget(rtp, pbx.rtp);
+                    self.latches[PBX_RTCP].retarget(rtcp, pbx.rtcp_address());
+                    self.pbx_mux = pbx.rtcp_mux;
+                }
+            }
+            // Handled by the worker (it owns the slot).
+            Change::Stop => {}
+        }
+    }
+}
+
+struct Worker {
+    poll: Poll,
+    commands: mpsc::Receiver<WorkerCommand>,
+    /// Slot = token >> 2.
+    streams: Vec<Option<Stream>>,
+    free_slots: Vec<usize>,
+    /// Sockets whose batch ran out before `WouldBlock` (edge-triggered: must be revisited).
+    pending: Vec<Token>,
+    stats: Arc<MediaStats>,
+    events: tokio_mpsc::Sender<MediaEvent>,
+    load: Arc<AtomicUsize>,
+    wakeups: Arc<AtomicU64>,
+    timeout: Duration,
+    coalesce: Duration,
+    tick: Duration,
+}
+
+enum Drained {
+    Empty,
+    More,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut buf = vec![0u8; RECV_MAX + Outbound::MAX_OVERHEAD];
+        let mut retry: Vec<Token> = Vec::new();
+        let mut next_housekeeping = Instant::now() + self.tick;
+        let mut slept = false;
+        loop {
+            let now = Instant::now();
+            // After a coalescing sleep, or with sockets left over, only look (timeout 0);
+            // block only when there is nothing to do. So every blocking poll that returns is
+            // one wake-up, and so is every coalescing sleep.
+            let timeout = if self.pending.is_empty() && !slept {
+                next_housekeeping.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            slept = false;
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "media worker poll failed; worker stops");
+                return;
+            }
+            if !timeout.is_zero() {
+                self.wakeups.fetch_add(1, Ordering::Relaxed);
+            }
+            let now = Instant::now();
+            // Commands first: a packet sent after a command (e.g. after a Rekey) is handled
+            // with the command in force (the waker fired before that packet's readiness).
+            if self.handle_commands(&mut buf, now) {
+                return;
+            }
+            let mut relayed = 0usize;
+            std::mem::swap(&mut self.pending, &mut retry);
+            for token in retry.drain(..) {
+                relayed += self.drain(token, &mut buf, now);
+            }
+            for event in events.iter() {
+                if event.token() != WAKER {
+                    relayed += self.drain(event.token(), &mut buf, now);
+                }
+            }
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                next_housekeeping = now + self.tick;
+            }
+            if relayed > 0 && !self.coalesce.is_zero() {
+                // Wake-up coalescing: let packets accumulate, serve them all next round.
+                thread::sleep(self.coalesce);
+                self.wakeups.fetch_add(1, Ordering::Relaxed);
+                slept = true;
+            }
+        }
+    }
+
+    /// Drains up to `BATCH_PER_SOCKET` datagrams from one socket; returns how many.
+    fn drain(&mut self, token: Token, buf: &mut [u8], now: Instant) -> usize {
+        let slot = token.0 >> 2;
+        let socket = token.0 & 3;
+        let Some(Some(stream)) = self.streams.get_mut(slot) else {
+            return 0; // stale readiness of a stopped stream
+        };
+        let mut count = 0;
+        let mut errors = 0;
+        let mut state = Drained::More;
+        for _ in 0..BATCH_PER_SOCKET {
+            let Some(recv_buf) = buf.get_mut(..RECV_MAX) else {
+                return count;
+            };
+            let received = match stream.sockets.get(socket) {
+                Some(s) => s.recv_from(recv_buf),
+                None => return count,
+            };
+            match received {
+                Ok((len, source)) => {
+                    count += 1;
+                    if let Some(event) = stream.relay(socket, buf, len, source, now) {
+                        send_event(&self.events, &self.stats, event);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    state = Drained::Empty;
+                    break;
+                }
+                // A pending socket error (ICMP) or EINTR is reported once: keep draining.
+                Err(_) => errors += 1,
+            }
+        }
+        // A batch of nothing but errors is not retried at once (no busy loop on a socket
+        // that keeps failing); the next datagram raises a new readiness edge.
+        if let (Drained::More, false) = (state, count == 0 && errors > 0) {
+            self.pending.push(token);
+        }
+        count
+    }
+
+    /// Returns true when the worker must exit.
+    fn handle_commands(&mut self, buf: &mut [u8], now: Instant) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(WorkerCommand::Start(new)) => self.start(*new, buf, now),
+                Ok(WorkerCommand::Change { id, change, ack }) => {
+                    self.change(id, *change, now);
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                }
+                Ok(WorkerCommand::Shutdown) => return true,
+                Err(mpsc::TryRecvError::Empty) => return false,
+                Err(mpsc::TryRecvError::Disconnected) => return true,
+            }
+        }
+    }
+
+    fn start(&mut self, new: NewStream, buf: &mut [u8], now: Instant) {
+        let slot = self.free_slots.pop().unwrap_or(self.streams.len());
+        let mut new = new;
+        let id = new.id;
+        let ack_tx = new.ack.take();
+        let mut stream = Stream::new(new, now);
+        let registry = self.poll.registry();
+        let mut result = Ok(());
+        for (i, socket) in stream.sockets.iter_mut().enumerate() {
+            if let Err(e) = registry.register(socket, Token(slot << 2 | i), Interest::READABLE) {
+                result = Err(MediaError::Worker(e));
+                break;
+            }
+        }
+        if let Err(e) = result {
+            for socket in stream.sockets.iter_mut() {
+                let _ = registry.deregister(socket);
+            }
+            self.load.fetch_sub(1, Ordering::Relaxed);
+            if let Some(ack) = ack_tx {
+                let _ = ack.send(Err(e));
+            }
+            self.free_slots.push(slot);
+            return;
+        }
+        if slot == self.streams.len() {
+            self.streams.push(Some(stream));
+        } else if let Some(s) = self.streams.get_mut(slot) {
+            *s = Some(stream);
+        }
+        tracing::debug!(stream = %id, slot, "media stream started");
+        if ack_tx.is_some_and(|ack| ack.send(Ok(())).is_err()) {
+            // The caller gave up waiting: nobody holds a handle, so stop at once.
+            self.stop(id);
+            return;
+        }
+        // Packets may have arrived between bind and registration: their readiness edge was
+        // missed, so drain every socket once now.
+        for i in 0..4 {
+            self.drain(Token(slot << 2 | i), buf, now);
+        }
+    }
+
+    fn slot_of(&self, id: StreamId) -> Option<usize> {
+        self.streams
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.id == id))
+    }
+
+    fn change(&mut self, id: StreamId, change: Change, now: Instant) {
+        if let Change::Stop = change {
+            self.stop(id);
+            return;
+        }
+        let Some(slot) = self.slot_of(id) else {
+            return;
+        };
+        if let Some(Some(stream)) = self.streams.get_mut(slot) {
+            stream.apply(change, now);
+        }
+    }
+
+    fn stop(&mut self, id: StreamId) {
+        if let Some(slot) = self.slot_of(id) {
+            if let Some(mut stream) = self.streams.get_mut(slot).and_then(Option::take) {
+                for socket in stream.sockets.iter_mut() {
+                    let _ = self.poll.registry().deregister(socket);
+                }
+                // Sockets close, then the leases return the ports to the pool.
+                drop(stream);
+                self.stats.retire_stream(id);
+                self.load.fetch_sub(1, Ordering::Relaxed);
+                self.free_slots.push(slot);
+                self.pending.retain(|t| t.0 >> 2 != slot);
+                tracing::debug!(stream = %id, "media stream stopped");
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        for stream in self.streams.iter_mut().flatten() {
+            let failures = stream.counters.dropped_count(DropReason::AuthFailed);
+            if failures > stream.auth_failures_reported {
+                let event = MediaEvent::AuthFailures {
+                    stream: stream.id,
+                    new: failures - stream.auth_failures_reported,
+                    total: failures,
+                };
+                stream.auth_failures_reported = failures;
+                send_event(&self.events, &self.stats, event);
+            }
+            if stream.on_hold {
+                continue;
+            }
+            for (i, side) in [Side::Phone, Side::Pbx].into_iter().enumerate() {
+                let silent = now.saturating_duration_since(stream.last_heard[i]) >= self.timeout;
+                if silent && !stream.timeout_reported[i] {
+                    stream.timeout_reported[i] = true;
+                    stream.counters.timed_out();
+                    send_event(
+                        &self.events,
+                        &self.stats,
+                        MediaEvent::Timeout {
+                            stream: stream.id,
+                            side,
+                        },
+                    );
+                } else if !silent {
+                    stream.timeout_reported[i] = false;
+                }
+            }
+        }
+    }
+}
+
+fn send_event(events: &tokio_mpsc::Sender<MediaEvent>, stats: &MediaStats, event: MediaEvent) {
+    match events.try_send(event) {
+        Ok(()) | Err(tokio_mpsc::error::TrySendError::Closed(_)) => {}
+        Err(tokio_mpsc::error::TrySendError::Full(_)) => stats.event_lost(),
+    }
+}

@@ -1,0 +1,517 @@
+//! Media counters: per-stream atomics written by the stream's owning worker (relaxed, no
+//! locks), and a Prometheus [`Collector`] that sums live streams plus retired ones at scrape
+//! time.
+//!
+//! Metric names (all prefixed `pbx_edge_media_`):
+//! - `packets_total{direction}` / `bytes_total{direction}`: relayed packets and bytes (bytes as
+//!   sent), `direction` = `phone_to_pbx` | `pbx_to_phone`.
+//! - `dropped_total{reason}`: dropped packets by [`DropReason::label`].
+//! - `srtp_auth_failures_total`, `srtp_replays_total`: the two SRTP drop reasons on their own.
+//! - `latch_events_total`: a phone- or PBX-side peer address was (re-)learned.
+//! - `timeouts_total`: media timeout events reported.
+//! - `events_lost_total`: events dropped because the caller's channel was full.
+//! - `worker_wakeups_total`: relay worker loop wake-ups (poll returns and coalescing sleeps);
+//!   divided by `packets_total` it gives wake-ups per packet.
+//! - `active_streams`, `port_pairs_in_use`, `port_pairs_free` (gauges).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use super::control::StreamId;
+use super::ports::PortPool;
+
+/// Why the relay dropped a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// SRTP/SRTCP authentication tag did not verify (forged or corrupted packet, wrong key).
+    AuthFailed,
+    /// SRTP/SRTCP index already seen or too old for the replay window (RFC 3711 §3.3.2).
+    Replayed,
+    /// Source address refused by the latch (not the PBX, not the learned plain-RTP peer).
+    SpoofedSource,
+    /// Master-key lifetime reached (RFC 3711 §9.2); signalling must re-key.
+    KeyExpired,
+    /// SRTCP with the E flag clear although unencrypted SRTCP was not negotiated.
+    UnencryptedSrtcp,
+    /// Too short or not RTP/RTCP-shaped, or otherwise refused by the SRTP engine.
+    Malformed,
+    /// No key for this direction yet (phone's answer not seen) — signalling not complete.
+    NotKeyed,
+    /// No destination known yet for the other side.
+    NoDestination,
+    /// The outgoing socket refused the packet (buffer full or ICMP error).
+    SendFailed,
+}
+
+impl DropReason {
+    /// Every reason, in counter-array order.
+    pub const ALL: [DropReason; 9] = [
+        DropReason::AuthFailed,
+        DropReason::Replayed,
+        DropReason::SpoofedSource,
+        DropReason::KeyExpired,
+        DropReason::UnencryptedSrtcp,
+        DropReason::Malformed,
+        DropReason::NotKeyed,
+        DropReason::NoDestination,
+        DropReason::SendFailed,
+    ];
+
+    /// Stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replayed => "replayed",
+            DropReason::KeyExpired => "key_expired",
+            DropReason::UnencryptedSrtcp => "unencrypted_srtcp",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::Malformed => "malformed",
+            DropReason::NotKeyed => "not_keyed",
+            DropReason::NoDestination => "no_destination",
+            DropReason::SendFailed => "send_failed",
+        }
+    }
+
+    /// Position in [`DropReason::ALL`] (= declaration order, checked by a test).
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-stream counters. Written only by the worker that owns the stream; read by anyone.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    phone_to_pbx_packets: AtomicU64,
+    phone_to_pbx_bytes: AtomicU64,
+    pbx_to_phone_packets: AtomicU64,
+    pbx_to_phone_bytes: AtomicU64,
+    latch_events: AtomicU64,
+    timeouts: AtomicU64,
+    unannounced_unencrypted_srtcp: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+}
+
+/// A plain copy of a [`StreamCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Packets relayed phone → PBX (RTP and RTCP).
+    pub phone_to_pbx_packets: u64,
+    /// Bytes sent toward the PBX.
+    pub phone_to_pbx_bytes: u64,
+    /// Packets relayed PBX → phone (RTP and RTCP).
+    pub pbx_to_phone_packets: u64,
+    /// Bytes sent toward the phone.
+    pub pbx_to_phone_bytes: u64,
+    /// Peer addresses (re-)learned.
+    pub latch_events: u64,
+    /// Media timeouts reported.
+    pub timeouts: u64,
+    /// SRTCP packets accepted with E=0 although UNENCRYPTED_SRTCP was not negotiated (the
+    /// Cisco SPA quirk, only when the stream's options allow it).
+    pub unannounced_unencrypted_srtcp: u64,
+    /// Dropped packets, indexed like [`DropReason::ALL`].
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+impl CounterSnapshot {
+    /// Dropped packets for one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()]
+    }
+
+    fn add(&mut self, other: &CounterSnapshot) {
+        self.phone_to_pbx_packets += other.phone_to_pbx_packets;
+        self.phone_to_pbx_bytes += other.phone_to_pbx_bytes;
+        self.pbx_to_phone_packets += other.pbx_to_phone_packets;
+        self.pbx_to_phone_bytes += other.pbx_to_phone_bytes;
+        self.latch_events += other.latch_events;
+        self.timeouts += other.timeouts;
+        self.unannounced_unencrypted_srtcp += other.unannounced_unencrypted_srtcp;
+        for (sum, v) in self.dropped.iter_mut().zip(other.dropped.iter()) {
+            *sum += v;
+        }
+    }
+}
+
+impl StreamCounters {
+    /// A packet of `bytes` was sent toward the PBX.
+    #[inline]
+    pub(crate) fn relayed_to_pbx(&self, bytes: usize) {
+        self.phone_to_pbx_packets.fetch_add(1, Ordering::Relaxed);
+        self.phone_to_pbx_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A packet of `bytes` was sent toward the phone.
+    #[inline]
+    pub(crate) fn relayed_to_phone(&self, bytes: usize) {
+        self.pbx_to_phone_packets.fetch_add(1, Ordering::Relaxed);
+        self.pbx_to_phone_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A packet was dropped.
+    #[inline]
+    pub(crate) fn dropped(&self, reason: DropReason) {
+        self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn latched(&self) {
+        self.latch_events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn unannounced_unencrypted_srtcp(&self) {
+        self.unannounced_unencrypted_srtcp
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn timed_out(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Dropped packets for one reason so far.
+    pub fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.dropped[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Reads every counter (each one atomically; the set is not a single snapshot).
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let mut dropped = [0u64; DropReason::ALL.len()];
+        for (d, a) in dropped.iter_mut().zip(self.dropped.iter()) {
+            *d = a.load(Ordering::Relaxed);
+        }
+        CounterSnapshot {
+            phone_to_pbx_packets: self.phone_to_pbx_packets.load(Ordering::Relaxed),
+            phone_to_pbx_bytes: self.phone_to_pbx_bytes.load(Ordering::Relaxed),
+            pbx_to_phone_packets: self.pbx_to_phone_packets.load(Ordering::Relaxed),
+            pbx_to_phone_bytes: self.pbx_to_phone_bytes.load(Ordering::Relaxed),
+            latch_events: self.latch_events.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            unannounced_unencrypted_srtcp: self
+                .unannounced_unencrypted_srtcp
+                .load(Ordering::Relaxed),
+            dropped,
+        }
+    }
+}
+
+/// Everything the collector sums: live streams' counters, the totals of ended streams,
+/// worker wake-ups and the port pool. Shared by the control handle and the workers.
+#[derive(Debug)]
+pub struct MediaStats {
+    /// Counters of live streams; touched at stream start/stop and at scrape time only.
+    live: Mutex<HashMap<StreamId, Arc<StreamCounters>>>,
+    /// Sum of the counters of streams that ended (so totals never go backwards).
+    retired: Mutex<CounterSnapshot>,
+    /// One wake-up counter per worker (written by that worker only).
+    wakeups: Vec<Arc<AtomicU64>>,
+    /// Events dropped because the caller's event channel was full.
+    events_lost: AtomicU64,
+    ports: PortPool,
+}
+
+impl MediaStats {
+    pub(crate) fn new(ports: PortPool, workers: usize) -> Self {
+        MediaStats {
+            live: Mutex::new(HashMap::new()),
+            retired: Mutex::new(CounterSnapshot::default()),
+            wakeups: (0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect(),
+            events_lost: AtomicU64::new(0),
+            ports,
+        }
+    }
+
+    pub(crate) fn worker_wakeups(&self, worker: usize) -> Option<Arc<AtomicU64>> {
+        self.wakeups.get(worker).cloned()
+    }
+
+    pub(crate) fn event_lost(&self) {
+        self.events_lost.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn register_stream(&self, id: StreamId, counters: Arc<StreamCounters>) {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, counters);
+    }
+
+    pub(crate) fn retire_stream(&self, id: StreamId) {
+        let removed = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Some(counters) = removed {
+            self.retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add(&counters.snapshot());
+        }
+    }
+
+    /// Streams currently running.
+    pub fn active_streams(&self) -> usize {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Sum over all streams, live and ended.
+    pub fn totals(&self) -> CounterSnapshot {
+        // Lock order: live, then retired (same as retire_stream), so a stream is never
+        // counted twice or missed while it moves from one to the other.
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sum = *self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        for counters in live.values() {
+            sum.add(&counters.snapshot());
+        }
+        sum
+    }
+
+    /// Total worker wake-ups so far.
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.iter().map(|w| w.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The port pool these stats report on.
+    pub fn ports(&self) -> &PortPool {
+        &self.ports
+    }
+}
+
+/// Prometheus collector over [`MediaStats`]; registered once by [`MediaCollector::register`].
+pub struct MediaCollector {
+    stats: Arc<MediaStats>,
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+    dropped: IntCounterVec,
+    auth_failures: IntCounter,
+    replays: IntCounter,
+    latch_events: IntCounter,
+    timeouts: IntCounter,
+    unannounced_unencrypted_srtcp: IntCounter,
+    events_lost: IntCounter,
+    wakeups: IntCounter,
+    active_streams: IntGauge,
+    ports_in_use: IntGauge,
+    ports_free: IntGauge,
+    /// Serialises scrapes: each one resets and refills the metric values.
+    scrape: Mutex<()>,
+}
+
+const PREFIX: &str = "pbx_edge_media_";
+
+fn counter(name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    IntCounter::with_opts(Opts::new(format!("{PREFIX}{name}"), help))
+}
+
+fn gauge(name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    IntGauge::with_opts(Opts::new(format!("{PREFIX}{name}"), help))
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(Opts::new(format!("{PREFIX}{name}"), help), &[label])
+}
+
+impl MediaCollector {
+    /// Builds the collector and registers it into `registry`.
+    pub fn register(stats: Arc<MediaStats>, registry: &Registry) -> prometheus::Result<()> {
+        let collector = MediaCollector {
+            stats,
+            packets: counter_vec(
+                "packets_total",
+                "RTP and RTCP packets relayed, by direction.",
+                "direction",
+            )?,
+            bytes: counter_vec(
+                "bytes_total",
+                "Bytes relayed (as sent), by direction.",
+                "direction",
+            )?,
+            dropped: counter_vec("dropped_total", "Packets dropped, by reason.", "reason")?,
+            auth_failures: counter(
+                "srtp_auth_failures_total",
+                "SRTP/SRTCP packets whose authentication tag did not verify.",
+            )?,
+            replays: counter(
+                "srtp_replays_total",
+                "SRTP/SRTCP packets refused by the replay window.",
+            )?,
+            latch_events: counter(
+                "latch_events_total",
+                "Peer media addresses learned or re-learned (authenticated latching).",
+            )?,
+            timeouts: counter("timeouts_total", "Media timeouts reported to signalling.")?,
+            unannounced_unencrypted_srtcp: counter(
+                "srtcp_unannounced_unencrypted_total",
+                "SRTCP accepted with E=0 without UNENCRYPTED_SRTCP (Cisco SPA quirk option).",
+            )?,
+            events_lost: counter(
+                "events_lost_total",
+                "Media events dropped because the signalling channel was full.",
+            )?,
+            wakeups: counter(
+                "worker_wakeups_total",
+                "Relay worker wake-ups (poll returns and coalescing sleeps).",
+            )?,
+            active_streams: gauge("active_streams", "Media streams being relayed.")?,
+            ports_in_use: gauge("port_pairs_in_use", "RTP/RTCP port pairs leased.")?,
+            ports_free: gauge("port_pairs_free", "RTP/RTCP port pairs not leased.")?,
+            scrape: Mutex::new(()),
+        };
+        registry.register(Box::new(collector))
+    }
+
+    fn refresh(&self) {
+        let t = self.stats.totals();
+        let set = |c: &IntCounter, v: u64| {
+            c.reset();
+            c.inc_by(v);
+        };
+        set(
+            &self.packets.with_label_values(&["phone_to_pbx"]),
+            t.phone_to_pbx_packets,
+        );
+        set(
+            &self.packets.with_label_values(&["pbx_to_phone"]),
+            t.pbx_to_phone_packets,
+        );
+        set(
+            &self.bytes.with_label_values(&["phone_to_pbx"]),
+            t.phone_to_pbx_bytes,
+        );
+        set(
+            &self.bytes.with_label_values(&["pbx_to_phone"]),
+            t.pbx_to_phone_bytes,
+        );
+        for reason in DropReason::ALL {
+            set(
+                &self.dropped.with_label_values(&[reason.label()]),
+                t.dropped(reason),
+            );
+        }
+        set(&self.auth_failures, t.dropped(DropReason::AuthFailed));
+        set(&self.replays, t.dropped(DropReason::Replayed));
+        set(&self.latch_events, t.latch_events);
+        set(&self.timeouts, t.timeouts);
+        set(
+            &self.unannounced_unencrypted_srtcp,
+            t.unannounced_unencrypted_srtcp,
+        );
+        set(
+            &self.events_lost,
+            self.stats.events_lost.load(Ordering::Relaxed),
+        );
+        set(&self.wakeups, self.stats.wakeups());
+        self.active_streams
+            .set(i64::try_from(self.stats.active_streams()).unwrap_or(i64::MAX));
+        let ports = &self.stats.ports;
+        self.ports_in_use
+            .set(i64::try_from(ports.pairs_in_use()).unwrap_or(i64::MAX));
+        self.ports_free
+            .set(i64::try_from(ports.pairs_free()).unwrap_or(i64::MAX));
+    }
+}
+
+impl Collector for MediaCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut descs = Vec::new();
+        descs.extend(self.packets.desc());
+        descs.extend(self.bytes.desc());
+        descs.extend(self.dropped.desc());
+        descs.extend(self.auth_failures.desc());
+        descs.extend(self.replays.desc());
+        descs.extend(self.latch_events.desc());
+        descs.extend(self.timeouts.desc());
+        descs.extend(self.unannounced_unencrypted_srtcp.desc());
+        descs.extend(self.events_lost.desc());
+        descs.extend(self.wakeups.desc());
+        descs.extend(self.active_streams.desc());
+        descs.extend(self.ports_in_use.desc());
+        descs.extend(self.ports_free.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _serialised = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refresh();
+        let mut families = Vec::new();
+        families.extend(self.packets.collect());
+        families.extend(self.bytes.collect());
+        families.extend(self.dropped.collect());
+        families.extend(self.auth_failures.collect());
+        families.extend(self.replays.collect());
+        families.extend(self.latch_events.collect());
+        families.extend(self.timeouts.collect());
+        families.extend(self.unannounced_unencrypted_srtcp.collect());
+        families.extend(self.events_lost.collect());
+        families.extend(self.wakeups.collect());
+        families.extend(self.active_streams.collect());
+        families.extend(self.ports_in_use.collect());
+        families.extend(self.ports_free.collect());
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ports::PortRange;
+
+    #[test]
+    fn drop_reason_index_matches_all() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{}", r.label());
+        }
+    }
+
+    #[test]
+    fn totals_survive_stream_end_and_metrics_render() {
+        let pool = PortPool::new(PortRange::new(30000, 30009).unwrap());
+        let stats = Arc::new(MediaStats::new(pool, 2));
+        let registry = Registry::new();
+        MediaCollector::register(stats.clone(), &registry).unwrap();
+
+        let a = Arc::new(StreamCounters::default());
+        let b = Arc::new(StreamCounters::default());
+        stats.register_stream(StreamId(1), a.clone());
+        stats.register_stream(StreamId(2), b.clone());
+        a.relayed_to_pbx(172);
+        a.relayed_to_phone(182);
+        b.relayed_to_pbx(100);
+        b.dropped(DropReason::AuthFailed);
+        b.dropped(DropReason::Replayed);
+        b.latched();
+        stats.retire_stream(StreamId(2));
+        assert_eq!(stats.active_streams(), 1);
+
+        let t = stats.totals();
+        assert_eq!(t.phone_to_pbx_packets, 2);
+        assert_eq!(t.phone_to_pbx_bytes, 272);
+        assert_eq!(t.dropped(DropReason::AuthFailed), 1);
+
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        for line in [
+            "pbx_edge_media_packets_total{direction=\"phone_to_pbx\"} 2",
+            "pbx_edge_media_bytes_total{direction=\"pbx_to_phone\"} 182",
+            "pbx_edge_media_srtp_auth_failures_total 1",
+            "pbx_edge_media_srtp_replays_total 1",
+            "pbx_edge_media_dropped_total{reason=\"replayed\"} 1",
+            "pbx_edge_media_latch_events_total 1",
+            "pbx_edge_media_active_streams 1",
+            "pbx_edge_media_port_pairs_free 5",
+            "pbx_edge_media_port_pairs_in_use 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}
