@@ -3,6 +3,7 @@
 mod support;
 
 mod e2e {
+    mod call;
     mod config_cli;
     mod register;
     mod tls_listener;

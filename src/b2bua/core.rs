@@ -1206,10 +1206,7 @@ impl SipCore {
         let Some(Ok(cancel_out)) = forwarded.as_ref().map(cancel_for) else {
             return;
         };
-        self.metrics
-            .calls_ended
-            .with_label_values(&["cancelled"])
-            .inc();
+        // Counted as "cancelled" when the 487 comes back.
         self.start_edge_request(from.other(), cancel_out, txn_flow)
             .await;
     }

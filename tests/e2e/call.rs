@@ -1,0 +1,512 @@
+//! Calls end to end in-process: a TLS "phone" speaking SRTP (protected and checked with the
+//! edge's own SRTP engine) ⇄ pbx-edge ⇄ a UDP "PBX" speaking plain RTP, in both directions.
+
+use crate::support::edge::{self, RunningEdge, TestPki};
+use crate::support::pbx::{self, Pbx};
+use crate::support::phone::{self, Phone};
+use crate::support::{http, tls_client};
+use pbx_edge::sip::message::SipMessage;
+use pbx_edge::srtp::{ContextOptions, CryptoAttribute, CryptoSuite, SrtpContext};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+const PHONE_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+async fn setup() -> (TestPki, Pbx, RunningEdge) {
+    let pki = edge::dev_pki();
+    let pbx = Pbx::bind().await;
+    let addr = pbx.addr().to_string();
+    let env = [
+        ("PBX_EDGE_PBX__ADDRESS", addr.as_str()),
+        ("PBX_EDGE_SIP__T1_MS", "100"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", "42000"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "42999"),
+    ];
+    let e = RunningEdge::start(edge::config_with(&pki, &env)).await;
+    (pki, pbx, e)
+}
+
+async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
+    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
+    Phone::new(
+        tls_client::connect(e.tls_addr, "sbc.test", cfg)
+            .await
+            .expect("handshake"),
+    )
+}
+
+/// The audio m-line's port and the c= address of an SDP body.
+fn media_addr(sdp: &[u8]) -> SocketAddr {
+    let text = std::str::from_utf8(sdp).unwrap();
+    let ip = text
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap()
+        .trim();
+    let port = text
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .unwrap();
+    let port: u16 = port.split(' ').next().unwrap().parse().unwrap();
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+fn crypto_line(sdp: &[u8]) -> CryptoAttribute {
+    let text = std::str::from_utf8(sdp).unwrap();
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix("a=crypto:"))
+        .expect("a=crypto");
+    CryptoAttribute::parse(v.trim()).unwrap()
+}
+
+fn context(c: &CryptoAttribute) -> SrtpContext {
+    let k = &c.keys[0];
+    SrtpContext::new(
+        &k.master_key,
+        &ContextOptions::from_sdes(k, &c.session_params),
+    )
+    .unwrap()
+}
+
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend((0..160u32).map(|i| (i as u8) ^ (seq as u8)));
+    p
+}
+
+async fn recv(sock: &UdpSocket) -> Option<Vec<u8>> {
+    let mut b = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut b))
+        .await
+        .ok()?
+        .ok()?;
+    b.truncate(n);
+    Some(b)
+}
+
+fn phone_invite(rtp_port: u16) -> String {
+    let sdp = format!("v=0\r\no=snom 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/SAVP 0 101\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n");
+    format!("INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-inv1;rport\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: <sip:200@sbc.test>\r\nCall-ID: call-out-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
+}
+
+fn pbx_sdp(rtp_port: u16) -> String {
+    format!("v=0\r\no=asterisk 9 9 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n")
+}
+
+/// Relays packets both ways and checks them byte for byte.
+async fn media_both_ways(
+    phone_sock: &UdpSocket,
+    pbx_sock: &UdpSocket,
+    edge_phone_side: SocketAddr,
+    edge_pbx_side: SocketAddr,
+    phone_tx: &mut SrtpContext,
+    phone_rx: &mut SrtpContext,
+) {
+    for seq in 1..=20u16 {
+        let plain = rtp(seq, 0x1111);
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 32, 0);
+        let n = phone_tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        phone_sock
+            .send_to(&buf[..n], edge_phone_side)
+            .await
+            .unwrap();
+        let got = recv(pbx_sock).await.expect("PBX receives plain RTP");
+        assert_eq!(got, plain, "phone → PBX: byte-identical plain RTP");
+
+        let plain = rtp(seq, 0x2222);
+        pbx_sock.send_to(&plain, edge_pbx_side).await.unwrap();
+        let mut got = recv(phone_sock).await.expect("phone receives SRTP");
+        assert_ne!(
+            &got[12..],
+            &plain[12..],
+            "payload is encrypted toward the phone"
+        );
+        let n = phone_rx
+            .unprotect_rtp(&mut got)
+            .expect("edge's SRTP authenticates");
+        assert_eq!(
+            &got[..n],
+            &plain[..],
+            "PBX → phone: decrypts to the PBX's packet"
+        );
+    }
+}
+
+async fn wait_idle(e: &RunningEdge) -> String {
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = http::get(e.admin_addr, "/metrics").await.1;
+        if http::metric(&m, "pbx_edge_calls_active") == 0.0
+            && http::metric(&m, "pbx_edge_media_active_streams") == 0.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_calls_the_pbx_with_srtp_and_hangs_up() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    ph.send(&phone_invite(phone_sock.local_addr().unwrap().port()))
+        .await;
+    let trying = ph.recv().await.expect("100 Trying at once");
+    assert_eq!(trying.status(), Some(100));
+
+    let (inv, from) = pbx.recv().await.expect("PBX gets the INVITE");
+    let body = std::str::from_utf8(inv.body()).unwrap().to_owned();
+    assert!(
+        body.contains("RTP/AVP") && !body.contains("SAVP") && !body.contains("a=crypto"),
+        "{body}"
+    );
+    assert!(
+        body.contains("a=rtpmap:101 telephone-event/8000"),
+        "codecs kept: {body}"
+    );
+    let edge_pbx_side = media_addr(inv.body());
+    let contact = inv.header("Contact").unwrap().to_owned();
+    assert!(
+        contact.contains(&e.pbx_local.to_string()),
+        "edge Contact toward the PBX: {contact}"
+    );
+
+    let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
+    pbx.send(
+        from,
+        &pbx::response(
+            &inv,
+            180,
+            "Ringing",
+            "Contact: <sip:200@127.0.0.1:5060>\r\n",
+        ),
+    )
+    .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(180));
+    let ok = pbx::response(
+        &inv,
+        200,
+        "OK",
+        &format!("Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n"),
+    )
+    .replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+    );
+    pbx.send(from, &ok).await;
+    let ok = ph.recv().await.expect("phone gets 200");
+    assert_eq!(ok.status(), Some(200));
+    let answer = std::str::from_utf8(ok.body()).unwrap().to_owned();
+    assert!(answer.contains("RTP/SAVP"), "{answer}");
+    let edge_line = crypto_line(ok.body());
+    assert_eq!(edge_line.tag, 1, "answer echoes the offer's tag");
+    assert_eq!(edge_line.suite, CryptoSuite::AesCm128HmacSha1_80);
+    let edge_phone_side = media_addr(ok.body());
+    assert!(
+        ok.header("Contact").unwrap().contains("sbc.test"),
+        "the phone's remote target is the edge"
+    );
+
+    // ACK for the 2xx goes end to end.
+    let ack = format!("ACK sip:sbc.test:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-ack1\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {}\r\nCall-ID: call-out-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port(), ok.header("To").unwrap());
+    ph.send(&ack).await;
+    let (got_ack, _) = pbx.recv().await.expect("PBX gets the ACK");
+    assert_eq!(got_ack.method().map(|m| m.as_str()), Some("ACK"));
+    assert_eq!(
+        got_ack.request_uri().unwrap().to_string(),
+        "sip:200@127.0.0.1:5060",
+        "restored PBX target"
+    );
+
+    let phone_line =
+        CryptoAttribute::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}")).unwrap();
+    let mut phone_tx = context(&phone_line);
+    let mut phone_rx = context(&edge_line);
+    media_both_ways(
+        &phone_sock,
+        &pbx_sock,
+        edge_phone_side,
+        edge_pbx_side,
+        &mut phone_tx,
+        &mut phone_rx,
+    )
+    .await;
+
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    assert!(
+        calls.contains("call-out-1")
+            && calls.contains("AES_CM_128_HMAC_SHA1_80")
+            && calls.contains("\"established\":true"),
+        "{calls}"
+    );
+
+    // A forged SRTP packet is dropped, not relayed.
+    let mut forged = rtp(99, 0x1111);
+    forged.extend_from_slice(&[0u8; 10]);
+    phone_sock.send_to(&forged, edge_phone_side).await.unwrap();
+
+    // BYE from the phone.
+    let bye = ack
+        .replace("ACK sip", "BYE sip")
+        .replace("z9hG4bK-ack1", "z9hG4bK-bye1")
+        .replace("CSeq: 1 ACK", "CSeq: 2 BYE");
+    ph.send(&bye).await;
+    let (got_bye, from) = pbx
+        .recv()
+        .await
+        .expect("PBX gets BYE (and no forged RTP before it)");
+    assert_eq!(got_bye.method().map(|m| m.as_str()), Some("BYE"));
+    pbx.send(from, &pbx::response(&got_bye, 200, "OK", ""))
+        .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+    let m = wait_idle(&e).await;
+    assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_active_streams"),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        http::metric(&m, "pbx_edge_media_srtp_auth_failures_total") >= 1.0,
+        "{m}"
+    );
+    assert_eq!(
+        http::metric(&m, "pbx_edge_calls_total{outcome=\"answered\"}"),
+        1.0
+    );
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pbx_calls_a_registered_phone_and_connection_loss_ends_the_call() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    // Register 101 (no challenge).
+    ph.send(&phone::register("101", 5099, 1, "reg-c", "")).await;
+    let (reg, from) = pbx.recv().await.unwrap();
+    let edge_uri = reg
+        .header("Contact")
+        .unwrap()
+        .split(['<', '>'])
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    pbx.send(
+        from,
+        &pbx::response(
+            &reg,
+            200,
+            "OK",
+            &format!("Contact: <{edge_uri}>;expires=120\r\n"),
+        ),
+    )
+    .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
+    let invite = |branch: &str, call_id: &str| {
+        format!("INVITE {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch={branch}\r\nFrom: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nTo: <sip:101@{pbx}>\r\nCall-ID: {call_id}\r\nCSeq: 10 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:200@{pbx}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len(), pbx = pbx.addr())
+    };
+    pbx.send(e.pbx_local, &invite("z9hG4bK-in1", "call-in-1"))
+        .await;
+    let (trying, _) = pbx.recv().await.unwrap();
+    assert_eq!(trying.status(), Some(100));
+    let inv = ph.recv().await.expect("phone gets the INVITE");
+    assert_eq!(
+        inv.request_uri().unwrap().to_string().to_ascii_lowercase(),
+        "sip:101@127.0.0.1:5099;transport=tls;line=abc"
+    );
+    let offer = std::str::from_utf8(inv.body()).unwrap().to_owned();
+    assert!(
+        offer.contains("RTP/SAVP") && offer.contains("AES_CM_128_HMAC_SHA1_80"),
+        "{offer}"
+    );
+    let edge_phone_side = media_addr(inv.body());
+    // The phone picks the AES_CM_128_HMAC_SHA1_80 line and answers with its own key.
+    let chosen = offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| CryptoAttribute::parse(v.trim()).unwrap())
+        .find(|c| c.suite == CryptoSuite::AesCm128HmacSha1_80)
+        .unwrap();
+    let answer_sdp = format!("v=0\r\no=snom 2 2 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/SAVP 0\r\na=crypto:{} AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", phone_sock.local_addr().unwrap().port(), chosen.tag);
+    let mut ok = phone::response(&inv, 200).replace("Content-Length: 0\r\n\r\n", &format!("Contact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer_sdp}", answer_sdp.len()));
+    ok = ok.replace(
+        &format!("To: {}", inv.header("To").unwrap()),
+        &format!("To: {};tag=phonetag", inv.header("To").unwrap()),
+    );
+    ph.send(&ok).await;
+    let (ok, _) = pbx.recv().await.expect("PBX gets 200");
+    assert_eq!(ok.status(), Some(200));
+    let edge_pbx_side = media_addr(ok.body());
+    assert!(std::str::from_utf8(ok.body()).unwrap().contains("RTP/AVP"));
+    // The PBX does not ACK at once: the edge repeats its 2xx over UDP (RFC 3261 §13.3.1.4).
+    let (again, _) = pbx.recv().await.expect("2xx repeated until ACK");
+    assert_eq!(again.status(), Some(200));
+    let ack = format!("ACK {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-inack\r\nFrom: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nTo: {}\r\nCall-ID: call-in-1\r\nCSeq: 10 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", ok.header("To").unwrap(), pbx = pbx.addr());
+    pbx.send(e.pbx_local, &ack).await;
+    let got = ph.recv().await.expect("phone gets the ACK");
+    assert_eq!(got.method().map(|m| m.as_str()), Some("ACK"));
+
+    let phone_line =
+        CryptoAttribute::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}")).unwrap();
+    let mut phone_tx = context(&phone_line);
+    let mut phone_rx = context(&chosen);
+    media_both_ways(
+        &phone_sock,
+        &pbx_sock,
+        edge_phone_side,
+        edge_pbx_side,
+        &mut phone_tx,
+        &mut phone_rx,
+    )
+    .await;
+
+    // The phone's connection drops mid-call: the edge sends BYE to the PBX.
+    drop(ph);
+    let mut bye: Option<SipMessage> = None;
+    for _ in 0..10 {
+        match pbx.recv().await {
+            Some((m, _)) if m.method().map(|m| m.as_str()) == Some("BYE") => {
+                bye = Some(m);
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    let bye = bye.expect("BYE to the PBX after the phone's connection was lost");
+    assert_eq!(bye.call_id().unwrap(), "call-in-1");
+    pbx.send(e.pbx_local, &pbx::response(&bye, 200, "OK", ""))
+        .await;
+    let m = wait_idle(&e).await;
+    assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_active_streams"),
+        0.0,
+        "{m}"
+    );
+
+    // No phone any more: a new INVITE gets 430 at once, and nothing leaks.
+    pbx.send(e.pbx_local, &invite("z9hG4bK-in2", "call-in-2"))
+        .await;
+    let mut status = None;
+    for _ in 0..5 {
+        if let Some((m, _)) = pbx.recv().await {
+            if m.status().is_some_and(|s| s >= 200) {
+                status = m.status();
+                break;
+            }
+        }
+    }
+    assert_eq!(status, Some(430));
+    let m = wait_idle(&e).await;
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_port_pairs_in_use"),
+        0.0,
+        "{m}"
+    );
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_cancels_a_ringing_call_and_a_plain_offer_is_refused() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let invite = phone_invite(phone_sock.local_addr().unwrap().port());
+    ph.send(&invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.expect("PBX gets the INVITE");
+    pbx.send(from, &pbx::response(&inv, 180, "Ringing", ""))
+        .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(180));
+
+    let cancel = "CANCEL sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-inv1;rport\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: <sip:200@sbc.test>\r\nCall-ID: call-out-1\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    ph.send(cancel).await;
+    let ok = ph.recv().await.expect("200 for the CANCEL");
+    assert_eq!(
+        (ok.status(), ok.cseq().unwrap().method.as_str()),
+        (Some(200), "CANCEL")
+    );
+    let (c, from) = pbx.recv().await.expect("PBX gets the CANCEL");
+    assert_eq!(c.method().map(|m| m.as_str()), Some("CANCEL"));
+    assert_eq!(
+        c.top_via().unwrap().branch(),
+        inv.top_via().unwrap().branch(),
+        "same branch as the INVITE (§9.1)"
+    );
+    pbx.send(from, &pbx::response(&c, 200, "OK", "")).await;
+    pbx.send(from, &pbx::response(&inv, 487, "Request Terminated", ""))
+        .await;
+    let t = ph.recv().await.expect("487 to the phone");
+    assert_eq!(t.status(), Some(487));
+    let (ack, _) = pbx.recv().await.expect("the edge ACKs the 487 itself");
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+    let m = wait_idle(&e).await;
+    assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_active_streams"),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        http::metric(&m, "pbx_edge_calls_total{outcome=\"cancelled\"}"),
+        1.0,
+        "{m}"
+    );
+
+    // srtp = mandatory: a plain RTP/AVP offer is refused with 488 and never reaches the PBX.
+    let plain = invite
+        .replace("RTP/SAVP", "RTP/AVP")
+        .replace(
+            &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}\r\n"),
+            "",
+        )
+        .replace("call-out-1", "call-out-2")
+        .replace("z9hG4bK-inv1", "z9hG4bK-inv2");
+    let plain = {
+        let (head, body) = plain.split_once("\r\n\r\n").unwrap();
+        let head: Vec<String> = head
+            .lines()
+            .map(|l| {
+                if l.starts_with("Content-Length") {
+                    format!("Content-Length: {}", body.len())
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        format!("{}\r\n\r\n{body}", head.join("\r\n"))
+    };
+    ph.send(&plain).await;
+    let r = ph.recv().await.unwrap();
+    let r = if r.status() == Some(100) {
+        ph.recv().await.unwrap()
+    } else {
+        r
+    };
+    assert_eq!(r.status(), Some(488));
+    assert!(
+        pbx.recv_within(Duration::from_millis(300)).await.is_none(),
+        "nothing forwarded"
+    );
+    let m = wait_idle(&e).await;
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_port_pairs_in_use"),
+        0.0,
+        "{m}"
+    );
+    e.stop().await.expect("clean shutdown");
+}
