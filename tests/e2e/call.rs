@@ -196,7 +196,7 @@ async fn phone_calls_the_pbx_with_srtp_and_hangs_up() {
         &inv,
         200,
         "OK",
-        &format!("Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n"),
+        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
     )
     .replace(
         "Content-Length: 0\r\n\r\n",
