@@ -4,6 +4,7 @@ mod support;
 
 mod e2e {
     mod config_cli;
+    mod pbx_tcp;
     mod register;
     mod tls_listener;
 }
