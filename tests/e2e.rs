@@ -5,6 +5,7 @@ mod support;
 mod e2e {
     mod call;
     mod config_cli;
+    mod pbx_tcp;
     mod register;
     mod tls_listener;
 }

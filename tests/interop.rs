@@ -8,5 +8,6 @@ mod support;
 
 mod interop {
     mod openssl_tls;
+    mod pbx_tcp_sipp;
     pub mod peer;
 }

@@ -3,7 +3,7 @@
 use crate::identity::HandshakeCounters;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::sync::Arc;
 
 const HANDSHAKE_FAILURES: &str = "pbx_edge_tls_handshake_failures_total";
@@ -166,6 +166,9 @@ pub struct SipTransportMetrics {
     pub connections_closed: IntCounterVec,
     /// `pbx_edge_sip_dropped_total{side, reason}`: input refused without an answer.
     pub dropped: IntCounterVec,
+    /// `pbx_edge_pbx_connections_active{direction}`: open TCP connections to the PBX
+    /// (`outbound`: opened by the edge; `inbound`: opened by the PBX). Zero over UDP.
+    pub pbx_connections: IntGaugeVec,
 }
 
 impl SipTransportMetrics {
@@ -196,11 +199,23 @@ impl SipTransportMetrics {
                 ),
                 &["side", "reason"],
             )?,
+            pbx_connections: IntGaugeVec::new(
+                Opts::new(
+                    "pbx_edge_pbx_connections_active",
+                    "TCP connections to the PBX currently open, by who opened them.",
+                ),
+                &["direction"],
+            )?,
         };
         registry.register(Box::new(m.malformed.clone()))?;
         registry.register(Box::new(m.keepalives.clone()))?;
         registry.register(Box::new(m.connections_closed.clone()))?;
         registry.register(Box::new(m.dropped.clone()))?;
+        registry.register(Box::new(m.pbx_connections.clone()))?;
+        // Exported at 0 from the start, so dashboards see the series before the first use.
+        for direction in ["outbound", "inbound"] {
+            m.pbx_connections.with_label_values(&[direction]).set(0);
+        }
         Ok(m)
     }
 }

@@ -5,6 +5,7 @@
 pub mod edge;
 pub mod http;
 pub mod pbx;
+pub mod pbx_tcp;
 pub mod phone;
 pub mod pki;
 pub mod tls_client;

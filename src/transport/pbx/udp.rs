@@ -1,9 +1,11 @@
-//! The PBX side: plain SIP over UDP from `pbx.listen` to `pbx.address`. Datagrams from any
-//! other source are dropped and counted: only the configured PBX may talk to this socket.
+//! The PBX side over UDP: plain SIP datagrams from `pbx.listen` to `pbx.address`. Datagrams
+//! from any other source are dropped and counted: only the configured PBX may talk to this
+//! socket.
 
-use super::metrics::SipTransportMetrics;
+use super::same_host;
 use crate::sip::framing::{check_datagram, DatagramFrame, FramingLimits};
 use crate::sip::message::SipMessage;
+use crate::transport::metrics::SipTransportMetrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
@@ -12,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 /// The UDP socket toward the PBX.
 #[derive(Debug, Clone)]
-pub struct PbxLink {
+pub struct UdpLink {
     socket: Arc<UdpSocket>,
     pbx: SocketAddr,
 }
 
-impl PbxLink {
+impl UdpLink {
     pub async fn bind(listen: SocketAddr, pbx: SocketAddr) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(listen).await?;
         Ok(Self {
@@ -62,7 +64,9 @@ impl PbxLink {
                     }
                 },
             };
-            if from != self.pbx {
+            // The PBX's own port only: a UDP PBX sends from its listening port (RFC 3261
+            // §18.2.2 responses go to the Via sent-by, which is that port).
+            if from.port() != self.pbx.port() || !same_host(from.ip(), self.pbx.ip()) {
                 metrics
                     .dropped
                     .with_label_values(&["pbx", "foreign_source"])
