@@ -449,7 +449,7 @@ impl SipCore {
 
     fn pbx_via(&self) -> Via {
         Via::new(
-            "UDP",
+            self.pbx.transport_token().0,
             &host_of(self.settings.pbx_local.ip()),
             Some(self.settings.pbx_local.port()),
             &self.branch(),
@@ -472,7 +472,7 @@ impl SipCore {
             &token,
             &host_of(self.settings.pbx_local.ip()),
             self.settings.pbx_local.port(),
-            "udp",
+            self.pbx.transport_token().1,
         )
     }
 
@@ -1333,7 +1333,8 @@ impl SipCore {
         ) else {
             return;
         };
-        let reliable = |leg: Leg| leg == Leg::Phone;
+        let pbx_reliable = self.pbx.is_reliable();
+        let reliable = |leg: Leg| leg == Leg::Phone || pbx_reliable;
         let invite = method == Method::Invite;
         let (server, server_actions) = if invite {
             match ServerInvite::start::<Instant>(received.clone(), reliable(from), timers) {
@@ -1397,7 +1398,7 @@ impl SipCore {
         let Some(method) = req.method() else { return };
         let (t, actions) = ClientNonInvite::start(
             req.clone(),
-            leg == Leg::Phone,
+            leg == Leg::Phone || self.pbx.is_reliable(),
             self.settings.timers,
             Instant::now(),
         );
@@ -1576,7 +1577,11 @@ impl SipCore {
             }
         }
         // Our 2xx to an INVITE from the PBX is repeated over UDP until the ACK.
-        if method == Method::Invite && back == Leg::Pbx && (200..300).contains(&status) {
+        if method == Method::Invite
+            && back == Leg::Pbx
+            && !self.pbx.is_reliable()
+            && (200..300).contains(&status)
+        {
             let t1 = self.settings.timers.t1;
             let deadline = Instant::now() + self.settings.timers.timeout();
             if let Some(t) = self.txns.get_mut(&id) {

@@ -293,7 +293,6 @@ async fn a_pbx_that_is_down_gets_the_phone_an_error_at_once() {
 /// Needs the SIP core to start its PBX-side transactions with `self.pbx.is_reliable()` and to
 /// write `pbx.transport_token()` into its Via and edge Contact (see the PBX TCP note).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "until core.rs uses PbxLink::is_reliable and PbxLink::transport_token"]
 async fn over_tcp_the_edge_says_tcp_and_never_retransmits() {
     // T1 = 100 ms: over UDP the REGISTER would be resent at 100, 300, 700 ms.
     let (pki, pbx, e) = setup(&[("PBX_EDGE_SIP__T1_MS", "100")]).await;
