@@ -283,7 +283,12 @@ impl Edge {
                         crate::config::SrtpPolicy::Mandatory => SrtpMode::Mandatory,
                         crate::config::SrtpPolicy::Optional => SrtpMode::Optional,
                     },
-                    ..SrtpPolicy::default()
+                    // AES_192_CM is left out of offers: Debian's libsrtp ≤ 2.7 derives its keys
+                    // wrongly (cisco/libsrtp#763), so phones built on it could not decrypt.
+                    suites: crate::srtp::CryptoSuite::ALL
+                        .into_iter()
+                        .filter(|s| !s.sdes_name().starts_with("AES_192"))
+                        .collect(),
                 },
             },
             flows.clone(),

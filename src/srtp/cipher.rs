@@ -1,7 +1,7 @@
 //! The per-session crypto primitives, keyed once per session key and reused for every packet:
 //! AES-CM keystreams (`aes` + `ctr`, RFC 3711 §4.1.1), HMAC-SHA1 with precomputed inner/outer
-//! states (`hmac` + `sha1`, RFC 3711 §4.2.1) and AES-GCM (`aes-gcm`, RFC 7714), plus the
-//! AES-CM PRF key derivation (RFC 3711 §4.3.1/§4.3.3, RFC 6188 §3).
+//! states (`hmac` + `sha1`, RFC 3711 §4.2.1) and AES-GCM (`aes-gcm`, RFC 7714); and the
+//! session keys of a direction, derived with [`super::kdf`].
 //!
 //! AES-NI / PCLMULQDQ / SHA-NI are picked at run time by the crates (`cpufeatures`).
 
@@ -18,6 +18,7 @@ use sha1::Sha1;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::kdf::{derive, label};
 use super::suite::{CryptoSuite, HMAC_SHA1_KEY_LEN, MAX_KEY_LEN};
 
 /// Length of an AES-GCM authentication tag (RFC 7714 §14.2: 16 octets).
@@ -66,36 +67,6 @@ where
 {
     let core = ctr::CtrCore::<C, ctr::flavors::Ctr128BE>::inner_iv_init(cipher, iv);
     StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
-}
-
-/// The AES-CM PRF of RFC 3711 §4.3.3 with key derivation rate 0: fills `out` with the
-/// session key for `label`. `master_salt` is 14 octets, or 12 for AES-GCM (RFC 7714 §11:
-/// right-padded with zeros to 112 bits, as libsrtp does).
-pub fn derive(prf: &AesCm, master_salt: &[u8], label: u8, out: &mut [u8]) {
-    // x = (label || r) XOR master_salt, with key_id = label || r right-aligned in 112 bits
-    // (r = index DIV kdr = 0), then IV = x * 2^16.
-    let mut iv = [0u8; 16];
-    let n = master_salt.len().min(14);
-    iv[..n].copy_from_slice(&master_salt[..n]);
-    iv[7] ^= label;
-    out.fill(0);
-    prf.apply_keystream(&iv, out);
-}
-
-/// KDF labels, RFC 3711 §4.3.2.
-pub mod label {
-    /// SRTP encryption key.
-    pub const RTP_ENCRYPTION: u8 = 0x00;
-    /// SRTP authentication key.
-    pub const RTP_AUTH: u8 = 0x01;
-    /// SRTP salt.
-    pub const RTP_SALT: u8 = 0x02;
-    /// SRTCP encryption key.
-    pub const RTCP_ENCRYPTION: u8 = 0x03;
-    /// SRTCP authentication key.
-    pub const RTCP_AUTH: u8 = 0x04;
-    /// SRTCP salt.
-    pub const RTCP_SALT: u8 = 0x05;
 }
 
 /// An AES-GCM key (boxed: the two key schedules differ a lot in size).
@@ -300,55 +271,6 @@ mod tests {
         cm.apply_keystream(&iv, &mut ks);
         assert_eq!(ks[..48], hex("E03EAD0935C95E80E166B16DD92B4EB4 D23513162B02D0F72A43A2FE4A5F97AB 41E95B3BB0A2E8DD477901E4FCA894C0")[..]);
         assert_eq!(ks[0xfeff * 16..0xff02 * 16], hex("EC8CDF7398607CB0F2D21675EA9EA1E4 362B7C3C6773516318A077D7FC5073AE 6A2CC3787889374FBEB4C81B17BA6C44")[..]);
-    }
-
-    fn check_kdf(mk: &str, ms: &str, enc: &str, salt: &str, auth: &str) {
-        let prf = AesCm::new(&hex(mk)).unwrap();
-        let ms = hex(ms);
-        let e = hex(enc);
-        let mut out = vec![0u8; e.len()];
-        derive(&prf, &ms, label::RTP_ENCRYPTION, &mut out);
-        assert_eq!(out, e);
-        let mut out = [0u8; 14];
-        derive(&prf, &ms, label::RTP_SALT, &mut out);
-        assert_eq!(out[..], hex(salt)[..]);
-        let a = hex(auth);
-        let mut out = vec![0u8; a.len()];
-        derive(&prf, &ms, label::RTP_AUTH, &mut out);
-        assert_eq!(out, a);
-    }
-
-    /// RFC 3711 Appendix B.3: key derivation (the full 94-octet auth key output too).
-    #[test]
-    fn rfc3711_b3_kdf() {
-        check_kdf(
-            "E1F97A0D3E018BE0D64FA32C06DE4139",
-            "0EC675AD498AFEEBB6960B3AABE6",
-            "C61E7A93744F39EE10734AFE3FF7A087",
-            "30CBBC08863D8C85D49DB34A9AE1",
-            "CEBE321F6FF7716B6FD4AB49AF256A156D38BAA48F0A0ACF3C34E2359E6CDBCE
-             E049646C43D9327AD175578EF72270986371C10C9A369AC2F94A8C5FBCDDDC25
-             6D6E919A48B610EF17C2041E474035766B68642C59BBFC2F34DB60DBDFB2",
-        );
-    }
-
-    /// RFC 6188 §7.2 (AES-256 PRF) and §7.4 (AES-192 PRF).
-    #[test]
-    fn rfc6188_kdf() {
-        check_kdf(
-            "f0f04914b513f2763a1b1fa130f10e2998f6f6e43e4309d1e622a0e332b9f1b6",
-            "3b04803de51ee7c96423ab5b78d2",
-            "5ba1064e30ec51613cad926c5a28ef731ec7fb397f70a960653caf06554cd8c4",
-            "fa31791685ca444a9e07c6c64e93",
-            "fd9c32d39ed5fbb5a9dc96b30818454d1313dc05",
-        );
-        check_kdf(
-            "73edc66c4fa15776fb57f9505c17136550ffda71f3e8e5f1",
-            "c8522f3acd4ce86d5add78edbb11",
-            "31874736a8f1143870c26e4857d8a5b2c4a354407faadabb",
-            "2372b82d639b6d8503a47adc0a6c",
-            "355b10973cd95b9eacf4061c7e1a7151e7cfbfcb",
-        );
     }
 
     /// RFC 7714 §16 / §17: the IVs.

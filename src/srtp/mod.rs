@@ -28,6 +28,7 @@
 pub mod cipher;
 pub mod error;
 pub mod index;
+pub mod kdf;
 pub mod key;
 pub mod replay;
 pub mod sdes;
@@ -176,21 +177,30 @@ fn insert<T: Stream>(streams: &mut Vec<T>, max: usize, stream: T) {
     }
 }
 
-/// SRTP + SRTCP state for one direction of one media stream under one master key.
-pub struct SrtpContext {
-    suite: CryptoSuite,
+/// One master key of a context: its MKI, session keys and packet budgets.
+struct KeySlot {
+    mki: Option<Mki>,
     rtp_keys: SessionKeys,
     rtcp_keys: SessionKeys,
-    mki: Option<Mki>,
+    rtp_limit: u64,
+    rtcp_limit: u64,
+    rtp_used: u64,
+    rtcp_used: u64,
+}
+
+/// SRTP + SRTCP state for one direction of one media stream: one master key (or several,
+/// selected by MKI, RFC 3711 §3.1 / RFC 4568 §6.1) shared by every SSRC.
+pub struct SrtpContext {
+    suite: CryptoSuite,
+    keys: Vec<KeySlot>,
+    mki_len: usize,
+    active_rtp: usize,
+    active_rtcp: usize,
     encrypt_rtp: bool,
     encrypt_rtcp: bool,
     accept_unannounced_unencrypted_srtcp: bool,
     window: usize,
     max_streams: usize,
-    rtp_limit: u64,
-    rtcp_limit: u64,
-    rtp_used: u64,
-    rtcp_used: u64,
     clock: u64,
     rtp_send: Vec<RecvStream>,
     rtp_recv: Vec<RecvStream>,
@@ -202,9 +212,9 @@ impl std::fmt::Debug for SrtpContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SrtpContext")
             .field("suite", &self.suite)
-            .field("mki", &self.mki)
-            .field("rtp_used", &self.rtp_used)
-            .field("rtcp_used", &self.rtcp_used)
+            .field("keys", &self.keys.len())
+            .field("active_rtp", &self.active_rtp)
+            .field("active_rtcp", &self.active_rtcp)
             .finish_non_exhaustive()
     }
 }
@@ -238,40 +248,80 @@ impl SrtpContext {
     /// Derives the SRTP and SRTCP session keys (RFC 3711 §4.3, key derivation rate 0) from a
     /// master key and validates the options against its suite.
     pub fn new(master_key: &MasterKey, options: &ContextOptions) -> Result<SrtpContext, SrtpError> {
-        let suite = master_key.suite();
+        SrtpContext::build(&[(master_key, options.mki, options.lifetime)], options)
+    }
+
+    /// A context with several master keys from one SDES line (RFC 4568 §6.1), each with its
+    /// own MKI and lifetime (`options.mki` and `options.lifetime` are ignored). Received
+    /// packets pick their key by MKI; protect uses the keys in order, moving to the next one
+    /// when a key's lifetime is used up. Several keys need distinct MKIs of one length.
+    pub fn with_keys(
+        keys: &[KeyParams],
+        options: &ContextOptions,
+    ) -> Result<SrtpContext, SrtpError> {
+        let list: Vec<_> = keys
+            .iter()
+            .map(|k| (&k.master_key, k.mki, k.lifetime))
+            .collect();
+        SrtpContext::build(&list, options)
+    }
+
+    fn build(
+        keys: &[(&MasterKey, Option<Mki>, Option<u64>)],
+        options: &ContextOptions,
+    ) -> Result<SrtpContext, SrtpError> {
+        let (suite, mki_len) = match keys.first() {
+            Some((k, m, _)) => (k.suite(), m.map_or(0, |m| m.len())),
+            None => return Err(SrtpError::InvalidOptions),
+        };
         let window = options.replay_window.next_power_of_two();
         if !(MIN_WINDOW..=MAX_WINDOW).contains(&window)
             || options.max_streams == 0
-            || options
-                .lifetime
-                .is_some_and(|l| l == 0 || l > SRTP_MAX_PACKETS)
             || (options.unencrypted_srtp && suite.is_aead())
         {
             return Err(SrtpError::InvalidOptions);
         }
-        let derive = |rtcp| {
-            SessionKeys::derive(suite, master_key.key(), master_key.salt(), rtcp)
-                .ok_or(SrtpError::InvalidOptions)
-        };
+        let mut slots = Vec::with_capacity(keys.len());
+        for (i, (key, mki, lifetime)) in keys.iter().enumerate() {
+            // Several keys: each needs an MKI, all of one length, no two alike (RFC 4568 §6.1).
+            let mki_ok = mki.map_or(0, |m| m.len()) == mki_len
+                && (keys.len() == 1 || mki.is_some())
+                && !keys[..i]
+                    .iter()
+                    .any(|(_, other, _)| other.is_some() && other == mki);
+            if key.suite() != suite
+                || !mki_ok
+                || lifetime.is_some_and(|l| l == 0 || l > SRTP_MAX_PACKETS)
+            {
+                return Err(SrtpError::InvalidOptions);
+            }
+            let derive = |rtcp| {
+                SessionKeys::derive(suite, key.key(), key.salt(), rtcp)
+                    .ok_or(SrtpError::InvalidOptions)
+            };
+            slots.push(KeySlot {
+                mki: *mki,
+                rtp_keys: derive(false)?,
+                rtcp_keys: derive(true)?,
+                rtp_limit: lifetime.unwrap_or(SRTP_MAX_PACKETS),
+                rtcp_limit: lifetime.unwrap_or(SRTCP_MAX_PACKETS).min(SRTCP_MAX_PACKETS),
+                rtp_used: 0,
+                rtcp_used: 0,
+            });
+        }
         let max = options.max_streams;
         Ok(SrtpContext {
             suite,
-            rtp_keys: derive(false)?,
-            rtcp_keys: derive(true)?,
-            mki: options.mki,
+            keys: slots,
+            mki_len,
+            active_rtp: 0,
+            active_rtcp: 0,
             encrypt_rtp: !options.unencrypted_srtp,
             encrypt_rtcp: !options.unencrypted_srtcp,
             accept_unannounced_unencrypted_srtcp: options
                 .danger_accept_unannounced_unencrypted_srtcp,
             window,
             max_streams: max,
-            rtp_limit: options.lifetime.unwrap_or(SRTP_MAX_PACKETS),
-            rtcp_limit: options
-                .lifetime
-                .unwrap_or(SRTCP_MAX_PACKETS)
-                .min(SRTCP_MAX_PACKETS),
-            rtp_used: 0,
-            rtcp_used: 0,
             clock: 0,
             rtp_send: Vec::with_capacity(max),
             rtp_recv: Vec::with_capacity(max),
@@ -280,13 +330,58 @@ impl SrtpContext {
         })
     }
 
+    /// The key protect uses: the active one, or the next with budget left (RFC 4568 §6.1:
+    /// keys are used in order as their lifetimes run out).
+    fn send_slot(&mut self, rtcp: bool) -> Result<usize, SrtpError> {
+        let active = if rtcp {
+            &mut self.active_rtcp
+        } else {
+            &mut self.active_rtp
+        };
+        while let Some(k) = self.keys.get(*active) {
+            let (used, limit) = if rtcp {
+                (k.rtcp_used, k.rtcp_limit)
+            } else {
+                (k.rtp_used, k.rtp_limit)
+            };
+            if used < limit {
+                return Ok(*active);
+            }
+            *active += 1;
+        }
+        Err(SrtpError::KeyExpired)
+    }
+
+    /// The key a received packet names by its MKI (the only key when there is no MKI), if its
+    /// lifetime is not used up.
+    fn recv_slot(&self, wire_mki: &[u8], rtcp: bool) -> Result<usize, SrtpError> {
+        let slot = if self.mki_len == 0 {
+            0
+        } else {
+            self.keys
+                .iter()
+                .position(|k| k.mki.is_some_and(|m| m.matches(wire_mki)))
+                .ok_or(SrtpError::UnknownMki)?
+        };
+        let k = self.keys.get(slot).ok_or(SrtpError::UnknownMki)?;
+        let (used, limit) = if rtcp {
+            (k.rtcp_used, k.rtcp_limit)
+        } else {
+            (k.rtp_used, k.rtp_limit)
+        };
+        if used >= limit {
+            return Err(SrtpError::KeyExpired);
+        }
+        Ok(slot)
+    }
+
     /// The crypto suite of this context.
     pub fn suite(&self) -> CryptoSuite {
         self.suite
     }
 
     fn mki_len(&self) -> usize {
-        self.mki.map_or(0, |m| m.len())
+        self.mki_len
     }
 
     /// Octets `protect_rtp` appends: tag + MKI.
@@ -317,9 +412,7 @@ impl SrtpContext {
             return Err(SrtpError::BufferTooSmall);
         }
         let hdr = rtp_header_len(&buf[..len])?;
-        if self.rtp_used >= self.rtp_limit {
-            return Err(SrtpError::KeyExpired);
-        }
+        let slot = self.send_slot(false)?;
         let seq = be16(buf, 2);
         let ssrc = be32(buf, 8);
 
@@ -360,12 +453,13 @@ impl SrtpContext {
         }
 
         let mki_len = self.mki_len();
-        match &self.rtp_keys {
+        let key = &self.keys[slot];
+        match &key.rtp_keys {
             SessionKeys::AesCm { cipher, auth, salt } => {
                 if self.encrypt_rtp {
                     cipher.apply_keystream(&aes_cm_iv(salt, ssrc, index), &mut buf[hdr..len]);
                 }
-                if let Some(mki) = self.mki {
+                if let Some(mki) = key.mki {
                     mki.write(&mut buf[len..len + mki_len]);
                 }
                 // RFC 3711 §4.2: the tag covers header + payload || ROC, not the MKI.
@@ -381,12 +475,12 @@ impl SrtpContext {
                     .seal(&gcm_iv(salt, ssrc, index), head, &mut rest[..len - hdr])
                     .ok_or(SrtpError::Malformed)?;
                 buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
-                if let Some(mki) = self.mki {
+                if let Some(mki) = key.mki {
                     mki.write(&mut buf[len + GCM_TAG_LEN..total]);
                 }
             }
         }
-        self.rtp_used += 1;
+        self.keys[slot].rtp_used += 1;
         Ok(total)
     }
 
@@ -403,19 +497,12 @@ impl SrtpContext {
         }
         let body_end = n - trailer;
         let hdr = rtp_header_len(&buf[..body_end])?;
-        if self.rtp_used >= self.rtp_limit {
-            return Err(SrtpError::KeyExpired);
-        }
         let (mki_at, tag_at) = if self.suite.is_aead() {
             (body_end + tag_len, body_end)
         } else {
             (body_end, body_end + mki_len)
         };
-        if let Some(mki) = self.mki {
-            if !mki.matches(&buf[mki_at..mki_at + mki_len]) {
-                return Err(SrtpError::UnknownMki);
-            }
-        }
+        let key_slot = self.recv_slot(&buf[mki_at..mki_at + mki_len], false)?;
         let seq = be16(buf, 2);
         let ssrc = be32(buf, 8);
 
@@ -436,7 +523,7 @@ impl SrtpContext {
 
         let (body, trailer_bytes) = buf.split_at_mut(body_end);
         let tag = &trailer_bytes[tag_at - body_end..tag_at - body_end + tag_len];
-        match &self.rtp_keys {
+        match &self.keys[key_slot].rtp_keys {
             SessionKeys::AesCm { cipher, auth, salt } => {
                 let roc = ((index >> 16) as u32).to_be_bytes();
                 if !auth.verify(body, &roc, tag) {
@@ -474,7 +561,7 @@ impl SrtpContext {
                 );
             }
         }
-        self.rtp_used += 1;
+        self.keys[key_slot].rtp_used += 1;
         Ok(body_end)
     }
 
@@ -490,9 +577,7 @@ impl SrtpContext {
         if len < RTCP_HEADER_LEN || buf[0] >> 6 != 2 {
             return Err(SrtpError::Malformed);
         }
-        if self.rtcp_used >= self.rtcp_limit {
-            return Err(SrtpError::KeyExpired);
-        }
+        let slot = self.send_slot(true)?;
         let ssrc = be32(buf, 4);
         let now = self.tick();
         // RFC 3711 §3.4: a 31-bit SRTCP index per SSRC, starting at 0.
@@ -524,7 +609,8 @@ impl SrtpContext {
         let word = word.to_be_bytes();
 
         let mki_len = self.mki_len();
-        match &self.rtcp_keys {
+        let key = &self.keys[slot];
+        match &key.rtcp_keys {
             SessionKeys::AesCm { cipher, auth, salt } => {
                 if self.encrypt_rtcp {
                     cipher.apply_keystream(
@@ -534,7 +620,7 @@ impl SrtpContext {
                 }
                 buf[len..len + SRTCP_INDEX_LEN].copy_from_slice(&word);
                 let authed = len + SRTCP_INDEX_LEN;
-                if let Some(mki) = self.mki {
+                if let Some(mki) = key.mki {
                     mki.write(&mut buf[authed..authed + mki_len]);
                 }
                 // RFC 3711 §3.4: the tag covers header, payload and E|index, not the MKI.
@@ -560,12 +646,12 @@ impl SrtpContext {
                 buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
                 let at = len + GCM_TAG_LEN;
                 buf[at..at + SRTCP_INDEX_LEN].copy_from_slice(&word);
-                if let Some(mki) = self.mki {
+                if let Some(mki) = key.mki {
                     mki.write(&mut buf[at + SRTCP_INDEX_LEN..total]);
                 }
             }
         }
-        self.rtcp_used += 1;
+        self.keys[slot].rtcp_used += 1;
         Ok(total)
     }
 
@@ -578,9 +664,6 @@ impl SrtpContext {
         let trailer = SRTCP_INDEX_LEN + tag_len + mki_len;
         if n < RTCP_HEADER_LEN + trailer || buf[0] >> 6 != 2 {
             return Err(SrtpError::Malformed);
-        }
-        if self.rtcp_used >= self.rtcp_limit {
-            return Err(SrtpError::KeyExpired);
         }
         let body_end = n - trailer;
         let aead = self.suite.is_aead();
@@ -597,11 +680,7 @@ impl SrtpContext {
                 body_end + SRTCP_INDEX_LEN + mki_len,
             )
         };
-        if let Some(mki) = self.mki {
-            if !mki.matches(&buf[mki_at..mki_at + mki_len]) {
-                return Err(SrtpError::UnknownMki);
-            }
-        }
+        let key_slot = self.recv_slot(&buf[mki_at..mki_at + mki_len], true)?;
         let word = be32(buf, word_at);
         let encrypted = word & E_FLAG != 0;
         let index = u64::from(word & !E_FLAG);
@@ -619,7 +698,7 @@ impl SrtpContext {
             }
         }
 
-        match &self.rtcp_keys {
+        match &self.keys[key_slot].rtcp_keys {
             SessionKeys::AesCm { cipher, auth, salt } => {
                 let (authed, rest) = buf.split_at_mut(body_end + SRTCP_INDEX_LEN);
                 let tag = &rest[tag_at - authed.len()..tag_at - authed.len() + tag_len];
@@ -673,7 +752,7 @@ impl SrtpContext {
                 );
             }
         }
-        self.rtcp_used += 1;
+        self.keys[key_slot].rtcp_used += 1;
         Ok(RtcpUnprotected {
             len: body_end,
             unannounced_unencrypted: unannounced,

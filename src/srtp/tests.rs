@@ -484,3 +484,138 @@ fn context_is_send() {
     fn assert_send<T: Send + 'static>() {}
     assert_send::<SrtpContext>();
 }
+
+#[test]
+fn failed_packets_never_create_or_evict_streams() {
+    let opts = ContextOptions {
+        max_streams: 1,
+        ..ContextOptions::default()
+    };
+    let (mut tx, mut rx) = pair(CryptoSuite::AesCm128HmacSha1_80, &opts);
+    let p1 = protect(&mut tx, &rtp(500, 1, 20));
+    unprotect(&mut rx, &p1).unwrap();
+    // Forged packets from another SSRC fail authentication...
+    for seq in 0..50u16 {
+        let mut forged = rtp(seq, 2, 30);
+        forged.resize(42, 0xee);
+        assert_eq!(unprotect(&mut rx, &forged), Err(SrtpError::AuthFailed));
+    }
+    // ...and did not evict SSRC 1: its replay state is intact.
+    assert_eq!(unprotect(&mut rx, &p1), Err(SrtpError::Replayed));
+}
+
+#[test]
+fn least_recently_used_stream_is_evicted() {
+    let opts = ContextOptions {
+        max_streams: 2,
+        ..ContextOptions::default()
+    };
+    let (mut tx, mut rx) = pair(CryptoSuite::AeadAes128Gcm, &opts);
+    let a = protect(&mut tx, &rtp(1, 0xa, 10));
+    let b = protect(&mut tx, &rtp(1, 0xb, 10));
+    let c = protect(&mut tx, &rtp(1, 0xc, 10));
+    unprotect(&mut rx, &a).unwrap();
+    unprotect(&mut rx, &b).unwrap();
+    unprotect(&mut rx, &c).unwrap(); // evicts 0xa, the least recently used
+    assert_eq!(unprotect(&mut rx, &b), Err(SrtpError::Replayed));
+    assert_eq!(unprotect(&mut rx, &c), Err(SrtpError::Replayed));
+    // 0xa starts over as a new stream (its replay memory is gone: the documented cost).
+    assert!(unprotect(&mut rx, &a).is_ok());
+}
+
+fn key_params(suite: CryptoSuite, fill: u8, mki: Option<Mki>, lifetime: Option<u64>) -> KeyParams {
+    KeyParams {
+        master_key: key(suite, fill),
+        lifetime,
+        mki,
+    }
+}
+
+#[test]
+fn several_keys_selected_by_mki_and_used_in_order() {
+    let suite = CryptoSuite::AesCm128HmacSha1_80;
+    let keys = [
+        key_params(suite, 1, Mki::new(1, 1), Some(2)),
+        key_params(suite, 2, Mki::new(2, 1), None),
+    ];
+    let opts = ContextOptions::default();
+    let mut tx = SrtpContext::with_keys(&keys, &opts).unwrap();
+    let mut rx = SrtpContext::with_keys(&keys, &opts).unwrap();
+    // Key 1 has a lifetime of 2 packets; the third packet goes out under key 2.
+    let packets: Vec<_> = (0..4u16)
+        .map(|s| protect(&mut tx, &rtp(s, 3, 20)))
+        .collect();
+    let mki_at = 32;
+    assert_eq!(
+        [
+            packets[0][mki_at],
+            packets[1][mki_at],
+            packets[2][mki_at],
+            packets[3][mki_at]
+        ],
+        [1, 1, 2, 2]
+    );
+    // The receiver picks each packet's key by its MKI, in any order.
+    for i in [3usize, 0, 2, 1] {
+        assert_eq!(
+            unprotect(&mut rx, &packets[i]).unwrap(),
+            rtp(i as u16, 3, 20)
+        );
+    }
+    // A single-key receiver holding only key 2 knows nothing of MKI 1.
+    let mut only2 = SrtpContext::with_keys(&keys[1..], &opts).unwrap();
+    assert_eq!(
+        unprotect(&mut only2, &packets[0]),
+        Err(SrtpError::UnknownMki)
+    );
+    assert_eq!(unprotect(&mut only2, &packets[2]).unwrap(), rtp(2, 3, 20));
+    // RTCP follows its own budget (also 2 under key 1) and MKI.
+    let c: Vec<_> = (0..3).map(|_| protect_rtcp(&mut tx, &rtcp(3))).collect();
+    assert_eq!(c[2][28 + 4], 2);
+    for p in &c {
+        assert_eq!(unprotect_rtcp(&mut rx, p).unwrap().0, rtcp(3));
+    }
+}
+
+#[test]
+fn several_keys_validated() {
+    let s = CryptoSuite::AesCm128HmacSha1_80;
+    let opts = ContextOptions::default();
+    let bad: [&[KeyParams]; 4] = [
+        &[],
+        &[key_params(s, 1, None, None), key_params(s, 2, None, None)],
+        &[
+            key_params(s, 1, Mki::new(1, 1), None),
+            key_params(s, 2, Mki::new(1, 1), None),
+        ],
+        &[
+            key_params(s, 1, Mki::new(1, 1), None),
+            key_params(s, 2, Mki::new(2, 2), None),
+        ],
+    ];
+    for keys in bad {
+        assert_eq!(
+            SrtpContext::with_keys(keys, &opts).unwrap_err(),
+            SrtpError::InvalidOptions
+        );
+    }
+    let mixed = [
+        key_params(s, 1, Mki::new(1, 1), None),
+        key_params(CryptoSuite::AesCm128HmacSha1_32, 2, Mki::new(2, 1), None),
+    ];
+    assert_eq!(
+        SrtpContext::with_keys(&mixed, &opts).unwrap_err(),
+        SrtpError::InvalidOptions
+    );
+    // All keys exhausted: KeyExpired.
+    let keys = [
+        key_params(s, 1, Mki::new(1, 1), Some(1)),
+        key_params(s, 2, Mki::new(2, 1), Some(1)),
+    ];
+    let mut tx = SrtpContext::with_keys(&keys, &opts).unwrap();
+    protect(&mut tx, &rtp(1, 1, 10));
+    protect(&mut tx, &rtp(2, 1, 10));
+    let mut buf = rtp(3, 1, 10);
+    buf.resize(60, 0);
+    assert_eq!(tx.protect_rtp(&mut buf, 22), Err(SrtpError::KeyExpired));
+}
