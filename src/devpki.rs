@@ -278,6 +278,9 @@ address = "127.0.0.1:5060"
 transport = "udp"
 listen = "127.0.0.1:5080"
 
+[sip]
+domain = "{name}"
+
 [media]
 phone_bind = "127.0.0.1"
 phone_advertise = "127.0.0.1"
