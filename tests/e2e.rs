@@ -4,6 +4,7 @@ mod support;
 
 mod e2e {
     mod config_cli;
+    mod identity_listener;
     mod register;
     mod tls_listener;
 }

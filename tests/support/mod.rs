@@ -8,3 +8,4 @@ pub mod pbx;
 pub mod phone;
 pub mod pki;
 pub mod tls_client;
+pub mod vendor_edge;
