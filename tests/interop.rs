@@ -10,6 +10,7 @@ mod interop {
     mod baresip;
     mod baresip_register;
     mod openssl_tls;
+    mod openssl_verdicts;
     pub mod peer;
     mod sipp;
 }
