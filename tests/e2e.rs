@@ -5,6 +5,7 @@ mod support;
 mod e2e {
     mod call;
     mod config_cli;
+    mod identity_listener;
     mod pbx_tcp;
     mod register;
     mod tls_listener;

@@ -9,3 +9,4 @@ pub mod pbx_tcp;
 pub mod phone;
 pub mod pki;
 pub mod tls_client;
+pub mod vendor_edge;

@@ -1,0 +1,266 @@
+//! Device identity on the RUNNING edge: the rcgen vendor PKI (tests/support/pki.rs) presented by
+//! a tokio-rustls phone to the in-process TLS listener over loopback. Accepted certificates
+//! complete the handshake and get their keep-alive answered; refused ones are dropped, and
+//! /metrics counts each refusal under its own `reason`. Hot reload: a MAC added to the deny-list
+//! closes its live connection; a broken inventory keeps the old state.
+
+use crate::support::edge::RunningEdge;
+use crate::support::http;
+use crate::support::pki::{self, Pki};
+use crate::support::vendor_edge::{self, probe, probe_chain, replace_file};
+use rcgen::date_time_ymd;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const INVENTORY: &str = r#"
+[[devices]]
+mac = "00:04:13:a1:b2:c3"
+users = ["101"]
+[[devices]]
+mac = "80:5e:c0:a1:b2:c3"
+users = ["102"]
+[[devices]]
+mac = "0004F2A1B2C3"
+users = ["103"]
+[[devices]]
+mac = "001bd4a1b2c3"
+users = ["104"]
+[[devices]]
+mac = "000413A1B2D4"
+users = ["105"]
+[[devices]]
+mac = "000413ffff01"
+users = ["107"]
+"#;
+
+/// `pbx_edge_tls_handshake_failures_total{reason=..,vendor=..}`.
+fn failures(reason: &str, vendor: &str) -> String {
+    format!("pbx_edge_tls_handshake_failures_total{{reason=\"{reason}\",vendor=\"{vendor}\"}}")
+}
+
+/// Polls /metrics until `name` reaches `at_least` (bounded: `limit`); returns the last body.
+async fn metrics_when(admin: SocketAddr, name: &str, at_least: f64, limit: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let body = http::get(admin, "/metrics").await.1;
+        if http::metric(&body, name) >= at_least || tokio::time::Instant::now() >= deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verdict_on_the_running_listener_has_its_reason_label() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let revoked = pki.snom("000413FFFF01");
+    let (legacy_ca, legacy_chain, legacy_key) = pki::legacy_fixture();
+    let config = vendor_edge::config(&pki, dir.path(), INVENTORY, |c| {
+        let snom = c.vendors.get_mut("snom").unwrap();
+        // The CRL is issued by the "Snom Phone 1 SHA-256" intermediate: the bundle knows it.
+        snom.ca.push(pki::write(
+            dir.path(),
+            "snom-phone.pem",
+            &pki.snom_phone.pem,
+        ));
+        snom.crl = vec![pki::write(
+            dir.path(),
+            "snom.crl",
+            pki.snom_phone.crl(std::slice::from_ref(&revoked.serial)),
+        )];
+        // Imitation of Snom's SHA-1 / RSA-1024 root; legacy_crypto stays off (the default).
+        snom.ca
+            .push(pki::write(dir.path(), "legacy-ca.pem", &legacy_ca));
+    });
+    let e = vendor_edge::start(config).await;
+    let addr = e.tls_addr;
+
+    // Accepted: one device of every vendor format, each keep-alive answered.
+    let accepted = [
+        ("snom", pki.snom(pki::SNOM_MAC)),
+        ("yealink", pki.yealink(pki::YEALINK_MAC)),
+        ("polycom", pki.polycom(pki::POLYCOM_MAC)),
+        ("cisco", pki.cisco("001bd4a1b2c3")),
+    ];
+    let mut open = Vec::new();
+    for (vendor, device) in &accepted {
+        let mut conn = probe(&pki, addr, device)
+            .await
+            .unwrap_or_else(|e| panic!("{vendor} accepted: {e}"));
+        assert!(conn.ping().await, "{vendor}: a second keep-alive answered");
+        open.push(conn);
+    }
+
+    // Refused: each for its own reason, counted once under it.
+    let refused = [
+        (
+            "expired",
+            "snom",
+            pki.snom_with(pki::SNOM_MAC, |p| {
+                p.not_before = date_time_ymd(2001, 1, 1);
+                p.not_after = date_time_ymd(2002, 1, 1);
+            }),
+        ),
+        (
+            "not_yet_valid",
+            "snom",
+            pki.snom_with(pki::SNOM_MAC, |p| {
+                p.not_before = date_time_ymd(2090, 1, 1);
+                p.not_after = date_time_ymd(2091, 1, 1);
+            }),
+        ),
+        (
+            "issuer_unknown",
+            "unknown",
+            pki.wrong_root
+                .device(&[(rcgen::DnType::CommonName, pki::SNOM_MAC)], |_| {}, &[]),
+        ),
+        ("revoked", "snom", revoked),
+        ("no_mac", "polycom", pki.polycom("Polycom VVX 450")),
+        ("shared_cert_refused", "snom", pki.snom_shared()),
+        ("mac_not_in_inventory", "snom", pki.snom("000413000001")),
+    ];
+    for (reason, vendor, device) in &refused {
+        let verdict = probe(&pki, addr, device).await;
+        assert!(verdict.is_err(), "{reason}: must be refused");
+        let body = metrics_when(
+            e.admin_addr,
+            &failures(reason, vendor),
+            1.0,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            http::metric(&body, &failures(reason, vendor)),
+            1.0,
+            "{reason}/{vendor}: {body}"
+        );
+    }
+    // The SHA-1-signed device under the RSA-1024 root (the legacy fixture).
+    let verdict = probe_chain(&pki, addr, legacy_chain, legacy_key).await;
+    assert!(verdict.is_err(), "legacy crypto refused by default");
+    let label = failures("legacy_crypto_refused", "snom");
+    let body = metrics_when(e.admin_addr, &label, 1.0, Duration::from_secs(5)).await;
+    assert_eq!(http::metric(&body, &label), 1.0, "{body}");
+
+    // Nothing else was counted as a failure, and only the four accepted handshakes succeeded.
+    let total_failures: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("pbx_edge_tls_handshake_failures_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(total_failures, 8.0, "{body}");
+    assert_eq!(
+        http::metric(&body, "pbx_edge_tls_handshakes_total"),
+        4.0,
+        "{body}"
+    );
+    assert_eq!(
+        http::metric(&body, "pbx_edge_tls_connections_active"),
+        4.0,
+        "{body}"
+    );
+    // The refusals did not disturb the accepted phones.
+    for conn in &mut open {
+        assert!(conn.ping().await);
+    }
+    drop(open);
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_device_is_accepted_when_its_vendor_allows_legacy_crypto() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (legacy_ca, chain, key) = pki::legacy_fixture();
+    let config = vendor_edge::config(&pki, dir.path(), INVENTORY, |c| {
+        let snom = c.vendors.get_mut("snom").unwrap();
+        snom.ca
+            .push(pki::write(dir.path(), "legacy-ca.pem", &legacy_ca));
+        snom.legacy_crypto = true;
+    });
+    let e = vendor_edge::start(config).await;
+    let mut conn = probe_chain(&pki, e.tls_addr, chain, key)
+        .await
+        .expect("SHA-1 / RSA-1024 chain accepted under legacy_crypto");
+    assert!(conn.ping().await);
+    let body = http::get(e.admin_addr, "/metrics").await.1;
+    assert_eq!(
+        http::metric(&body, "pbx_edge_tls_handshakes_total"),
+        1.0,
+        "{body}"
+    );
+    drop(conn);
+    e.stop().await.expect("clean shutdown");
+}
+
+/// How long the edge may take to apply a file change (it polls every second).
+const RELOAD_BOUND: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_list_reload_closes_the_live_connection_and_a_broken_inventory_keeps_the_old_state() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let deny = pki::write(dir.path(), "deny.txt", "# stolen phones\n");
+    let deny_path = deny.clone();
+    let config = vendor_edge::config(&pki, dir.path(), INVENTORY, |c| {
+        c.tls.mac_deny_list = Some(deny_path);
+    });
+    let inventory = config.inventory.file.clone().unwrap();
+    let e: RunningEdge = vendor_edge::start(config).await;
+    let ok = "pbx_edge_identity_reloads_total{result=\"ok\"}";
+    let failed = "pbx_edge_identity_reloads_total{result=\"failed\"}";
+
+    let snom = pki.snom(pki::SNOM_MAC);
+    let yealink = pki.yealink(pki::YEALINK_MAC);
+    let mut snom_conn = probe(&pki, e.tls_addr, &snom).await.expect("snom accepted");
+    let mut yealink_conn = probe(&pki, e.tls_addr, &yealink)
+        .await
+        .expect("yealink accepted");
+    let body = http::get(e.admin_addr, "/metrics").await.1;
+    assert_eq!(http::metric(&body, ok), 0.0, "{body}");
+
+    // The Snom's MAC goes on the deny-list (another spelling than its certificate's).
+    replace_file(&deny, "# stolen phones\n00-04-13-A1-B2-C3\n");
+    assert!(
+        snom_conn.closed_within(RELOAD_BOUND).await,
+        "the edge closes the denied phone's connection"
+    );
+    let body = metrics_when(e.admin_addr, ok, 1.0, RELOAD_BOUND).await;
+    assert_eq!(http::metric(&body, ok), 1.0, "{body}");
+    assert!(yealink_conn.ping().await, "other phones stay connected");
+    assert!(
+        probe(&pki, e.tls_addr, &snom).await.is_err(),
+        "the denied phone cannot come back"
+    );
+    let body = metrics_when(
+        e.admin_addr,
+        &failures("revoked", "snom"),
+        1.0,
+        RELOAD_BOUND,
+    )
+    .await;
+    assert_eq!(
+        http::metric(&body, &failures("revoked", "snom")),
+        1.0,
+        "{body}"
+    );
+
+    // A broken inventory: the reload fails, the previous state stays in force.
+    replace_file(&inventory, "[[devices]\nmac = this is not TOML\n");
+    let body = metrics_when(e.admin_addr, failed, 1.0, RELOAD_BOUND).await;
+    assert_eq!(http::metric(&body, failed), 1.0, "{body}");
+    assert_eq!(http::metric(&body, ok), 1.0, "{body}");
+    assert!(yealink_conn.ping().await, "existing phones stay connected");
+    let mut again = probe(&pki, e.tls_addr, &yealink)
+        .await
+        .expect("new phones of the old inventory are still accepted");
+    assert!(again.ping().await);
+    assert!(
+        probe(&pki, e.tls_addr, &snom).await.is_err(),
+        "the old deny-list stays in force"
+    );
+    drop((again, yealink_conn));
+    e.stop().await.expect("clean shutdown");
+}
