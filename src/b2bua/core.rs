@@ -1568,6 +1568,9 @@ impl SipCore {
                 }
             }
         }
+        if leg == Leg::Phone && method != Method::Invite {
+            self.hide_phone_contacts(&mut resp, flow);
+        }
         resp.remove_header("Record-Route");
         restore_vias(&mut resp, &vias);
         let final_response = status >= 200;
@@ -1738,6 +1741,38 @@ impl SipCore {
             self.publish();
         }
         Ok(())
+    }
+
+    /// A phone's response to a PBX request: its own Contacts (a dialog's remote target, e.g. a
+    /// 200 to SUBSCRIBE) become edge Contacts carrying a flow token, so the PBX never sees the
+    /// phone's address and in-dialog requests come back through its flow.
+    fn hide_phone_contacts(&mut self, resp: &mut SipMessage, flow: FlowId) {
+        let Ok(ContactList::Addrs(addrs)) = resp.contacts() else {
+            return;
+        };
+        if addrs.is_empty() {
+            return;
+        }
+        let aor = resp.to_user().ok().flatten().unwrap_or_default();
+        let identity = self
+            .flows
+            .get(flow)
+            .map(|f| f.identity.to_string())
+            .unwrap_or_default();
+        let mapped: Vec<NameAddr> = addrs
+            .into_iter()
+            .map(|a| {
+                let binding = self
+                    .registrar
+                    .binding_for(flow, &a.uri, &aor, &identity, true);
+                NameAddr {
+                    display_name: a.display_name,
+                    uri: self.edge_contact(flow, binding),
+                    params: a.params,
+                }
+            })
+            .collect();
+        resp.set_contacts(&mapped);
     }
 
     /// A response to a relayed REGISTER from the PBX: bindings and Contacts.

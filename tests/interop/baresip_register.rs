@@ -199,7 +199,6 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
 /// The phone leg's Contact must not reach the PBX (DESIGN.md: "each leg has its own Via,
 /// Contact, ..."): in a response relayed from the phone, the edge should put its own Contact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: responses from the phone to PBX requests (OPTIONS 200) reach the PBX with the phone's own Contact (sip:101-0x...@127.0.0.1:<phone port>;transport=tls); src/b2bua/core.rs phone_response_to_pbx only restores the Vias"]
 async fn the_pbx_never_sees_the_phones_own_contact() {
     let (pki, e, pbx) = edge_with_pbx().await;
     let (b, ctrl, register) = register_101(&pki, &e, pbx).await;
