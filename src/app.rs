@@ -278,6 +278,10 @@ impl Edge {
                     phone_advertised: self.config.media.phone_advertise,
                     pbx_local: self.config.media.pbx_bind,
                 },
+                accept_unannounced_unencrypted_srtcp: self
+                    .config
+                    .media
+                    .accept_unannounced_unencrypted_srtcp,
                 srtp: SrtpPolicy {
                     mode: match self.config.media.srtp {
                         crate::config::SrtpPolicy::Mandatory => SrtpMode::Mandatory,
@@ -466,7 +470,8 @@ async fn reload_loop(
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Twice a second: a revoked device is disconnected within a second (DESIGN.md).
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = fingerprint(&config, &options);
     loop {

@@ -30,6 +30,8 @@ struct Applied {
 #[derive(Debug, Default)]
 pub struct CallMedia {
     streams: HashMap<usize, (StreamHandle, Applied)>,
+    /// `media.accept_unannounced_unencrypted_srtcp` (the Cisco SPA quirk) for phone → edge.
+    accept_unannounced_srtcp: bool,
 }
 
 fn pair(p: &crate::media::LocalPorts) -> PortPair {
@@ -55,14 +57,16 @@ fn peer_spec(p: &Peer) -> PeerSpec {
     }
 }
 
-fn srtp(line: &CryptoAttribute) -> Option<(TransformSpec, Vec<u8>)> {
+fn srtp(line: &CryptoAttribute, quirk: bool) -> Option<(TransformSpec, Vec<u8>)> {
     let key = line.keys.first()?;
+    let mut options = ContextOptions::from_sdes(key, &line.session_params);
+    options.danger_accept_unannounced_unencrypted_srtcp = quirk;
     let mut fingerprint = key.master_key.key().to_vec();
     fingerprint.extend_from_slice(key.master_key.salt());
     Some((
         TransformSpec::Srtp(SrtpParams {
             master_key: key.master_key.clone(),
-            options: ContextOptions::from_sdes(key, &line.session_params),
+            options,
         }),
         fingerprint,
     ))
@@ -76,8 +80,11 @@ fn on_hold(p: Option<&Peer>) -> bool {
 }
 
 impl CallMedia {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(accept_unannounced_srtcp: bool) -> Self {
+        Self {
+            streams: HashMap::new(),
+            accept_unannounced_srtcp,
+        }
     }
 
     /// Ports for an offer: existing streams are reused for their m-lines, new ones leased.
@@ -155,7 +162,11 @@ impl CallMedia {
                     }
                 }
                 Security::Srtp(keys) => {
-                    if let Some((spec, fp)) = keys.phone.as_ref().and_then(srtp) {
+                    if let Some((spec, fp)) = keys
+                        .phone
+                        .as_ref()
+                        .and_then(|l| srtp(l, self.accept_unannounced_srtcp))
+                    {
                         let renew = keys.phone_context == ContextChange::New;
                         if applied.phone_key.as_ref() != Some(&fp)
                             || (renew && applied.phone_key.is_none())
@@ -164,7 +175,7 @@ impl CallMedia {
                             applied.phone_key = Some(fp);
                         }
                     }
-                    if let Some((spec, fp)) = keys.edge.as_ref().and_then(srtp) {
+                    if let Some((spec, fp)) = keys.edge.as_ref().and_then(|l| srtp(l, false)) {
                         if applied.edge_key.as_ref() != Some(&fp) {
                             b2p = Some(spec);
                             applied.edge_key = Some(fp);

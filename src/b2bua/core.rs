@@ -56,6 +56,8 @@ pub struct CoreSettings {
     pub sdp: EdgeAddresses,
     /// The phones' SRTP policy.
     pub srtp: SrtpPolicy,
+    /// `media.accept_unannounced_unencrypted_srtcp`.
+    pub accept_unannounced_unencrypted_srtcp: bool,
 }
 
 /// A registration as shown on the admin API.
@@ -784,7 +786,7 @@ impl SipCore {
                 pbx_origin: LegOrigin::new(self.session_id(), 1),
                 plan: None,
                 offer: None,
-                media: CallMedia::new(),
+                media: CallMedia::new(self.settings.accept_unannounced_unencrypted_srtcp),
                 pbx_contact: None,
                 phone_contact: contact,
                 caller_from: m.message.header("From").unwrap_or_default().to_owned(),
@@ -1010,7 +1012,7 @@ impl SipCore {
                 pbx_origin: LegOrigin::new(self.session_id(), 1),
                 plan: None,
                 offer: None,
-                media: CallMedia::new(),
+                media: CallMedia::new(self.settings.accept_unannounced_unencrypted_srtcp),
                 pbx_contact: pbx_contact.clone(),
                 phone_contact: None,
                 caller_from: m.header("From").unwrap_or_default().to_owned(),

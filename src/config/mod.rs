@@ -193,6 +193,10 @@ pub struct MediaConfig {
     pub srtp: SrtpPolicy,
     /// A stream that receives nothing for this long (while not on hold) ends the call.
     pub timeout_secs: u64,
+    /// Accept SRTCP sent unencrypted (E-flag 0, tag verified) although the phone did not
+    /// announce UNENCRYPTED_SRTCP (some Cisco SPA firmware). A relaxation: logged and counted
+    /// in `pbx_edge_media_srtcp_unannounced_unencrypted_total`.
+    pub accept_unannounced_unencrypted_srtcp: bool,
 }
 
 impl Default for MediaConfig {
@@ -205,6 +209,7 @@ impl Default for MediaConfig {
             port_max: 39999,
             srtp: SrtpPolicy::Mandatory,
             timeout_secs: 60,
+            accept_unannounced_unencrypted_srtcp: false,
         }
     }
 }

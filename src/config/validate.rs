@@ -295,6 +295,14 @@ fn check_media(config: &Config, r: &mut ValidationReport) {
             "is written into the PBX's SDP: it must be a concrete address, not 0.0.0.0 / ::",
         );
     }
+    if m.accept_unannounced_unencrypted_srtcp {
+        r.warnings.push(
+            "media.accept_unannounced_unencrypted_srtcp = true: SRTCP without encryption is \
+             accepted from phones that did not announce UNENCRYPTED_SRTCP (authentication is \
+             still checked)"
+                .into(),
+        );
+    }
     if m.srtp == super::SrtpPolicy::Optional {
         r.warnings
             .push("media.srtp = \"optional\": phones may send plain RTP (best-effort SRTP)".into());

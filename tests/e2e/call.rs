@@ -510,3 +510,99 @@ async fn phone_cancels_a_ringing_call_and_a_plain_offer_is_refused() {
     );
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_resume_by_re_invite_keep_the_srtp_context() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let invite = phone_invite(phone_sock.local_addr().unwrap().port());
+    ph.send(&invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.unwrap();
+    let edge_pbx_side = media_addr(inv.body());
+    let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
+    let answer = |req: &SipMessage, sdp: &str| {
+        pbx::response(
+            req,
+            200,
+            "OK",
+            "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
+        )
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+        )
+    };
+    pbx.send(from, &answer(&inv, &sdp)).await;
+    let ok = ph.recv().await.unwrap();
+    assert_eq!(ok.status(), Some(200));
+    let edge_line = crypto_line(ok.body());
+    let edge_phone_side = media_addr(ok.body());
+    let to = ok.header("To").unwrap().to_owned();
+    let ack = |cseq: u32, branch: &str| {
+        format!("ACK sip:sbc.test:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch={branch}\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {to}\r\nCall-ID: call-out-1\r\nCSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port())
+    };
+    ph.send(&ack(1, "z9hG4bK-ack1")).await;
+    pbx.recv().await.expect("ACK");
+
+    let phone_line =
+        CryptoAttribute::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}")).unwrap();
+    let mut phone_tx = context(&phone_line);
+    let mut phone_rx = context(&edge_line);
+    media_both_ways(
+        &phone_sock,
+        &pbx_sock,
+        edge_phone_side,
+        edge_pbx_side,
+        &mut phone_tx,
+        &mut phone_rx,
+    )
+    .await;
+
+    // Hold: re-INVITE with a=sendonly and the same crypto line.
+    let reinvite = |cseq: u32, branch: &str, dir: &str| {
+        let body = format!("v=0\r\no=snom 1 {cseq} IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}\r\na=rtpmap:0 PCMU/8000\r\na={dir}\r\n", phone_sock.local_addr().unwrap().port());
+        format!("INVITE sip:sbc.test:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch={branch}\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {to}\r\nCall-ID: call-out-1\r\nCSeq: {cseq} INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", e.tls_addr.port(), body.len())
+    };
+    for (cseq, dir, pbx_dir) in [(2u32, "sendonly", "recvonly"), (3, "sendrecv", "sendrecv")] {
+        ph.send(&reinvite(cseq, &format!("z9hG4bK-re{cseq}"), dir))
+            .await;
+        assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+        let (re, from) = pbx.recv().await.expect("PBX gets the re-INVITE");
+        assert_eq!(
+            re.request_uri().unwrap().to_string(),
+            "sip:200@127.0.0.1:5060",
+            "in-dialog target restored"
+        );
+        let body = std::str::from_utf8(re.body()).unwrap().to_owned();
+        assert!(body.contains(&format!("a={dir}")), "{body}");
+        assert_eq!(media_addr(re.body()), edge_pbx_side, "same relay ports");
+        let answer_sdp = sdp.replace("a=sendrecv", &format!("a={pbx_dir}"));
+        pbx.send(from, &answer(&re, &answer_sdp)).await;
+        let ok = ph.recv().await.unwrap();
+        assert_eq!(ok.status(), Some(200));
+        assert_eq!(
+            crypto_line(ok.body()).keys[0].master_key,
+            edge_line.keys[0].master_key,
+            "the edge keeps its key (RFC 4568 §7.1.4)"
+        );
+        ph.send(&ack(cseq, &format!("z9hG4bK-reack{cseq}"))).await;
+        pbx.recv().await.expect("ACK");
+    }
+    // Same key on both sides: the contexts (ROC, replay windows) continue; sequence numbers
+    // carry on from where they were.
+    for seq in 21..=25u16 {
+        let plain = rtp(seq, 0x1111);
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 32, 0);
+        let n = phone_tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        phone_sock
+            .send_to(&buf[..n], edge_phone_side)
+            .await
+            .unwrap();
+        assert_eq!(recv(&pbx_sock).await.expect("relayed after resume"), plain);
+    }
+    e.stop().await.expect("clean shutdown");
+}

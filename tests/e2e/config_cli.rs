@@ -296,3 +296,42 @@ fn dev_pki_writes_the_files_peers_expect() {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
 }
+
+#[test]
+fn inspect_cert_explains_accepted_and_refused_devices() {
+    let pki = edge::dev_pki();
+    let cfg = pki.pki.config.to_str().unwrap().to_owned();
+    let ok = run(&[
+        "inspect-cert",
+        pki.pki.snom_device.to_str().unwrap(),
+        "--config",
+        &cfg,
+    ]);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        text.to_ascii_lowercase().contains("00:04:13:a1:b2:c3"),
+        "the MAC is shown: {text}"
+    );
+    // A device of another development PKI: its CA is not configured here.
+    let other = edge::dev_pki();
+    let refused = run(&[
+        "inspect-cert",
+        other.pki.snom_device.to_str().unwrap(),
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let missing = run(&["inspect-cert", "/nonexistent/device.pem", "--config", &cfg]);
+    assert_eq!(missing.status.code(), Some(2));
+}
