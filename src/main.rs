@@ -137,9 +137,10 @@ fn run(args: &ConfigArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let shutdown = app::shutdown_signal();
         let options = resolved.edge_options();
         let edge = app::Edge::bind(resolved.config, options).await?;
-        edge.run(app::shutdown_signal()).await
+        edge.run(shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -441,7 +441,8 @@ impl SipCore {
         let port_matches = |p: u16| uri.port.is_none_or(|u| u == p);
         match host.parse::<std::net::IpAddr>() {
             Ok(ip) => {
-                (ip == self.settings.tls_local.ip() && port_matches(self.settings.tls_local.port()))
+                ((ip == self.settings.tls_local.ip() || ip == self.settings.sdp.phone_advertised)
+                    && port_matches(self.settings.tls_local.port()))
                     || (ip == self.settings.pbx_local.ip()
                         && port_matches(self.settings.pbx_local.port()))
             }
@@ -483,10 +484,12 @@ impl SipCore {
     fn phone_side_contact(&self) -> NameAddr {
         let mut params = Params::default();
         params.set("transport", Some("tls"));
+        // An address, not `sip.domain`: phones that cannot resolve the edge's name must
+        // still reach it with in-dialog requests (ACK, BYE).
         NameAddr::from_uri(SipUri {
             scheme: UriScheme::Sip,
             user_info: None,
-            host: self.settings.domain.clone(),
+            host: host_of(self.settings.sdp.phone_advertised),
             port: Some(self.settings.tls_local.port()),
             params,
             headers: None,
@@ -678,6 +681,17 @@ impl SipCore {
                         let _ = req.set_request_uri(&target);
                     }
                 }
+            }
+        }
+        // A Request-URI naming the edge (`sip:200@sbc.test;transport=tls`) names the PBX on
+        // the PBX leg: same user, the PBX's address, no phone-side transport.
+        if let Ok(mut ruri) = req.request_uri() {
+            if self.names_edge(&ruri) {
+                let pbx = self.pbx.pbx_addr();
+                ruri.host = host_of(pbx.ip());
+                ruri.port = Some(pbx.port());
+                ruri.params.remove("transport");
+                let _ = req.set_request_uri(&ruri);
             }
         }
         let identity = m.identity.to_string();

@@ -212,7 +212,9 @@ async fn phone_calls_the_pbx_with_srtp_and_hangs_up() {
     assert_eq!(edge_line.suite, CryptoSuite::AesCm128HmacSha1_80);
     let edge_phone_side = media_addr(ok.body());
     assert!(
-        ok.header("Contact").unwrap().contains("sbc.test"),
+        ok.header("Contact")
+            .unwrap()
+            .contains(&e.tls_addr.to_string()),
         "the phone's remote target is the edge"
     );
 
