@@ -7,6 +7,14 @@
 mod support;
 
 mod interop {
+    mod baresip;
+    mod baresip_call;
+    mod capture;
+    mod dns;
+    mod net;
     mod openssl_tls;
     pub mod peer;
+    mod process;
+    mod sipp;
+    mod tone;
 }
