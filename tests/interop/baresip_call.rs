@@ -116,6 +116,100 @@ fn dump_on_failure(what: &str, b: &Baresip, s: &Sipp) -> String {
     format!("{what}\n{}\n{}", b.process.output(), s.report())
 }
 
+/// Test 3, on a capture of the edge's media range: the phone leg (baresip's `rtp_ports`)
+/// carries SRTP of `suite` — every PCMU packet is RTP + 160 bytes + the suite's tag, and no
+/// payload is the plain audio — while the PBX leg (sipp's media port) carries plain 160-byte
+/// PCMU that decodes as the 440 Hz tone, echoed unchanged by sipp.
+fn check_capture(packets: &[Datagram], phone_rtp: (u16, u16), sipp_media: u16, suite: &str) {
+    let in_phone_range = |p: u16| (phone_rtp.0..=phone_rtp.1).contains(&p);
+    let phone_leg: Vec<&Datagram> = packets
+        .iter()
+        .filter(|d| (in_phone_range(d.src_port) || in_phone_range(d.dst_port)) && is_pcmu_rtp(d))
+        .collect();
+    let to_sipp: Vec<&Datagram> = packets
+        .iter()
+        .filter(|d| d.dst_port == sipp_media && is_pcmu_rtp(d))
+        .collect();
+    let from_sipp: Vec<&Datagram> = packets
+        .iter()
+        .filter(|d| d.src_port == sipp_media && is_pcmu_rtp(d))
+        .collect();
+    let min = 150; // 5 s of 20 ms packets is 250 per direction
+    assert!(
+        phone_leg
+            .iter()
+            .filter(|d| in_phone_range(d.src_port))
+            .count()
+            >= min
+            && phone_leg
+                .iter()
+                .filter(|d| in_phone_range(d.dst_port))
+                .count()
+                >= min
+            && to_sipp.len() >= min
+            && from_sipp.len() >= min,
+        "captured: phone leg {} packets, to sipp {}, from sipp {} (of {})",
+        phone_leg.len(),
+        to_sipp.len(),
+        from_sipp.len(),
+        packets.len()
+    );
+
+    // PBX leg: plain PCMU, 20 ms = 160 bytes after the 12-byte header, carrying the tone; SIPp
+    // echoed exactly what it got.
+    assert!(to_sipp
+        .iter()
+        .chain(&from_sipp)
+        .all(|d| d.payload.len() == 12 + 160));
+    let toned = to_sipp
+        .iter()
+        .filter(|d| tone::tone_share(audio(d, 160)) > 0.5)
+        .count();
+    assert!(
+        toned * 10 >= to_sipp.len() * 9,
+        "PBX leg decodes as the 440 Hz tone: {toned} of {}",
+        to_sipp.len()
+    );
+    let sent: std::collections::HashSet<&[u8]> = to_sipp.iter().map(|d| audio(d, 160)).collect();
+    let echoed = from_sipp
+        .iter()
+        .filter(|d| sent.contains(audio(d, 160)))
+        .count();
+    assert!(
+        echoed * 10 >= from_sipp.len() * 9,
+        "SIPp echoed the PBX-leg payloads: {echoed} of {}",
+        from_sipp.len()
+    );
+
+    // Phone leg: SRTP of the negotiated suite: same header, payload + tag, not the tone.
+    let tag = tag_len(suite);
+    let bad_len: Vec<usize> = phone_leg
+        .iter()
+        .map(|d| d.payload.len())
+        .filter(|&l| l != 12 + 160 + tag)
+        .collect();
+    assert!(
+        bad_len.is_empty(),
+        "phone-leg packets are RTP 172 + {tag}-byte {suite} tag: {bad_len:?}"
+    );
+    let plain_on_phone_leg = phone_leg
+        .iter()
+        .filter(|d| sent.contains(audio(d, 160)) || tone::tone_share(audio(d, 160)) > 0.5)
+        .count();
+    assert_eq!(
+        plain_on_phone_leg, 0,
+        "no phone-leg payload is the plain audio (suite {suite})"
+    );
+    eprintln!(
+        "capture: phone leg {} SRTP packets ({suite}, {} bytes each), PBX leg {} → sipp / {} echoed; tone on PBX leg {toned}/{}",
+        phone_leg.len(),
+        12 + 160 + tag,
+        to_sipp.len(),
+        from_sipp.len(),
+        to_sipp.len()
+    );
+}
+
 /// Test 1 (+ the capture of test 3): baresip calls through the edge to the SIPp UAS that echoes
 /// RTP. The call is up ≥ 5 s; the echoed audio reaches baresip through the edge's SRTP side;
 /// the PBX saw RTP/AVP without keys; /api/calls shows the SRTP suite; media counters grow both
@@ -247,94 +341,7 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
     );
 
     // Test 3: what went over the wire.
-    let packets = capture.finish();
-    let in_phone_range = |p: u16| (phone_rtp.0..=phone_rtp.1).contains(&p);
-    let phone_leg: Vec<&Datagram> = packets
-        .iter()
-        .filter(|d| (in_phone_range(d.src_port) || in_phone_range(d.dst_port)) && is_pcmu_rtp(d))
-        .collect();
-    let to_sipp: Vec<&Datagram> = packets
-        .iter()
-        .filter(|d| d.dst_port == sipp_media && is_pcmu_rtp(d))
-        .collect();
-    let from_sipp: Vec<&Datagram> = packets
-        .iter()
-        .filter(|d| d.src_port == sipp_media && is_pcmu_rtp(d))
-        .collect();
-    let min = 150; // 5 s of 20 ms packets is 250 per direction
-    assert!(
-        phone_leg
-            .iter()
-            .filter(|d| in_phone_range(d.src_port))
-            .count()
-            >= min
-            && phone_leg
-                .iter()
-                .filter(|d| in_phone_range(d.dst_port))
-                .count()
-                >= min
-            && to_sipp.len() >= min
-            && from_sipp.len() >= min,
-        "captured: phone leg {} packets, to sipp {}, from sipp {} (of {})",
-        phone_leg.len(),
-        to_sipp.len(),
-        from_sipp.len(),
-        packets.len()
-    );
-
-    // PBX leg: plain PCMU, 20 ms = 160 bytes after the 12-byte header, carrying the tone; SIPp
-    // echoed exactly what it got.
-    assert!(to_sipp
-        .iter()
-        .chain(&from_sipp)
-        .all(|d| d.payload.len() == 12 + 160));
-    let toned = to_sipp
-        .iter()
-        .filter(|d| tone::tone_share(audio(d, 160)) > 0.5)
-        .count();
-    assert!(
-        toned * 10 >= to_sipp.len() * 9,
-        "PBX leg decodes as the 440 Hz tone: {toned} of {}",
-        to_sipp.len()
-    );
-    let sent: std::collections::HashSet<&[u8]> = to_sipp.iter().map(|d| audio(d, 160)).collect();
-    let echoed = from_sipp
-        .iter()
-        .filter(|d| sent.contains(audio(d, 160)))
-        .count();
-    assert!(
-        echoed * 10 >= from_sipp.len() * 9,
-        "SIPp echoed the PBX-leg payloads: {echoed} of {}",
-        from_sipp.len()
-    );
-
-    // Phone leg: SRTP of the negotiated suite: same header, payload + tag, not the tone.
-    let tag = tag_len(&suite);
-    let bad_len: Vec<usize> = phone_leg
-        .iter()
-        .map(|d| d.payload.len())
-        .filter(|&l| l != 12 + 160 + tag)
-        .collect();
-    assert!(
-        bad_len.is_empty(),
-        "phone-leg packets are RTP 172 + {tag}-byte {suite} tag: {bad_len:?}"
-    );
-    let plain_on_phone_leg = phone_leg
-        .iter()
-        .filter(|d| sent.contains(audio(d, 160)) || tone::tone_share(audio(d, 160)) > 0.5)
-        .count();
-    assert_eq!(
-        plain_on_phone_leg, 0,
-        "no phone-leg payload is the plain audio (suite {suite})"
-    );
-    eprintln!(
-        "capture: phone leg {} SRTP packets ({suite}, {} bytes each), PBX leg {} → sipp / {} echoed; tone on PBX leg {toned}/{}",
-        phone_leg.len(),
-        12 + 160 + tag,
-        to_sipp.len(),
-        from_sipp.len(),
-        to_sipp.len()
-    );
+    check_capture(&capture.finish(), phone_rtp, sipp_media, &suite);
     e.stop().await.expect("clean shutdown");
 }
 
@@ -411,6 +418,12 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
     let answered = reg_task.await.expect("registrar task");
     assert!(answered >= 1);
 
+    let capture = Capture::start(
+        run.path(),
+        "tshark-edge-media",
+        &format!("udp portrange {}-{}", edge_media.0, edge_media.1),
+        Duration::from_secs(40),
+    );
     // SIPp takes over the PBX address (the edge accepts the PBX side only from there).
     let mut sipp = Sipp::start(
         run.path(),
@@ -430,10 +443,19 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
             &sipp
         )
     );
+    ctrl.pump(Duration::from_millis(500));
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    let suite =
+        srtp_suite(&calls).unwrap_or_else(|| panic!("no SRTP suite in /api/calls: {calls}"));
     let before = metrics(&e).await;
     ctrl.pump(Duration::from_secs(3));
     let during = metrics(&e).await;
     let callstat = ctrl.command("callstat", None).unwrap_or_default();
+    assert!(
+        callstat.contains("audio RTP/SAVP")
+            && callstat.contains(&format!("crypto='1 {suite} inline:")),
+        "the edge offered SRTP to baresip, which chose {suite}: {callstat}"
+    );
     for dir in ["phone_to_pbx", "pbx_to_phone"] {
         assert!(
             media_packets(&during, dir) > media_packets(&before, dir) + 50.0,
@@ -462,6 +484,13 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
             &sipp
         )
     );
+    assert!(
+        std::fs::read_to_string(&sipp.log)
+            .unwrap_or_default()
+            .contains("PBX-UAC: answer proto=RTP/AVP"),
+        "{}",
+        sipp.report()
+    );
     let idle = wait_idle(&e).await;
     assert_eq!(http::metric(&idle, "pbx_edge_calls_active"), 0.0, "{idle}");
     assert_eq!(
@@ -469,7 +498,12 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
         0.0,
         "{idle}"
     );
+    assert_eq!(
+        http::get(e.admin_addr, "/api/calls").await.1,
+        "{\"calls\":[]}"
+    );
     phone_b.quit(&mut ctrl);
+    check_capture(&capture.finish(), phone_rtp, sipp_media, &suite);
     let stats = phone_b.rtp_stats();
     let packets = baresip::rtp_packets(&stats);
     assert!(

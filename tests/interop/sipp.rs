@@ -18,6 +18,7 @@ pub struct Sipp {
     pub messages: PathBuf,
     pub log: PathBuf,
     pub errors: PathBuf,
+    pub screen: PathBuf,
 }
 
 impl Sipp {
@@ -34,6 +35,7 @@ impl Sipp {
         let messages = dir.join("sipp-messages.log");
         let log = dir.join("sipp-actions.log");
         let errors = dir.join("sipp-errors.log");
+        let screen = dir.join("sipp-screen.log");
         let mut cmd = Command::new("sipp");
         if let Some(r) = remote {
             cmd.arg(r.to_string());
@@ -51,12 +53,16 @@ impl Sipp {
             .arg(&log)
             .arg("-error_file")
             .arg(&errors)
+            .arg("-trace_screen")
+            .arg("-screen_file")
+            .arg(&screen)
             .args(extra);
         Self {
             process: PeerProcess::spawn("sipp", cmd, dir),
             messages,
             log,
             errors,
+            screen,
         }
     }
 
@@ -79,11 +85,17 @@ impl Sipp {
         std::fs::read_to_string(&self.messages).unwrap_or_default()
     }
 
+    /// The final statistics screen (written when sipp exits).
+    pub fn screen(&self) -> String {
+        std::fs::read_to_string(&self.screen).unwrap_or_default()
+    }
+
     pub fn report(&self) -> String {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         format!(
-            "{}\n--- sipp actions\n{}\n--- sipp errors\n{}\n--- sipp messages\n{}",
+            "{}\n--- sipp screen\n{}\n--- sipp actions\n{}\n--- sipp errors\n{}\n--- sipp messages\n{}",
             self.process.output(),
+            self.screen(),
             read(&self.log),
             read(&self.errors),
             self.trace()
