@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Length of the WAV baresip plays (longer than any call here).
+const WAV_SECS: u32 = 30;
+
 /// How long audio flows in each call.
 const TALK: Duration = Duration::from_secs(5);
 
@@ -171,6 +174,19 @@ fn check_capture(packets: &[Datagram], phone_rtp: (u16, u16), sipp_media: u16, s
         to_sipp.len()
     );
     let sent: std::collections::HashSet<&[u8]> = to_sipp.iter().map(|d| audio(d, 160)).collect();
+    // Byte for byte: each PBX-leg payload is a 20 ms frame of the WAV, PCMU-encoded.
+    let wav_frames: std::collections::HashSet<Vec<u8>> = (0..WAV_SECS * 50)
+        .map(|k| tone::tone_pcmu(k * 160, 160))
+        .collect();
+    let exact = to_sipp
+        .iter()
+        .filter(|d| wav_frames.contains(audio(d, 160)))
+        .count();
+    assert_eq!(
+        exact,
+        to_sipp.len(),
+        "every PBX-leg payload is a PCMU frame of the WAV"
+    );
     let echoed = from_sipp
         .iter()
         .filter(|d| sent.contains(audio(d, 160)))
@@ -194,7 +210,11 @@ fn check_capture(packets: &[Datagram], phone_rtp: (u16, u16), sipp_media: u16, s
     );
     let plain_on_phone_leg = phone_leg
         .iter()
-        .filter(|d| sent.contains(audio(d, 160)) || tone::tone_share(audio(d, 160)) > 0.5)
+        .filter(|d| {
+            sent.contains(audio(d, 160))
+                || wav_frames.contains(audio(d, 160))
+                || tone::tone_share(audio(d, 160)) > 0.5
+        })
         .count();
     assert_eq!(
         plain_on_phone_leg, 0,
@@ -248,7 +268,7 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
     );
 
     let wav = run.path().join("tone.wav");
-    tone::write_wav(&wav, 30);
+    tone::write_wav(&wav, WAV_SECS);
     let dns = FakeDns::start("sbc.test");
     let mut phone_b = Baresip::start(
         &phone(&pki, &e, &wav, 0, phone_rtp, &dns),
@@ -272,6 +292,7 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
     let calls = http::get(e.admin_addr, "/api/calls").await.1;
     let suite =
         srtp_suite(&calls).unwrap_or_else(|| panic!("no SRTP suite in /api/calls: {calls}"));
+    assert!(calls.contains("\"established\":true"), "{calls}");
     let before = metrics(&e).await;
     ctrl.pump(TALK.saturating_sub(up_at.elapsed()));
     let during = metrics(&e).await;
@@ -392,7 +413,7 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let reg_task = tokio::spawn(registrar(pbx_sock, stop_rx));
     let wav = run.path().join("tone.wav");
-    tone::write_wav(&wav, 30);
+    tone::write_wav(&wav, WAV_SECS);
     let dns = FakeDns::start("sbc.test");
     let mut phone_b = Baresip::start(
         &phone(&pki, &e, &wav, 60, phone_rtp, &dns),
@@ -447,6 +468,7 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
     let calls = http::get(e.admin_addr, "/api/calls").await.1;
     let suite =
         srtp_suite(&calls).unwrap_or_else(|| panic!("no SRTP suite in /api/calls: {calls}"));
+    assert!(calls.contains("\"established\":true"), "{calls}");
     let before = metrics(&e).await;
     ctrl.pump(Duration::from_secs(3));
     let during = metrics(&e).await;
@@ -511,4 +533,73 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
         "baresip sent and received SIPp's echo for ≥ 4 s: {stats:?}\ncallstat {callstat}"
     );
     e.stop().await.expect("clean shutdown");
+}
+
+/// An RTP packet (v2, PCMU) from `src` to `dst` with `payload` after the header.
+fn datagram(src: u16, dst: u16, seq: u16, payload: &[u8]) -> Datagram {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0; 8]);
+    p.extend_from_slice(payload);
+    Datagram {
+        src_port: src,
+        dst_port: dst,
+        payload: p,
+    }
+}
+
+/// Synthetic captures: (phone leg, PBX leg) datagrams of 200 packets each way per leg.
+fn synthetic(phone_payload: impl Fn(u16) -> Vec<u8>) -> Vec<Datagram> {
+    let mut v = Vec::new();
+    for seq in 0..200u16 {
+        let plain = tone::tone_pcmu(u32::from(seq) * 160, 160);
+        v.push(datagram(44000, 43000, seq, &phone_payload(seq)));
+        v.push(datagram(43000, 44000, seq, &phone_payload(seq)));
+        v.push(datagram(43002, 6000, seq, &plain));
+        v.push(datagram(6000, 43002, seq, &plain));
+    }
+    v
+}
+
+fn noise(seq: u16, len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| ((i + u32::from(seq) * 977).wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
+}
+
+#[test]
+fn capture_check_accepts_srtp_on_the_phone_leg() {
+    check_capture(
+        &synthetic(|seq| noise(seq, 170)),
+        (44000, 44009),
+        6000,
+        "AES_CM_128_HMAC_SHA1_80",
+    );
+}
+
+#[test]
+#[should_panic(expected = "no phone-leg payload is the plain audio")]
+fn capture_check_rejects_plain_audio_on_the_phone_leg() {
+    // Right length (160 + 10), but the first 160 bytes are the plain tone.
+    check_capture(
+        &synthetic(|seq| {
+            let mut p = tone::tone_pcmu(u32::from(seq) * 160, 160);
+            p.extend_from_slice(&[0; 10]);
+            p
+        }),
+        (44000, 44009),
+        6000,
+        "AES_CM_128_HMAC_SHA1_80",
+    );
+}
+
+#[test]
+#[should_panic(expected = "tag")]
+fn capture_check_rejects_a_missing_tag() {
+    check_capture(
+        &synthetic(|seq| noise(seq, 160)),
+        (44000, 44009),
+        6000,
+        "AES_CM_128_HMAC_SHA1_80",
+    );
 }

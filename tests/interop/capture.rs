@@ -31,7 +31,8 @@ impl Capture {
         let mut process = PeerProcess::spawn(name, cmd, dir);
         assert!(
             process.wait_output(Duration::from_secs(15), |o| o.contains("Capturing on")),
-            "tshark did not start capturing\n{}",
+            "tshark did not start capturing on lo (capturing needs root or dumpcap with \
+             cap_net_raw,cap_net_admin)\n{}",
             process.output()
         );
         Self { file, process }

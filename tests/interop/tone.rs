@@ -6,14 +6,15 @@ use std::path::Path;
 pub const RATE: u32 = 8000;
 pub const TONE_HZ: f64 = 440.0;
 
+/// Sample `i` of the tone.
+fn sample(i: u32) -> i16 {
+    let t = f64::from(i) / f64::from(RATE);
+    (12000.0 * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16
+}
+
 /// Writes `secs` seconds of a `TONE_HZ` sine, amplitude 12000, as a PCM WAV file.
 pub fn write_wav(path: &Path, secs: u32) {
-    let samples: Vec<i16> = (0..secs * RATE)
-        .map(|i| {
-            let t = f64::from(i) / f64::from(RATE);
-            (12000.0 * (2.0 * std::f64::consts::PI * TONE_HZ * t).sin()) as i16
-        })
-        .collect();
+    let samples: Vec<i16> = (0..secs * RATE).map(sample).collect();
     let data_len = (samples.len() * 2) as u32;
     let mut out = Vec::with_capacity(44 + data_len as usize);
     out.extend_from_slice(b"RIFF");
@@ -46,6 +47,24 @@ pub fn ulaw_to_linear(u: u8) -> i32 {
     } else {
         magnitude
     }
+}
+
+/// Linear PCM to G.711 µ-law (sign, segment, 4-bit mantissa; bias 0x84, clip 32635).
+pub fn linear_to_ulaw(s: i16) -> u8 {
+    let v = i32::from(s);
+    let sign = if v < 0 { 0x80u8 } else { 0 };
+    let v = v.abs().min(32635) + 0x84;
+    let exp = (0..8).rev().find(|e| v & (0x80 << e) != 0).unwrap_or(0);
+    let mant = (v >> (exp + 3)) & 0x0F;
+    // exp < 8 and mant < 16: both fit the byte's fields.
+    !(sign | ((exp as u8) << 4) | mant as u8)
+}
+
+/// `n` samples of the tone from sample `start`, µ-law encoded (what a PCMU payload carries).
+pub fn tone_pcmu(start: u32, n: u32) -> Vec<u8> {
+    (start..start + n)
+        .map(|i| linear_to_ulaw(sample(i)))
+        .collect()
 }
 
 /// Share of the payload's energy (decoded as PCMU) at `TONE_HZ` (Goertzel), in 0..=1: close to
@@ -82,19 +101,11 @@ fn tone_detector_tells_the_sine_from_noise() {
     write_wav(&wav, 1);
     let bytes = std::fs::read(&wav).unwrap();
     assert_eq!(bytes.len(), 44 + 16000);
-    // µ-law encode 160 samples of the tone with a reference encoder (sign/segment search).
-    let enc = |s: i16| -> u8 {
-        let mut v = i32::from(s);
-        let sign = if v < 0 { 0x80 } else { 0 };
-        v = v.abs().min(32635) + 0x84;
-        let exp = (0..8).rev().find(|e| v & (0x80 << e) != 0).unwrap_or(0);
-        let mant = (v >> (exp + 3)) & 0x0F;
-        !(sign | (exp << 4) as u8 | mant as u8)
-    };
     let pcmu: Vec<u8> = bytes[44..44 + 320]
         .chunks(2)
-        .map(|c| enc(i16::from_le_bytes([c[0], c[1]])))
+        .map(|c| linear_to_ulaw(i16::from_le_bytes([c[0], c[1]])))
         .collect();
+    assert_eq!(pcmu, tone_pcmu(0, 160), "the WAV holds the tone");
     assert!(tone_share(&pcmu) > 0.8, "{}", tone_share(&pcmu));
     let noise: Vec<u8> = (0..160u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
