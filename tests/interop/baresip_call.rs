@@ -220,6 +220,23 @@ fn check_capture(packets: &[Datagram], phone_rtp: (u16, u16), sipp_media: u16, s
         plain_on_phone_leg, 0,
         "no phone-leg payload is the plain audio (suite {suite})"
     );
+    // Same packets on both legs: the plain packet toward SIPp carries the RTP header (SSRC,
+    // sequence number, timestamp) of an SRTP packet baresip sent; the edge relays, it does not
+    // originate a new stream.
+    let from_phone: std::collections::HashSet<&[u8]> = phone_leg
+        .iter()
+        .filter(|d| in_phone_range(d.src_port))
+        .map(|d| &d.payload[..12])
+        .collect();
+    let twins = to_sipp
+        .iter()
+        .filter(|d| from_phone.contains(&d.payload[..12]))
+        .count();
+    assert!(
+        twins * 10 >= to_sipp.len() * 9,
+        "PBX-leg packets have an SRTP twin from baresip: {twins} of {}",
+        to_sipp.len()
+    );
     eprintln!(
         "capture: phone leg {} SRTP packets ({suite}, {} bytes each), PBX leg {} → sipp / {} echoed; tone on PBX leg {toned}/{}",
         phone_leg.len(),
