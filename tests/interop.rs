@@ -1,5 +1,5 @@
-//! Interop tests against software nobody here wrote (openssl, baresip, sipp, and with the media
-//! issues libsrtp, tshark). Built only with `--features interop`; `.ci/run` (via
+//! Interop tests against software nobody here wrote: openssl, baresip, SIPp, libsrtp (through
+//! the srtp/media interop files), tshark. Built only with `--features interop`; `.ci/run` (via
 //! `tests/run-all`) enables it after installing the peers, so a missing peer is a failure
 //! there, never a silent skip.
 #![cfg(feature = "interop")]
@@ -8,10 +8,18 @@ mod support;
 
 mod interop {
     mod baresip;
+    mod baresip_call;
+    mod baresip_driver;
     mod baresip_register;
+    mod capture;
+    mod dns;
+    mod net;
     mod openssl_tls;
     mod openssl_verdicts;
     mod pbx_tcp_sipp;
     pub mod peer;
+    mod process;
     mod sipp;
+    mod sipp_runner;
+    mod tone;
 }
