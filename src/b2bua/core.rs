@@ -759,7 +759,12 @@ impl SipCore {
                 return;
             }
         }
-        if method == Method::Invite {
+        // Offers: INVITE, and UPDATE with a body (RFC 3311) inside a known call.
+        let offer = method == Method::Invite
+            || (method == Method::Update
+                && !m.message.body().is_empty()
+                && self.dialogs.contains_key(&call_id));
+        if offer {
             match self.phone_offer(&m, &mut req, in_dialog).await {
                 Ok(()) => {}
                 Err((status, why)) => {
@@ -988,8 +993,19 @@ impl SipCore {
                 self.reply_pbx(&m, status, Some(&why)).await;
                 return;
             }
-        } else if req.header("Contact").is_some() {
-            req.set_contacts(&[self.phone_side_contact()]);
+        } else {
+            if req.header("Contact").is_some() {
+                req.set_contacts(&[self.phone_side_contact()]);
+            }
+            if method == Method::Update
+                && !m.body().is_empty()
+                && self.dialogs.contains_key(&call_id)
+            {
+                if let Err((status, why)) = self.pbx_offer(&m, &mut req, flow, None).await {
+                    self.reply_pbx(&m, status, Some(&why)).await;
+                    return;
+                }
+            }
         }
         if method == Method::Bye {
             self.end_call(&call_id, false, false, "BYE from the PBX")
@@ -1568,9 +1584,9 @@ impl SipCore {
         if method == Method::Register && leg == Leg::Pbx {
             self.register_response(id, &mut resp, status);
         }
-        if method == Method::Invite {
+        if method == Method::Invite || method == Method::Update {
             match self
-                .invite_response(&call_id, leg, &mut resp, status, flow)
+                .invite_response(&call_id, method, leg, &mut resp, status, flow)
                 .await
             {
                 Ok(()) => {}
@@ -1584,7 +1600,7 @@ impl SipCore {
                 }
             }
         }
-        if leg == Leg::Phone && method != Method::Invite {
+        if leg == Leg::Phone && method != Method::Invite && method != Method::Update {
             self.hide_phone_contacts(&mut resp, flow);
         }
         resp.remove_header("Record-Route");
@@ -1637,6 +1653,7 @@ impl SipCore {
     async fn invite_response(
         &mut self,
         call_id: &str,
+        method: Method,
         leg: Leg,
         resp: &mut SipMessage,
         status: u16,
@@ -1648,7 +1665,8 @@ impl SipCore {
         let Some(d) = self.dialogs.get_mut(call_id) else {
             return Ok(());
         };
-        if (200..300).contains(&status) && leg == Leg::Pbx {
+        let invite = method == Method::Invite;
+        if invite && (200..300).contains(&status) && leg == Leg::Pbx {
             if let Some((seq, cached)) = &d.last_2xx_to_phone {
                 if *seq == cseq {
                     *resp = cached.clone();
@@ -1657,7 +1675,7 @@ impl SipCore {
             }
         }
         if status >= 300 {
-            if !d.established {
+            if invite && !d.established {
                 let call_id = call_id.to_owned();
                 self.metrics
                     .calls_ended
@@ -1665,7 +1683,8 @@ impl SipCore {
                     .inc();
                 self.end_call(&call_id, false, false, "INVITE failed").await;
             } else {
-                // A failed re-INVITE keeps the previous session (RFC 3261 §14.1).
+                // A failed re-INVITE or UPDATE keeps the previous session (RFC 3261 §14.1,
+                // RFC 3311 §5.2).
                 d.offer = None;
             }
             return Ok(());
@@ -1737,7 +1756,7 @@ impl SipCore {
                 }
             }
         }
-        if (200..300).contains(&status) {
+        if invite && (200..300).contains(&status) {
             let Some(d) = self.dialogs.get_mut(call_id) else {
                 return Ok(());
             };

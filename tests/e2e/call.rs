@@ -514,7 +514,7 @@ async fn phone_cancels_a_ringing_call_and_a_plain_offer_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hold_and_resume_by_re_invite_keep_the_srtp_context() {
+async fn hold_resume_and_update_keep_the_srtp_context() {
     let (pki, pbx, e) = setup().await;
     let mut ph = snom(&pki, &e).await;
     let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -593,6 +593,27 @@ async fn hold_and_resume_by_re_invite_keep_the_srtp_context() {
         ph.send(&ack(cseq, &format!("z9hG4bK-reack{cseq}"))).await;
         pbx.recv().await.expect("ACK");
     }
+    // An UPDATE with SDP (RFC 3311) is an offer too: rewritten both ways, no ACK.
+    let update = reinvite(4, "z9hG4bK-upd4", "sendrecv")
+        .replace("INVITE sip:", "UPDATE sip:")
+        .replace("CSeq: 4 INVITE", "CSeq: 4 UPDATE");
+    ph.send(&update).await;
+    let (up, from) = pbx.recv().await.expect("PBX gets the UPDATE");
+    assert_eq!(up.method().map(|m| m.as_str()), Some("UPDATE"));
+    let body = std::str::from_utf8(up.body()).unwrap().to_owned();
+    assert!(
+        body.contains("RTP/AVP") && !body.contains("a=crypto"),
+        "{body}"
+    );
+    pbx.send(from, &answer(&up, &sdp)).await;
+    let ok = ph.recv().await.expect("200 to the UPDATE");
+    assert_eq!(ok.status(), Some(200));
+    assert!(std::str::from_utf8(ok.body()).unwrap().contains("RTP/SAVP"));
+    assert_eq!(
+        crypto_line(ok.body()).keys[0].master_key,
+        edge_line.keys[0].master_key
+    );
+
     // Same key on both sides: the contexts (ROC, replay windows) continue; sequence numbers
     // carry on from where they were.
     for seq in 21..=25u16 {
