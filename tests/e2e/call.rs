@@ -629,3 +629,175 @@ async fn hold_resume_and_update_keep_the_srtp_context() {
     }
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prack_info_refer_notify_pass_and_media_timeout_ends_the_call_on_both_legs() {
+    let pki = edge::dev_pki();
+    let pbx = Pbx::bind().await;
+    let addr = pbx.addr().to_string();
+    let env = [
+        ("PBX_EDGE_PBX__ADDRESS", addr.as_str()),
+        ("PBX_EDGE_SIP__T1_MS", "100"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", "43000"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "43999"),
+        ("PBX_EDGE_MEDIA__TIMEOUT_SECS", "2"),
+    ];
+    let e = RunningEdge::start(edge::config_with(&pki, &env)).await;
+    let mut ph = snom(&pki, &e).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let invite = phone_invite(phone_sock.local_addr().unwrap().port()).replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nSupported: 100rel, timer\r\nSession-Expires: 1800\r\n",
+    );
+    ph.send(&invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.unwrap();
+    assert_eq!(
+        inv.header("Session-Expires"),
+        Some("1800"),
+        "session timers pass through"
+    );
+    let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
+    let with_sdp = |r: String| {
+        r.replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ),
+        )
+    };
+    // 183 with early media, sent reliably (RFC 3262).
+    let early = with_sdp(pbx::response(
+        &inv,
+        183,
+        "Session Progress",
+        "Contact: <sip:200@127.0.0.1:5060>\r\nRequire: 100rel\r\nRSeq: 1\r\n",
+    ));
+    pbx.send(from, &early).await;
+    let p183 = ph.recv().await.expect("183");
+    assert_eq!(p183.status(), Some(183));
+    assert_eq!(p183.header("RSeq"), Some("1"));
+    let early_line = crypto_line(p183.body());
+    let to = p183.header("To").unwrap().to_owned();
+    let in_dialog = |method: &str, cseq: u32, extra: &str, body: &str| {
+        format!("{method} sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-{method}{cseq}\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {to}\r\nCall-ID: call-out-1\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}", e.tls_addr.port(), body.len())
+    };
+    ph.send(&in_dialog("PRACK", 2, "RAck: 1 1 INVITE\r\n", ""))
+        .await;
+    let (prack, from2) = pbx.recv().await.expect("PBX gets the PRACK");
+    assert_eq!(prack.method().map(|m| m.as_str()), Some("PRACK"));
+    assert_eq!(
+        prack.request_uri().unwrap().to_string(),
+        "sip:200@127.0.0.1:5060"
+    );
+    pbx.send(from2, &pbx::response(&prack, 200, "OK", "")).await;
+    assert_eq!(
+        ph.recv().await.unwrap().cseq().unwrap().method.as_str(),
+        "PRACK"
+    );
+    // 200 to the INVITE: the same edge key as the 183.
+    pbx.send(
+        from,
+        &with_sdp(pbx::response(
+            &inv,
+            200,
+            "OK",
+            "Contact: <sip:200@127.0.0.1:5060>\r\nSession-Expires: 1800;refresher=uac\r\n",
+        )),
+    )
+    .await;
+    let ok = ph.recv().await.unwrap();
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(
+        crypto_line(ok.body()).keys[0].master_key,
+        early_line.keys[0].master_key
+    );
+    ph.send(&in_dialog("ACK", 1, "", "")).await;
+    pbx.recv().await.expect("ACK");
+
+    // INFO (DTMF) and REFER (blind transfer) from the phone; NOTIFY (sipfrag) from the PBX.
+    ph.send(&in_dialog(
+        "INFO",
+        3,
+        "Content-Type: application/dtmf-relay\r\n",
+        "Signal=5\r\nDuration=160\r\n",
+    ))
+    .await;
+    let (info, f) = pbx.recv().await.expect("INFO");
+    assert_eq!(info.body(), b"Signal=5\r\nDuration=160\r\n");
+    pbx.send(f, &pbx::response(&info, 200, "OK", "")).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+    ph.send(&in_dialog("REFER", 4, "Refer-To: <sip:300@sbc.test>\r\nReferred-By: <sip:101@sbc.test>\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\n", "")).await;
+    let (refer, f) = pbx.recv().await.expect("REFER");
+    assert_eq!(refer.header("Refer-To"), Some("<sip:300@sbc.test>"));
+    let edge_contact = refer
+        .header("Contact")
+        .unwrap()
+        .split(['<', '>'])
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert!(
+        edge_contact.contains(&e.pbx_local.to_string()),
+        "{edge_contact}"
+    );
+    pbx.send(f, &pbx::response(&refer, 202, "Accepted", ""))
+        .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(202));
+    let frag = "SIP/2.0 200 OK\r\n";
+    let notify = format!("NOTIFY {edge_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-ntf1\r\nFrom: {to}\r\nTo: <sip:101@sbc.test>;tag=caller1\r\nCall-ID: call-out-1\r\nCSeq: 20 NOTIFY\r\nMax-Forwards: 70\r\nEvent: refer\r\nSubscription-State: terminated;reason=noresource\r\nContent-Type: message/sipfrag;version=2.0\r\nContent-Length: {}\r\n\r\n{frag}", frag.len(), pbx = pbx.addr());
+    pbx.send(e.pbx_local, &notify).await;
+    let n = ph.recv().await.expect("NOTIFY reaches the phone");
+    assert_eq!(n.method().map(|m| m.as_str()), Some("NOTIFY"));
+    ph.send(&phone::response(&n, 200)).await;
+    let (r, _) = pbx.recv().await.expect("200 to the NOTIFY");
+    assert_eq!(r.status(), Some(200));
+
+    // No media at all: after media.timeout_secs the edge ends the call on both legs.
+    let mut pbx_bye = None;
+    for _ in 0..10 {
+        if let Some((m, _)) = pbx.recv_within(Duration::from_secs(6)).await {
+            if m.method().map(|m| m.as_str()) == Some("BYE") {
+                pbx_bye = Some(m);
+                break;
+            }
+        }
+    }
+    let pbx_bye = pbx_bye.expect("BYE to the PBX after the media timeout");
+    assert_eq!(pbx_bye.call_id().unwrap(), "call-out-1");
+    assert_eq!(
+        pbx_bye.request_uri().unwrap().to_string(),
+        "sip:200@127.0.0.1:5060"
+    );
+    pbx.send(e.pbx_local, &pbx::response(&pbx_bye, 200, "OK", ""))
+        .await;
+    let phone_bye = ph
+        .recv_within(Duration::from_secs(6))
+        .await
+        .expect("BYE to the phone");
+    assert_eq!(phone_bye.method().map(|m| m.as_str()), Some("BYE"));
+    assert_eq!(
+        phone_bye
+            .request_uri()
+            .unwrap()
+            .to_string()
+            .to_ascii_lowercase(),
+        "sip:101@127.0.0.1:5099;transport=tls"
+    );
+    ph.send(&phone::response(&phone_bye, 200)).await;
+    let m = wait_idle(&e).await;
+    assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
+    assert_eq!(
+        http::metric(&m, "pbx_edge_calls_total{outcome=\"media_timeout\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_port_pairs_in_use"),
+        0.0,
+        "{m}"
+    );
+    e.stop().await.expect("clean shutdown");
+}
