@@ -822,46 +822,82 @@ impl SipCore {
                 .with_label_values(&["phone"])
                 .inc();
         }
-        let body = m.message.body().to_vec();
+        self.offer_sdp(&call_id, Leg::Phone, m.message.body(), req, in_dialog)
+            .await
+    }
+
+    /// The SDP offer in a request from `from` (INVITE, re-INVITE, UPDATE): leases relay ports
+    /// for its m-lines, rewrites it for the other leg (RTP/SAVP → RTP/AVP from a phone, the
+    /// reverse with the edge's keys from the PBX), and puts the result into `req`. A refused
+    /// initial offer ends the call.
+    async fn offer_sdp(
+        &mut self,
+        call_id: &str,
+        from: Leg,
+        body: &[u8],
+        req: &mut SipMessage,
+        in_dialog: bool,
+    ) -> Result<(), (u16, String)> {
         if body.is_empty() {
-            // Delayed offer: the PBX offers in its 2xx and the phone answers in the ACK;
-            // not supported yet (the ACK's SDP is not rewritten).
+            // Delayed offer: the offer would come in the 2xx and the answer in the ACK, whose
+            // SDP is not rewritten yet.
             return Err((
                 488,
-                "INVITE without SDP (delayed offer) is not supported".into(),
+                "a request without SDP (delayed offer) is not supported".into(),
             ));
         }
         let pbx_host = self.pbx.pbx_addr().ip();
         let settings = self.settings.clone();
         let mut keys = OsKeys(&self.rng);
-        let Some(d) = self.dialogs.get_mut(&call_id) else {
+        let Some(d) = self.dialogs.get_mut(call_id) else {
             return Err((500, "dialog vanished".into()));
         };
         let result = async {
-            let offer = {
+            // The rewritten SDP goes to the other leg: that leg's origin versions it. (Each
+            // context is dropped before the next await: it holds the non-Send key source.)
+            let analysed = {
                 let ctx = RewriteContext {
                     edge: settings.sdp,
                     policy: &settings.srtp,
-                    origin: &mut d.pbx_origin,
+                    origin: match from {
+                        Leg::Phone => &mut d.pbx_origin,
+                        Leg::Pbx => &mut d.phone_origin,
+                    },
                     previous: d.plan.as_ref(),
                     keys: &mut keys,
                 };
-                analyse_phone_offer(&body, &ctx).map_err(sdp_error)?
+                match from {
+                    Leg::Phone => {
+                        Analysed::Phone(analyse_phone_offer(body, &ctx).map_err(sdp_error)?)
+                    }
+                    Leg::Pbx => Analysed::Pbx(analyse_pbx_offer(body, &ctx).map_err(sdp_error)?),
+                }
+            };
+            let requests = match &analysed {
+                Analysed::Phone(o) => o.port_requests().to_vec(),
+                Analysed::Pbx(o) => o.port_requests().to_vec(),
             };
             let ports = d
                 .media
-                .ports_for(&self.media, offer.port_requests(), pbx_host)
+                .ports_for(&self.media, &requests, pbx_host)
                 .await
                 .map_err(|e| (503, format!("no media ports: {e}")))?;
             let rewritten = {
                 let mut ctx = RewriteContext {
                     edge: settings.sdp,
                     policy: &settings.srtp,
-                    origin: &mut d.pbx_origin,
+                    origin: match from {
+                        Leg::Phone => &mut d.pbx_origin,
+                        Leg::Pbx => &mut d.phone_origin,
+                    },
                     previous: d.plan.as_ref(),
                     keys: &mut keys,
                 };
-                rewrite_phone_offer(offer, &ports, &mut ctx).map_err(sdp_error)?
+                match analysed {
+                    Analysed::Phone(o) => rewrite_phone_offer(o, &ports, &mut ctx),
+                    Analysed::Pbx(o) => rewrite_pbx_offer(o, &ports, &mut ctx),
+                }
+                .map_err(sdp_error)?
             };
             d.media
                 .apply(&rewritten.plan)
@@ -878,7 +914,7 @@ impl SipCore {
             }
             Err(e) => {
                 if !in_dialog {
-                    self.end_call(&call_id, false, false, "offer refused").await;
+                    self.end_call(call_id, false, false, "offer refused").await;
                     self.metrics
                         .calls_ended
                         .with_label_values(&["refused"])
@@ -1058,69 +1094,8 @@ impl SipCore {
         } else if let (Some(d), Some(c)) = (self.dialogs.get_mut(&call_id), pbx_contact) {
             d.pbx_contact = Some(c);
         }
-        let body = m.body().to_vec();
-        if body.is_empty() {
-            return Err((
-                488,
-                "INVITE without SDP (delayed offer) is not supported".into(),
-            ));
-        }
-        let pbx_host = self.pbx.pbx_addr().ip();
-        let settings = self.settings.clone();
-        let mut keys = OsKeys(&self.rng);
-        let Some(d) = self.dialogs.get_mut(&call_id) else {
-            return Err((500, "dialog vanished".into()));
-        };
-        let result = async {
-            let offer = {
-                let ctx = RewriteContext {
-                    edge: settings.sdp,
-                    policy: &settings.srtp,
-                    origin: &mut d.phone_origin,
-                    previous: d.plan.as_ref(),
-                    keys: &mut keys,
-                };
-                analyse_pbx_offer(&body, &ctx).map_err(sdp_error)?
-            };
-            let ports = d
-                .media
-                .ports_for(&self.media, offer.port_requests(), pbx_host)
-                .await
-                .map_err(|e| (503, format!("no media ports: {e}")))?;
-            let rewritten = {
-                let mut ctx = RewriteContext {
-                    edge: settings.sdp,
-                    policy: &settings.srtp,
-                    origin: &mut d.phone_origin,
-                    previous: d.plan.as_ref(),
-                    keys: &mut keys,
-                };
-                rewrite_pbx_offer(offer, &ports, &mut ctx).map_err(sdp_error)?
-            };
-            d.media
-                .apply(&rewritten.plan)
-                .await
-                .map_err(|e| (500, format!("media relay: {e}")))?;
-            d.offer = Some(rewritten.plan);
-            Ok::<Vec<u8>, (u16, String)>(rewritten.sdp)
-        }
-        .await;
-        match result {
-            Ok(sdp) => {
-                req.set_body(sdp, Some("application/sdp"));
-                Ok(())
-            }
-            Err(e) => {
-                if !in_dialog {
-                    self.end_call(&call_id, false, false, "offer refused").await;
-                    self.metrics
-                        .calls_ended
-                        .with_label_values(&["refused"])
-                        .inc();
-                }
-                Err(e)
-            }
-        }
+        self.offer_sdp(&call_id, Leg::Pbx, m.body(), req, in_dialog)
+            .await
     }
 
     /// The phone flow and Contact a PBX request is for.
@@ -1961,6 +1936,12 @@ impl SipCore {
         }
         self.metrics.transactions.set(self.txns.len() as i64);
     }
+}
+
+/// An analysed offer from either side.
+enum Analysed {
+    Phone(crate::sdp::PhoneOffer),
+    Pbx(crate::sdp::PbxOffer),
 }
 
 fn sdp_error(e: RewriteError) -> (u16, String) {
