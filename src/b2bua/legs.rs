@@ -15,8 +15,7 @@ pub fn forward_request(
     names_edge: impl Fn(&SipUri) -> bool,
 ) -> Result<(), MessageError> {
     request.decrement_max_forwards()?;
-    request.remove_header("Via");
-    request.push_via(ours);
+    request.set_vias(std::slice::from_ref(ours));
     request.remove_header("Record-Route");
     let routes = request.routes()?;
     let kept: Vec<NameAddr> = routes
@@ -33,10 +32,7 @@ pub fn forward_request(
 
 /// Puts the other leg's Vias back on a response (ours is dropped with the others).
 pub fn restore_vias(response: &mut SipMessage, vias: &[Via]) {
-    response.remove_header("Via");
-    for v in vias.iter().rev() {
-        response.push_via(v);
-    }
+    response.set_vias(vias);
 }
 
 /// The edge Contact URI toward the PBX: `sip:<token>@host:port;transport=<t>`.
@@ -111,6 +107,19 @@ Content-Length: 0\r\n\r\n";
         resp.push_via(&ours);
         restore_vias(&mut resp, &original);
         assert_eq!(resp.vias().unwrap(), original);
+    }
+
+    #[test]
+    fn our_via_stays_at_the_top_of_the_headers() {
+        let mut m = SipMessage::parse(REQ.as_bytes()).unwrap();
+        let ours = Via::new("UDP", "127.0.0.1", Some(5080), "z9hG4bKedge", true);
+        forward_request(&mut m, &ours, |_| false).unwrap();
+        let text = String::from_utf8(m.to_bytes()).unwrap();
+        let second_line = text.lines().nth(1).unwrap();
+        assert!(
+            second_line.starts_with("Via: SIP/2.0/UDP 127.0.0.1:5080"),
+            "{text}"
+        );
     }
 
     #[test]

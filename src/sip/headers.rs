@@ -45,6 +45,13 @@ impl SipMessage {
         Ok(top)
     }
 
+    /// Replaces every Via by `vias` (topmost first), where the first Via stood: a B2BUA leg's
+    /// own Via set (RFC 3261 §8.1.1.7), kept at the top of the header section.
+    pub fn set_vias(&mut self, vias: &[Via]) {
+        let values: Vec<String> = vias.iter().map(ToString::to_string).collect();
+        self.replace_all("Via", &values);
+    }
+
     /// Replaces the topmost Via (e.g. to add `received`/`rport`, RFC 3261 §18.2.1, RFC 3581).
     pub fn set_top_via(&mut self, via: &Via) -> Result<(), MessageError> {
         self.top_via()?;
