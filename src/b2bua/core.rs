@@ -84,6 +84,12 @@ pub struct CallView {
     pub streams: usize,
     pub packets_phone_to_pbx: u64,
     pub packets_pbx_to_phone: u64,
+    /// Codecs of the answered session (`a=rtpmap` names, e.g. `PCMU/8000`).
+    pub codecs: Vec<String>,
+    /// The phone leg: its own Contact (remote target).
+    pub phone_contact: Option<String>,
+    /// The PBX leg: the PBX's Contact (remote target).
+    pub pbx_contact: Option<String>,
 }
 
 /// What the core publishes for the admin API (rebuilt on change, read without touching the
@@ -188,6 +194,8 @@ struct Dialog {
     created: Instant,
     /// Our last 2xx to the phone per CSeq (repeated when the PBX repeats its 2xx).
     last_2xx_to_phone: Option<(u32, SipMessage)>,
+    /// Codecs of the last answer (for the admin API).
+    codecs: Vec<String>,
 }
 
 struct OsKeys<'a>(&'a SystemRandom);
@@ -361,6 +369,9 @@ impl SipCore {
                     streams: d.media.stream_ids().len(),
                     packets_phone_to_pbx: up,
                     packets_pbx_to_phone: down,
+                    codecs: d.codecs.clone(),
+                    phone_contact: d.phone_contact.as_ref().map(ToString::to_string),
+                    pbx_contact: d.pbx_contact.as_ref().map(ToString::to_string),
                 }
             })
             .collect();
@@ -815,6 +826,7 @@ impl SipCore {
                 established: false,
                 created: Instant::now(),
                 last_2xx_to_phone: None,
+                codecs: Vec::new(),
             };
             self.dialogs.insert(call_id.clone(), d);
             self.metrics
@@ -1088,6 +1100,7 @@ impl SipCore {
                 established: false,
                 created: Instant::now(),
                 last_2xx_to_phone: None,
+                codecs: Vec::new(),
             };
             self.dialogs.insert(call_id.clone(), d);
             self.metrics.calls_started.with_label_values(&["pbx"]).inc();
@@ -1654,7 +1667,12 @@ impl SipCore {
                 let call_id = call_id.to_owned();
                 self.metrics
                     .calls_ended
-                    .with_label_values(&[if status == 487 { "cancelled" } else { "failed" }])
+                    .with_label_values(&[match status {
+                        487 => "cancelled",
+                        // Digest challenges are normal: the phone retries with credentials.
+                        401 | 407 => "challenged",
+                        _ => "failed",
+                    }])
                     .inc();
                 self.end_call(&call_id, false, false, "INVITE failed").await;
             } else {
@@ -1745,6 +1763,10 @@ impl SipCore {
                     .inc();
             }
             d.callee_to = resp.header("To").map(str::to_owned);
+            let codecs = rtpmap_names(resp.body());
+            if !codecs.is_empty() {
+                d.codecs = codecs;
+            }
             if leg == Leg::Pbx {
                 d.last_2xx_to_phone = Some((cseq, resp.clone()));
             }
@@ -1936,6 +1958,19 @@ impl SipCore {
         }
         self.metrics.transactions.set(self.txns.len() as i64);
     }
+}
+
+/// The encoding names of an SDP body's `a=rtpmap` lines (admin API only; the SDP itself is
+/// handled by `sdp`).
+fn rtpmap_names(body: &[u8]) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=rtpmap:"))
+        .filter_map(|v| v.split_once(' ').map(|(_, name)| name.trim().to_owned()))
+        .take(32)
+        .collect()
 }
 
 /// An analysed offer from either side.

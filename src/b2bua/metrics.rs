@@ -20,7 +20,7 @@ pub struct CoreMetrics {
     pub calls_active: IntGauge,
     /// `pbx_edge_calls_started_total{from}`: INVITE dialogs started by the phone or the PBX.
     pub calls_started: IntCounterVec,
-    /// `pbx_edge_calls_total{outcome}`: answered, failed, cancelled, refused, then how
+    /// `pbx_edge_calls_total{outcome}`: answered, challenged, failed, cancelled, refused, then how
     /// established calls ended (bye, media_timeout, connection_lost).
     pub calls_ended: IntCounterVec,
     /// `pbx_edge_call_setup_seconds`: INVITE to 2xx.
@@ -89,7 +89,7 @@ impl CoreMetrics {
             calls_ended: IntCounterVec::new(
                 Opts::new(
                     "pbx_edge_calls_total",
-                    "Call outcomes: answered, failed, cancelled, refused; and how answered calls ended: bye, media_timeout, connection_lost.",
+                    "Call outcomes: answered, challenged, failed, cancelled, refused; and how answered calls ended: bye, media_timeout, connection_lost.",
                 ),
                 &["outcome"],
             )?,

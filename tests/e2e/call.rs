@@ -801,3 +801,104 @@ async fn prack_info_refer_notify_pass_and_media_timeout_ends_the_call_on_both_le
     );
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenged_invite_is_retried_with_credentials_and_the_call_is_listed() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let invite = phone_invite(phone_sock.local_addr().unwrap().port());
+    ph.send(&invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.unwrap();
+    pbx.send(
+        from,
+        &pbx::response(
+            &inv,
+            407,
+            "Proxy Authentication Required",
+            "Proxy-Authenticate: Digest realm=\"asterisk\",nonce=\"n1\"\r\n",
+        ),
+    )
+    .await;
+    let challenge = ph.recv().await.unwrap();
+    assert_eq!(challenge.status(), Some(407));
+    assert!(challenge
+        .header("Proxy-Authenticate")
+        .unwrap()
+        .contains("nonce=\"n1\""));
+    let (ack, _) = pbx
+        .recv()
+        .await
+        .expect("the edge ACKs the 407 on the PBX leg");
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+    // The phone ACKs the 407 on its leg (absorbed) and retries with credentials.
+    ph.send(&format!("ACK sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-inv1;rport\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {}\r\nCall-ID: call-out-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", challenge.header("To").unwrap())).await;
+    let retry = invite
+        .replace("z9hG4bK-inv1", "z9hG4bK-inv1b")
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nProxy-Authorization: Digest username=\"101\",realm=\"asterisk\",nonce=\"n1\",uri=\"sip:200@sbc.test\",response=\"00112233445566778899aabbccddeeff\"\r\n");
+    ph.send(&retry).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv2, from) = pbx.recv().await.expect("the authenticated INVITE");
+    assert_eq!(
+        inv2.method().map(|m| m.as_str()),
+        Some("INVITE"),
+        "nothing else reached the PBX"
+    );
+    assert!(inv2
+        .header("Proxy-Authorization")
+        .unwrap()
+        .contains("response=\"00112233445566778899aabbccddeeff\""));
+    let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
+    pbx.send(
+        from,
+        &pbx::response(
+            &inv2,
+            200,
+            "OK",
+            "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
+        )
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+        ),
+    )
+    .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    let v: serde_json::Value = serde_json::from_str(&calls).unwrap();
+    let call = &v["calls"][0];
+    assert_eq!(call["call_id"], "call-out-1");
+    assert_eq!(call["established"], true);
+    assert_eq!(call["direction"], "phone_to_pbx");
+    assert_eq!(call["pbx_contact"], "sip:200@127.0.0.1:5060");
+    assert!(
+        call["phone_contact"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1:5099"),
+        "{calls}"
+    );
+    assert!(
+        call["codecs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "PCMU/8000"),
+        "{calls}"
+    );
+    let m = http::get(e.admin_addr, "/metrics").await.1;
+    assert_eq!(
+        http::metric(&m, "pbx_edge_calls_total{outcome=\"challenged\"}"),
+        1.0,
+        "the 407 attempt: {m}"
+    );
+    assert_eq!(
+        http::metric(&m, "pbx_edge_calls_total{outcome=\"answered\"}"),
+        1.0,
+        "{m}"
+    );
+    e.stop().await.expect("clean shutdown");
+}
