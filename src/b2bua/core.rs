@@ -42,6 +42,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
+/// Calls one phone connection may have at once: a desk phone has a handful of lines; a
+/// hostile client must not lease the whole media port range.
+pub const MAX_CALLS_PER_FLOW: usize = 16;
+/// Contacts one request may carry (each becomes a binding).
+pub const MAX_CONTACTS: usize = 16;
+
 /// Addresses, names and policies the core writes into messages.
 #[derive(Debug, Clone)]
 pub struct CoreSettings {
@@ -724,6 +730,15 @@ impl SipCore {
                 );
                 return;
             }
+            Ok(ContactList::Addrs(addrs)) if addrs.len() > MAX_CONTACTS => {
+                self.reply_phone(
+                    flow,
+                    &m.message,
+                    400,
+                    Some(&format!("more than {MAX_CONTACTS} Contacts")),
+                );
+                return;
+            }
             Ok(ContactList::Addrs(addrs)) if !addrs.is_empty() => {
                 let aor = if method == Method::Register {
                     req.to_user().ok().flatten()
@@ -803,6 +818,16 @@ impl SipCore {
         if !self.dialogs.contains_key(&call_id) {
             if in_dialog {
                 return Err((481, "no such call".into()));
+            }
+            if self.calls_on(m.flow) >= MAX_CALLS_PER_FLOW {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["phone", "too_many_calls"])
+                    .inc();
+                return Err((
+                    486,
+                    format!("more than {MAX_CALLS_PER_FLOW} calls on this connection"),
+                ));
             }
             let contact = match m.message.contacts() {
                 Ok(ContactList::Addrs(a)) => a.into_iter().next().map(|a| a.uri),
@@ -935,6 +960,10 @@ impl SipCore {
                 Err(e)
             }
         }
+    }
+
+    fn calls_on(&self, flow: FlowId) -> usize {
+        self.dialogs.values().filter(|d| d.flow == flow).count()
     }
 
     fn session_id(&self) -> u64 {
@@ -1076,6 +1105,12 @@ impl SipCore {
         if !self.dialogs.contains_key(&call_id) {
             if in_dialog {
                 return Err((481, "no such call".into()));
+            }
+            if self.calls_on(flow) >= MAX_CALLS_PER_FLOW {
+                return Err((
+                    486,
+                    format!("the phone has {MAX_CALLS_PER_FLOW} calls already"),
+                ));
             }
             let identity = self
                 .flows

@@ -902,3 +902,57 @@ async fn a_challenged_invite_is_retried_with_credentials_and_the_call_is_listed(
     );
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cannot_lease_more_than_its_share_of_calls() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let limit = pbx_edge::b2bua::core::MAX_CALLS_PER_FLOW;
+    for i in 0..=limit {
+        let inv = phone_invite(40000 + i as u16 * 2)
+            .replace("call-out-1", &format!("flood-{i}"))
+            .replace("z9hG4bK-inv1", &format!("z9hG4bK-flood{i}"));
+        ph.send(&inv).await;
+        let r = ph.recv().await.expect("an answer");
+        if r.status() == Some(100) {
+            assert!(i < limit, "call {i} over the limit was accepted");
+            let (got, _) = pbx.recv().await.expect("forwarded");
+            assert_eq!(got.call_id().unwrap(), format!("flood-{i}"));
+            continue;
+        }
+        assert_eq!(i, limit);
+        assert_eq!(r.status(), Some(486));
+        assert!(r
+            .header("Warning")
+            .unwrap()
+            .contains("calls on this connection"));
+    }
+    // The gauge is refreshed by the core about once a second: bounded poll.
+    let mut m = String::new();
+    for _ in 0..30 {
+        m = http::get(e.admin_addr, "/metrics").await.1;
+        if http::metric(&m, "pbx_edge_calls_active") == limit as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        http::metric(&m, "pbx_edge_calls_active"),
+        limit as f64,
+        "{m}"
+    );
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_active_streams"),
+        limit as f64
+    );
+    // The connection closes: every call and port is released.
+    drop(ph);
+    let m = wait_idle(&e).await;
+    assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_port_pairs_in_use"),
+        0.0,
+        "{m}"
+    );
+    e.stop().await.expect("clean shutdown");
+}
