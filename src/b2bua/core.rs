@@ -876,12 +876,9 @@ impl SipCore {
         in_dialog: bool,
     ) -> Result<(), (u16, String)> {
         if body.is_empty() {
-            // Delayed offer: the offer would come in the 2xx and the answer in the ACK, whose
-            // SDP is not rewritten yet.
-            return Err((
-                488,
-                "a request without SDP (delayed offer) is not supported".into(),
-            ));
+            // Delayed offer (RFC 3261 §13.2.1): the 2xx will carry the offer, the ACK the
+            // answer; no media until then.
+            return Ok(());
         }
         let pbx_host = self.pbx.pbx_addr().ip();
         let settings = self.settings.clone();
@@ -960,6 +957,53 @@ impl SipCore {
                 Err(e)
             }
         }
+    }
+
+    /// The SDP answer in a message from `from` (a 1xx/2xx, or the ACK after a delayed offer):
+    /// rewritten against the pending offer for the other leg; the media relay follows it.
+    /// `final_answer` makes it the dialog's session (RFC 3264 §5).
+    async fn answer_sdp(
+        &mut self,
+        call_id: &str,
+        from: Leg,
+        body: &[u8],
+        final_answer: bool,
+    ) -> Result<Vec<u8>, (u16, String)> {
+        let settings = self.settings.clone();
+        let mut keys = OsKeys(&self.rng);
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            return Err((481, "no such call".into()));
+        };
+        let Some(offer) = d.offer.clone() else {
+            return Err((488, "an SDP answer without an offer".into()));
+        };
+        let rewritten = {
+            let mut ctx = RewriteContext {
+                edge: settings.sdp,
+                policy: &settings.srtp,
+                // The rewritten answer goes to the other leg: that leg's origin versions it.
+                origin: match from {
+                    Leg::Pbx => &mut d.phone_origin,
+                    Leg::Phone => &mut d.pbx_origin,
+                },
+                previous: d.plan.as_ref(),
+                keys: &mut keys,
+            };
+            match from {
+                Leg::Pbx => rewrite_pbx_answer(body, &offer, &mut ctx),
+                Leg::Phone => rewrite_phone_answer(body, &offer, &mut ctx),
+            }
+            .map_err(sdp_error)?
+        };
+        d.media
+            .apply(&rewritten.plan)
+            .await
+            .map_err(|e| (500, format!("media relay: {e}")))?;
+        if final_answer {
+            d.plan = Some(rewritten.plan);
+            d.offer = None;
+        }
+        Ok(rewritten.sdp)
     }
 
     fn calls_on(&self, flow: FlowId) -> usize {
@@ -1195,6 +1239,22 @@ impl SipCore {
         };
         let mut fwd = ack.clone();
         fwd.set_body(Vec::new(), None);
+        if d.offer.is_some() && !ack.body().is_empty() {
+            // The answer to a delayed offer made in our 2xx.
+            match self.answer_sdp(&call_id, from, ack.body(), true).await {
+                Ok(sdp) => fwd.set_body(sdp, Some("application/sdp")),
+                Err((_, why)) => {
+                    // An ACK cannot be refused (RFC 3261 §13.2.2.4): end the call instead.
+                    tracing::warn!(%call_id, why = %why, "SDP answer in the ACK refused; ending the call");
+                    self.end_call(&call_id, true, true, "answer in ACK refused")
+                        .await;
+                    return;
+                }
+            }
+        }
+        let Some(d) = self.dialogs.get(&call_id) else {
+            return;
+        };
         match from {
             Leg::Phone => {
                 let names_edge = |u: &SipUri| self.names_edge(u);
@@ -1683,7 +1743,6 @@ impl SipCore {
         flow: FlowId,
     ) -> Result<(), (u16, String)> {
         let cseq = resp.cseq().map(|c| c.seq).unwrap_or(0);
-        let settings = self.settings.clone();
         let phone_side_contact = self.phone_side_contact();
         let Some(d) = self.dialogs.get_mut(call_id) else {
             return Ok(());
@@ -1718,43 +1777,22 @@ impl SipCore {
             return Ok(());
         }
         let body = resp.body().to_vec();
+        let has_offer = d.offer.is_some();
+        let final_ok = (200..300).contains(&status);
         if !body.is_empty() {
-            if let Some(offer) = d.offer.clone() {
-                let mut keys = OsKeys(&self.rng);
-                let rewritten = match leg {
-                    Leg::Pbx => {
-                        let mut ctx = RewriteContext {
-                            edge: settings.sdp,
-                            policy: &settings.srtp,
-                            origin: &mut d.phone_origin,
-                            previous: d.plan.as_ref(),
-                            keys: &mut keys,
-                        };
-                        rewrite_pbx_answer(&body, &offer, &mut ctx)
-                    }
-                    Leg::Phone => {
-                        let mut ctx = RewriteContext {
-                            edge: settings.sdp,
-                            policy: &settings.srtp,
-                            origin: &mut d.pbx_origin,
-                            previous: d.plan.as_ref(),
-                            keys: &mut keys,
-                        };
-                        rewrite_phone_answer(&body, &offer, &mut ctx)
-                    }
-                }
-                .map_err(sdp_error)?;
-                d.media
-                    .apply(&rewritten.plan)
-                    .await
-                    .map_err(|e| (500, format!("media relay: {e}")))?;
-                resp.set_body(rewritten.sdp, Some("application/sdp"));
-                if (200..300).contains(&status) {
-                    d.plan = Some(rewritten.plan);
-                    d.offer = None;
-                }
+            let call_id = call_id.to_owned();
+            if has_offer {
+                let sdp = self.answer_sdp(&call_id, leg, &body, final_ok).await?;
+                resp.set_body(sdp, Some("application/sdp"));
+            } else if final_ok {
+                // Delayed offer (RFC 3261 §13.2.1): the INVITE had no SDP, so this 2xx offers
+                // and the ACK will answer.
+                self.offer_sdp(&call_id, leg, &body, resp, true).await?;
             }
         }
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            return Ok(());
+        };
         // Remote targets: toward the phone the edge is the target; the PBX's stays here.
         let contact = match resp.contacts() {
             Ok(ContactList::Addrs(a)) => a.into_iter().next(),

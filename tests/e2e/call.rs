@@ -956,3 +956,70 @@ async fn one_connection_cannot_lease_more_than_its_share_of_calls() {
     );
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_offer_the_2xx_offers_and_the_ack_answers() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // An INVITE without SDP.
+    let invite = "INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-late1\r\nFrom: <sip:101@sbc.test>;tag=late1\r\nTo: <sip:200@sbc.test>\r\nCall-ID: late-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Length: 0\r\n\r\n";
+    ph.send(invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.expect("INVITE without SDP forwarded");
+    assert!(inv.body().is_empty());
+    // The PBX offers in its 2xx.
+    let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
+    pbx.send(
+        from,
+        &pbx::response(
+            &inv,
+            200,
+            "OK",
+            "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
+        )
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+        ),
+    )
+    .await;
+    let ok = ph.recv().await.unwrap();
+    assert_eq!(ok.status(), Some(200));
+    let offer = std::str::from_utf8(ok.body()).unwrap().to_owned();
+    assert!(offer.contains("RTP/SAVP"), "{offer}");
+    let edge_phone_side = media_addr(ok.body());
+    let chosen = offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| CryptoAttribute::parse(v.trim()).unwrap())
+        .find(|c| c.suite == CryptoSuite::AesCm128HmacSha1_80)
+        .unwrap();
+    // The phone answers in the ACK.
+    let answer = format!("v=0\r\no=snom 3 3 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/SAVP 0\r\na=crypto:{} AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n", phone_sock.local_addr().unwrap().port(), chosen.tag);
+    let ack = format!("ACK sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-lateack\r\nFrom: <sip:101@sbc.test>;tag=late1\r\nTo: {}\r\nCall-ID: late-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}", e.tls_addr.port(), ok.header("To").unwrap(), answer.len());
+    ph.send(&ack).await;
+    let (got_ack, _) = pbx.recv().await.expect("ACK with the rewritten answer");
+    let pbx_answer = std::str::from_utf8(got_ack.body()).unwrap().to_owned();
+    assert!(
+        pbx_answer.contains("RTP/AVP") && !pbx_answer.contains("a=crypto"),
+        "{pbx_answer}"
+    );
+    let edge_pbx_side = media_addr(got_ack.body());
+
+    let phone_line =
+        CryptoAttribute::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}")).unwrap();
+    let mut phone_tx = context(&phone_line);
+    let mut phone_rx = context(&chosen);
+    media_both_ways(
+        &phone_sock,
+        &pbx_sock,
+        edge_phone_side,
+        edge_pbx_side,
+        &mut phone_tx,
+        &mut phone_rx,
+    )
+    .await;
+    e.stop().await.expect("clean shutdown");
+}
