@@ -1023,3 +1023,86 @@ async fn delayed_offer_the_2xx_offers_and_the_ack_answers() {
     .await;
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_invite_from_the_pbx_reaches_the_phone_with_srtp() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    ph.send(&phone_invite(phone_sock.local_addr().unwrap().port()))
+        .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.unwrap();
+    let edge_contact = inv
+        .header("Contact")
+        .unwrap()
+        .split(['<', '>'])
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
+    let ok = pbx::response(
+        &inv,
+        200,
+        "OK",
+        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
+    )
+    .replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+    );
+    pbx.send(from, &ok).await;
+    let ok = ph.recv().await.unwrap();
+    let edge_key = crypto_line(ok.body()).keys[0].master_key.clone();
+    let to = ok.header("To").unwrap().to_owned();
+    ph.send(&format!("ACK sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-a1\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {to}\r\nCall-ID: call-out-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port())).await;
+    pbx.recv().await.expect("ACK");
+
+    // The PBX puts the phone on hold (Asterisk: sendonly, music on hold).
+    let hold = pbx_sdp(pbx_sock.local_addr().unwrap().port()).replace("a=sendrecv", "a=sendonly");
+    let reinvite = format!("INVITE {edge_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-pbxre\r\nFrom: {to}\r\nTo: <sip:101@sbc.test>;tag=caller1\r\nCall-ID: call-out-1\r\nCSeq: 100 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{hold}", hold.len(), pbx = pbx.addr());
+    pbx.send(e.pbx_local, &reinvite).await;
+    let (trying, _) = pbx.recv().await.unwrap();
+    assert_eq!(trying.status(), Some(100));
+    let re = ph.recv().await.expect("the phone gets the re-INVITE");
+    assert_eq!(
+        re.request_uri().unwrap().to_string().to_ascii_lowercase(),
+        "sip:101@127.0.0.1:5099;transport=tls"
+    );
+    let offer = std::str::from_utf8(re.body()).unwrap().to_owned();
+    assert!(
+        offer.contains("RTP/SAVP") && offer.contains("a=sendonly"),
+        "{offer}"
+    );
+    let lines: Vec<CryptoAttribute> = offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| CryptoAttribute::parse(v.trim()).unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|c| c.keys[0].master_key == edge_key),
+        "the edge keeps its key on a re-offer"
+    );
+    let chosen = lines
+        .iter()
+        .find(|c| c.suite == CryptoSuite::AesCm128HmacSha1_80)
+        .unwrap();
+    let answer = format!("v=0\r\no=snom 1 2 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/SAVP 0\r\na=crypto:{} AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}\r\na=rtpmap:0 PCMU/8000\r\na=recvonly\r\n", phone_sock.local_addr().unwrap().port(), chosen.tag);
+    ph.send(&phone::response(&re, 200).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        ),
+    ))
+    .await;
+    let (ok, _) = pbx.recv().await.expect("200 to the PBX's re-INVITE");
+    assert_eq!(ok.status(), Some(200));
+    let body = std::str::from_utf8(ok.body()).unwrap().to_owned();
+    assert!(
+        body.contains("RTP/AVP") && body.contains("a=recvonly") && !body.contains("crypto"),
+        "{body}"
+    );
+    e.stop().await.expect("clean shutdown");
+}
