@@ -9,7 +9,6 @@ mod support;
 mod interop {
     mod baresip;
     mod baresip_call;
-    mod baresip_driver;
     mod baresip_register;
     mod capture;
     mod dns;

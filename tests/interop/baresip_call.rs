@@ -2,7 +2,7 @@
 //! certificate, `srtp-mand`, PCMU from a WAV tone) ⇄ in-process pbx-edge ⇄ SIPp as the plain
 //! UDP PBX echoing RTP; in both directions, with a tshark capture proving which leg is SRTP.
 
-use super::baresip_driver::{self as baresip, Baresip, PhoneSetup};
+use super::baresip::{self, Baresip, CallMedia, PhoneSetup};
 use super::capture::{Capture, Datagram};
 use super::dns::FakeDns;
 use super::sipp_runner::Sipp;
@@ -35,9 +35,9 @@ fn phone<'a>(
         user: "101",
         regint,
         answermode: "auto",
-        audio,
-        rtp_ports,
+        media: Some(CallMedia { audio, rtp_ports }),
         dns: dns.addr,
+        verbose: true,
     }
 }
 

@@ -4,7 +4,8 @@
 //! Negative cases: a device certificate from an unknown CA never gets past the handshake, and an
 //! extension the MAC may not use gets 403; in both the PBX sees nothing.
 
-use super::baresip::{free_udp_port, Baresip, Ctrl, PhoneSpec};
+use super::baresip::{Baresip, Ctrl, PhoneSetup};
+use super::net::free_udp_port;
 use super::sipp::Sipp;
 use crate::support::edge::{self, RunningEdge, TestPki};
 use crate::support::http;
@@ -29,13 +30,18 @@ async fn edge_with_pbx() -> (TestPki, RunningEdge, SocketAddr) {
     (pki, e, pbx)
 }
 
-fn phone<'a>(pki: &'a TestPki, cert: &'a Path, user: &'a str, e: &RunningEdge) -> PhoneSpec<'a> {
-    PhoneSpec {
-        certificate: cert,
-        server_ca: &pki.pki.server_ca,
-        user,
+fn phone<'a>(pki: &'a TestPki, cert: &'a Path, user: &'a str, e: &RunningEdge) -> PhoneSetup<'a> {
+    PhoneSetup {
         edge: e.tls_addr,
+        certificate: cert,
+        ca: &pki.pki.server_ca,
+        user,
         regint: 60,
+        answermode: "manual",
+        media: None,
+        // The edge is given by address: no lookup is expected of this resolver.
+        dns: SocketAddr::from(([127, 0, 0, 1], 53)),
+        verbose: false,
     }
 }
 
@@ -70,10 +76,8 @@ async fn register_101(
     let mut registrar = Sipp::start("uas-register.xml", pbx, Duration::from_secs(30), &[]);
     registrar.wait_ready(pbx).await;
     let mut b = Baresip::start(&phone(pki, &pki.pki.snom_device, "101", e), PHONE_BOUND);
-    let mut ctrl = b.ctrl().await;
-    let info = ctrl
-        .reginfo_until(Duration::from_secs(15), |i| i.contains("OK"))
-        .await;
+    let mut ctrl = b.ctrl();
+    let info = ctrl.reginfo_until(Duration::from_secs(15), |i| i.contains("OK"));
     assert!(
         info.contains("sip:101@sbc.test") && info.contains("OK"),
         "baresip reports registered: {info:?}\n{}\n{}",
@@ -101,7 +105,7 @@ async fn register_101(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
     let (pki, e, pbx) = edge_with_pbx().await;
-    let (b, ctrl, register) = register_101(&pki, &e, pbx).await;
+    let (mut b, mut ctrl, register) = register_101(&pki, &e, pbx).await;
 
     // What the PBX saw: the edge's REGISTER, from the edge, with nothing of the phone's leg.
     assert_eq!(register.method(), Some(Method::Register));
@@ -192,7 +196,7 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
         "Request-URI = baresip's Contact: {log}"
     );
 
-    b.stop(Some(ctrl)).await;
+    b.quit(&mut ctrl);
     e.stop().await.expect("clean shutdown");
 }
 
@@ -201,7 +205,7 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pbx_never_sees_the_phones_own_contact() {
     let (pki, e, pbx) = edge_with_pbx().await;
-    let (b, ctrl, register) = register_101(&pki, &e, pbx).await;
+    let (mut b, mut ctrl, register) = register_101(&pki, &e, pbx).await;
     let uri = edge_contact(&register).to_string();
     let target = e.pbx_local.to_string();
     let mut qualify = Sipp::start(
@@ -225,7 +229,7 @@ async fn the_pbx_never_sees_the_phones_own_contact() {
             }
         }
     }
-    b.stop(Some(ctrl)).await;
+    b.quit(&mut ctrl);
     e.stop().await.expect("clean shutdown");
 }
 
@@ -237,13 +241,13 @@ async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_
     let mut registrar = Sipp::start("uas-register.xml", pbx, Duration::from_secs(30), &[]);
     registrar.wait_ready(pbx).await;
     let mut b = Baresip::start(&phone(&pki, &stranger, "101", &e), PHONE_BOUND);
-    let mut ctrl = b.ctrl().await;
+    let mut ctrl = b.ctrl();
 
     let label =
         "pbx_edge_tls_handshake_failures_total{reason=\"issuer_unknown\",vendor=\"unknown\"}";
     let refused = metric_at_least(e.admin_addr, label, 1.0).await;
     assert!(refused >= 1.0, "refused as issuer_unknown: {}", b.log());
-    let info = ctrl.command("reginfo", Duration::from_secs(5)).await;
+    let info = ctrl.command("reginfo", None);
     assert!(
         info.as_deref().is_some_and(|i| !i.contains("OK")),
         "baresip is not registered: {info:?}"
@@ -255,7 +259,7 @@ async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_
         "{metrics}"
     );
 
-    b.stop(Some(ctrl)).await;
+    b.quit(&mut ctrl);
     registrar.stop().await;
     assert!(
         registrar.received().is_empty(),
@@ -272,7 +276,7 @@ async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
     registrar.wait_ready(pbx).await;
     // The dev inventory allows only user 101 for the Snom MAC 000413A1B2C3.
     let mut b = Baresip::start(&phone(&pki, &pki.pki.snom_device, "102", &e), PHONE_BOUND);
-    let mut ctrl = b.ctrl().await;
+    let mut ctrl = b.ctrl();
 
     let denied = metric_at_least(
         e.admin_addr,
@@ -281,9 +285,7 @@ async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
     )
     .await;
     assert!(denied >= 1.0, "{}", b.log());
-    let info = ctrl
-        .reginfo_until(Duration::from_secs(10), |i| i.contains("ERR"))
-        .await;
+    let info = ctrl.reginfo_until(Duration::from_secs(10), |i| i.contains("ERR"));
     assert!(
         info.contains("sip:102@sbc.test") && info.contains("ERR"),
         "baresip reports the registration failed: {info:?}"
@@ -298,7 +300,7 @@ async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
         "the handshake itself succeeded: {metrics}"
     );
 
-    b.stop(Some(ctrl)).await;
+    b.quit(&mut ctrl);
     registrar.stop().await;
     assert!(
         registrar.received().is_empty(),
