@@ -19,6 +19,5 @@ mod interop {
     pub mod peer;
     mod process;
     mod sipp;
-    mod sipp_runner;
     mod tone;
 }

@@ -5,7 +5,7 @@
 use super::baresip::{self, Baresip, CallMedia, PhoneSetup};
 use super::capture::{Capture, Datagram};
 use super::dns::FakeDns;
-use super::sipp_runner::Sipp;
+use super::sipp::Sipp;
 use super::{net, tone};
 use crate::support::edge::{self, RunningEdge, TestPki};
 use crate::support::http;
@@ -268,15 +268,14 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
     )
     .await;
 
-    let mut sipp = Sipp::start(
-        run.path(),
+    let mut sipp = Sipp::start_echo(
         "call-pbx-uas-echo.xml",
         sipp_port,
         sipp_media,
+        Duration::from_secs(40),
         &[],
-        None,
     );
-    sipp.wait_bound(sipp_port);
+    sipp.wait_bound();
     let capture = Capture::start(
         run.path(),
         "tshark-edge-media",
@@ -467,13 +466,19 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
         Duration::from_secs(40),
     );
     // SIPp takes over the PBX address (the edge accepts the PBX side only from there).
-    let mut sipp = Sipp::start(
-        run.path(),
+    let edge_pbx_side = e.pbx_local.to_string();
+    let mut sipp = Sipp::start_echo(
         "call-pbx-uac-echo.xml",
         pbx_addr.port(),
         sipp_media,
-        &["-s", "101", "-d", &TALK.as_millis().to_string()],
-        Some(e.pbx_local),
+        Duration::from_secs(40),
+        &[
+            "-s",
+            "101",
+            "-d",
+            &TALK.as_millis().to_string(),
+            &edge_pbx_side,
+        ],
     );
     let established = ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(15));
     assert!(
@@ -528,9 +533,7 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
         )
     );
     assert!(
-        std::fs::read_to_string(&sipp.log)
-            .unwrap_or_default()
-            .contains("PBX-UAC: answer proto=RTP/AVP"),
+        sipp.actions().contains("PBX-UAC: answer proto=RTP/AVP"),
         "{}",
         sipp.report()
     );

@@ -73,8 +73,8 @@ async fn register_101(
     e: &RunningEdge,
     pbx: SocketAddr,
 ) -> (Baresip, Ctrl, SipMessage) {
-    let mut registrar = Sipp::start("uas-register.xml", pbx, Duration::from_secs(30), &[]);
-    registrar.wait_ready(pbx).await;
+    let mut registrar = Sipp::start("uas-register.xml", pbx.port(), Duration::from_secs(30), &[]);
+    registrar.wait_bound();
     let mut b = Baresip::start(&phone(pki, &pki.pki.snom_device, "101", e), PHONE_BOUND);
     let mut ctrl = b.ctrl();
     let info = ctrl.reginfo_until(Duration::from_secs(15), |i| i.contains("OK"));
@@ -82,16 +82,16 @@ async fn register_101(
         info.contains("sip:101@sbc.test") && info.contains("OK"),
         "baresip reports registered: {info:?}\n{}\n{}",
         b.log(),
-        registrar.output()
+        registrar.report()
     );
-    let status = registrar.wait(Duration::from_secs(10)).await;
+    let status = registrar.wait(Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| s.success()),
         "the registrar ends its one call successfully ({status:?}): {}",
-        registrar.output()
+        registrar.report()
     );
     let received = registrar.received();
-    assert!(!received.is_empty(), "{}", registrar.output());
+    assert!(!received.is_empty(), "{}", registrar.report());
     let first = SipMessage::parse(received[0].as_bytes()).expect("SIPp saw valid SIP");
     for other in &received[1..] {
         // Only retransmissions of the same REGISTER (UDP timer E) may follow.
@@ -154,15 +154,15 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
     let target = e.pbx_local.to_string();
     let mut qualify = Sipp::start(
         "uac-options.xml",
-        pbx,
+        pbx.port(),
         Duration::from_secs(20),
         &["-s", "101", "-key", "edge_contact", &uri, &target],
     );
-    let status = qualify.wait(Duration::from_secs(25)).await;
+    let status = qualify.wait(Duration::from_secs(25));
     assert!(
         status.is_some_and(|s| s.success()),
         "both OPTIONS answered 200 ({status:?}): {}\n{}",
-        qualify.output(),
+        qualify.report(),
         b.log()
     );
     let actions = qualify.actions();
@@ -177,7 +177,7 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
         .map(|m| SipMessage::parse(m.as_bytes()).expect("valid SIP"))
         .filter(|m| m.status() == Some(200))
         .collect();
-    assert!(answers.len() >= 2, "{}", qualify.output());
+    assert!(answers.len() >= 2, "{}", qualify.report());
     for a in &answers {
         let vias = a.vias().unwrap();
         assert_eq!(vias.len(), 1, "only SIPp's own Via comes back: {vias:?}");
@@ -210,12 +210,12 @@ async fn the_pbx_never_sees_the_phones_own_contact() {
     let target = e.pbx_local.to_string();
     let mut qualify = Sipp::start(
         "uac-options.xml",
-        pbx,
+        pbx.port(),
         Duration::from_secs(20),
         &["-s", "101", "-key", "edge_contact", &uri, &target],
     );
-    let status = qualify.wait(Duration::from_secs(25)).await;
-    assert!(status.is_some_and(|s| s.success()), "{}", qualify.output());
+    let status = qualify.wait(Duration::from_secs(25));
+    assert!(status.is_some_and(|s| s.success()), "{}", qualify.report());
     for m in qualify.received() {
         let m = SipMessage::parse(m.as_bytes()).expect("valid SIP");
         if let Ok(ContactList::Addrs(addrs)) = m.contacts() {
@@ -238,8 +238,8 @@ async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_
     let (pki, e, pbx) = edge_with_pbx().await;
     let stranger = pki.dir.path().join("stranger-000413A1B2C3.pem");
     write_device_from_unknown_ca(&stranger);
-    let mut registrar = Sipp::start("uas-register.xml", pbx, Duration::from_secs(30), &[]);
-    registrar.wait_ready(pbx).await;
+    let mut registrar = Sipp::start("uas-register.xml", pbx.port(), Duration::from_secs(30), &[]);
+    registrar.wait_bound();
     let mut b = Baresip::start(&phone(&pki, &stranger, "101", &e), PHONE_BOUND);
     let mut ctrl = b.ctrl();
 
@@ -260,11 +260,11 @@ async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_
     );
 
     b.quit(&mut ctrl);
-    registrar.stop().await;
+    registrar.stop();
     assert!(
         registrar.received().is_empty(),
         "the PBX saw nothing: {}",
-        registrar.output()
+        registrar.report()
     );
     e.stop().await.expect("clean shutdown");
 }
@@ -272,8 +272,8 @@ async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
     let (pki, e, pbx) = edge_with_pbx().await;
-    let mut registrar = Sipp::start("uas-register.xml", pbx, Duration::from_secs(30), &[]);
-    registrar.wait_ready(pbx).await;
+    let mut registrar = Sipp::start("uas-register.xml", pbx.port(), Duration::from_secs(30), &[]);
+    registrar.wait_bound();
     // The dev inventory allows only user 101 for the Snom MAC 000413A1B2C3.
     let mut b = Baresip::start(&phone(&pki, &pki.pki.snom_device, "102", &e), PHONE_BOUND);
     let mut ctrl = b.ctrl();
@@ -301,11 +301,11 @@ async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
     );
 
     b.quit(&mut ctrl);
-    registrar.stop().await;
+    registrar.stop();
     assert!(
         registrar.received().is_empty(),
         "the PBX saw nothing: {}",
-        registrar.output()
+        registrar.report()
     );
     assert!(
         e.stop().await.is_ok(),

@@ -49,12 +49,19 @@ impl PeerProcess {
         }
     }
 
+    /// Sends `signal` (a `kill` name: `TERM`, `USR1` ...) to this PID if it still runs.
+    pub fn signal(&mut self, signal: &str) {
+        if self.wait_within(Duration::ZERO).is_none() {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &self.child.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGTERM to this PID, up to `grace` to exit, then SIGKILL. Returns the exit status.
     pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
         if self.wait_within(Duration::ZERO).is_none() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
+            self.signal("TERM");
             if self.wait_within(grace).is_none() {
                 let _ = self.child.kill();
                 self.status = self.child.wait().ok();
