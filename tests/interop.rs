@@ -16,7 +16,6 @@ mod interop {
     mod openssl_tls;
     mod openssl_verdicts;
     mod pbx_tcp_sipp;
-    pub mod peer;
     mod process;
     mod sipp;
     mod tone;

@@ -1,12 +1,12 @@
 //! `openssl s_client` against the phone listener: the verdicts a real TLS stack sees.
 
-use super::peer::{require, run_bounded};
+use super::process::{require, run_bounded};
 use crate::support::{edge, http};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn s_client(addr: std::net::SocketAddr, ca: &Path, extra: &[&str]) -> super::peer::PeerOutput {
+fn s_client(addr: std::net::SocketAddr, ca: &Path, extra: &[&str]) -> super::process::PeerOutput {
     require("openssl");
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &addr.to_string(), "-CAfile"])

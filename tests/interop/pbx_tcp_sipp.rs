@@ -26,7 +26,7 @@ struct TcpSipp {
 impl TcpSipp {
     /// `sipp -sf <scenario> -i 127.0.0.1 -p <port> -t t1 -m 1 -timeout 30s <extra>`.
     fn start(scenario_name: &str, port: u16, extra: &[&str]) -> Self {
-        crate::interop::peer::require("sipp");
+        crate::interop::process::require("sipp");
         let dir = tempfile::tempdir().expect("sipp tempdir");
         let out = std::fs::File::create(dir.path().join("stdout.log")).expect("sipp log");
         let err = out.try_clone().expect("sipp log");
