@@ -1,4 +1,4 @@
-//! SIPp (Debian's `sip-tester` 3.6.1, UDP only here) as the plain PBX: one scenario from
+//! SIPp (Debian's `sip-tester` 3.6.1, over UDP or TCP) as the plain PBX: one scenario from
 //! `tests/interop/scenarios/`, run in its own temporary directory, bounded by `-m 1` and
 //! `-timeout`, stopped by its PID. What SIPp received is read back from its `-trace_msg` file.
 
@@ -18,6 +18,8 @@ pub fn scenario(name: &str) -> PathBuf {
 pub struct Sipp {
     pub process: PeerProcess,
     port: u16,
+    /// `-t t1` (one TCP connection) instead of `-t u1`.
+    tcp: bool,
     /// Holds the trace files (removed when dropped, after the process: fields drop in order).
     dir: tempfile::TempDir,
 }
@@ -26,7 +28,12 @@ impl Sipp {
     /// `sipp -sf <scenario> -t u1 -i 127.0.0.1 -p <port> -m 1 -timeout <limit>` plus `extra`
     /// (`-s`, `-key`, a remote address ...).
     pub fn start(scenario_name: &str, port: u16, limit: Duration, extra: &[&str]) -> Self {
-        Self::spawn(scenario_name, port, None, limit, extra)
+        Self::spawn(scenario_name, port, false, None, limit, extra)
+    }
+
+    /// Like [`Sipp::start`], over TCP (`-t t1`).
+    pub fn start_tcp(scenario_name: &str, port: u16, limit: Duration, extra: &[&str]) -> Self {
+        Self::spawn(scenario_name, port, true, None, limit, extra)
     }
 
     /// Like [`Sipp::start`], with media on `-mi 127.0.0.1 -mp <media_port>` and `-rtp_echo`
@@ -38,12 +45,13 @@ impl Sipp {
         limit: Duration,
         extra: &[&str],
     ) -> Self {
-        Self::spawn(scenario_name, port, Some(media_port), limit, extra)
+        Self::spawn(scenario_name, port, false, Some(media_port), limit, extra)
     }
 
     fn spawn(
         scenario_name: &str,
         port: u16,
+        tcp: bool,
         media_port: Option<u16>,
         limit: Duration,
         extra: &[&str],
@@ -54,7 +62,8 @@ impl Sipp {
         cmd.current_dir(d)
             .arg("-sf")
             .arg(scenario(scenario_name))
-            .args(["-t", "u1", "-i", "127.0.0.1", "-p", &port.to_string()]);
+            .args(["-t", if tcp { "t1" } else { "u1" }])
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()]);
         if let Some(mp) = media_port {
             cmd.args(["-mi", "127.0.0.1", "-mp", &mp.to_string(), "-rtp_echo"]);
         }
@@ -73,23 +82,41 @@ impl Sipp {
         Self {
             process: PeerProcess::spawn("sipp", cmd, d),
             port,
+            tcp,
             dir,
         }
     }
 
-    /// Waits (bounded: 10 s) until SIPp has bound its UDP port (our own bind then fails).
+    /// Waits (bounded: 10 s) until SIPp has bound its port: over UDP our own bind then fails;
+    /// over TCP its listener shows in /proc/net/tcp (no probe bind that could race SIPp's).
     pub fn wait_bound(&mut self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(("127.0.0.1", self.port)).is_ok() {
+        while !self.bound() {
             assert!(
                 std::time::Instant::now() < deadline
                     && self.process.wait_within(Duration::ZERO).is_none(),
-                "sipp did not bind udp {}\n{}",
+                "sipp did not bind {} {}\n{}",
+                if self.tcp { "tcp" } else { "udp" },
                 self.port,
                 self.report()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn bound(&self) -> bool {
+        if !self.tcp {
+            return std::net::UdpSocket::bind(("127.0.0.1", self.port)).is_err();
+        }
+        let needle = format!(":{:04X} ", self.port);
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        // Columns: sl local_address rem_address st ...; st 0A = LISTEN.
+        table.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1)
+                .is_some_and(|a| format!("{a} ").ends_with(&needle))
+                && cols.get(3) == Some(&"0A")
+        })
     }
 
     /// Waits up to `limit` for SIPp to end by itself (after its `-m` calls).
