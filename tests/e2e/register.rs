@@ -2,31 +2,18 @@
 //! certificate and a UDP "PBX" registrar in the test.
 
 use crate::support::edge::{self, RunningEdge, TestPki};
+use crate::support::http;
 use crate::support::pbx::{self, Pbx};
-use crate::support::phone::{self, Phone};
-use crate::support::{http, tls_client};
+use crate::support::phone::{self, snom, Phone};
 use std::time::Duration;
 
 async fn setup(extra: &[(&str, &str)]) -> (TestPki, Pbx, RunningEdge) {
     let pki = edge::dev_pki();
     let pbx = Pbx::bind().await;
-    let addr = pbx.addr().to_string();
-    let mut env = vec![
-        ("PBX_EDGE_PBX__ADDRESS", addr.as_str()),
-        ("PBX_EDGE_SIP__T1_MS", "100"),
-    ];
+    let mut env = vec![("PBX_EDGE_SIP__T1_MS", "100")];
     env.extend_from_slice(extra);
-    let e = RunningEdge::start(edge::config_with(&pki, &env)).await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &env).await;
     (pki, pbx, e)
-}
-
-async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
-    Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .expect("handshake"),
-    )
 }
 
 /// REGISTER with a 401 challenge, then 200: returns the edge Contact the PBX saw.

@@ -42,15 +42,13 @@ fn phone<'a>(
 }
 
 async fn start_edge(pki: &TestPki, pbx: SocketAddr, media: (u16, u16)) -> RunningEdge {
-    let pbx = pbx.to_string();
     let (min, max) = (media.0.to_string(), media.1.to_string());
     let env = [
-        ("PBX_EDGE_PBX__ADDRESS", pbx.as_str()),
         ("PBX_EDGE_SIP__T1_MS", "100"),
         ("PBX_EDGE_MEDIA__PORT_MIN", min.as_str()),
         ("PBX_EDGE_MEDIA__PORT_MAX", max.as_str()),
     ];
-    RunningEdge::start(edge::config_with(pki, &env)).await
+    RunningEdge::start_with_pbx(pki, pbx, &env).await
 }
 
 async fn metrics(e: &RunningEdge) -> String {

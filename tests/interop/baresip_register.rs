@@ -21,12 +21,7 @@ const PHONE_BOUND: Duration = Duration::from_secs(60);
 async fn edge_with_pbx() -> (TestPki, RunningEdge, SocketAddr) {
     let pki = edge::dev_pki();
     let pbx = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-    let pbx_text = pbx.to_string();
-    let e = RunningEdge::start(edge::config_with(
-        &pki,
-        &[("PBX_EDGE_PBX__ADDRESS", pbx_text.as_str())],
-    ))
-    .await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx, &[]).await;
     (pki, e, pbx)
 }
 

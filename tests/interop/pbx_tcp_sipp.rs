@@ -5,20 +5,10 @@
 
 use super::net::free_tcp_port;
 use super::sipp::Sipp;
-use crate::support::edge::{self, RunningEdge, TestPki};
+use crate::support::edge::{self, RunningEdge};
 use crate::support::phone::{self, Phone};
-use crate::support::tls_client;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-async fn phone(pki: &TestPki, e: &RunningEdge) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
-    Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .expect("handshake"),
-    )
-}
 
 /// Answers the next OPTIONS the phone gets with 200; returns its Call-ID.
 async fn answer_options(ph: &mut Phone, what: &str) -> String {
@@ -39,16 +29,8 @@ async fn sipp_registrar_over_tcp_and_its_qualify_pings_reach_the_phone() {
 
     let pki = edge::dev_pki();
     let pbx: SocketAddr = ([127, 0, 0, 1], port).into();
-    let pbx = pbx.to_string();
-    let e = RunningEdge::start(edge::config_with(
-        &pki,
-        &[
-            ("PBX_EDGE_PBX__ADDRESS", pbx.as_str()),
-            ("PBX_EDGE_PBX__TRANSPORT", "tcp"),
-        ],
-    ))
-    .await;
-    let mut ph = phone(&pki, &e).await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx, &[("PBX_EDGE_PBX__TRANSPORT", "tcp")]).await;
+    let mut ph = phone::snom(&pki, &e).await;
 
     // REGISTER → SIPp over the edge's TCP connection → 200 back to the phone.
     ph.send(&phone::register("101", 5099, 1, "sipp-tcp-reg", ""))

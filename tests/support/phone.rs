@@ -1,12 +1,24 @@
 //! A SIP-over-TLS "phone" for tests: writes raw SIP, reads framed messages (bounded waits).
 
+use super::edge::{RunningEdge, TestPki};
 use super::sip_stream::SipStream;
+use super::tls_client;
 use pbx_edge::sip::message::SipMessage;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 /// The phone's TLS connection to the edge.
 pub type Phone = SipStream<TlsStream<TcpStream>>;
+
+/// A Snom phone (the dev PKI's device certificate) connected to the edge over TLS.
+pub async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
+    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
+    Phone::new(
+        tls_client::connect(e.tls_addr, "sbc.test", cfg)
+            .await
+            .expect("handshake"),
+    )
+}
 
 /// A REGISTER as a Snom-like phone sends it.
 pub fn register(user: &str, contact_port: u16, cseq: u32, call_id: &str, extra: &str) -> String {
