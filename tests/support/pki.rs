@@ -210,6 +210,29 @@ pub struct Pki {
     pub server_ca: Ca,
 }
 
+/// The inventory for the devices of [`Pki`]: one user per vendor MAC format (101 Snom, 102
+/// Yealink, 103 Polycom, 104 Cisco), 105 a second Snom, 107 the Snom a test revokes.
+pub const INVENTORY: &str = r#"
+[[devices]]
+mac = "00:04:13:a1:b2:c3"
+users = ["101"]
+[[devices]]
+mac = "80:5e:c0:a1:b2:c3"
+users = ["102"]
+[[devices]]
+mac = "0004F2A1B2C3"
+users = ["103"]
+[[devices]]
+mac = "001bd4a1b2c3"
+users = ["104"]
+[[devices]]
+mac = "000413A1B2D4"
+users = ["105"]
+[[devices]]
+mac = "000413ffff01"
+users = ["107"]
+"#;
+
 pub const SNOM_MAC: &str = "000413A1B2C3";
 pub const YEALINK_MAC: &str = "805ec0a1b2c3";
 pub const POLYCOM_MAC: &str = "0004F2A1B2C3";
