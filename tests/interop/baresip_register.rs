@@ -8,7 +8,7 @@ use super::baresip::{Baresip, Ctrl, PhoneSetup};
 use super::net::free_udp_port;
 use super::sipp::Sipp;
 use crate::support::edge::{self, RunningEdge, TestPki};
-use crate::support::http;
+use crate::support::{http, pki};
 use pbx_edge::sip::message::{ContactList, Method, SipMessage};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -232,7 +232,7 @@ async fn the_pbx_never_sees_the_phones_own_contact() {
 async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_handshake() {
     let (pki, e, pbx) = edge_with_pbx().await;
     let stranger = pki.dir.path().join("stranger-000413A1B2C3.pem");
-    write_device_from_unknown_ca(&stranger);
+    pki::write_device_from_unknown_ca(&stranger, "000413A1B2C3");
     let mut registrar = Sipp::start("uas-register.xml", pbx.port(), Duration::from_secs(30), &[]);
     registrar.wait_bound();
     let mut b = Baresip::start(&phone(&pki, &stranger, "101", &e), PHONE_BOUND);
@@ -306,21 +306,4 @@ async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
         e.stop().await.is_ok(),
         "clean shutdown after the refused registration"
     );
-}
-
-/// A Snom-style device certificate + key (one PEM, as baresip wants) from a CA the edge does
-/// not know.
-fn write_device_from_unknown_ca(path: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "Some Other Vendor Root CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let mut dev = CertificateParams::default();
-    dev.distinguished_name
-        .push(DnType::CommonName, "000413A1B2C3");
-    let key = KeyPair::generate().unwrap();
-    let cert = dev.signed_by(&key, &ca).unwrap();
-    std::fs::write(path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
 }

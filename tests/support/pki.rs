@@ -550,3 +550,19 @@ pub fn handshake(
         client_conn,
     }
 }
+
+/// Writes a Snom-style device certificate with common name `mac`, and its key, in one PEM
+/// (as baresip wants) at `path`, issued by a CA the edge does not know.
+pub fn write_device_from_unknown_ca(path: &Path, mac: &str) {
+    use rcgen::CertifiedIssuer;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Some Other Vendor Root CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut dev = CertificateParams::default();
+    dev.distinguished_name.push(DnType::CommonName, mac);
+    let key = KeyPair::generate().unwrap();
+    let cert = dev.signed_by(&key, &ca).unwrap();
+    std::fs::write(path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+}
