@@ -284,23 +284,9 @@ async fn pbx_calls_a_registered_phone_and_connection_loss_ends_the_call() {
     // Register 101 (no challenge).
     ph.send(&phone::register("101", 5099, 1, "reg-c", "")).await;
     let (reg, from) = pbx.recv().await.unwrap();
-    let edge_uri = reg
-        .header("Contact")
-        .unwrap()
-        .split(['<', '>'])
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    pbx.send(
-        from,
-        &pbx::response(
-            &reg,
-            200,
-            "OK",
-            &format!("Contact: <{edge_uri}>;expires=120\r\n"),
-        ),
-    )
-    .await;
+    let edge_uri = pbx::contact_uri(&reg).unwrap();
+    pbx.send(from, &pbx::register_ok(&reg, &edge_uri, 120))
+        .await;
     assert_eq!(ph.recv().await.unwrap().status(), Some(200));
 
     let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();

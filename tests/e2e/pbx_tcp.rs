@@ -40,15 +40,8 @@ async fn register_101(ph: &mut Phone, pbx: &TcpPbx, cseq: u32) -> (SipConn, Stri
         1,
         "the PBX sees only the edge's Via"
     );
-    let contact = req.header("Contact").unwrap().to_owned();
-    let uri = contact.split(['<', '>']).nth(1).unwrap().to_owned();
-    conn.send(&pbx::response(
-        &req,
-        200,
-        "OK",
-        &format!("Contact: <{uri}>;expires=120\r\n"),
-    ))
-    .await;
+    let uri = pbx::contact_uri(&req).unwrap();
+    conn.send(&pbx::register_ok(&req, &uri, 120)).await;
     let ok = ph.recv().await.expect("phone gets the 200");
     assert_eq!(ok.status(), Some(200));
     assert!(ok.header("Contact").unwrap().contains("127.0.0.1:5099"));

@@ -78,17 +78,8 @@ async fn register_101(ph: &mut Phone, pbx: &Pbx, e: &RunningEdge) -> String {
     );
     let edge_contact = req.header("Contact").unwrap().to_owned();
     assert_eq!(edge_contact, contact, "same edge Contact on re-REGISTER");
-    let uri = edge_contact.split(['<', '>']).nth(1).unwrap().to_owned();
-    pbx.send(
-        from,
-        &pbx::response(
-            &req,
-            200,
-            "OK",
-            &format!("Contact: <{uri}>;expires=120\r\n"),
-        ),
-    )
-    .await;
+    let uri = pbx::contact_uri(&req).unwrap();
+    pbx.send(from, &pbx::register_ok(&req, &uri, 120)).await;
     let ok = ph.recv().await.expect("phone gets the 200");
     assert_eq!(ok.status(), Some(200));
     let c = ok.header("Contact").unwrap();

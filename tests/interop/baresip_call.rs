@@ -396,13 +396,8 @@ async fn registrar(pbx: Pbx, mut stop: tokio::sync::oneshot::Receiver<()>) -> us
                 if req.method().map(|m| m.as_str()) != Some("REGISTER") {
                     continue;
                 }
-                let contact = req.header("Contact").unwrap_or_default();
-                let uri = contact.split(['<', '>']).nth(1).unwrap_or_default().to_owned();
-                pbx.send(
-                    from,
-                    &pbx::response(&req, 200, "OK", &format!("Contact: <{uri}>;expires=60\r\n")),
-                )
-                .await;
+                let uri = pbx::contact_uri(&req).unwrap_or_default();
+                pbx.send(from, &pbx::register_ok(&req, &uri, 60)).await;
                 answered += 1;
             }
         }
