@@ -77,6 +77,32 @@ async fn wait_idle(e: &RunningEdge) -> String {
     m
 }
 
+/// After a call: no call and no media stream is left on the edge, and `/api/calls` is empty.
+async fn assert_idle(e: &RunningEdge) {
+    let idle = wait_idle(e).await;
+    assert_eq!(http::metric(&idle, "pbx_edge_calls_active"), 0.0, "{idle}");
+    assert_eq!(
+        http::metric(&idle, "pbx_edge_media_active_streams"),
+        0.0,
+        "{idle}"
+    );
+    assert_eq!(
+        http::get(e.admin_addr, "/api/calls").await.1,
+        "{\"calls\":[]}"
+    );
+}
+
+/// baresip's `rtp_stats` (printed at hangup: 1.0.0's callstat has no counters) show at least
+/// 200 packets (≥ 4 s of 20 ms audio) sent and received.
+fn assert_audio_both_ways(phone: &Baresip, what: &str, callstat: &str) {
+    let stats = phone.rtp_stats();
+    let packets = baresip::rtp_packets(&stats);
+    assert!(
+        packets.is_some_and(|(tx, rx)| tx >= 200 && rx >= 200),
+        "{what}: {stats:?}\ncallstat {callstat}"
+    );
+}
+
 /// The `"srtp_suite":"..."` value of the first call in `/api/calls`.
 fn srtp_suite(calls: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(calls).ok()?;
@@ -358,25 +384,13 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
         "the PBX gets plain RTP/AVP: {invite}"
     );
 
-    let idle = wait_idle(&e).await;
-    assert_eq!(http::metric(&idle, "pbx_edge_calls_active"), 0.0, "{idle}");
-    assert_eq!(
-        http::metric(&idle, "pbx_edge_media_active_streams"),
-        0.0,
-        "{idle}"
-    );
-    assert_eq!(
-        http::get(e.admin_addr, "/api/calls").await.1,
-        "{\"calls\":[]}"
-    );
+    assert_idle(&e).await;
 
     phone_b.quit(&mut ctrl);
-    // baresip 1.0.0's callstat has no counters; rtp_stats prints them at hangup.
-    let stats = phone_b.rtp_stats();
-    let packets = baresip::rtp_packets(&stats);
-    assert!(
-        packets.is_some_and(|(tx, rx)| tx >= 200 && rx >= 200),
-        "baresip sent and received ≥ 4 s of 20 ms audio: {stats:?}\ncallstat {callstat}"
+    assert_audio_both_ways(
+        &phone_b,
+        "baresip sent and received ≥ 4 s of 20 ms audio",
+        &callstat,
     );
 
     // Test 3: what went over the wire.
@@ -530,24 +544,13 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
         "{}",
         sipp.report()
     );
-    let idle = wait_idle(&e).await;
-    assert_eq!(http::metric(&idle, "pbx_edge_calls_active"), 0.0, "{idle}");
-    assert_eq!(
-        http::metric(&idle, "pbx_edge_media_active_streams"),
-        0.0,
-        "{idle}"
-    );
-    assert_eq!(
-        http::get(e.admin_addr, "/api/calls").await.1,
-        "{\"calls\":[]}"
-    );
+    assert_idle(&e).await;
     phone_b.quit(&mut ctrl);
     check_capture(&capture.finish(), phone_rtp, sipp_media, &suite);
-    let stats = phone_b.rtp_stats();
-    let packets = baresip::rtp_packets(&stats);
-    assert!(
-        packets.is_some_and(|(tx, rx)| tx >= 200 && rx >= 200),
-        "baresip sent and received SIPp's echo for ≥ 4 s: {stats:?}\ncallstat {callstat}"
+    assert_audio_both_ways(
+        &phone_b,
+        "baresip sent and received SIPp's echo for ≥ 4 s",
+        &callstat,
     );
     e.stop().await.expect("clean shutdown");
 }
