@@ -40,6 +40,25 @@ fn phone<'a>(pki: &'a TestPki, cert: &'a Path, user: &'a str, e: &RunningEdge) -
     }
 }
 
+/// SIPp as the PBX's registrar (`uas-register.xml`, one REGISTER), bound on `pbx`.
+fn registrar(pbx: SocketAddr) -> Sipp {
+    let mut registrar = Sipp::start("uas-register.xml", pbx.port(), Duration::from_secs(30), &[]);
+    registrar.wait_bound();
+    registrar
+}
+
+/// Stops the phone, then the registrar (flushing its trace), and asserts the PBX received
+/// nothing.
+fn quit_and_assert_the_pbx_saw_nothing(mut b: Baresip, mut ctrl: Ctrl, mut registrar: Sipp) {
+    b.quit(&mut ctrl);
+    registrar.stop();
+    assert!(
+        registrar.received().is_empty(),
+        "the PBX saw nothing: {}",
+        registrar.report()
+    );
+}
+
 /// Polls /metrics until `name` reaches `at_least` (bounded: 10 s); returns its value.
 async fn metric_at_least(admin: SocketAddr, name: &str, at_least: f64) -> f64 {
     let mut value = 0.0;
@@ -68,8 +87,7 @@ async fn register_101(
     e: &RunningEdge,
     pbx: SocketAddr,
 ) -> (Baresip, Ctrl, SipMessage) {
-    let mut registrar = Sipp::start("uas-register.xml", pbx.port(), Duration::from_secs(30), &[]);
-    registrar.wait_bound();
+    let mut registrar = registrar(pbx);
     let mut b = Baresip::start(&phone(pki, &pki.pki.snom_device, "101", e), PHONE_BOUND);
     let mut ctrl = b.ctrl();
     let info = ctrl.reginfo_until(Duration::from_secs(15), |i| i.contains("OK"));
@@ -233,8 +251,7 @@ async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_
     let (pki, e, pbx) = edge_with_pbx().await;
     let stranger = pki.dir.path().join("stranger-000413A1B2C3.pem");
     pki::write_device_from_unknown_ca(&stranger, "000413A1B2C3");
-    let mut registrar = Sipp::start("uas-register.xml", pbx.port(), Duration::from_secs(30), &[]);
-    registrar.wait_bound();
+    let registrar = registrar(pbx);
     let mut b = Baresip::start(&phone(&pki, &stranger, "101", &e), PHONE_BOUND);
     let mut ctrl = b.ctrl();
 
@@ -254,21 +271,14 @@ async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_
         "{metrics}"
     );
 
-    b.quit(&mut ctrl);
-    registrar.stop();
-    assert!(
-        registrar.received().is_empty(),
-        "the PBX saw nothing: {}",
-        registrar.report()
-    );
+    quit_and_assert_the_pbx_saw_nothing(b, ctrl, registrar);
     e.stop().await.expect("clean shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
     let (pki, e, pbx) = edge_with_pbx().await;
-    let mut registrar = Sipp::start("uas-register.xml", pbx.port(), Duration::from_secs(30), &[]);
-    registrar.wait_bound();
+    let registrar = registrar(pbx);
     // The dev inventory allows only user 101 for the Snom MAC 000413A1B2C3.
     let mut b = Baresip::start(&phone(&pki, &pki.pki.snom_device, "102", &e), PHONE_BOUND);
     let mut ctrl = b.ctrl();
@@ -295,13 +305,7 @@ async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
         "the handshake itself succeeded: {metrics}"
     );
 
-    b.quit(&mut ctrl);
-    registrar.stop();
-    assert!(
-        registrar.received().is_empty(),
-        "the PBX saw nothing: {}",
-        registrar.report()
-    );
+    quit_and_assert_the_pbx_saw_nothing(b, ctrl, registrar);
     assert!(
         e.stop().await.is_ok(),
         "clean shutdown after the refused registration"
