@@ -59,6 +59,26 @@ fn quit_and_assert_the_pbx_saw_nothing(mut b: Baresip, mut ctrl: Ctrl, mut regis
     );
 }
 
+/// SIPp from the PBX address `pbx` qualifies user 101 through the edge (`uac-options.xml`):
+/// OPTIONS to the edge Contact `contact`, then to sip:101@<edge PBX side>. Returns SIPp and
+/// how it ended (bounded: 25 s).
+fn qualify_101(
+    pbx: SocketAddr,
+    contact: &pbx_edge::sip::uri::SipUri,
+    e: &RunningEdge,
+) -> (Sipp, Option<std::process::ExitStatus>) {
+    let uri = contact.to_string();
+    let target = e.pbx_local.to_string();
+    let mut qualify = Sipp::start(
+        "uac-options.xml",
+        pbx.port(),
+        Duration::from_secs(20),
+        &["-s", "101", "-key", "edge_contact", &uri, &target],
+    );
+    let status = qualify.wait(Duration::from_secs(25));
+    (qualify, status)
+}
+
 /// Polls /metrics until `name` reaches `at_least` (bounded: 10 s); returns its value.
 async fn metric_at_least(admin: SocketAddr, name: &str, at_least: f64) -> f64 {
     let mut value = 0.0;
@@ -163,15 +183,7 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
 
     // The PBX (SIPp, from the registrar's address) qualifies the phone through the edge: once
     // to the edge Contact (flow token), once to sip:101@<edge PBX side> (static contact).
-    let uri = contact.to_string();
-    let target = e.pbx_local.to_string();
-    let mut qualify = Sipp::start(
-        "uac-options.xml",
-        pbx.port(),
-        Duration::from_secs(20),
-        &["-s", "101", "-key", "edge_contact", &uri, &target],
-    );
-    let status = qualify.wait(Duration::from_secs(25));
+    let (qualify, status) = qualify_101(pbx, &contact, &e);
     assert!(
         status.is_some_and(|s| s.success()),
         "both OPTIONS answered 200 ({status:?}): {}\n{}",
@@ -219,15 +231,7 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
 async fn the_pbx_never_sees_the_phones_own_contact() {
     let (pki, e, pbx) = edge_with_pbx().await;
     let (mut b, mut ctrl, register) = register_101(&pki, &e, pbx).await;
-    let uri = edge_contact(&register).to_string();
-    let target = e.pbx_local.to_string();
-    let mut qualify = Sipp::start(
-        "uac-options.xml",
-        pbx.port(),
-        Duration::from_secs(20),
-        &["-s", "101", "-key", "edge_contact", &uri, &target],
-    );
-    let status = qualify.wait(Duration::from_secs(25));
+    let (qualify, status) = qualify_101(pbx, &edge_contact(&register), &e);
     assert!(status.is_some_and(|s| s.success()), "{}", qualify.report());
     for m in qualify.received() {
         let m = SipMessage::parse(m.as_bytes()).expect("valid SIP");
