@@ -14,29 +14,13 @@ use rcgen::{date_time_ymd, ExtendedKeyUsagePurpose};
 use rustls::pki_types::CertificateDer;
 use support::pki::{self, Device, Pki};
 
-const INVENTORY: &str = r#"
-[[devices]]
-mac = "00:04:13:a1:b2:c3"
-users = ["101"]
-[[devices]]
-mac = "80:5e:c0:a1:b2:c3"
-users = ["102"]
-[[devices]]
-mac = "0004F2A1B2C3"
-users = ["103"]
-[[devices]]
-mac = "001bd4a1b2c3"
-users = ["104"]
-[[devices]]
-mac = "000413A1B2D4"
-users = ["105"]
-[[devices]]
-mac = "001122334455"
-users = ["106"]
-[[devices]]
-mac = "000413ffff01"
-users = ["107"]
-"#;
+/// The shared test inventory plus a device with a MAC outside every vendor's OUI (user 106).
+fn inventory() -> String {
+    format!(
+        "{}[[devices]]\nmac = \"001122334455\"\nusers = [\"106\"]\n",
+        pki::INVENTORY
+    )
+}
 
 struct Env {
     pki: Pki,
@@ -54,7 +38,7 @@ impl Env {
     }
 
     fn config(&self) -> Config {
-        pki::config(&self.pki, self.dir.path(), INVENTORY)
+        pki::config(&self.pki, self.dir.path(), &inventory())
     }
 
     fn load(&self, config: &Config) -> IdentitySnapshot {

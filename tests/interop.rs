@@ -9,7 +9,6 @@ mod support;
 mod interop {
     mod baresip;
     mod baresip_call;
-    mod baresip_driver;
     mod baresip_register;
     mod capture;
     mod dns;
@@ -17,9 +16,7 @@ mod interop {
     mod openssl_tls;
     mod openssl_verdicts;
     mod pbx_tcp_sipp;
-    pub mod peer;
     mod process;
     mod sipp;
-    mod sipp_runner;
     mod tone;
 }

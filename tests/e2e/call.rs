@@ -2,9 +2,9 @@
 //! edge's own SRTP engine) ⇄ pbx-edge ⇄ a UDP "PBX" speaking plain RTP, in both directions.
 
 use crate::support::edge::{self, RunningEdge, TestPki};
+use crate::support::http;
 use crate::support::pbx::{self, Pbx};
-use crate::support::phone::{self, Phone};
-use crate::support::{http, tls_client};
+use crate::support::phone::{self, snom};
 use pbx_edge::sip::message::SipMessage;
 use pbx_edge::srtp::{ContextOptions, CryptoAttribute, CryptoSuite, SrtpContext};
 use std::net::SocketAddr;
@@ -16,24 +16,13 @@ const PHONE_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
 async fn setup() -> (TestPki, Pbx, RunningEdge) {
     let pki = edge::dev_pki();
     let pbx = Pbx::bind().await;
-    let addr = pbx.addr().to_string();
     let env = [
-        ("PBX_EDGE_PBX__ADDRESS", addr.as_str()),
         ("PBX_EDGE_SIP__T1_MS", "100"),
         ("PBX_EDGE_MEDIA__PORT_MIN", "42000"),
         ("PBX_EDGE_MEDIA__PORT_MAX", "42999"),
     ];
-    let e = RunningEdge::start(edge::config_with(&pki, &env)).await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &env).await;
     (pki, pbx, e)
-}
-
-async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
-    Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .expect("handshake"),
-    )
 }
 
 /// The audio m-line's port and the c= address of an SDP body.
@@ -295,23 +284,9 @@ async fn pbx_calls_a_registered_phone_and_connection_loss_ends_the_call() {
     // Register 101 (no challenge).
     ph.send(&phone::register("101", 5099, 1, "reg-c", "")).await;
     let (reg, from) = pbx.recv().await.unwrap();
-    let edge_uri = reg
-        .header("Contact")
-        .unwrap()
-        .split(['<', '>'])
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    pbx.send(
-        from,
-        &pbx::response(
-            &reg,
-            200,
-            "OK",
-            &format!("Contact: <{edge_uri}>;expires=120\r\n"),
-        ),
-    )
-    .await;
+    let edge_uri = pbx::contact_uri(&reg).unwrap();
+    pbx.send(from, &pbx::register_ok(&reg, &edge_uri, 120))
+        .await;
     assert_eq!(ph.recv().await.unwrap().status(), Some(200));
 
     let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -634,15 +609,13 @@ async fn hold_resume_and_update_keep_the_srtp_context() {
 async fn prack_info_refer_notify_pass_and_media_timeout_ends_the_call_on_both_legs() {
     let pki = edge::dev_pki();
     let pbx = Pbx::bind().await;
-    let addr = pbx.addr().to_string();
     let env = [
-        ("PBX_EDGE_PBX__ADDRESS", addr.as_str()),
         ("PBX_EDGE_SIP__T1_MS", "100"),
         ("PBX_EDGE_MEDIA__PORT_MIN", "43000"),
         ("PBX_EDGE_MEDIA__PORT_MAX", "43999"),
         ("PBX_EDGE_MEDIA__TIMEOUT_SECS", "2"),
     ];
-    let e = RunningEdge::start(edge::config_with(&pki, &env)).await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &env).await;
     let mut ph = snom(&pki, &e).await;
     let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();

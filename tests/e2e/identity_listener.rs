@@ -12,27 +12,6 @@ use rcgen::date_time_ymd;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const INVENTORY: &str = r#"
-[[devices]]
-mac = "00:04:13:a1:b2:c3"
-users = ["101"]
-[[devices]]
-mac = "80:5e:c0:a1:b2:c3"
-users = ["102"]
-[[devices]]
-mac = "0004F2A1B2C3"
-users = ["103"]
-[[devices]]
-mac = "001bd4a1b2c3"
-users = ["104"]
-[[devices]]
-mac = "000413A1B2D4"
-users = ["105"]
-[[devices]]
-mac = "000413ffff01"
-users = ["107"]
-"#;
-
 /// `pbx_edge_tls_handshake_failures_total{reason=..,vendor=..}`.
 fn failures(reason: &str, vendor: &str) -> String {
     format!("pbx_edge_tls_handshake_failures_total{{reason=\"{reason}\",vendor=\"{vendor}\"}}")
@@ -56,7 +35,7 @@ async fn every_verdict_on_the_running_listener_has_its_reason_label() {
     let dir = tempfile::tempdir().unwrap();
     let revoked = pki.snom("000413FFFF01");
     let (legacy_ca, legacy_chain, legacy_key) = pki::legacy_fixture();
-    let config = vendor_edge::config(&pki, dir.path(), INVENTORY, |c| {
+    let config = vendor_edge::config(&pki, dir.path(), pki::INVENTORY, |c| {
         let snom = c.vendors.get_mut("snom").unwrap();
         // The CRL is issued by the "Snom Phone 1 SHA-256" intermediate: the bundle knows it.
         snom.ca.push(pki::write(
@@ -174,7 +153,7 @@ async fn legacy_device_is_accepted_when_its_vendor_allows_legacy_crypto() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let (legacy_ca, chain, key) = pki::legacy_fixture();
-    let config = vendor_edge::config(&pki, dir.path(), INVENTORY, |c| {
+    let config = vendor_edge::config(&pki, dir.path(), pki::INVENTORY, |c| {
         let snom = c.vendors.get_mut("snom").unwrap();
         snom.ca
             .push(pki::write(dir.path(), "legacy-ca.pem", &legacy_ca));
@@ -204,7 +183,7 @@ async fn deny_list_reload_closes_the_live_connection_and_a_broken_inventory_keep
     let dir = tempfile::tempdir().unwrap();
     let deny = pki::write(dir.path(), "deny.txt", "# stolen phones\n");
     let deny_path = deny.clone();
-    let config = vendor_edge::config(&pki, dir.path(), INVENTORY, |c| {
+    let config = vendor_edge::config(&pki, dir.path(), pki::INVENTORY, |c| {
         c.tls.mac_deny_list = Some(deny_path);
     });
     let inventory = config.inventory.file.clone().unwrap();

@@ -4,10 +4,10 @@
 //! gets the answers on those connections (RFC 3261 §18.2.2); foreign sources are refused.
 
 use crate::support::edge::{self, RunningEdge, TestPki};
+use crate::support::http;
 use crate::support::pbx;
 use crate::support::pbx_tcp::{SipConn, TcpPbx};
-use crate::support::phone::{self, Phone};
-use crate::support::{http, tls_client};
+use crate::support::phone::{self, snom, Phone};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -16,23 +16,10 @@ const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 async fn setup(extra: &[(&str, &str)]) -> (TestPki, TcpPbx, RunningEdge) {
     let pki = edge::dev_pki();
     let pbx = TcpPbx::bind().await;
-    let addr = pbx.addr().to_string();
-    let mut env = vec![
-        ("PBX_EDGE_PBX__ADDRESS", addr.as_str()),
-        ("PBX_EDGE_PBX__TRANSPORT", "tcp"),
-    ];
+    let mut env = vec![("PBX_EDGE_PBX__TRANSPORT", "tcp")];
     env.extend_from_slice(extra);
-    let e = RunningEdge::start(edge::config_with(&pki, &env)).await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &env).await;
     (pki, pbx, e)
-}
-
-async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
-    Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .expect("handshake"),
-    )
 }
 
 /// Registers 101 (`cseq`) over a new connection the edge opens to the PBX; returns that
@@ -53,15 +40,8 @@ async fn register_101(ph: &mut Phone, pbx: &TcpPbx, cseq: u32) -> (SipConn, Stri
         1,
         "the PBX sees only the edge's Via"
     );
-    let contact = req.header("Contact").unwrap().to_owned();
-    let uri = contact.split(['<', '>']).nth(1).unwrap().to_owned();
-    conn.send(&pbx::response(
-        &req,
-        200,
-        "OK",
-        &format!("Contact: <{uri}>;expires=120\r\n"),
-    ))
-    .await;
+    let uri = pbx::contact_uri(&req).unwrap();
+    conn.send(&pbx::register_ok(&req, &uri, 120)).await;
     let ok = ph.recv().await.expect("phone gets the 200");
     assert_eq!(ok.status(), Some(200));
     assert!(ok.header("Contact").unwrap().contains("127.0.0.1:5099"));

@@ -2,31 +2,18 @@
 //! certificate and a UDP "PBX" registrar in the test.
 
 use crate::support::edge::{self, RunningEdge, TestPki};
+use crate::support::http;
 use crate::support::pbx::{self, Pbx};
-use crate::support::phone::{self, Phone};
-use crate::support::{http, tls_client};
+use crate::support::phone::{self, snom, Phone};
 use std::time::Duration;
 
 async fn setup(extra: &[(&str, &str)]) -> (TestPki, Pbx, RunningEdge) {
     let pki = edge::dev_pki();
     let pbx = Pbx::bind().await;
-    let addr = pbx.addr().to_string();
-    let mut env = vec![
-        ("PBX_EDGE_PBX__ADDRESS", addr.as_str()),
-        ("PBX_EDGE_SIP__T1_MS", "100"),
-    ];
+    let mut env = vec![("PBX_EDGE_SIP__T1_MS", "100")];
     env.extend_from_slice(extra);
-    let e = RunningEdge::start(edge::config_with(&pki, &env)).await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &env).await;
     (pki, pbx, e)
-}
-
-async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
-    Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .expect("handshake"),
-    )
 }
 
 /// REGISTER with a 401 challenge, then 200: returns the edge Contact the PBX saw.
@@ -91,17 +78,8 @@ async fn register_101(ph: &mut Phone, pbx: &Pbx, e: &RunningEdge) -> String {
     );
     let edge_contact = req.header("Contact").unwrap().to_owned();
     assert_eq!(edge_contact, contact, "same edge Contact on re-REGISTER");
-    let uri = edge_contact.split(['<', '>']).nth(1).unwrap().to_owned();
-    pbx.send(
-        from,
-        &pbx::response(
-            &req,
-            200,
-            "OK",
-            &format!("Contact: <{uri}>;expires=120\r\n"),
-        ),
-    )
-    .await;
+    let uri = pbx::contact_uri(&req).unwrap();
+    pbx.send(from, &pbx::register_ok(&req, &uri, 120)).await;
     let ok = ph.recv().await.expect("phone gets the 200");
     assert_eq!(ok.status(), Some(200));
     let c = ok.header("Contact").unwrap();

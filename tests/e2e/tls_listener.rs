@@ -1,6 +1,6 @@
 //! The phone TLS listener and the admin port of an in-process edge.
 
-use crate::support::{edge, http, tls_client};
+use crate::support::{edge, http, pki, tls_client};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -60,7 +60,7 @@ async fn missing_or_unknown_device_certificate_is_refused_and_counted() {
     let pki = edge::dev_pki();
     let other = tempfile::tempdir().unwrap();
     let unknown_device = other.path().join("unknown-device.pem");
-    write_device_from_unknown_ca(&unknown_device);
+    pki::write_device_from_unknown_ca(&unknown_device, "000413FFFFFF");
     let e = edge::RunningEdge::start(edge::config_for(&pki)).await;
 
     let no_cert = tls_client::client_config(&pki.pki.server_ca, None);
@@ -121,20 +121,4 @@ async fn admin_port_closes_after_shutdown() {
     // After shutdown the admin port is closed: nothing answers any more.
     let closed = tokio::net::TcpStream::connect(admin).await;
     assert!(closed.is_err(), "admin port must be closed after shutdown");
-}
-
-/// A Snom-style device certificate from a CA the edge does not know.
-fn write_device_from_unknown_ca(path: &std::path::Path) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "Some Other Vendor Root CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let mut dev = CertificateParams::default();
-    dev.distinguished_name
-        .push(DnType::CommonName, "000413FFFFFF");
-    let key = KeyPair::generate().unwrap();
-    let cert = dev.signed_by(&key, &ca).unwrap();
-    std::fs::write(path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
 }

@@ -2,10 +2,10 @@
 //! certificate, `srtp-mand`, PCMU from a WAV tone) ⇄ in-process pbx-edge ⇄ SIPp as the plain
 //! UDP PBX echoing RTP; in both directions, with a tshark capture proving which leg is SRTP.
 
-use super::baresip_driver::{self as baresip, Baresip, PhoneSetup};
+use super::baresip::{self, Baresip, CallMedia, PhoneSetup};
 use super::capture::{Capture, Datagram};
 use super::dns::FakeDns;
-use super::sipp_runner::Sipp;
+use super::sipp::Sipp;
 use super::{net, tone};
 use crate::support::edge::{self, RunningEdge, TestPki};
 use crate::support::http;
@@ -35,22 +35,20 @@ fn phone<'a>(
         user: "101",
         regint,
         answermode: "auto",
-        audio,
-        rtp_ports,
+        media: Some(CallMedia { audio, rtp_ports }),
         dns: dns.addr,
+        verbose: true,
     }
 }
 
 async fn start_edge(pki: &TestPki, pbx: SocketAddr, media: (u16, u16)) -> RunningEdge {
-    let pbx = pbx.to_string();
     let (min, max) = (media.0.to_string(), media.1.to_string());
     let env = [
-        ("PBX_EDGE_PBX__ADDRESS", pbx.as_str()),
         ("PBX_EDGE_SIP__T1_MS", "100"),
         ("PBX_EDGE_MEDIA__PORT_MIN", min.as_str()),
         ("PBX_EDGE_MEDIA__PORT_MAX", max.as_str()),
     ];
-    RunningEdge::start(edge::config_with(pki, &env)).await
+    RunningEdge::start_with_pbx(pki, pbx, &env).await
 }
 
 async fn metrics(e: &RunningEdge) -> String {
@@ -77,6 +75,32 @@ async fn wait_idle(e: &RunningEdge) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     m
+}
+
+/// After a call: no call and no media stream is left on the edge, and `/api/calls` is empty.
+async fn assert_idle(e: &RunningEdge) {
+    let idle = wait_idle(e).await;
+    assert_eq!(http::metric(&idle, "pbx_edge_calls_active"), 0.0, "{idle}");
+    assert_eq!(
+        http::metric(&idle, "pbx_edge_media_active_streams"),
+        0.0,
+        "{idle}"
+    );
+    assert_eq!(
+        http::get(e.admin_addr, "/api/calls").await.1,
+        "{\"calls\":[]}"
+    );
+}
+
+/// baresip's `rtp_stats` (printed at hangup: 1.0.0's callstat has no counters) show at least
+/// 200 packets (≥ 4 s of 20 ms audio) sent and received.
+fn assert_audio_both_ways(phone: &Baresip, what: &str, callstat: &str) {
+    let stats = phone.rtp_stats();
+    let packets = baresip::rtp_packets(&stats);
+    assert!(
+        packets.is_some_and(|(tx, rx)| tx >= 200 && rx >= 200),
+        "{what}: {stats:?}\ncallstat {callstat}"
+    );
 }
 
 /// The `"srtp_suite":"..."` value of the first call in `/api/calls`.
@@ -268,15 +292,14 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
     )
     .await;
 
-    let mut sipp = Sipp::start(
-        run.path(),
+    let mut sipp = Sipp::start_echo(
         "call-pbx-uas-echo.xml",
         sipp_port,
         sipp_media,
+        Duration::from_secs(40),
         &[],
-        None,
     );
-    sipp.wait_bound(sipp_port);
+    sipp.wait_bound();
     let capture = Capture::start(
         run.path(),
         "tshark-edge-media",
@@ -361,25 +384,13 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
         "the PBX gets plain RTP/AVP: {invite}"
     );
 
-    let idle = wait_idle(&e).await;
-    assert_eq!(http::metric(&idle, "pbx_edge_calls_active"), 0.0, "{idle}");
-    assert_eq!(
-        http::metric(&idle, "pbx_edge_media_active_streams"),
-        0.0,
-        "{idle}"
-    );
-    assert_eq!(
-        http::get(e.admin_addr, "/api/calls").await.1,
-        "{\"calls\":[]}"
-    );
+    assert_idle(&e).await;
 
     phone_b.quit(&mut ctrl);
-    // baresip 1.0.0's callstat has no counters; rtp_stats prints them at hangup.
-    let stats = phone_b.rtp_stats();
-    let packets = baresip::rtp_packets(&stats);
-    assert!(
-        packets.is_some_and(|(tx, rx)| tx >= 200 && rx >= 200),
-        "baresip sent and received ≥ 4 s of 20 ms audio: {stats:?}\ncallstat {callstat}"
+    assert_audio_both_ways(
+        &phone_b,
+        "baresip sent and received ≥ 4 s of 20 ms audio",
+        &callstat,
     );
 
     // Test 3: what went over the wire.
@@ -399,13 +410,8 @@ async fn registrar(pbx: Pbx, mut stop: tokio::sync::oneshot::Receiver<()>) -> us
                 if req.method().map(|m| m.as_str()) != Some("REGISTER") {
                     continue;
                 }
-                let contact = req.header("Contact").unwrap_or_default();
-                let uri = contact.split(['<', '>']).nth(1).unwrap_or_default().to_owned();
-                pbx.send(
-                    from,
-                    &pbx::response(&req, 200, "OK", &format!("Contact: <{uri}>;expires=60\r\n")),
-                )
-                .await;
+                let uri = pbx::contact_uri(&req).unwrap_or_default();
+                pbx.send(from, &pbx::register_ok(&req, &uri, 60)).await;
                 answered += 1;
             }
         }
@@ -467,13 +473,19 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
         Duration::from_secs(40),
     );
     // SIPp takes over the PBX address (the edge accepts the PBX side only from there).
-    let mut sipp = Sipp::start(
-        run.path(),
+    let edge_pbx_side = e.pbx_local.to_string();
+    let mut sipp = Sipp::start_echo(
         "call-pbx-uac-echo.xml",
         pbx_addr.port(),
         sipp_media,
-        &["-s", "101", "-d", &TALK.as_millis().to_string()],
-        Some(e.pbx_local),
+        Duration::from_secs(40),
+        &[
+            "-s",
+            "101",
+            "-d",
+            &TALK.as_millis().to_string(),
+            &edge_pbx_side,
+        ],
     );
     let established = ctrl.wait_event("CALL_ESTABLISHED", Duration::from_secs(15));
     assert!(
@@ -528,30 +540,17 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
         )
     );
     assert!(
-        std::fs::read_to_string(&sipp.log)
-            .unwrap_or_default()
-            .contains("PBX-UAC: answer proto=RTP/AVP"),
+        sipp.actions().contains("PBX-UAC: answer proto=RTP/AVP"),
         "{}",
         sipp.report()
     );
-    let idle = wait_idle(&e).await;
-    assert_eq!(http::metric(&idle, "pbx_edge_calls_active"), 0.0, "{idle}");
-    assert_eq!(
-        http::metric(&idle, "pbx_edge_media_active_streams"),
-        0.0,
-        "{idle}"
-    );
-    assert_eq!(
-        http::get(e.admin_addr, "/api/calls").await.1,
-        "{\"calls\":[]}"
-    );
+    assert_idle(&e).await;
     phone_b.quit(&mut ctrl);
     check_capture(&capture.finish(), phone_rtp, sipp_media, &suite);
-    let stats = phone_b.rtp_stats();
-    let packets = baresip::rtp_packets(&stats);
-    assert!(
-        packets.is_some_and(|(tx, rx)| tx >= 200 && rx >= 200),
-        "baresip sent and received SIPp's echo for ≥ 4 s: {stats:?}\ncallstat {callstat}"
+    assert_audio_both_ways(
+        &phone_b,
+        "baresip sent and received SIPp's echo for ≥ 4 s",
+        &callstat,
     );
     e.stop().await.expect("clean shutdown");
 }

@@ -4,10 +4,11 @@
 //! Negative cases: a device certificate from an unknown CA never gets past the handshake, and an
 //! extension the MAC may not use gets 403; in both the PBX sees nothing.
 
-use super::baresip::{free_udp_port, Baresip, Ctrl, PhoneSpec};
+use super::baresip::{Baresip, Ctrl, PhoneSetup};
+use super::net::free_udp_port;
 use super::sipp::Sipp;
 use crate::support::edge::{self, RunningEdge, TestPki};
-use crate::support::http;
+use crate::support::{http, pki};
 use pbx_edge::sip::message::{ContactList, Method, SipMessage};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,23 +21,62 @@ const PHONE_BOUND: Duration = Duration::from_secs(60);
 async fn edge_with_pbx() -> (TestPki, RunningEdge, SocketAddr) {
     let pki = edge::dev_pki();
     let pbx = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
-    let pbx_text = pbx.to_string();
-    let e = RunningEdge::start(edge::config_with(
-        &pki,
-        &[("PBX_EDGE_PBX__ADDRESS", pbx_text.as_str())],
-    ))
-    .await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx, &[]).await;
     (pki, e, pbx)
 }
 
-fn phone<'a>(pki: &'a TestPki, cert: &'a Path, user: &'a str, e: &RunningEdge) -> PhoneSpec<'a> {
-    PhoneSpec {
-        certificate: cert,
-        server_ca: &pki.pki.server_ca,
-        user,
+fn phone<'a>(pki: &'a TestPki, cert: &'a Path, user: &'a str, e: &RunningEdge) -> PhoneSetup<'a> {
+    PhoneSetup {
         edge: e.tls_addr,
+        certificate: cert,
+        ca: &pki.pki.server_ca,
+        user,
         regint: 60,
+        answermode: "manual",
+        media: None,
+        // The edge is given by address: no lookup is expected of this resolver.
+        dns: SocketAddr::from(([127, 0, 0, 1], 53)),
+        verbose: false,
     }
+}
+
+/// SIPp as the PBX's registrar (`uas-register.xml`, one REGISTER), bound on `pbx`.
+fn registrar(pbx: SocketAddr) -> Sipp {
+    let mut registrar = Sipp::start("uas-register.xml", pbx.port(), Duration::from_secs(30), &[]);
+    registrar.wait_bound();
+    registrar
+}
+
+/// Stops the phone, then the registrar (flushing its trace), and asserts the PBX received
+/// nothing.
+fn quit_and_assert_the_pbx_saw_nothing(mut b: Baresip, mut ctrl: Ctrl, mut registrar: Sipp) {
+    b.quit(&mut ctrl);
+    registrar.stop();
+    assert!(
+        registrar.received().is_empty(),
+        "the PBX saw nothing: {}",
+        registrar.report()
+    );
+}
+
+/// SIPp from the PBX address `pbx` qualifies user 101 through the edge (`uac-options.xml`):
+/// OPTIONS to the edge Contact `contact`, then to sip:101@<edge PBX side>. Returns SIPp and
+/// how it ended (bounded: 25 s).
+fn qualify_101(
+    pbx: SocketAddr,
+    contact: &pbx_edge::sip::uri::SipUri,
+    e: &RunningEdge,
+) -> (Sipp, Option<std::process::ExitStatus>) {
+    let uri = contact.to_string();
+    let target = e.pbx_local.to_string();
+    let mut qualify = Sipp::start(
+        "uac-options.xml",
+        pbx.port(),
+        Duration::from_secs(20),
+        &["-s", "101", "-key", "edge_contact", &uri, &target],
+    );
+    let status = qualify.wait(Duration::from_secs(25));
+    (qualify, status)
 }
 
 /// Polls /metrics until `name` reaches `at_least` (bounded: 10 s); returns its value.
@@ -67,27 +107,24 @@ async fn register_101(
     e: &RunningEdge,
     pbx: SocketAddr,
 ) -> (Baresip, Ctrl, SipMessage) {
-    let mut registrar = Sipp::start("uas-register.xml", pbx, Duration::from_secs(30), &[]);
-    registrar.wait_ready(pbx).await;
+    let mut registrar = registrar(pbx);
     let mut b = Baresip::start(&phone(pki, &pki.pki.snom_device, "101", e), PHONE_BOUND);
-    let mut ctrl = b.ctrl().await;
-    let info = ctrl
-        .reginfo_until(Duration::from_secs(15), |i| i.contains("OK"))
-        .await;
+    let mut ctrl = b.ctrl();
+    let info = ctrl.reginfo_until(Duration::from_secs(15), |i| i.contains("OK"));
     assert!(
         info.contains("sip:101@sbc.test") && info.contains("OK"),
         "baresip reports registered: {info:?}\n{}\n{}",
         b.log(),
-        registrar.output()
+        registrar.report()
     );
-    let status = registrar.wait(Duration::from_secs(10)).await;
+    let status = registrar.wait(Duration::from_secs(10));
     assert!(
         status.is_some_and(|s| s.success()),
         "the registrar ends its one call successfully ({status:?}): {}",
-        registrar.output()
+        registrar.report()
     );
     let received = registrar.received();
-    assert!(!received.is_empty(), "{}", registrar.output());
+    assert!(!received.is_empty(), "{}", registrar.report());
     let first = SipMessage::parse(received[0].as_bytes()).expect("SIPp saw valid SIP");
     for other in &received[1..] {
         // Only retransmissions of the same REGISTER (UDP timer E) may follow.
@@ -101,7 +138,7 @@ async fn register_101(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
     let (pki, e, pbx) = edge_with_pbx().await;
-    let (b, ctrl, register) = register_101(&pki, &e, pbx).await;
+    let (mut b, mut ctrl, register) = register_101(&pki, &e, pbx).await;
 
     // What the PBX saw: the edge's REGISTER, from the edge, with nothing of the phone's leg.
     assert_eq!(register.method(), Some(Method::Register));
@@ -146,19 +183,11 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
 
     // The PBX (SIPp, from the registrar's address) qualifies the phone through the edge: once
     // to the edge Contact (flow token), once to sip:101@<edge PBX side> (static contact).
-    let uri = contact.to_string();
-    let target = e.pbx_local.to_string();
-    let mut qualify = Sipp::start(
-        "uac-options.xml",
-        pbx,
-        Duration::from_secs(20),
-        &["-s", "101", "-key", "edge_contact", &uri, &target],
-    );
-    let status = qualify.wait(Duration::from_secs(25)).await;
+    let (qualify, status) = qualify_101(pbx, &contact, &e);
     assert!(
         status.is_some_and(|s| s.success()),
         "both OPTIONS answered 200 ({status:?}): {}\n{}",
-        qualify.output(),
+        qualify.report(),
         b.log()
     );
     let actions = qualify.actions();
@@ -173,7 +202,7 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
         .map(|m| SipMessage::parse(m.as_bytes()).expect("valid SIP"))
         .filter(|m| m.status() == Some(200))
         .collect();
-    assert!(answers.len() >= 2, "{}", qualify.output());
+    assert!(answers.len() >= 2, "{}", qualify.report());
     for a in &answers {
         let vias = a.vias().unwrap();
         assert_eq!(vias.len(), 1, "only SIPp's own Via comes back: {vias:?}");
@@ -192,7 +221,7 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
         "Request-URI = baresip's Contact: {log}"
     );
 
-    b.stop(Some(ctrl)).await;
+    b.quit(&mut ctrl);
     e.stop().await.expect("clean shutdown");
 }
 
@@ -201,17 +230,9 @@ async fn baresip_registers_through_the_edge_and_answers_options_from_sipp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pbx_never_sees_the_phones_own_contact() {
     let (pki, e, pbx) = edge_with_pbx().await;
-    let (b, ctrl, register) = register_101(&pki, &e, pbx).await;
-    let uri = edge_contact(&register).to_string();
-    let target = e.pbx_local.to_string();
-    let mut qualify = Sipp::start(
-        "uac-options.xml",
-        pbx,
-        Duration::from_secs(20),
-        &["-s", "101", "-key", "edge_contact", &uri, &target],
-    );
-    let status = qualify.wait(Duration::from_secs(25)).await;
-    assert!(status.is_some_and(|s| s.success()), "{}", qualify.output());
+    let (mut b, mut ctrl, register) = register_101(&pki, &e, pbx).await;
+    let (qualify, status) = qualify_101(pbx, &edge_contact(&register), &e);
+    assert!(status.is_some_and(|s| s.success()), "{}", qualify.report());
     for m in qualify.received() {
         let m = SipMessage::parse(m.as_bytes()).expect("valid SIP");
         if let Ok(ContactList::Addrs(addrs)) = m.contacts() {
@@ -225,7 +246,7 @@ async fn the_pbx_never_sees_the_phones_own_contact() {
             }
         }
     }
-    b.stop(Some(ctrl)).await;
+    b.quit(&mut ctrl);
     e.stop().await.expect("clean shutdown");
 }
 
@@ -233,17 +254,16 @@ async fn the_pbx_never_sees_the_phones_own_contact() {
 async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_handshake() {
     let (pki, e, pbx) = edge_with_pbx().await;
     let stranger = pki.dir.path().join("stranger-000413A1B2C3.pem");
-    write_device_from_unknown_ca(&stranger);
-    let mut registrar = Sipp::start("uas-register.xml", pbx, Duration::from_secs(30), &[]);
-    registrar.wait_ready(pbx).await;
+    pki::write_device_from_unknown_ca(&stranger, "000413A1B2C3");
+    let registrar = registrar(pbx);
     let mut b = Baresip::start(&phone(&pki, &stranger, "101", &e), PHONE_BOUND);
-    let mut ctrl = b.ctrl().await;
+    let mut ctrl = b.ctrl();
 
     let label =
         "pbx_edge_tls_handshake_failures_total{reason=\"issuer_unknown\",vendor=\"unknown\"}";
     let refused = metric_at_least(e.admin_addr, label, 1.0).await;
     assert!(refused >= 1.0, "refused as issuer_unknown: {}", b.log());
-    let info = ctrl.command("reginfo", Duration::from_secs(5)).await;
+    let info = ctrl.command("reginfo", None);
     assert!(
         info.as_deref().is_some_and(|i| !i.contains("OK")),
         "baresip is not registered: {info:?}"
@@ -255,24 +275,17 @@ async fn baresip_with_a_device_certificate_from_an_unknown_ca_is_refused_at_the_
         "{metrics}"
     );
 
-    b.stop(Some(ctrl)).await;
-    registrar.stop().await;
-    assert!(
-        registrar.received().is_empty(),
-        "the PBX saw nothing: {}",
-        registrar.output()
-    );
+    quit_and_assert_the_pbx_saw_nothing(b, ctrl, registrar);
     e.stop().await.expect("clean shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
     let (pki, e, pbx) = edge_with_pbx().await;
-    let mut registrar = Sipp::start("uas-register.xml", pbx, Duration::from_secs(30), &[]);
-    registrar.wait_ready(pbx).await;
+    let registrar = registrar(pbx);
     // The dev inventory allows only user 101 for the Snom MAC 000413A1B2C3.
     let mut b = Baresip::start(&phone(&pki, &pki.pki.snom_device, "102", &e), PHONE_BOUND);
-    let mut ctrl = b.ctrl().await;
+    let mut ctrl = b.ctrl();
 
     let denied = metric_at_least(
         e.admin_addr,
@@ -281,9 +294,7 @@ async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
     )
     .await;
     assert!(denied >= 1.0, "{}", b.log());
-    let info = ctrl
-        .reginfo_until(Duration::from_secs(10), |i| i.contains("ERR"))
-        .await;
+    let info = ctrl.reginfo_until(Duration::from_secs(10), |i| i.contains("ERR"));
     assert!(
         info.contains("sip:102@sbc.test") && info.contains("ERR"),
         "baresip reports the registration failed: {info:?}"
@@ -298,32 +309,9 @@ async fn baresip_registering_an_extension_its_mac_may_not_use_gets_403() {
         "the handshake itself succeeded: {metrics}"
     );
 
-    b.stop(Some(ctrl)).await;
-    registrar.stop().await;
-    assert!(
-        registrar.received().is_empty(),
-        "the PBX saw nothing: {}",
-        registrar.output()
-    );
+    quit_and_assert_the_pbx_saw_nothing(b, ctrl, registrar);
     assert!(
         e.stop().await.is_ok(),
         "clean shutdown after the refused registration"
     );
-}
-
-/// A Snom-style device certificate + key (one PEM, as baresip wants) from a CA the edge does
-/// not know.
-fn write_device_from_unknown_ca(path: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name
-        .push(DnType::CommonName, "Some Other Vendor Root CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let mut dev = CertificateParams::default();
-    dev.distinguished_name
-        .push(DnType::CommonName, "000413A1B2C3");
-    let key = KeyPair::generate().unwrap();
-    let cert = dev.signed_by(&key, &ca).unwrap();
-    std::fs::write(path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
 }

@@ -1,12 +1,12 @@
 //! `openssl s_client` against the phone listener: the verdicts a real TLS stack sees.
 
-use super::peer::{require, run_bounded};
+use super::process::{require, run_bounded};
 use crate::support::{edge, http};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn s_client(addr: std::net::SocketAddr, ca: &Path, extra: &[&str]) -> super::peer::PeerOutput {
+fn s_client(addr: std::net::SocketAddr, ca: &Path, extra: &[&str]) -> super::process::PeerOutput {
     require("openssl");
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &addr.to_string(), "-CAfile"])
@@ -22,6 +22,35 @@ fn s_client(addr: std::net::SocketAddr, ca: &Path, extra: &[&str]) -> super::pee
     run_bounded(cmd, Duration::from_secs(4))
 }
 
+/// [`s_client`] (off the runtime's threads) with the device certificate `<device>.crt` and
+/// key `<device>.key`, checking the edge's certificate against `hostname`.
+async fn s_client_as_device(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    device: &Path,
+    hostname: &'static str,
+) -> super::process::PeerOutput {
+    let ca = ca.to_owned();
+    let crt = device.with_extension("crt");
+    let key = device.with_extension("key");
+    tokio::task::spawn_blocking(move || {
+        s_client(
+            addr,
+            &ca,
+            &[
+                "-cert",
+                crt.to_str().unwrap(),
+                "-key",
+                key.to_str().unwrap(),
+                "-verify_hostname",
+                hostname,
+            ],
+        )
+    })
+    .await
+    .unwrap()
+}
+
 async fn metric(admin: std::net::SocketAddr, name: &str) -> f64 {
     http::metric(&http::get(admin, "/metrics").await.1, name)
 }
@@ -35,24 +64,7 @@ async fn openssl_verdicts_match_the_edge() {
 
     // A device certificate from a configured vendor CA, and the server verified by name.
     let device = pki.dir.path().join("snom-000413A1B2C3");
-    let (crt, key) = (device.with_extension("crt"), device.with_extension("key"));
-    let ca2 = ca.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        s_client(
-            addr,
-            &ca2,
-            &[
-                "-cert",
-                crt.to_str().unwrap(),
-                "-key",
-                key.to_str().unwrap(),
-                "-verify_hostname",
-                "sbc.test",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let ok = s_client_as_device(addr, &ca, &device, "sbc.test").await;
     assert!(
         ok.all().contains("Verify return code: 0 (ok)"),
         "{}",
@@ -77,25 +89,7 @@ async fn openssl_verdicts_match_the_edge() {
     assert!(!none.killed, "the edge closes the connection");
 
     // The server name the edge's certificate does not carry: s_client refuses the server.
-    let ca2 = ca.clone();
-    let crt = device.with_extension("crt");
-    let key = device.with_extension("key");
-    let wrong = tokio::task::spawn_blocking(move || {
-        s_client(
-            addr,
-            &ca2,
-            &[
-                "-cert",
-                crt.to_str().unwrap(),
-                "-key",
-                key.to_str().unwrap(),
-                "-verify_hostname",
-                "other.test",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let wrong = s_client_as_device(addr, &ca, &device, "other.test").await;
     assert!(wrong.all().contains("hostname mismatch"), "{}", wrong.all());
 
     // TLS 1.1 is not offered by the edge.

@@ -2,7 +2,7 @@
 //! listener serving the rcgen vendor PKI: the same verdicts and `reason` labels the tokio-rustls
 //! probe in tests/e2e/identity_listener.rs sees.
 
-use super::peer::{require, run_bounded, PeerOutput};
+use super::process::{require, run_bounded, PeerOutput};
 use crate::support::pki::{self, Pki};
 use crate::support::{http, vendor_edge};
 use rcgen::date_time_ymd;

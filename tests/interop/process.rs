@@ -1,10 +1,55 @@
-//! A long-running peer process (baresip, sipp, tshark): output to files in a directory the
-//! test owns, every wait bounded, stopped by its PID (TERM, then KILL) when dropped.
+//! Running an external peer program, bounded in time and stopped by its PID: a long-running
+//! peer (baresip, sipp, tshark) with its output in files in a directory the test owns, and
+//! [`run_bounded`] for a short one whose output is wanted at the end (openssl).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// Panics with a clear message when `program` is not installed.
+pub fn require(program: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "interop peer `{program}` is not installed: run `bash tests/run-all`, which installs it"
+    );
+}
+
+/// What a peer printed and how it ended.
+pub struct PeerOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub killed: bool,
+}
+
+impl PeerOutput {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `cmd` with stdin held open (so tools like `openssl s_client` wait for the server),
+/// stops it by PID after `limit`, and returns its output.
+pub fn run_bounded(cmd: Command, limit: Duration) -> PeerOutput {
+    let dir = tempfile::tempdir().expect("peer tempdir");
+    let mut peer = PeerProcess::start("peer", cmd, dir.path(), Stdio::piped());
+    let killed = peer.wait_within(limit).is_none();
+    if killed {
+        peer.stop(Duration::ZERO);
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    PeerOutput {
+        stdout: read(&peer.stdout),
+        stderr: read(&peer.stderr),
+        killed,
+    }
+}
 
 pub struct PeerProcess {
     name: &'static str,
@@ -16,12 +61,18 @@ pub struct PeerProcess {
 
 impl PeerProcess {
     /// Starts `cmd` with stdin closed and stdout/stderr written to `<dir>/<name>.out|.err`.
-    pub fn spawn(name: &'static str, mut cmd: Command, dir: &Path) -> Self {
-        super::peer::require(cmd.get_program().to_str().expect("program names are ASCII"));
+    pub fn spawn(name: &'static str, cmd: Command, dir: &Path) -> Self {
+        Self::start(name, cmd, dir, Stdio::null())
+    }
+
+    /// Like [`PeerProcess::spawn`], with `stdin` for the process's standard input (a pipe is
+    /// held open as long as this value lives).
+    fn start(name: &'static str, mut cmd: Command, dir: &Path, stdin: Stdio) -> Self {
+        require(cmd.get_program().to_str().expect("program names are ASCII"));
         let stdout = dir.join(format!("{name}.out"));
         let stderr = dir.join(format!("{name}.err"));
         let child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(File::create(&stdout).expect("stdout file"))
             .stderr(File::create(&stderr).expect("stderr file"))
             .spawn()
@@ -49,12 +100,19 @@ impl PeerProcess {
         }
     }
 
+    /// Sends `signal` (a `kill` name: `TERM`, `USR1` ...) to this PID if it still runs.
+    pub fn signal(&mut self, signal: &str) {
+        if self.wait_within(Duration::ZERO).is_none() {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &self.child.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGTERM to this PID, up to `grace` to exit, then SIGKILL. Returns the exit status.
     pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
         if self.wait_within(Duration::ZERO).is_none() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
+            self.signal("TERM");
             if self.wait_within(grace).is_none() {
                 let _ = self.child.kill();
                 self.status = self.child.wait().ok();

@@ -1,11 +1,10 @@
-//! SIPp (`sip-tester`) as the plain-UDP PBX: one scenario from `tests/interop/scenarios/`, run
-//! in its own temporary directory, bounded by `-m` and `-timeout`, stopped by its PID on drop.
-//! What SIPp received is read back from its `-trace_msg` file.
+//! SIPp (Debian's `sip-tester` 3.6.1, over UDP or TCP) as the plain PBX: one scenario from
+//! `tests/interop/scenarios/`, run in its own temporary directory, bounded by `-m 1` and
+//! `-timeout`, stopped by its PID. What SIPp received is read back from its `-trace_msg` file.
 
-use super::peer::require;
-use std::net::SocketAddr;
+use super::process::PeerProcess;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 /// The scenario file `name` shipped with the tests.
@@ -17,126 +16,158 @@ pub fn scenario(name: &str) -> PathBuf {
 
 /// A running SIPp.
 pub struct Sipp {
-    child: Child,
+    pub process: PeerProcess,
+    port: u16,
+    /// `-t t1` (one TCP connection) instead of `-t u1`.
+    tcp: bool,
+    /// Holds the trace files (removed when dropped, after the process: fields drop in order).
     dir: tempfile::TempDir,
 }
 
 impl Sipp {
-    /// Starts `sipp -sf <scenario> -i 127.0.0.1 -p <local port> -t u1 -m 1 -timeout <limit>`
-    /// plus `extra` (a remote address, `-s`, `-key` ...).
-    pub fn start(scenario_name: &str, local: SocketAddr, limit: Duration, extra: &[&str]) -> Sipp {
-        require("sipp");
+    /// `sipp -sf <scenario> -t u1 -i 127.0.0.1 -p <port> -m 1 -timeout <limit>` plus `extra`
+    /// (`-s`, `-key`, a remote address ...).
+    pub fn start(scenario_name: &str, port: u16, limit: Duration, extra: &[&str]) -> Self {
+        Self::spawn(scenario_name, port, false, None, limit, extra)
+    }
+
+    /// Like [`Sipp::start`], over TCP (`-t t1`).
+    pub fn start_tcp(scenario_name: &str, port: u16, limit: Duration, extra: &[&str]) -> Self {
+        Self::spawn(scenario_name, port, true, None, limit, extra)
+    }
+
+    /// Like [`Sipp::start`], with media on `-mi 127.0.0.1 -mp <media_port>` and `-rtp_echo`
+    /// (SIPp also binds neighbours of `media_port`).
+    pub fn start_echo(
+        scenario_name: &str,
+        port: u16,
+        media_port: u16,
+        limit: Duration,
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn(scenario_name, port, false, Some(media_port), limit, extra)
+    }
+
+    fn spawn(
+        scenario_name: &str,
+        port: u16,
+        tcp: bool,
+        media_port: Option<u16>,
+        limit: Duration,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("sipp tempdir");
-        let out = std::fs::File::create(dir.path().join("stdout.log")).expect("sipp log");
-        let err = out.try_clone().expect("sipp log");
-        let child = Command::new("sipp")
-            .current_dir(dir.path())
+        let d = dir.path();
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(d)
             .arg("-sf")
             .arg(scenario(scenario_name))
-            .args(["-i", &local.ip().to_string()])
-            .args(["-p", &local.port().to_string()])
-            .args(["-t", "u1", "-m", "1", "-nostdin"])
+            .args(["-t", if tcp { "t1" } else { "u1" }])
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(mp) = media_port {
+            cmd.args(["-mi", "127.0.0.1", "-mp", &mp.to_string(), "-rtp_echo"]);
+        }
+        cmd.args(["-m", "1", "-nostdin"])
             .args(["-timeout", &format!("{}s", limit.as_secs().max(1))])
             .arg("-timeout_error")
             .args(["-trace_msg", "-message_file"])
-            .arg(dir.path().join("messages.log"))
-            .args(["-trace_err", "-error_file"])
-            .arg(dir.path().join("errors.log"))
+            .arg(d.join("messages.log"))
             .args(["-trace_logs", "-log_file"])
-            .arg(dir.path().join("actions.log"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("sipp starts");
-        Sipp { child, dir }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits (bounded) until SIPp has bound its UDP port: it writes its screen once it runs.
-    pub async fn wait_ready(&mut self, local: SocketAddr) {
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().expect("wait on sipp") {
-                panic!("sipp exited at start ({status}): {}", self.output());
-            }
-            // Bound by SIPp: our own bind on the same port fails.
-            if std::net::UdpSocket::bind(local).is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            .arg(d.join("actions.log"))
+            .args(["-trace_err", "-error_file"])
+            .arg(d.join("errors.log"))
+            .args(["-trace_screen", "-screen_file"])
+            .arg(d.join("screen.log"))
+            .args(extra);
+        Self {
+            process: PeerProcess::spawn("sipp", cmd, d),
+            port,
+            tcp,
+            dir,
         }
-        panic!("sipp did not bind {local} within 5 s: {}", self.output());
+    }
+
+    /// Waits (bounded: 10 s) until SIPp has bound its port: over UDP our own bind then fails;
+    /// over TCP its listener shows in /proc/net/tcp (no probe bind that could race SIPp's).
+    pub fn wait_bound(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self.bound() {
+            assert!(
+                std::time::Instant::now() < deadline
+                    && self.process.wait_within(Duration::ZERO).is_none(),
+                "sipp did not bind {} {}\n{}",
+                if self.tcp { "tcp" } else { "udp" },
+                self.port,
+                self.report()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn bound(&self) -> bool {
+        if !self.tcp {
+            return std::net::UdpSocket::bind(("127.0.0.1", self.port)).is_err();
+        }
+        let needle = format!(":{:04X} ", self.port);
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        // Columns: sl local_address rem_address st ...; st 0A = LISTEN.
+        table.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(1)
+                .is_some_and(|a| format!("{a} ").ends_with(&needle))
+                && cols.get(3) == Some(&"0A")
+        })
     }
 
     /// Waits up to `limit` for SIPp to end by itself (after its `-m` calls).
-    pub async fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait on sipp") {
-                return Some(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.process.wait_within(limit)
+    }
+
+    /// Asks SIPp to end gracefully (SIGUSR1 to its PID: no new calls, exit, flush its trace
+    /// files) and waits for it (bounded: 5 s); then stopped by PID (TERM, then KILL).
+    pub fn stop(&mut self) {
+        self.process.signal("USR1");
+        if self.wait(Duration::from_secs(5)).is_none() {
+            self.process.stop(Duration::from_secs(2));
         }
     }
 
-    /// Asks SIPp to end gracefully (SIGUSR1: no new calls, exit, flush its trace files) and
-    /// waits for it (bounded); killed by PID if it does not exit.
-    pub async fn stop(&mut self) {
-        if self.child.try_wait().expect("wait on sipp").is_none() {
-            let _ = Command::new("kill")
-                .args(["-USR1", &self.pid().to_string()])
-                .status();
-            if self.wait(Duration::from_secs(5)).await.is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
-    /// Everything SIPp printed and logged, for failure messages.
-    pub fn output(&self) -> String {
-        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
-        format!(
-            "--- sipp errors:\n{}\n--- sipp actions:\n{}\n--- sipp messages:\n{}\n--- sipp screen (tail):\n{}",
-            read("errors.log"),
-            read("actions.log"),
-            read("messages.log"),
-            tail(&read("stdout.log"), 40)
-        )
+    /// The SIP messages SIPp traced (sent and received), as its `-trace_msg` file has them.
+    pub fn trace(&self) -> String {
+        self.read("messages.log")
+    }
+
+    /// The SIP messages SIPp received, as received.
+    pub fn received(&self) -> Vec<String> {
+        received_messages(&self.trace())
     }
 
     /// The lines SIPp's `<log>` actions wrote.
     pub fn actions(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("actions.log")).unwrap_or_default()
+        self.read("actions.log")
     }
 
-    /// The SIP messages SIPp received, as received (from its `-trace_msg` file).
-    pub fn received(&self) -> Vec<String> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("messages.log")).unwrap_or_default();
-        received_messages(&text)
+    /// The final statistics screen (written when SIPp exits).
+    pub fn screen(&self) -> String {
+        self.read("screen.log")
     }
-}
 
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    /// Everything SIPp printed and logged, for failure messages.
+    pub fn report(&self) -> String {
+        format!(
+            "{}\n--- sipp screen\n{}\n--- sipp actions\n{}\n--- sipp errors\n{}\n--- sipp messages\n{}",
+            self.process.output(),
+            self.screen(),
+            self.actions(),
+            self.read("errors.log"),
+            self.trace()
+        )
     }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Splits a SIPp `-trace_msg` file into the messages it received. Each entry starts with a

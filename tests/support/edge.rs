@@ -60,6 +60,14 @@ pub struct RunningEdge {
 }
 
 impl RunningEdge {
+    /// An edge on `pki`'s dev config whose PBX is `pbx`, with more `PBX_EDGE_*` overrides.
+    pub async fn start_with_pbx(pki: &TestPki, pbx: SocketAddr, extra: &[(&str, &str)]) -> Self {
+        let addr = pbx.to_string();
+        let mut env = vec![("PBX_EDGE_PBX__ADDRESS", addr.as_str())];
+        env.extend_from_slice(extra);
+        Self::start(config_with(pki, &env)).await
+    }
+
     pub async fn start(config: Config) -> Self {
         let options = pbx_edge::app::EdgeOptions {
             vendor_ca_dir: std::path::PathBuf::from("/nonexistent/pbx-edge-test-ca"),

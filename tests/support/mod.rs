@@ -8,5 +8,6 @@ pub mod pbx;
 pub mod pbx_tcp;
 pub mod phone;
 pub mod pki;
+pub mod sip_stream;
 pub mod tls_client;
 pub mod vendor_edge;

@@ -45,6 +45,24 @@ impl Pbx {
     }
 }
 
+/// The URI inside a request's `Contact: <...>` (for a REGISTER: the edge Contact to store).
+pub fn contact_uri(req: &SipMessage) -> Option<String> {
+    req.header("Contact")?
+        .split(['<', '>'])
+        .nth(1)
+        .map(str::to_owned)
+}
+
+/// The PBX's 200 to a REGISTER: the binding `uri` for `expires` seconds.
+pub fn register_ok(req: &SipMessage, uri: &str, expires: u32) -> String {
+    response(
+        req,
+        200,
+        "OK",
+        &format!("Contact: <{uri}>;expires={expires}\r\n"),
+    )
+}
+
 /// A response to `req` as the PBX sends it (all Vias echoed, a To tag added).
 pub fn response(req: &SipMessage, status: u16, reason: &str, extra: &str) -> String {
     let mut out = format!("SIP/2.0 {status} {reason}\r\n");

@@ -1,12 +1,9 @@
 //! A plain-TCP "PBX" for tests: a listener the edge connects to, and SIP connections either
 //! way (framed by Content-Length, keep-alives skipped, bounded waits).
 
-use bytes::BytesMut;
-use pbx_edge::sip::framing::{Frame, StreamFramer};
-use pbx_edge::sip::message::SipMessage;
+use super::sip_stream::SipStream;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 pub struct TcpPbx {
@@ -34,21 +31,18 @@ impl TcpPbx {
     }
 }
 
-/// One SIP-over-TCP connection on the PBX's side.
+/// One SIP-over-TCP connection on the PBX's side (the reader and writer are [`SipStream`]'s,
+/// reached through `Deref`).
 pub struct SipConn {
-    pub stream: TcpStream,
+    pub sip: SipStream<TcpStream>,
     pub peer: SocketAddr,
-    buf: BytesMut,
-    framer: StreamFramer,
 }
 
 impl SipConn {
     pub fn new(stream: TcpStream, peer: SocketAddr) -> Self {
         Self {
-            stream,
+            sip: SipStream::new(stream),
             peer,
-            buf: BytesMut::new(),
-            framer: StreamFramer::default(),
         }
     }
 
@@ -63,63 +57,19 @@ impl SipConn {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().expect("local addr")
+        self.sip.stream.local_addr().expect("local addr")
     }
+}
 
-    pub async fn send(&mut self, text: &str) {
-        self.stream
-            .write_all(text.as_bytes())
-            .await
-            .expect("pbx write");
+impl std::ops::Deref for SipConn {
+    type Target = SipStream<TcpStream>;
+    fn deref(&self) -> &Self::Target {
+        &self.sip
     }
+}
 
-    /// The next SIP message (keep-alives skipped), or `None` after 5 s or on close.
-    pub async fn recv(&mut self) -> Option<SipMessage> {
-        self.recv_within(Duration::from_secs(5)).await
-    }
-
-    pub async fn recv_within(&mut self, limit: Duration) -> Option<SipMessage> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            match self.framer.decode(&mut self.buf) {
-                Ok(Some(Frame::Message(b))) => {
-                    return Some(SipMessage::parse(&b).expect("edge sends valid SIP"))
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-                Err(e) => panic!("edge sent unframeable bytes: {e}"),
-            }
-            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// Raw bytes (for keep-alive pongs), bounded.
-    pub async fn read_raw(&mut self, limit: Duration) -> Option<Vec<u8>> {
-        let mut b = vec![0u8; 64];
-        let n = tokio::time::timeout(limit, self.stream.read(&mut b))
-            .await
-            .ok()?
-            .ok()?;
-        b.truncate(n);
-        Some(b)
-    }
-
-    /// Whether the edge closed the connection (EOF or reset within 5 s).
-    pub async fn closed_by_edge(&mut self) -> bool {
-        let mut b = vec![0u8; 4096];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut b)).await {
-                Err(_) => return false,
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue,
-            }
-        }
+impl std::ops::DerefMut for SipConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.sip
     }
 }

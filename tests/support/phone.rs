@@ -1,85 +1,23 @@
 //! A SIP-over-TLS "phone" for tests: writes raw SIP, reads framed messages (bounded waits).
 
-use bytes::BytesMut;
-use pbx_edge::sip::framing::{Frame, StreamFramer};
+use super::edge::{RunningEdge, TestPki};
+use super::sip_stream::SipStream;
+use super::tls_client;
 use pbx_edge::sip::message::SipMessage;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-pub struct Phone {
-    pub stream: TlsStream<TcpStream>,
-    buf: BytesMut,
-    framer: StreamFramer,
-}
+/// The phone's TLS connection to the edge.
+pub type Phone = SipStream<TlsStream<TcpStream>>;
 
-impl Phone {
-    pub fn new(stream: TlsStream<TcpStream>) -> Self {
-        Self {
-            stream,
-            buf: BytesMut::new(),
-            framer: StreamFramer::default(),
-        }
-    }
-
-    pub async fn send(&mut self, text: &str) {
-        self.stream
-            .write_all(text.as_bytes())
+/// A Snom phone (the dev PKI's device certificate) connected to the edge over TLS.
+pub async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
+    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
+    Phone::new(
+        tls_client::connect(e.tls_addr, "sbc.test", cfg)
             .await
-            .expect("phone write");
-        self.stream.flush().await.expect("phone flush");
-    }
-
-    /// The next SIP message (keep-alive pongs skipped), or `None` after 5 s or on close.
-    pub async fn recv(&mut self) -> Option<SipMessage> {
-        self.recv_within(Duration::from_secs(5)).await
-    }
-
-    pub async fn recv_within(&mut self, limit: Duration) -> Option<SipMessage> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            match self.framer.decode(&mut self.buf) {
-                Ok(Some(Frame::Message(b))) => {
-                    return Some(SipMessage::parse(&b).expect("edge sends valid SIP"))
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-                Err(e) => panic!("edge sent unframeable bytes: {e}"),
-            }
-            let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
-                .await
-                .ok()?
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// Reads raw bytes (for keep-alive pongs), bounded.
-    pub async fn read_raw(&mut self, limit: Duration) -> Option<Vec<u8>> {
-        let mut b = vec![0u8; 64];
-        let n = tokio::time::timeout(limit, self.stream.read(&mut b))
-            .await
-            .ok()?
-            .ok()?;
-        b.truncate(n);
-        Some(b)
-    }
-
-    /// Whether the edge has closed the connection (EOF or error within 5 s).
-    pub async fn closed_by_edge(&mut self) -> bool {
-        let mut b = vec![0u8; 4096];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match tokio::time::timeout_at(deadline, self.stream.read(&mut b)).await {
-                Err(_) => return false,
-                Ok(Ok(0)) | Ok(Err(_)) => return true,
-                Ok(Ok(_)) => continue,
-            }
-        }
-    }
+            .expect("handshake"),
+    )
 }
 
 /// A REGISTER as a Snom-like phone sends it.

@@ -210,6 +210,29 @@ pub struct Pki {
     pub server_ca: Ca,
 }
 
+/// The inventory for the devices of [`Pki`]: one user per vendor MAC format (101 Snom, 102
+/// Yealink, 103 Polycom, 104 Cisco), 105 a second Snom, 107 the Snom a test revokes.
+pub const INVENTORY: &str = r#"
+[[devices]]
+mac = "00:04:13:a1:b2:c3"
+users = ["101"]
+[[devices]]
+mac = "80:5e:c0:a1:b2:c3"
+users = ["102"]
+[[devices]]
+mac = "0004F2A1B2C3"
+users = ["103"]
+[[devices]]
+mac = "001bd4a1b2c3"
+users = ["104"]
+[[devices]]
+mac = "000413A1B2D4"
+users = ["105"]
+[[devices]]
+mac = "000413ffff01"
+users = ["107"]
+"#;
+
 pub const SNOM_MAC: &str = "000413A1B2C3";
 pub const YEALINK_MAC: &str = "805ec0a1b2c3";
 pub const POLYCOM_MAC: &str = "0004F2A1B2C3";
@@ -526,4 +549,20 @@ pub fn handshake(
         server_conn,
         client_conn,
     }
+}
+
+/// Writes a Snom-style device certificate with common name `mac`, and its key, in one PEM
+/// (as baresip wants) at `path`, issued by a CA the edge does not know.
+pub fn write_device_from_unknown_ca(path: &Path, mac: &str) {
+    use rcgen::CertifiedIssuer;
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Some Other Vendor Root CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut dev = CertificateParams::default();
+    dev.distinguished_name.push(DnType::CommonName, mac);
+    let key = KeyPair::generate().unwrap();
+    let cert = dev.signed_by(&key, &ca).unwrap();
+    std::fs::write(path, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
 }
