@@ -127,6 +127,55 @@ async fn media_both_ways(
     }
 }
 
+/// A phone → PBX call up to the PBX having received the INVITE (the phone saw 100 Trying).
+struct Outgoing {
+    pki: TestPki,
+    pbx: Pbx,
+    e: RunningEdge,
+    ph: phone::Phone,
+    phone_sock: UdpSocket,
+    pbx_sock: UdpSocket,
+    invite: String,
+    inv: SipMessage,
+    from: SocketAddr,
+}
+
+async fn outgoing() -> Outgoing {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let invite = phone_invite(phone_sock.local_addr().unwrap().port());
+    ph.send(&invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.expect("PBX gets the INVITE");
+    Outgoing {
+        pki,
+        pbx,
+        e,
+        ph,
+        phone_sock,
+        pbx_sock,
+        invite,
+        inv,
+        from,
+    }
+}
+
+/// The PBX's 200 to `req` with a Contact and `sdp`.
+fn pbx_200_with_sdp(req: &SipMessage, sdp: &str) -> String {
+    pbx::response(
+        req,
+        200,
+        "OK",
+        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
+    )
+    .replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+    )
+}
+
 async fn wait_idle(e: &RunningEdge) -> String {
     let mut m = String::new();
     for _ in 0..50 {
@@ -181,16 +230,7 @@ async fn phone_calls_the_pbx_with_srtp_and_hangs_up() {
     )
     .await;
     assert_eq!(ph.recv().await.unwrap().status(), Some(180));
-    let ok = pbx::response(
-        &inv,
-        200,
-        "OK",
-        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
-    )
-    .replace(
-        "Content-Length: 0\r\n\r\n",
-        &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
-    );
+    let ok = pbx_200_with_sdp(&inv, &sdp);
     pbx.send(from, &ok).await;
     let ok = ph.recv().await.expect("phone gets 200");
     assert_eq!(ok.status(), Some(200));
@@ -490,28 +530,20 @@ async fn phone_cancels_a_ringing_call_and_a_plain_offer_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_resume_and_update_keep_the_srtp_context() {
-    let (pki, pbx, e) = setup().await;
-    let mut ph = snom(&pki, &e).await;
-    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let invite = phone_invite(phone_sock.local_addr().unwrap().port());
-    ph.send(&invite).await;
-    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
-    let (inv, from) = pbx.recv().await.unwrap();
+    let Outgoing {
+        pki: _pki,
+        pbx,
+        e,
+        mut ph,
+        phone_sock,
+        pbx_sock,
+        invite: _,
+        inv,
+        from,
+    } = outgoing().await;
     let edge_pbx_side = media_addr(inv.body());
     let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
-    let answer = |req: &SipMessage, sdp: &str| {
-        pbx::response(
-            req,
-            200,
-            "OK",
-            "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
-        )
-        .replace(
-            "Content-Length: 0\r\n\r\n",
-            &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
-        )
-    };
+    let answer = pbx_200_with_sdp;
     pbx.send(from, &answer(&inv, &sdp)).await;
     let ok = ph.recv().await.unwrap();
     assert_eq!(ok.status(), Some(200));
@@ -777,14 +809,17 @@ async fn prack_info_refer_notify_pass_and_media_timeout_ends_the_call_on_both_le
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenged_invite_is_retried_with_credentials_and_the_call_is_listed() {
-    let (pki, pbx, e) = setup().await;
-    let mut ph = snom(&pki, &e).await;
-    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let invite = phone_invite(phone_sock.local_addr().unwrap().port());
-    ph.send(&invite).await;
-    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
-    let (inv, from) = pbx.recv().await.unwrap();
+    let Outgoing {
+        pki: _pki,
+        pbx,
+        e,
+        mut ph,
+        phone_sock: _,
+        pbx_sock,
+        invite,
+        inv,
+        from,
+    } = outgoing().await;
     pbx.send(
         from,
         &pbx::response(
@@ -825,20 +860,7 @@ async fn a_challenged_invite_is_retried_with_credentials_and_the_call_is_listed(
         .unwrap()
         .contains("response=\"00112233445566778899aabbccddeeff\""));
     let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
-    pbx.send(
-        from,
-        &pbx::response(
-            &inv2,
-            200,
-            "OK",
-            "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
-        )
-        .replace(
-            "Content-Length: 0\r\n\r\n",
-            &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
-        ),
-    )
-    .await;
+    pbx.send(from, &pbx_200_with_sdp(&inv2, &sdp)).await;
     assert_eq!(ph.recv().await.unwrap().status(), Some(200));
     let calls = http::get(e.admin_addr, "/api/calls").await.1;
     let v: serde_json::Value = serde_json::from_str(&calls).unwrap();
@@ -944,20 +966,7 @@ async fn delayed_offer_the_2xx_offers_and_the_ack_answers() {
     assert!(inv.body().is_empty());
     // The PBX offers in its 2xx.
     let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
-    pbx.send(
-        from,
-        &pbx::response(
-            &inv,
-            200,
-            "OK",
-            "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
-        )
-        .replace(
-            "Content-Length: 0\r\n\r\n",
-            &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
-        ),
-    )
-    .await;
+    pbx.send(from, &pbx_200_with_sdp(&inv, &sdp)).await;
     let ok = ph.recv().await.unwrap();
     assert_eq!(ok.status(), Some(200));
     let offer = std::str::from_utf8(ok.body()).unwrap().to_owned();
@@ -1015,16 +1024,7 @@ async fn a_re_invite_from_the_pbx_reaches_the_phone_with_srtp() {
         .unwrap()
         .to_owned();
     let sdp = pbx_sdp(pbx_sock.local_addr().unwrap().port());
-    let ok = pbx::response(
-        &inv,
-        200,
-        "OK",
-        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
-    )
-    .replace(
-        "Content-Length: 0\r\n\r\n",
-        &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
-    );
+    let ok = pbx_200_with_sdp(&inv, &sdp);
     pbx.send(from, &ok).await;
     let ok = ph.recv().await.unwrap();
     let edge_key = crypto_line(ok.body()).keys[0].master_key.clone();
