@@ -820,10 +820,8 @@ impl SipCore {
                 return Err((481, "no such call".into()));
             }
             if self.calls_on(m.flow) >= MAX_CALLS_PER_FLOW {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["phone", "too_many_calls"])
-                    .inc();
+                // Answered 486 (counted in pbx_edge_sip_responses_total), not a silent drop.
+                tracing::info!(flow = %m.flow, identity = %m.identity, "call refused: too many calls on this connection");
                 return Err((
                     486,
                     format!("more than {MAX_CALLS_PER_FLOW} calls on this connection"),
@@ -890,16 +888,7 @@ impl SipCore {
             // The rewritten SDP goes to the other leg: that leg's origin versions it. (Each
             // context is dropped before the next await: it holds the non-Send key source.)
             let analysed = {
-                let ctx = RewriteContext {
-                    edge: settings.sdp,
-                    policy: &settings.srtp,
-                    origin: match from {
-                        Leg::Phone => &mut d.pbx_origin,
-                        Leg::Pbx => &mut d.phone_origin,
-                    },
-                    previous: d.plan.as_ref(),
-                    keys: &mut keys,
-                };
+                let ctx = rewrite_context(&settings, d, from, &mut keys);
                 match from {
                     Leg::Phone => {
                         Analysed::Phone(analyse_phone_offer(body, &ctx).map_err(sdp_error)?)
@@ -917,16 +906,7 @@ impl SipCore {
                 .await
                 .map_err(|e| (503, format!("no media ports: {e}")))?;
             let rewritten = {
-                let mut ctx = RewriteContext {
-                    edge: settings.sdp,
-                    policy: &settings.srtp,
-                    origin: match from {
-                        Leg::Phone => &mut d.pbx_origin,
-                        Leg::Pbx => &mut d.phone_origin,
-                    },
-                    previous: d.plan.as_ref(),
-                    keys: &mut keys,
-                };
+                let mut ctx = rewrite_context(&settings, d, from, &mut keys);
                 match analysed {
                     Analysed::Phone(o) => rewrite_phone_offer(o, &ports, &mut ctx),
                     Analysed::Pbx(o) => rewrite_pbx_offer(o, &ports, &mut ctx),
@@ -978,17 +958,7 @@ impl SipCore {
             return Err((488, "an SDP answer without an offer".into()));
         };
         let rewritten = {
-            let mut ctx = RewriteContext {
-                edge: settings.sdp,
-                policy: &settings.srtp,
-                // The rewritten answer goes to the other leg: that leg's origin versions it.
-                origin: match from {
-                    Leg::Pbx => &mut d.phone_origin,
-                    Leg::Phone => &mut d.pbx_origin,
-                },
-                previous: d.plan.as_ref(),
-                keys: &mut keys,
-            };
+            let mut ctx = rewrite_context(&settings, d, from, &mut keys);
             match from {
                 Leg::Pbx => rewrite_pbx_answer(body, &offer, &mut ctx),
                 Leg::Phone => rewrite_phone_answer(body, &offer, &mut ctx),
@@ -2044,6 +2014,27 @@ fn rtpmap_names(body: &[u8]) -> Vec<String> {
         .filter_map(|v| v.split_once(' ').map(|(_, name)| name.trim().to_owned()))
         .take(32)
         .collect()
+}
+
+/// The rewrite context for SDP that came from `from`: the result goes to the other leg, so
+/// that leg's origin versions it (RFC 3264 §8); the dialog's last answered plan is the
+/// reference for re-offers.
+fn rewrite_context<'a>(
+    settings: &'a CoreSettings,
+    d: &'a mut Dialog,
+    from: Leg,
+    keys: &'a mut dyn KeySource,
+) -> RewriteContext<'a> {
+    RewriteContext {
+        edge: settings.sdp,
+        policy: &settings.srtp,
+        origin: match from {
+            Leg::Phone => &mut d.pbx_origin,
+            Leg::Pbx => &mut d.phone_origin,
+        },
+        previous: d.plan.as_ref(),
+        keys,
+    }
 }
 
 /// An analysed offer from either side.

@@ -242,8 +242,9 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipConfig {
-    /// The host phones address the edge by (Via/Contact toward phones, Warning agent).
-    /// Usually the TLS server certificate's name.
+    /// The host phones address the edge by (Via sent-by toward phones, Warning agent, Routes
+    /// and Request-URIs naming the edge). Usually the TLS server certificate's name. The
+    /// Contact toward phones uses `media.phone_advertise` instead, so phones need no DNS.
     pub domain: String,
     /// RFC 3261 T1 (RTT estimate) in milliseconds, for UDP toward the PBX.
     pub t1_ms: u64,
