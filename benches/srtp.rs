@@ -6,6 +6,9 @@
 //!   kept, only the IV re-set per packet) + HMAC-SHA1 from precomputed inner/outer SHA-1
 //!   states (cloned per packet); for GCM, EVP AES-128-GCM with the key kept. Header parse
 //!   only, no replay/ROC bookkeeping: a lower bound for an OpenSSL-backed SRTP.
+//! - `aes-gcm` (GCM only): RustCrypto `aes-gcm` 0.11 with the key kept, header parse only —
+//!   the crypto floor of the crate the engine used before AWS-LC (see `src/srtp/cipher.rs`),
+//!   kept here so the reason for the switch stays reproducible.
 //! - `libsrtp`: Debian libsrtp2 2.5 through FFI (`--features bench-libsrtp`, links `srtp2`).
 //!
 //! Protect works in place on one buffer (sequence number bumped each time). Unprotect copies
@@ -80,7 +83,7 @@ mod openssl_baseline {
         salt: [u8; 14],
     }
 
-    fn session(suite: CryptoSuite, enc: &mut [u8], salt: &mut [u8], auth: &mut [u8]) {
+    pub fn session(suite: CryptoSuite, enc: &mut [u8], salt: &mut [u8], auth: &mut [u8]) {
         let mk = master(suite);
         let prf = AesCm::new(mk.key()).unwrap();
         derive(&prf, mk.salt(), label::RTP_ENCRYPTION, enc);
@@ -237,6 +240,66 @@ mod openssl_baseline {
     }
 }
 
+mod rustcrypto_baseline {
+    //! RustCrypto `aes-gcm` with the key schedule kept (AEAD_AES_128_GCM, RFC 7714).
+    use super::*;
+    use aes_gcm::aead::AeadInOut;
+    use aes_gcm::{Aes128Gcm, KeyInit};
+
+    pub struct Gcm {
+        cipher: Aes128Gcm,
+        salt: [u8; 12],
+    }
+
+    impl Gcm {
+        pub fn new() -> Gcm {
+            let (mut key, mut salt) = ([0u8; 16], [0u8; 12]);
+            openssl_baseline::session(CryptoSuite::AeadAes128Gcm, &mut key, &mut salt, &mut []);
+            Gcm {
+                cipher: Aes128Gcm::new_from_slice(&key).unwrap(),
+                salt,
+            }
+        }
+
+        #[inline]
+        fn iv(&self, buf: &[u8]) -> [u8; 12] {
+            let mut iv = self.salt;
+            for (d, s) in iv[2..6].iter_mut().zip(&buf[8..12]) {
+                *d ^= s;
+            }
+            iv[10] ^= buf[2];
+            iv[11] ^= buf[3];
+            iv
+        }
+    }
+
+    impl Srtp for Gcm {
+        #[inline]
+        fn protect(&mut self, buf: &mut [u8], len: usize) -> usize {
+            let iv = self.iv(buf);
+            let (header, rest) = buf.split_at_mut(12);
+            let (payload, tail) = rest.split_at_mut(len - 12);
+            let tag = self
+                .cipher
+                .encrypt_inout_detached((&iv).into(), header, payload.into())
+                .unwrap();
+            tail[..16].copy_from_slice(&tag);
+            len + 16
+        }
+        #[inline]
+        fn unprotect(&mut self, buf: &mut [u8]) -> bool {
+            let len = buf.len() - 16;
+            let iv = self.iv(buf);
+            let (header, rest) = buf.split_at_mut(12);
+            let (payload, tag) = rest.split_at_mut(len - 12);
+            let tag: &[u8; 16] = (&*tag).try_into().unwrap();
+            self.cipher
+                .decrypt_inout_detached((&iv).into(), header, payload.into(), tag.into())
+                .is_ok()
+        }
+    }
+}
+
 #[cfg(feature = "bench-libsrtp")]
 mod libsrtp {
     //! Minimal FFI to Debian's libsrtp2 2.5 (`/usr/include/srtp2/srtp.h`). Bench-only unsafe.
@@ -368,7 +431,10 @@ fn implementations(suite: CryptoSuite, outbound: bool) -> Vec<(&'static str, Box
         CryptoSuite::AesCm128HmacSha1_80 => {
             v.push(("openssl", Box::new(openssl_baseline::CmSha1::new())))
         }
-        _ => v.push(("openssl", Box::new(openssl_baseline::Gcm::new()))),
+        _ => {
+            v.push(("openssl", Box::new(openssl_baseline::Gcm::new())));
+            v.push(("aes-gcm", Box::new(rustcrypto_baseline::Gcm::new())));
+        }
     }
     #[cfg(feature = "bench-libsrtp")]
     v.push(("libsrtp", Box::new(libsrtp::LibSrtp::new(suite, outbound))));
@@ -468,8 +534,10 @@ const PER_ROUND: usize = 512;
 /// Prints a markdown table (ready for BENCHMARKS.md) of best-of-rounds times and the ratios
 /// the issue sets as targets (ours / openssl <= 0.9, ours / libsrtp <= 0.2 at 172 bytes).
 fn best_of_table() {
-    println!("\n| suite | bytes | op | ours ns | openssl ns | libsrtp ns | ours/openssl | ours/libsrtp |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "\n| suite | bytes | op | ours ns | openssl ns | aes-gcm ns | libsrtp ns | ours/openssl | ours/libsrtp |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for suite in SUITES {
         for size in SIZES {
             let mut tx =
@@ -523,9 +591,10 @@ fn best_of_table() {
                 let ratio =
                     |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}", ours / v));
                 println!(
-                    "| {} | {size} | {op} | {ours:.0} | {} | {} | {} | {} |",
+                    "| {} | {size} | {op} | {ours:.0} | {} | {} | {} | {} | {} |",
                     suite.sdes_name(),
                     fmt(get("openssl")),
+                    fmt(get("aes-gcm")),
                     fmt(get("libsrtp")),
                     ratio(get("openssl")),
                     ratio(get("libsrtp")),

@@ -1,5 +1,7 @@
 //! Proves the hot path allocates nothing: a counting global allocator around protect and
-//! unprotect (RTP and RTCP, every suite, MKI on) after warm-up.
+//! unprotect (RTP and RTCP, every suite, MKI on) after warm-up. The AEAD suites run inside
+//! AWS-LC (C), whose `OPENSSL_malloc` never reaches Rust's allocator, so AWS-LC's allocation
+//! hooks (`CRYPTO_set_mem_functions`) are pointed at the same counter.
 //!
 //! This file is its own test binary so the counting allocator sees only this test.
 
@@ -45,13 +47,69 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// AWS-LC's allocation hooks: count, then forward to the C allocator.
+mod aws_lc_hooks {
+    use std::os::raw::{c_char, c_int, c_void};
+
+    extern "C" {
+        fn malloc(size: usize) -> *mut c_void;
+        fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
+        fn free(ptr: *mut c_void);
+    }
+
+    unsafe extern "C" fn counted_malloc(size: usize, _: *const c_char, _: c_int) -> *mut c_void {
+        super::count();
+        // SAFETY: plain forwarding to the C allocator AWS-LC would otherwise use.
+        unsafe { malloc(size) }
+    }
+
+    unsafe extern "C" fn counted_realloc(
+        ptr: *mut c_void,
+        size: usize,
+        _: *const c_char,
+        _: c_int,
+    ) -> *mut c_void {
+        super::count();
+        // SAFETY: `ptr` came from `counted_malloc`/`counted_realloc`, i.e. from `malloc`.
+        unsafe { realloc(ptr, size) }
+    }
+
+    unsafe extern "C" fn counted_free(ptr: *mut c_void, _: *const c_char, _: c_int) {
+        // SAFETY: as above; AWS-LC frees only what its hooks handed out.
+        unsafe { free(ptr) }
+    }
+
+    /// Installs the hooks; must run before AWS-LC allocates anything (AWS-LC accepts them
+    /// once, and refuses — returns 0 — when it cannot use them).
+    pub fn install() {
+        // SAFETY: the three functions have the signatures AWS-LC's `mem.h` declares.
+        let ok = unsafe {
+            aws_lc_sys::CRYPTO_set_mem_functions(
+                Some(counted_malloc),
+                Some(counted_realloc),
+                Some(counted_free),
+            )
+        };
+        assert_eq!(ok, 1, "AWS-LC refused the allocation hooks");
+    }
+}
+
 #[test]
 fn no_allocation_per_packet() {
-    // The counter itself works (otherwise the assertion below could not fail).
+    aws_lc_hooks::install();
+    // The counter itself works (otherwise the assertion below could not fail), for Rust
+    // allocations and for AWS-LC's: creating a GCM key allocates its context in C.
     let start = allocations();
     let probe = std::hint::black_box(Vec::<u8>::with_capacity(64));
     assert!(allocations() > start);
     drop(probe);
+    let before_c = allocations();
+    let gcm = pbx_edge::srtp::cipher::Gcm::new(&[7u8; 16]).unwrap();
+    assert!(
+        allocations() > before_c,
+        "AWS-LC allocations are not counted"
+    );
+    drop(gcm);
 
     for suite in CryptoSuite::ALL {
         let key = MasterKey::generate(suite, |b| b.fill(0x5a));

@@ -1,9 +1,19 @@
 //! The per-session crypto primitives, keyed once per session key and reused for every packet:
 //! AES-CM keystreams (`aes` + `ctr`, RFC 3711 §4.1.1), HMAC-SHA1 with precomputed inner/outer
-//! states (`hmac` + `sha1`, RFC 3711 §4.2.1) and AES-GCM (`aes-gcm`, RFC 7714); and the
-//! session keys of a direction, derived with [`super::kdf`].
+//! states (`hmac` + `sha1`, RFC 3711 §4.2.1) and AES-GCM (AWS-LC through `aws-lc-rs`, RFC
+//! 7714); and the session keys of a direction, derived with [`super::kdf`].
 //!
-//! AES-NI / PCLMULQDQ / SHA-NI are picked at run time by the crates (`cpufeatures`).
+//! AES-NI / PCLMULQDQ / SHA-NI / VAES are picked at run time by the crates (`cpufeatures`,
+//! AWS-LC's own CPU dispatch).
+//!
+//! Why AWS-LC and not RustCrypto `aes-gcm` for GCM: at SRTP packet sizes `aes-gcm` 0.11 is
+//! 1.7–1.9× slower on the same machine (`benches/srtp.rs` keeps it as a column): on CPUs
+//! with AVX-512 its AES backend batches 64 blocks, so a 10-block voice packet is encrypted one
+//! block at a time, and GHASH runs as a second pass behind runtime-dispatch calls. AWS-LC
+//! stitches AES-CTR and GHASH in one pass. Its key context is allocated with
+//! `OPENSSL_malloc` and scrubbed with `OPENSSL_cleanse` when freed, which keeps the
+//! "key material zeroized on drop" rule; `ring` (already in the tree for TLS) is as fast but
+//! never scrubs its key schedules.
 
 use aes::cipher::consts::U16;
 use aes::cipher::{
@@ -11,8 +21,7 @@ use aes::cipher::{
     StreamCipherCoreWrapper,
 };
 use aes::{Aes128Enc, Aes192Enc, Aes256Enc};
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::{Aes128Gcm, Aes256Gcm};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
@@ -69,54 +78,53 @@ where
     StreamCipherCoreWrapper::from_core(core).apply_keystream(data);
 }
 
-/// An AES-GCM key (boxed: the two key schedules differ a lot in size).
-#[derive(Clone)]
-pub enum Gcm {
-    /// AEAD_AES_128_GCM.
-    Aes128(Box<Aes128Gcm>),
-    /// AEAD_AES_256_GCM.
-    Aes256(Box<Aes256Gcm>),
+/// An AES-GCM key (AEAD_AES_128_GCM or AEAD_AES_256_GCM): AWS-LC's expanded key and GHASH
+/// table, zeroized by AWS-LC when dropped (see the module notes).
+pub struct Gcm {
+    key: LessSafeKey,
 }
 
 impl Gcm {
+    /// Keys AES-GCM with a 16 or 32 octet key; `None` for other lengths.
     pub fn new(key: &[u8]) -> Option<Gcm> {
-        Some(match key.len() {
-            16 => Gcm::Aes128(Box::new(Aes128Gcm::new_from_slice(key).ok()?)),
-            32 => Gcm::Aes256(Box::new(Aes256Gcm::new_from_slice(key).ok()?)),
+        let algorithm = match key.len() {
+            16 => &AES_128_GCM,
+            32 => &AES_256_GCM,
             _ => return None,
+        };
+        let key = UnboundKey::new(algorithm, key).ok()?;
+        Some(Gcm {
+            key: LessSafeKey::new(key),
         })
     }
 
     /// Encrypts `data` in place and returns the 16-octet tag over `aad` and the ciphertext.
     #[inline]
     pub fn seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> Option<[u8; GCM_TAG_LEN]> {
-        let nonce = nonce.into();
-        let tag = match self {
-            Gcm::Aes128(c) => c.encrypt_inout_detached(nonce, aad, data.into()).ok()?,
-            Gcm::Aes256(c) => c.encrypt_inout_detached(nonce, aad, data.into()).ok()?,
-        };
-        Some(tag.into())
+        // The nonce is unique per packet by construction: RFC 7714 §8.1 derives it from the
+        // SSRC and the 48-bit packet index, which the caller never reuses under one key.
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), data)
+            .ok()?;
+        tag.as_ref().try_into().ok()
     }
 
-    /// Verifies `tag` (constant time, inside `aes-gcm`) and decrypts `data` in place only when
-    /// it verifies.
+    /// Verifies `tag` (constant time, inside AWS-LC) and decrypts `data` in place. On failure
+    /// `data` may have been overwritten, so callers must drop the packet (they do).
     #[inline]
     pub fn open(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8], tag: &[u8]) -> bool {
         if tag.len() != GCM_TAG_LEN {
             return false;
         }
-        let Ok(tag) = <&Array<u8, U16>>::try_from(tag) else {
-            return false;
-        };
-        let nonce = nonce.into();
-        match self {
-            Gcm::Aes128(c) => c
-                .decrypt_inout_detached(nonce, aad, data.into(), tag)
-                .is_ok(),
-            Gcm::Aes256(c) => c
-                .decrypt_inout_detached(nonce, aad, data.into(), tag)
-                .is_ok(),
-        }
+        self.key
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                tag,
+                data,
+            )
+            .is_ok()
     }
 }
 
@@ -157,7 +165,6 @@ impl HmacSha1 {
 /// The session keys of one direction for RTP or for RTCP.
 // Few, long-lived values: keeping the AES-CM schedule inline saves a pointer chase per packet.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone)]
 pub enum SessionKeys {
     /// AES-CM encryption + HMAC-SHA1 authentication (RFC 3711, RFC 6188).
     AesCm {
