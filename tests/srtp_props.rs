@@ -150,3 +150,46 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Our AES-GCM (AWS-LC) against an independent implementation, RustCrypto `aes-gcm`:
+    /// the same ciphertext and tag for any key, nonce, AAD and payload, and each opens the
+    /// other's output.
+    #[test]
+    fn gcm_matches_rustcrypto_aes_gcm(
+        key in proptest::collection::vec(any::<u8>(), 32),
+        wide in any::<bool>(),
+        nonce in any::<[u8; 12]>(),
+        aad in proptest::collection::vec(any::<u8>(), 0..80),
+        payload in proptest::collection::vec(any::<u8>(), 0..1500),
+    ) {
+        use aes_gcm::aead::AeadInOut;
+        use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit};
+        use pbx_edge::srtp::cipher::Gcm;
+
+        let key = if wide { &key[..] } else { &key[..16] };
+        let ours = Gcm::new(key).unwrap();
+        let mut mine = payload.clone();
+        let my_tag = ours.seal(&nonce, &aad, &mut mine).unwrap();
+
+        let mut theirs = payload.clone();
+        let their_tag: [u8; 16] = if wide {
+            Aes256Gcm::new_from_slice(key).unwrap()
+                .encrypt_inout_detached((&nonce).into(), &aad, theirs.as_mut_slice().into())
+                .unwrap().into()
+        } else {
+            Aes128Gcm::new_from_slice(key).unwrap()
+                .encrypt_inout_detached((&nonce).into(), &aad, theirs.as_mut_slice().into())
+                .unwrap().into()
+        };
+        prop_assert_eq!(&mine, &theirs);
+        prop_assert_eq!(my_tag, their_tag);
+
+        prop_assert!(ours.open(&nonce, &aad, &mut theirs, &their_tag));
+        prop_assert_eq!(&theirs, &payload);
+        if !payload.is_empty() {
+            mine[0] ^= 1;
+            prop_assert!(!ours.open(&nonce, &aad, &mut mine, &my_tag));
+        }
+    }
+}
