@@ -7,6 +7,7 @@
 use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreState, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
+use crate::b2bua::rate::RateBudget;
 use crate::config::Config;
 use crate::identity::{identity_of, HandshakeCounters, IdentityError, IdentitySnapshot};
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
@@ -277,6 +278,10 @@ impl Edge {
                 sdp: EdgeAddresses {
                     phone_advertised: self.config.media.phone_advertise,
                     pbx_local: self.config.media.pbx_bind,
+                },
+                phone_request_budget: RateBudget {
+                    per_second: sip.phone_requests_per_second,
+                    burst: sip.phone_request_burst,
                 },
                 accept_unannounced_unencrypted_srtcp: self
                     .config

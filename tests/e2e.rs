@@ -6,6 +6,7 @@ mod e2e {
     mod call;
     mod config_cli;
     mod identity_listener;
+    mod limits;
     mod out_of_dialog;
     mod pbx_tcp;
     mod register;

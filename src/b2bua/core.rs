@@ -11,7 +11,8 @@
 use super::call::CallMedia;
 use super::legs::{edge_contact_uri, forward_request, host_of, restore_vias};
 use super::metrics::CoreMetrics;
-use super::registrar::Registrar;
+use super::rate::{Admission, BudgetKey, RateBudget, RequestRateLimiter};
+use super::registrar::{Registrar, MAX_REGISTER_BINDINGS_PER_FLOW};
 use crate::identity::{Authorization, Identity, IdentitySnapshot};
 use crate::media::{MediaControl, MediaEvent};
 use crate::sdp::{
@@ -64,6 +65,8 @@ pub struct CoreSettings {
     pub srtp: SrtpPolicy,
     /// `media.accept_unannounced_unencrypted_srtcp`.
     pub accept_unannounced_unencrypted_srtcp: bool,
+    /// `sip.phone_requests_per_second` / `sip.phone_request_burst`.
+    pub phone_request_budget: RateBudget,
 }
 
 /// A registration as shown on the admin API.
@@ -224,6 +227,7 @@ pub struct SipCore {
     pbx: PbxLink,
     media: MediaControl,
     registrar: Registrar,
+    rate_limiter: RequestRateLimiter,
     txns: HashMap<TxnId, Txn>,
     index: HashMap<(Leg, TransactionKey), TxnId>,
     dialogs: HashMap<String, Dialog>,
@@ -251,6 +255,7 @@ impl SipCore {
         let mut key = [0u8; 32];
         rng.fill(&mut key)?;
         Ok(Self {
+            rate_limiter: RequestRateLimiter::new(settings.phone_request_budget),
             settings,
             flows,
             identity,
@@ -388,7 +393,9 @@ impl SipCore {
     }
 
     fn sweep(&mut self) {
-        self.registrar.sweep(Instant::now().into_std());
+        let now = Instant::now().into_std();
+        self.registrar.sweep(now);
+        self.rate_limiter.sweep(now);
         self.publish();
     }
 
@@ -531,6 +538,7 @@ impl SipCore {
 
     async fn on_flow_closed(&mut self, flow: FlowId) {
         self.registrar.remove_flow(flow);
+        self.rate_limiter.forget_flow(flow);
         // Requests waiting for this phone: it will never answer.
         let waiting: Vec<TxnId> = self
             .txns
@@ -606,11 +614,48 @@ impl SipCore {
             self.forward_2xx_ack(Leg::Phone, m.message).await;
             return;
         }
+        // Only new transactions draw from the budget: retransmissions, CANCEL and ACK were
+        // handled above (they free resources or cost nothing).
+        if !self.within_budget(&m) {
+            return;
+        }
         if let Err(reason) = self.authorize(&m, method) {
             self.reply_phone(m.flow, &m.message, 403, Some(&reason));
             return;
         }
         self.forward_from_phone(m, method).await;
+    }
+
+    /// Charges a new request to its device's budget; over budget it is answered 503 with
+    /// Retry-After (RFC 3261 §21.5.4) and goes no further.
+    fn within_budget(&mut self, m: &PhoneMessage) -> bool {
+        let key = BudgetKey::of(&m.identity, m.flow);
+        let Admission::Refused {
+            retry_after_secs,
+            first,
+        } = self.rate_limiter.admit(key, Instant::now().into_std())
+        else {
+            return true;
+        };
+        self.metrics.rate_limited.inc();
+        if first {
+            // Once per episode, not per request: a flood must not become a log flood.
+            tracing::warn!(
+                identity = %m.identity,
+                peer = %m.peer,
+                flow = %m.flow,
+                "phone exceeds sip.phone_requests_per_second; answering 503 until it slows down"
+            );
+        }
+        if let Some(mut r) = self.response(
+            &m.message,
+            503,
+            Some("too many requests from this device (sip.phone_requests_per_second)"),
+        ) {
+            r.set_header("Retry-After", &retry_after_secs.to_string());
+            self.send_phone(m.flow, &r);
+        }
+        false
     }
 
     /// MAC authorization (DESIGN.md): REGISTER by its To user, everything else by its From
@@ -736,6 +781,32 @@ impl SipCore {
                     &m.message,
                     400,
                     Some(&format!("more than {MAX_CONTACTS} Contacts")),
+                );
+                return;
+            }
+            Ok(ContactList::Addrs(addrs))
+                if method == Method::Register
+                    && self.registrar.register_bindings_after(
+                        flow,
+                        &addrs.iter().map(|a| &a.uri).collect::<Vec<_>>(),
+                    ) > MAX_REGISTER_BINDINGS_PER_FLOW =>
+            {
+                tracing::info!(
+                    identity = %identity,
+                    peer = %m.peer,
+                    "REGISTER refused: more than {MAX_REGISTER_BINDINGS_PER_FLOW} registered Contacts on one connection"
+                );
+                self.metrics
+                    .denied
+                    .with_label_values(&["too_many_bindings"])
+                    .inc();
+                self.reply_phone(
+                    flow,
+                    &m.message,
+                    403,
+                    Some(&format!(
+                        "more than {MAX_REGISTER_BINDINGS_PER_FLOW} registered Contacts on this connection"
+                    )),
                 );
                 return;
             }

@@ -1,6 +1,6 @@
 //! SIP core metrics.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct CoreMetrics {
@@ -8,10 +8,14 @@ pub struct CoreMetrics {
     pub requests: IntCounterVec,
     /// `pbx_edge_sip_responses_total{side, code}`: responses sent toward each side.
     pub responses: IntCounterVec,
-    /// `pbx_edge_sip_denied_total{reason}`: requests refused by MAC authorization (403).
+    /// `pbx_edge_sip_denied_total{reason}`: requests refused 403 by MAC authorization or by
+    /// the registration binding limit (`too_many_bindings`).
     pub denied: IntCounterVec,
     /// `pbx_edge_sip_transaction_timeouts_total{side}`: the other side never answered.
     pub timeouts: IntCounterVec,
+    /// `pbx_edge_sip_rate_limited_total`: phone requests answered 503 because their device
+    /// exceeded `sip.phone_requests_per_second`.
+    pub rate_limited: IntCounter,
     /// `pbx_edge_registrations_active`.
     pub registrations: IntGauge,
     /// `pbx_edge_sip_transactions_active`.
@@ -56,7 +60,7 @@ impl CoreMetrics {
             denied: IntCounterVec::new(
                 Opts::new(
                     "pbx_edge_sip_denied_total",
-                    "Phone requests refused with 403 by MAC authorization, by reason.",
+                    "Phone requests refused with 403 by MAC authorization or the per-connection registration limit, by reason.",
                 ),
                 &["reason"],
             )?,
@@ -66,6 +70,10 @@ impl CoreMetrics {
                     "Requests the edge forwarded that were never answered, by the silent side.",
                 ),
                 &["side"],
+            )?,
+            rate_limited: IntCounter::new(
+                "pbx_edge_sip_rate_limited_total",
+                "Phone requests answered 503 because their device exceeded sip.phone_requests_per_second.",
             )?,
             registrations: IntGauge::new(
                 "pbx_edge_registrations_active",
@@ -111,6 +119,7 @@ impl CoreMetrics {
         registry.register(Box::new(m.responses.clone()))?;
         registry.register(Box::new(m.denied.clone()))?;
         registry.register(Box::new(m.timeouts.clone()))?;
+        registry.register(Box::new(m.rate_limited.clone()))?;
         registry.register(Box::new(m.registrations.clone()))?;
         registry.register(Box::new(m.transactions.clone()))?;
         Ok(m)

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 /// Dialog bindings kept per flow; the oldest is forgotten beyond this.
 pub const MAX_DIALOG_BINDINGS_PER_FLOW: usize = 64;
+/// Registration bindings (pending or confirmed) one connection may hold: a 16-line desk
+/// phone registers 16 Contacts; a hostile client must not grow the table without bound by
+/// sending REGISTERs with ever new Contacts.
+pub const MAX_REGISTER_BINDINGS_PER_FLOW: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindingKind {
@@ -101,6 +105,29 @@ impl Registrar {
         );
         self.by_flow_contact.insert(key, id);
         id
+    }
+
+    /// How many registration bindings `flow` would hold once `contacts` are bound by a
+    /// REGISTER: the ones it holds plus the contacts not yet registered on it.
+    pub fn register_bindings_after(&self, flow: FlowId, contacts: &[&SipUri]) -> usize {
+        let held = self
+            .bindings
+            .values()
+            .filter(|b| b.flow == flow && b.kind != BindingKind::Dialog)
+            .count();
+        let mut new: Vec<String> = contacts
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|key| {
+                self.by_flow_contact
+                    .get(&(flow, key.clone()))
+                    .and_then(|id| self.bindings.get(id))
+                    .is_none_or(|b| b.kind == BindingKind::Dialog)
+            })
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        held + new.len()
     }
 
     fn evict_dialogs(&mut self, flow: FlowId) {
@@ -261,6 +288,22 @@ mod tests {
 
     fn uri(s: &str) -> SipUri {
         SipUri::parse(s).unwrap()
+    }
+
+    #[test]
+    fn register_bindings_after_counts_only_new_contacts() {
+        let mut r = Registrar::new();
+        let a = uri("sip:101@192.0.2.5:5062;transport=tls");
+        let b = uri("sip:102@192.0.2.5:5062;transport=tls");
+        let d = uri("sip:103@192.0.2.5:5062;transport=tls");
+        assert_eq!(r.register_bindings_after(FlowId(1), &[&a, &a]), 1);
+        r.binding_for(FlowId(1), &a, "101", "m", false);
+        r.binding_for(FlowId(1), &d, "103", "m", true);
+        // `a` is held; `b` is new; `d` is only a dialog binding, so registering it is new.
+        assert_eq!(r.register_bindings_after(FlowId(1), &[&a]), 1);
+        assert_eq!(r.register_bindings_after(FlowId(1), &[&a, &b, &d]), 3);
+        // Another connection holds nothing yet.
+        assert_eq!(r.register_bindings_after(FlowId(2), &[&a]), 1);
     }
 
     #[test]

@@ -261,6 +261,13 @@ pub struct SipConfig {
     /// A phone connection with no traffic at all (not even keep-alives) for this long is
     /// closed. Phones send RFC 5626 CRLF keep-alives far more often.
     pub idle_timeout_secs: u64,
+    /// New requests per second one device may send (its MAC; per connection for shared
+    /// certificates and anonymous phones). Beyond its budget a phone gets 503 with
+    /// Retry-After. 0 switches the limit off: a logged relaxation.
+    pub phone_requests_per_second: u32,
+    /// Requests a device may send at once before the rate applies (a phone with many BLF
+    /// keys subscribes to all of them after boot).
+    pub phone_request_burst: u32,
 }
 
 impl Default for SipConfig {
@@ -274,6 +281,8 @@ impl Default for SipConfig {
             max_headers: 128,
             max_line_bytes: 8_192,
             idle_timeout_secs: 900,
+            phone_requests_per_second: 20,
+            phone_request_burst: 100,
         }
     }
 }

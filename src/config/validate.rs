@@ -400,6 +400,19 @@ fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
     if sip.max_line_bytes < 256 {
         r.problem("sip.max_line_bytes", None, "must be at least 256");
     }
+    if sip.phone_requests_per_second == 0 {
+        r.warnings.push(
+            "sip.phone_requests_per_second = 0: phones may send requests as fast as they like \
+             (no per-device request limit)"
+                .into(),
+        );
+    } else if sip.phone_request_burst == 0 {
+        r.problem(
+            "sip.phone_request_burst",
+            None,
+            "must be at least 1 while sip.phone_requests_per_second is set",
+        );
+    }
     if sip.idle_timeout_secs == 0 {
         r.problem("sip.idle_timeout_secs", None, "must be at least 1");
     }
@@ -479,6 +492,18 @@ mod tests {
         let r = validate(&f.config);
         assert!(r.is_ok(), "{:?}", r.problems);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn request_limit_off_is_a_warning_and_an_empty_burst_a_problem() {
+        let mut f = good();
+        f.config.sip.phone_request_burst = 0;
+        assert_eq!(keys(&validate(&f.config)), ["sip.phone_request_burst"]);
+        f.config.sip.phone_requests_per_second = 0;
+        let r = validate(&f.config);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1);
+        assert!(r.warnings[0].contains("sip.phone_requests_per_second = 0"));
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! Per-device limits against hostile or broken phones: the request budget
+//! (`sip.phone_requests_per_second` / `sip.phone_request_burst`, 503 + Retry-After beyond it,
+//! other devices unaffected) and the cap on registration bindings per connection.
+
+use std::time::Duration;
+
+use pbx_edge::sip::message::ContactList;
+
+use crate::support::edge::{self, RunningEdge};
+use crate::support::http;
+use crate::support::pbx::{self, Pbx};
+use crate::support::phone::{self, Phone};
+use crate::support::tls_client;
+
+fn options(from_user: &str, n: u32) -> String {
+    format!(
+        "OPTIONS sip:{from_user}@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-lim{from_user}-{n}\r\nFrom: <sip:{from_user}@sbc.test>;tag=lim{n}\r\nTo: <sip:{from_user}@sbc.test>\r\nCall-ID: lim-{from_user}-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Answers every request the PBX receives within `limit` with 200 and returns how many.
+async fn pbx_answers_all(pbx: &Pbx, limit: Duration) -> Vec<String> {
+    let mut call_ids = Vec::new();
+    while let Some((req, from)) = pbx.recv_within(limit).await {
+        call_ids.push(req.call_id().unwrap().to_owned());
+        pbx.send(from, &pbx::response(&req, 200, "OK", "")).await;
+    }
+    call_ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_over_its_budget_gets_503_with_retry_after_others_go_on() {
+    let pki = edge::dev_pki();
+    let pbx = Pbx::bind().await;
+    let addr = pbx.addr().to_string();
+    let e = RunningEdge::start(edge::config_with(
+        &pki,
+        &[
+            ("PBX_EDGE_PBX__ADDRESS", addr.as_str()),
+            ("PBX_EDGE_SIP__PHONE_REQUESTS_PER_SECOND", "1"),
+            ("PBX_EDGE_SIP__PHONE_REQUEST_BURST", "3"),
+        ],
+    ))
+    .await;
+    let mut snom = phone::snom(&pki, &e).await;
+
+    // Five new requests at once: the burst (3) is forwarded, the rest is answered 503.
+    for n in 1..=5 {
+        snom.send(&options("101", n)).await;
+    }
+    let forwarded = pbx_answers_all(&pbx, Duration::from_millis(700)).await;
+    assert_eq!(
+        forwarded.len(),
+        3,
+        "only the burst reaches the PBX: {forwarded:?}"
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = snom.recv().await.expect("every request is answered");
+        if r.status() == Some(503) {
+            let retry: u32 = r
+                .header("Retry-After")
+                .expect("503 carries Retry-After")
+                .trim()
+                .parse()
+                .expect("Retry-After is a number of seconds");
+            assert!(retry >= 1);
+            assert!(
+                !forwarded.contains(&r.call_id().unwrap().to_owned()),
+                "a refused request was not forwarded"
+            );
+        }
+        statuses.push(r.status().unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 503, 503]);
+
+    // Another device has its own budget.
+    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.yealink_device));
+    let mut yealink = Phone::new(
+        tls_client::connect(e.tls_addr, "sbc.test", cfg)
+            .await
+            .unwrap(),
+    );
+    yealink.send(&options("102", 1)).await;
+    assert_eq!(
+        pbx_answers_all(&pbx, Duration::from_millis(700))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(yealink.recv().await.unwrap().status(), Some(200));
+
+    // The budget refills at 1/s: after more than a second the Snom is admitted again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    snom.send(&options("101", 6)).await;
+    assert_eq!(
+        pbx_answers_all(&pbx, Duration::from_millis(700))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(snom.recv().await.unwrap().status(), Some(200));
+
+    let (_, metrics) = http::get(e.admin_addr, "/metrics").await;
+    assert_eq!(
+        http::metric(&metrics, "pbx_edge_sip_rate_limited_total"),
+        2.0
+    );
+    assert_eq!(
+        http::metric(
+            &metrics,
+            "pbx_edge_sip_responses_total{code=\"503\",side=\"phone\"}"
+        ),
+        2.0
+    );
+    e.stop().await.expect("clean shutdown");
+}
+
+fn register_with_contacts(first: u32, count: u32, cseq: u32) -> String {
+    let contacts: Vec<String> = (first..first + count)
+        .map(|i| format!("<sip:101@127.0.0.1:5099;transport=tls;line={i}>"))
+        .collect();
+    format!(
+        "REGISTER sip:sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-many{cseq}\r\nFrom: <sip:101@sbc.test>;tag=many\r\nTo: <sip:101@sbc.test>\r\nCall-ID: many-contacts\r\nCSeq: {cseq} REGISTER\r\nMax-Forwards: 70\r\nContact: {}\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        contacts.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_holds_at_most_32_registration_bindings() {
+    let pki = edge::dev_pki();
+    let pbx = Pbx::bind().await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &[]).await;
+    let mut snom = phone::snom(&pki, &e).await;
+
+    // 16 + 16 Contacts: at the limit, both forwarded (the PBX never answers: still pending,
+    // which is exactly what a hostile client would exploit).
+    snom.send(&register_with_contacts(0, 16, 1)).await;
+    let (first, _) = pbx.recv().await.expect("first REGISTER forwarded");
+    match first.contacts() {
+        Ok(ContactList::Addrs(a)) => assert_eq!(a.len(), 16),
+        other => panic!("16 Contacts expected, got {other:?}"),
+    }
+    snom.send(&register_with_contacts(16, 16, 2)).await;
+    let (second, _) = pbx.recv().await.expect("second REGISTER forwarded");
+    assert_eq!(second.cseq().unwrap().seq, 2);
+
+    // Re-registering a Contact it holds is fine; one more new Contact is refused.
+    snom.send(&register_with_contacts(33, 1, 3)).await;
+    let r = snom.recv().await.expect("answered");
+    assert_eq!(r.status(), Some(403));
+    assert!(r
+        .header("Warning")
+        .unwrap()
+        .contains("32 registered Contacts"));
+    snom.send(&register_with_contacts(0, 1, 4)).await;
+    // The PBX never answers, so the edge retransmits CSeq 1 and 2 over UDP (timer E); skip
+    // those. CSeq 3 must never arrive; CSeq 4 re-registers a Contact the connection holds.
+    let mut seen = Vec::new();
+    while let Some((req, _)) = pbx.recv_within(Duration::from_millis(700)).await {
+        seen.push(req.cseq().unwrap().seq);
+        if seen.contains(&4) {
+            break;
+        }
+    }
+    assert!(
+        !seen.contains(&3),
+        "the refused REGISTER is not forwarded: {seen:?}"
+    );
+    assert!(
+        seen.contains(&4),
+        "a known Contact may re-register: {seen:?}"
+    );
+
+    let (_, metrics) = http::get(e.admin_addr, "/metrics").await;
+    assert_eq!(
+        http::metric(
+            &metrics,
+            "pbx_edge_sip_denied_total{reason=\"too_many_bindings\"}"
+        ),
+        1.0
+    );
+    e.stop().await.expect("clean shutdown");
+}
