@@ -615,8 +615,13 @@ impl SipCore {
             return;
         }
         // Only new transactions draw from the budget: retransmissions, CANCEL and ACK were
-        // handled above (they free resources or cost nothing).
-        if !self.within_budget(&m) {
+        // handled above (they free resources or cost nothing), and a BYE of a live call is
+        // free too — refusing it would keep the call and its media ports up.
+        let ends_a_call = method == Method::Bye
+            && m.message
+                .call_id()
+                .is_ok_and(|c| self.dialogs.contains_key(c));
+        if !ends_a_call && !self.within_budget(&m) {
             return;
         }
         if let Err(reason) = self.authorize(&m, method) {

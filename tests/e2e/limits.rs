@@ -183,3 +183,75 @@ async fn a_connection_holds_at_most_32_registration_bindings() {
     );
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_ending_a_call_is_never_refused_for_budget() {
+    let pki = edge::dev_pki();
+    let pbx = Pbx::bind().await;
+    let e = RunningEdge::start_with_pbx(
+        &pki,
+        pbx.addr(),
+        &[
+            ("PBX_EDGE_SIP__PHONE_REQUESTS_PER_SECOND", "1"),
+            ("PBX_EDGE_SIP__PHONE_REQUEST_BURST", "2"),
+        ],
+    )
+    .await;
+    let mut snom = phone::snom(&pki, &e).await;
+
+    let sdp = "v=0\r\no=snom 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WnD7c1ksDGs+dIefCEbfNCz1XYW8DuX5Pk0dyH2X\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
+    snom.send(&format!("INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-limcall\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: <sip:200@sbc.test>\r\nCall-ID: lim-call\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())).await;
+    assert_eq!(snom.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.expect("PBX gets the INVITE");
+    let answer = "v=0\r\no=asterisk 9 9 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
+    let ok = pbx::response(
+        &inv,
+        200,
+        "OK",
+        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
+    )
+    .replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Length: {}\r\n\r\n{answer}", answer.len()),
+    );
+    pbx.send(from, &ok).await;
+    let ok = snom.recv().await.expect("the 200 reaches the phone");
+    assert_eq!(ok.status(), Some(200));
+    let to = ok.header("To").unwrap().to_owned();
+    let contact = pbx::contact_uri(&ok).expect("the edge's Contact");
+    snom.send(&format!("ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-limack\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: {to}\r\nCall-ID: lim-call\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).await;
+    let (ack, _) = pbx.recv().await.expect("ACK forwarded");
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+
+    // Spend the budget until the edge refuses (bounded).
+    let mut refused = false;
+    for n in 1..=10 {
+        snom.send(&options("101", n)).await;
+        loop {
+            tokio::select! {
+                r = snom.recv() => {
+                    if r.expect("answered").status() == Some(503) {
+                        refused = true;
+                    }
+                    break;
+                }
+                got = pbx.recv_within(Duration::from_millis(500)) => {
+                    let Some((req, from)) = got else { break };
+                    pbx.send(from, &pbx::response(&req, 200, "OK", "")).await;
+                }
+            }
+        }
+        if refused {
+            break;
+        }
+    }
+    assert!(refused, "the budget of 2 runs out");
+
+    // The BYE still goes through to the PBX and its 200 back.
+    snom.send(&format!("BYE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-limbye\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: {to}\r\nCall-ID: lim-call\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).await;
+    let (bye, from) = pbx.recv().await.expect("BYE forwarded despite the budget");
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"));
+    pbx.send(from, &pbx::response(&bye, 200, "OK", "")).await;
+    assert_eq!(snom.recv().await.unwrap().status(), Some(200));
+    e.stop().await.expect("clean shutdown");
+}
