@@ -145,14 +145,19 @@ impl Edge {
         let tls_listener = bind("the phone TLS listener (tls.listen)", config.tls.listen).await?;
         let admin_listener =
             bind("the admin HTTP port (admin.listen)", config.admin.listen).await?;
-        let pbx =
-            PbxLink::bind_transport(config.pbx.transport, config.pbx.listen, config.pbx.address)
-                .await
-                .map_err(|source| AppError::Bind {
-                    what: "the PBX-side SIP socket (pbx.listen)",
-                    addr: config.pbx.listen,
-                    source,
-                })?;
+        let pbx = PbxLink::bind_transport(
+            config.pbx.transport,
+            config.pbx.listen,
+            config.pbx.address,
+            (config.pbx.tcp_keepalive_secs > 0)
+                .then(|| Duration::from_secs(config.pbx.tcp_keepalive_secs)),
+        )
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "the PBX-side SIP socket (pbx.listen)",
+            addr: config.pbx.listen,
+            source,
+        })?;
         let (identity, _) = watch::channel(Arc::new(snapshot));
         let (media_tx, media_rx) = mpsc::channel(1024);
         let media = MediaControl::new(

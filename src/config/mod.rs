@@ -155,6 +155,12 @@ pub struct PbxConfig {
     pub transport: PbxTransport,
     /// pbx-edge's own SIP address toward the PBX.
     pub listen: SocketAddr,
+    /// TCP only: an idle connection to or from the PBX is probed after this many seconds
+    /// (TCP keep-alive, then 3 probes this far apart / 4), and data the PBX does not
+    /// acknowledge for this long fails the connection (TCP_USER_TIMEOUT), so a PBX that
+    /// vanished without a FIN/RST is noticed and the next send reconnects. 0 = off (the
+    /// kernel's defaults: about two hours, and 15 minutes of retransmissions).
+    pub tcp_keepalive_secs: u64,
 }
 
 impl Default for PbxConfig {
@@ -163,6 +169,7 @@ impl Default for PbxConfig {
             address: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
             transport: PbxTransport::Udp,
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5080),
+            tcp_keepalive_secs: 20,
         }
     }
 }

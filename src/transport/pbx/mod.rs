@@ -43,19 +43,23 @@ enum Link {
 impl PbxLink {
     /// Binds a UDP socket on `listen` toward `pbx`.
     pub async fn bind(listen: SocketAddr, pbx: SocketAddr) -> std::io::Result<Self> {
-        Self::bind_transport(PbxTransport::Udp, listen, pbx).await
+        Self::bind_transport(PbxTransport::Udp, listen, pbx, None).await
     }
 
     /// Binds `listen` for `transport`: a UDP socket, or a TCP listener (the outbound TCP
-    /// connection to `pbx` is opened by the first send).
+    /// connection to `pbx` is opened by the first send). `tcp_keepalive`: see
+    /// [`tcp::DeadPeerDetection`].
     pub async fn bind_transport(
         transport: PbxTransport,
         listen: SocketAddr,
         pbx: SocketAddr,
+        tcp_keepalive: Option<std::time::Duration>,
     ) -> std::io::Result<Self> {
         let link = match transport {
             PbxTransport::Udp => Link::Udp(UdpLink::bind(listen, pbx).await?),
-            PbxTransport::Tcp => Link::Tcp(TcpLink::bind(listen, pbx).await?),
+            PbxTransport::Tcp => Link::Tcp(
+                TcpLink::bind(listen, pbx, tcp_keepalive.map(tcp::DeadPeerDetection::new)).await?,
+            ),
         };
         Ok(Self { link })
     }
@@ -154,7 +158,7 @@ mod tests {
         assert_eq!(udp.transport(), PbxTransport::Udp);
         assert_eq!(udp.transport_token(), ("UDP", "udp"));
         assert!(!udp.is_reliable());
-        let tcp = PbxLink::bind_transport(PbxTransport::Tcp, any, pbx)
+        let tcp = PbxLink::bind_transport(PbxTransport::Tcp, any, pbx, None)
             .await
             .unwrap();
         assert_eq!(tcp.transport(), PbxTransport::Tcp);

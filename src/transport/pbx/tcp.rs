@@ -48,6 +48,41 @@ pub const MAX_INBOUND: usize = 32;
 /// An inbound connection that sends nothing for this long is closed (the PBX reconnects).
 pub const INBOUND_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Noticing a PBX that vanished without closing its connections (host down, cable pulled,
+/// a stateful firewall that forgot the flow): TCP keep-alive probes on idle connections and
+/// TCP_USER_TIMEOUT (RFC 5482) on unacknowledged data. Without them a dead connection looks
+/// writable for up to 15 minutes, and every request in that time would be lost to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadPeerDetection {
+    /// Idle time before the first probe; also the limit for unacknowledged data.
+    pub idle: Duration,
+}
+
+impl DeadPeerDetection {
+    /// Probes after `idle`, then 3 more `idle / 4` apart (at least 1 s).
+    pub fn new(idle: Duration) -> Self {
+        Self { idle }
+    }
+
+    fn interval(self) -> Duration {
+        (self.idle / 4).max(Duration::from_secs(1))
+    }
+
+    /// Applies the options to `stream`.
+    pub fn apply(self, stream: &TcpStream) -> std::io::Result<()> {
+        let sock = socket2::SockRef::from(stream);
+        sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(self.idle)
+                .with_interval(self.interval())
+                .with_retries(3),
+        )?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        sock.set_tcp_user_timeout(Some(self.idle))?;
+        Ok(())
+    }
+}
+
 /// Which way a connection was opened (metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -110,6 +145,7 @@ struct Outbound {
 struct Shared {
     pbx: SocketAddr,
     local: SocketAddr,
+    dead_peer: Option<DeadPeerDetection>,
     /// Taken by `receive`.
     listener: Mutex<Option<TcpListener>>,
     outbound: tokio::sync::Mutex<Outbound>,
@@ -137,8 +173,13 @@ impl std::fmt::Debug for TcpLink {
 }
 
 impl TcpLink {
-    /// Binds the listener on `listen`; nothing is connected yet.
-    pub async fn bind(listen: SocketAddr, pbx: SocketAddr) -> std::io::Result<Self> {
+    /// Binds the listener on `listen`; nothing is connected yet. Every connection later gets
+    /// `dead_peer` detection when set.
+    pub async fn bind(
+        listen: SocketAddr,
+        pbx: SocketAddr,
+        dead_peer: Option<DeadPeerDetection>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let local = listener.local_addr()?;
         let (ctx, _) = watch::channel(None);
@@ -146,6 +187,7 @@ impl TcpLink {
             shared: Arc::new(Shared {
                 pbx,
                 local,
+                dead_peer,
                 listener: Mutex::new(Some(listener)),
                 outbound: tokio::sync::Mutex::new(Outbound::default()),
                 conns: Mutex::new(HashMap::new()),
@@ -262,6 +304,12 @@ impl TcpLink {
     /// Registers a connection and starts its reader.
     fn adopt(&self, stream: TcpStream, direction: Direction) -> Arc<Conn> {
         let peer = stream.peer_addr().unwrap_or(self.shared.pbx);
+        if let Some(d) = self.shared.dead_peer {
+            if let Err(e) = d.apply(&stream) {
+                // The connection still works, only a vanished PBX is noticed later.
+                tracing::warn!(%peer, error = %e, "cannot set TCP keep-alive toward the PBX");
+            }
+        }
         let (read, write) = stream.into_split();
         let conn = Arc::new(Conn {
             id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
@@ -468,5 +516,38 @@ impl TcpLink {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dead_peer_detection_sets_keepalive_and_user_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        DeadPeerDetection::new(Duration::from_secs(20))
+            .apply(&client)
+            .unwrap();
+        let sock = socket2::SockRef::from(&client);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(20));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(20))
+        );
+        // Short settings never ask the kernel for a zero interval.
+        assert_eq!(
+            DeadPeerDetection::new(Duration::from_secs(2)).interval(),
+            Duration::from_secs(1)
+        );
     }
 }
