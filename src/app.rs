@@ -17,6 +17,7 @@ use crate::telemetry;
 use crate::transaction::fsm::TimerConfig;
 use crate::transport::connection::{self, ConnectionSettings};
 use crate::transport::flow::FlowTable;
+use crate::transport::limits::ConnectionLimiter;
 use crate::transport::metrics::{HandshakeFailures, SipTransportMetrics, TlsMetrics};
 use crate::transport::pbx::PbxLink;
 use crate::transport::tls;
@@ -371,6 +372,10 @@ impl Edge {
             self.tls_listener,
             ServerConfigs(self.identity.subscribe()),
             Duration::from_secs(self.config.tls.handshake_timeout_secs),
+            ConnectionLimiter::new(
+                self.config.tls.max_connections,
+                self.config.tls.max_connections_per_ip,
+            ),
             self.tls_metrics.clone(),
             self.counters.clone(),
             handler,

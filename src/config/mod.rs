@@ -89,6 +89,11 @@ pub struct TlsConfig {
     pub handshake_timeout_secs: u64,
     /// Optional MAC deny-list file: one MAC per line, `#` comments; hot-reloaded.
     pub mac_deny_list: Option<PathBuf>,
+    /// Phone connections open at once (handshakes included); more are closed at accept.
+    pub max_connections: usize,
+    /// Phone connections open at once from one source address (a NAT may hide a whole
+    /// office of phones behind one address).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for TlsConfig {
@@ -100,6 +105,8 @@ impl Default for TlsConfig {
             certificates: Vec::new(),
             handshake_timeout_secs: 10,
             mac_deny_list: None,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
         }
     }
 }

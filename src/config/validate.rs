@@ -374,6 +374,12 @@ fn check_listeners(config: &Config, r: &mut ValidationReport) {
 }
 
 fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
+    if config.tls.max_connections == 0 {
+        r.problem("tls.max_connections", None, "must be at least 1");
+    }
+    if config.tls.max_connections_per_ip == 0 {
+        r.problem("tls.max_connections_per_ip", None, "must be at least 1");
+    }
     if config.tls.handshake_timeout_secs == 0 {
         r.problem("tls.handshake_timeout_secs", None, "must be at least 1");
     }

@@ -131,6 +131,9 @@ pub struct TlsMetrics {
     /// Failures that are not TLS errors (handshake timeout, peer gone mid-handshake); exported
     /// together with the identity module's counters by [`HandshakeFailures`].
     pub handshake_failures_local: IntCounterVec,
+    /// `pbx_edge_tls_connections_refused_total{reason}`: closed at accept by the connection
+    /// limits (`max_connections`, `max_connections_per_ip`).
+    pub connections_refused: IntCounterVec,
 }
 
 impl TlsMetrics {
@@ -148,8 +151,16 @@ impl TlsMetrics {
                 Opts::new(HANDSHAKE_FAILURES, HANDSHAKE_FAILURES_HELP),
                 &["reason", "vendor"],
             )?,
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_tls_connections_refused_total",
+                    "Phone TCP connections closed at accept by tls.max_connections (max_connections) or tls.max_connections_per_ip (max_connections_per_ip).",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(m.connections_active.clone()))?;
+        registry.register(Box::new(m.connections_refused.clone()))?;
         registry.register(Box::new(m.handshakes_ok.clone()))?;
         Ok(m)
     }

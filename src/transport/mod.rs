@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod flow;
+pub mod limits;
 pub mod metrics;
 pub mod pbx;
 pub mod tls;

@@ -2,6 +2,7 @@
 //! reload applies to new connections at once), bounds the handshake in time, classifies and
 //! counts failures, and hands every established connection to a handler.
 
+use super::limits::ConnectionLimiter;
 use super::metrics::TlsMetrics;
 use crate::app::ServerConfigs;
 use crate::identity::HandshakeCounters;
@@ -14,6 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Shortest gap between two log lines about refused connections.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What runs an established phone connection; returns when the connection is done.
 pub type ConnectionHandler = Arc<
@@ -43,12 +47,14 @@ fn io_failure_reason(e: &std::io::Error) -> &'static str {
 }
 
 /// Accepts phone connections until `cancel` fires; established connections get
-/// `connections` (cancelled later, after the drain).
+/// `connections` (cancelled later, after the drain). Connections beyond `limits` are closed
+/// at once, before any TLS work.
 #[allow(clippy::too_many_arguments)]
 pub async fn accept_loop(
     listener: TcpListener,
     server_configs: ServerConfigs,
     handshake_timeout: Duration,
+    limits: ConnectionLimiter,
     metrics: TlsMetrics,
     counters: Arc<HandshakeCounters>,
     handler: ConnectionHandler,
@@ -56,6 +62,10 @@ pub async fn accept_loop(
     cancel: CancellationToken,
     connections: CancellationToken,
 ) {
+    // Refusals are counted one by one but logged at most every few seconds: a flood must
+    // not become a log flood.
+    let mut refusal_logged: Option<std::time::Instant> = None;
+    let mut refused_since_log = 0u64;
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -70,6 +80,30 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        let permit = match limits.try_acquire(peer.ip()) {
+            Ok(p) => p,
+            Err(refusal) => {
+                metrics
+                    .connections_refused
+                    .with_label_values(&[refusal.label()])
+                    .inc();
+                refused_since_log += 1;
+                if refusal_logged.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                    tracing::warn!(
+                        %peer,
+                        reason = refusal.label(),
+                        refused = refused_since_log,
+                        open = limits.open(),
+                        open_from_peer = limits.open_from(peer.ip()),
+                        "phone connections refused by the connection limits"
+                    );
+                    refusal_logged = Some(std::time::Instant::now());
+                    refused_since_log = 0;
+                }
+                drop(tcp);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(server_configs.current());
         let metrics = metrics.clone();
@@ -77,6 +111,8 @@ pub async fn accept_loop(
         let handler = handler.clone();
         let cancel = connections.clone();
         tracker.spawn(async move {
+            // Held until this connection is gone, however it ends.
+            let _permit = permit;
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Err(_) => {
                     metrics

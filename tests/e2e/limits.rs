@@ -255,3 +255,56 @@ async fn a_bye_ending_a_call_is_never_refused_for_budget() {
     assert_eq!(snom.recv().await.unwrap().status(), Some(200));
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_per_address_limit_are_closed_at_accept() {
+    let pki = edge::dev_pki();
+    let pbx = Pbx::bind().await;
+    let e = RunningEdge::start_with_pbx(
+        &pki,
+        pbx.addr(),
+        &[("PBX_EDGE_TLS__MAX_CONNECTIONS_PER_IP", "2")],
+    )
+    .await;
+    let cfg = || tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
+
+    // A bare TCP connection that never starts TLS holds a slot as much as a phone does.
+    let idle = tokio::net::TcpStream::connect(e.tls_addr).await.unwrap();
+    let phone_b = tls_client::connect(e.tls_addr, "sbc.test", cfg())
+        .await
+        .expect("second connection within the limit");
+    let refused = tls_client::connect(e.tls_addr, "sbc.test", cfg()).await;
+    assert!(
+        refused.is_err(),
+        "a third connection from 127.0.0.1 is closed"
+    );
+    let (_, metrics) = http::get(e.admin_addr, "/metrics").await;
+    assert_eq!(
+        http::metric(
+            &metrics,
+            "pbx_edge_tls_connections_refused_total{reason=\"max_connections_per_ip\"}"
+        ),
+        1.0
+    );
+
+    // Closing the idle socket gives its slot back (bounded retries while the edge notices).
+    drop(idle);
+    let mut admitted = None;
+    for _ in 0..50 {
+        if let Ok(s) = tls_client::connect(e.tls_addr, "sbc.test", cfg()).await {
+            admitted = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut phone_d = Phone::new(admitted.expect("a freed slot admits a new phone"));
+    phone_d.send(&options("101", 99)).await;
+    let (req, from) = pbx
+        .recv()
+        .await
+        .expect("the new phone's request is forwarded");
+    pbx.send(from, &pbx::response(&req, 200, "OK", "")).await;
+    assert_eq!(phone_d.recv().await.unwrap().status(), Some(200));
+    drop(phone_b);
+    e.stop().await.expect("clean shutdown");
+}

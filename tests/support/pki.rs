@@ -440,6 +440,7 @@ pub fn config(pki: &Pki, dir: &Path, inventory: &str) -> Config {
             certificates: vec![ServerCertConfig { cert, key }],
             handshake_timeout_secs: 10,
             mac_deny_list: None,
+            ..TlsConfig::default()
         },
         vendors,
         inventory: InventoryConfig {
