@@ -66,6 +66,12 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
     for w in &report.warnings {
         outln!("warning: {w}");
     }
+    // As this shell would start it (a service manager may set another LimitNOFILE).
+    if let Some(w) =
+        config::fdlimit::raise_open_file_limit(&resolved.config).and_then(|o| o.warning())
+    {
+        outln!("warning: {w}");
+    }
     if !report.is_ok() {
         eprintln!("{}: {} problem(s):", resolved.source, report.problems.len());
         for p in &report.problems {
@@ -125,6 +131,18 @@ fn run(args: &ConfigArgs) -> ExitCode {
     telemetry::init_logging(&resolved.config.log);
     for w in &report.warnings {
         tracing::warn!(relaxation = %w, "safe default relaxed by configuration");
+    }
+    // Before any socket exists: raise the open-file limit toward what the config can use.
+    match config::fdlimit::raise_open_file_limit(&resolved.config) {
+        Some(open_files) => match open_files.warning() {
+            Some(w) => tracing::warn!("{w}"),
+            None => tracing::info!(
+                limit = open_files.soft,
+                needed = open_files.needed,
+                "open-file limit"
+            ),
+        },
+        None => tracing::warn!("cannot read or raise the open-file limit (RLIMIT_NOFILE)"),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

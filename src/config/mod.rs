@@ -8,6 +8,7 @@
 //! Relative paths inside a config file are resolved against that file's directory, so a
 //! config works the same from any working directory (containers, systemd, a checkout).
 
+pub mod fdlimit;
 pub mod files;
 mod load;
 mod validate;
