@@ -11,13 +11,14 @@
 use super::call::CallMedia;
 use super::legs::{edge_contact_uri, forward_request, host_of, restore_vias};
 use super::metrics::CoreMetrics;
+use super::offer_answer::{is_reliable_provisional, Carrier, OfferAnswer};
 use super::registrar::Registrar;
 use crate::identity::{Authorization, Identity, IdentitySnapshot};
 use crate::media::{MediaControl, MediaEvent};
 use crate::sdp::{
     analyse_pbx_offer, analyse_phone_offer, rewrite_pbx_answer, rewrite_pbx_offer,
     rewrite_phone_answer, rewrite_phone_offer, EdgeAddresses, KeySource, LegOrigin, MediaPlan,
-    RewriteContext, RewriteError, Security, SrtpPolicy,
+    RewriteContext, RewriteError, Security, Side, SrtpPolicy,
 };
 use crate::sip::flow_token::{FlowToken, FlowTokenKey};
 use crate::sip::message::{ContactList, MessageError, Method, SipMessage};
@@ -41,6 +42,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
+
+mod exchange;
 
 /// Calls one phone connection may have at once: a desk phone has a handful of lines; a
 /// hostile client must not lease the whole media port range.
@@ -125,6 +128,12 @@ impl Leg {
             Leg::Phone => "phone",
         }
     }
+    fn side(self) -> Side {
+        match self {
+            Leg::Pbx => Side::Pbx,
+            Leg::Phone => Side::Phone,
+        }
+    }
 }
 
 type TxnId = u64;
@@ -202,6 +211,8 @@ struct Dialog {
     last_2xx_to_phone: Option<(u32, SipMessage)>,
     /// Codecs of the last answer (for the admin API).
     codecs: Vec<String>,
+    /// Which exchanges completed, and the SDP last sent on each leg (PRACK, 1xx-rel).
+    oa: OfferAnswer,
 }
 
 struct OsKeys<'a>(&'a SystemRandom);
@@ -799,6 +810,16 @@ impl SipCore {
                 }
             }
         }
+        if method == Method::Prack && !m.message.body().is_empty() {
+            if let Err((status, why, retry)) =
+                self.prack_sdp(Leg::Phone, &m.message, &mut req).await
+            {
+                if let Some(r) = self.refusal(&m.message, status, &why, retry) {
+                    self.send_phone(flow, &r);
+                }
+                return;
+            }
+        }
         if method == Method::Bye {
             self.end_call(&call_id, false, false, "BYE from the phone")
                 .await;
@@ -850,6 +871,7 @@ impl SipCore {
                 created: Instant::now(),
                 last_2xx_to_phone: None,
                 codecs: Vec::new(),
+                oa: OfferAnswer::default(),
             };
             self.dialogs.insert(call_id.clone(), d);
             self.metrics
@@ -923,6 +945,9 @@ impl SipCore {
         .await;
         match result {
             Ok(sdp) => {
+                if let Some(d) = self.dialogs.get_mut(call_id) {
+                    d.oa.sent(from.other().side(), &sdp);
+                }
                 req.set_body(sdp, Some("application/sdp"));
                 Ok(())
             }
@@ -973,6 +998,7 @@ impl SipCore {
             d.plan = Some(rewritten.plan);
             d.offer = None;
         }
+        d.oa.sent(from.other().side(), &rewritten.sdp);
         Ok(rewritten.sdp)
     }
 
@@ -1097,6 +1123,14 @@ impl SipCore {
                     return;
                 }
             }
+            if method == Method::Prack && !m.body().is_empty() {
+                if let Err((status, why, retry)) = self.prack_sdp(Leg::Pbx, &m, &mut req).await {
+                    if let Some(r) = self.refusal(&m, status, &why, retry) {
+                        self.send_pbx(&r).await;
+                    }
+                    return;
+                }
+            }
         }
         if method == Method::Bye {
             self.end_call(&call_id, false, false, "BYE from the PBX")
@@ -1150,6 +1184,7 @@ impl SipCore {
                 created: Instant::now(),
                 last_2xx_to_phone: None,
                 codecs: Vec::new(),
+                oa: OfferAnswer::default(),
             };
             self.dialogs.insert(call_id.clone(), d);
             self.metrics.calls_started.with_label_values(&["pbx"]).inc();
@@ -1212,7 +1247,12 @@ impl SipCore {
         if d.offer.is_some() && !ack.body().is_empty() {
             // The answer to a delayed offer made in our 2xx.
             match self.answer_sdp(&call_id, from, ack.body(), true).await {
-                Ok(sdp) => fwd.set_body(sdp, Some("application/sdp")),
+                Ok(sdp) => {
+                    if let Some(d) = self.dialogs.get_mut(&call_id) {
+                        d.oa.completed(cseq);
+                    }
+                    fwd.set_body(sdp, Some("application/sdp"))
+                }
                 Err((_, why)) => {
                     // An ACK cannot be refused (RFC 3261 §13.2.2.4): end the call instead.
                     tracing::warn!(%call_id, why = %why, "SDP answer in the ACK refused; ending the call");
@@ -1637,20 +1677,23 @@ impl SipCore {
         if method == Method::Register && leg == Leg::Pbx {
             self.register_response(id, &mut resp, status);
         }
-        if method == Method::Invite || method == Method::Update {
-            match self
-                .invite_response(&call_id, method, leg, &mut resp, status, flow)
-                .await
-            {
-                Ok(()) => {}
-                Err((code, why)) => {
-                    tracing::warn!(%call_id, code, why = %why, "answer SDP refused");
-                    let Some(t) = self.txns.get(&id) else { return };
-                    let req = t.received.clone();
-                    if let Some(r) = self.response(&req, code, Some(&why)) {
-                        resp = r;
-                    }
-                }
+        let sdp = match method {
+            Method::Invite | Method::Update => {
+                self.invite_response(&call_id, method, leg, &mut resp, status, flow)
+                    .await
+            }
+            Method::Prack => {
+                self.prack_response(id, &call_id, leg, &mut resp, status)
+                    .await
+            }
+            _ => Ok(()),
+        };
+        if let Err((code, why)) = sdp {
+            tracing::warn!(%call_id, code, why = %why, "answer SDP refused");
+            let Some(t) = self.txns.get(&id) else { return };
+            let req = t.received.clone();
+            if let Some(r) = self.response(&req, code, Some(&why)) {
+                resp = r;
             }
         }
         if leg == Leg::Phone && method != Method::Invite && method != Method::Update {
@@ -1746,19 +1789,17 @@ impl SipCore {
             }
             return Ok(());
         }
-        let body = resp.body().to_vec();
-        let has_offer = d.offer.is_some();
-        let final_ok = (200..300).contains(&status);
-        if !body.is_empty() {
+        if !resp.body().is_empty() {
             let call_id = call_id.to_owned();
-            if has_offer {
-                let sdp = self.answer_sdp(&call_id, leg, &body, final_ok).await?;
-                resp.set_body(sdp, Some("application/sdp"));
-            } else if final_ok {
-                // Delayed offer (RFC 3261 §13.2.1): the INVITE had no SDP, so this 2xx offers
-                // and the ACK will answer.
-                self.offer_sdp(&call_id, leg, &body, resp, true).await?;
-            }
+            let (carrier, completes) = if invite {
+                let require = resp.header_values("Require");
+                let reliable = is_reliable_provisional(status, &require, resp.header("RSeq"));
+                (Carrier::InviteResponse { status, reliable }, Some(cseq))
+            } else {
+                (Carrier::UpdateOrPrackResponse, None)
+            };
+            self.response_sdp(&call_id, leg, carrier, completes, resp)
+                .await?;
         }
         let Some(d) = self.dialogs.get_mut(call_id) else {
             return Ok(());

@@ -5,4 +5,5 @@ pub mod call;
 pub mod core;
 pub mod legs;
 pub mod metrics;
+pub mod offer_answer;
 pub mod registrar;
