@@ -1422,6 +1422,72 @@ async fn a_phone_offers_in_a_reliable_183_to_the_pbx_and_the_pbxs_prack_answers(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pbx_delayed_offer_the_phones_2xx_offers_and_the_pbxs_ack_answers() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let edge_uri = registered(&pbx, &mut ph).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let phone_port = phone_sock.local_addr().unwrap().port();
+    let pbx_port = pbx_sock.local_addr().unwrap().port();
+    pbx.send(
+        e.pbx_local,
+        &pbx_invite_without_sdp(pbx.addr(), &edge_uri, "late-in-1", ""),
+    )
+    .await;
+    let inv = phone_recv_where(&mut ph, "INVITE", |m| is_method(m, "INVITE")).await;
+    assert!(inv.body().is_empty());
+
+    // The phone offers SRTP in its 2xx.
+    let offer = phone_sdp(phone_port, 1, 1);
+    ph.send(&with_body(&phone_answer_to(&inv, 200, ""), &offer))
+        .await;
+    let (ok, _) = pbx_recv_where(&pbx, "200", |m| is_response(m, 200, "INVITE")).await;
+    assert_pbx_leg_sdp(ok.body(), phone_port);
+    assert!(text(ok.body()).contains("a=rtpmap:0 PCMU/8000"));
+    let edge_pbx_side = media_addr(ok.body());
+    let pbx_to = ok.header("To").unwrap().to_owned();
+
+    // The PBX answers plain RTP in the ACK; the phone gets SRTP with the edge's key.
+    let answer = pbx_sdp(pbx_port);
+    let ack = with_body(&format!("ACK {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-lateinack\r\nFrom: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nTo: {pbx_to}\r\nCall-ID: late-in-1\r\nCSeq: 10 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx = pbx.addr()), &answer);
+    pbx.send(e.pbx_local, &ack).await;
+    let got = phone_recv_where(&mut ph, "ACK", |m| is_method(m, "ACK")).await;
+    assert_phone_leg_sdp(got.body(), pbx_port);
+    let edge_line = crypto_line(got.body());
+    assert_eq!(
+        (edge_line.tag, edge_line.suite),
+        (1, CryptoSuite::AesCm128HmacSha1_80)
+    );
+    assert_ne!(
+        edge_line.keys[0].master_key,
+        phone_key_line(1).keys[0].master_key
+    );
+    let edge_phone_side = media_addr(got.body());
+
+    let mut phone_tx = context(&phone_key_line(1));
+    let mut phone_rx = context(&edge_line);
+    media_both_ways(
+        &phone_sock,
+        &pbx_sock,
+        edge_phone_side,
+        edge_pbx_side,
+        &mut phone_tx,
+        &mut phone_rx,
+    )
+    .await;
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    assert!(
+        calls.contains("late-in-1")
+            && calls.contains("pbx_to_phone")
+            && calls.contains("\"established\":true"),
+        "{calls}"
+    );
+    phone_hangs_up_pbx_call(&e, &pbx, &mut ph, "late-in-1", &pbx_to).await;
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_in_prack_is_answered_in_its_2xx_and_bad_prack_sdp_is_refused() {
     let Outgoing {
         pki: _pki,
