@@ -1692,10 +1692,20 @@ impl SipCore {
             tracing::warn!(%call_id, code, why = %why, "answer SDP refused");
             let Some(t) = self.txns.get(&id) else { return };
             let req = t.received.clone();
+            let forwarded = t.forwarded.clone();
             if let Some(r) = self.response(&req, code, Some(&why)) {
                 resp = r;
+                // A refused 1xx (e.g. an unusable offer in a 1xx-rel) ends the INVITE on the
+                // origin's leg: cancel it on the other leg too (its 487 ends the call).
+                if method == Method::Invite && status < 200 {
+                    if let Some(Ok(cancel)) = forwarded.as_ref().map(cancel_for) {
+                        self.start_edge_request(leg, cancel, flow).await;
+                    }
+                }
             }
         }
+        // What is sent from here on (the refusal replaces the response).
+        let status = resp.status().unwrap_or(status);
         if leg == Leg::Phone && method != Method::Invite && method != Method::Update {
             self.hide_phone_contacts(&mut resp, flow);
         }

@@ -1268,8 +1268,28 @@ async fn pbx_offers_in_a_reliable_183_and_the_phones_prack_answers() {
     let (inv, from) = pbx.recv().await.expect("INVITE without SDP forwarded");
     assert!(inv.body().is_empty());
 
-    // The PBX offers in a reliable 183 (RFC 3262 §5).
+    // SDP in an unreliable 1xx cannot offer (RFC 3261 §13.2.1): removed and counted, never
+    // passed on as plain RTP.
     let sdp = pbx_sdp(pbx_port);
+    pbx.send(
+        from,
+        &with_body(&pbx::response(&inv, 180, "Ringing", ""), &sdp),
+    )
+    .await;
+    let p180 = ph.recv().await.expect("180");
+    assert_eq!(p180.status(), Some(180));
+    assert!(p180.body().is_empty() && p180.header("Content-Type").is_none());
+    let m = http::get(e.admin_addr, "/metrics").await.1;
+    assert_eq!(
+        http::metric(
+            &m,
+            "pbx_edge_sip_dropped_total{reason=\"sdp_outside_offer_answer\",side=\"pbx\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+
+    // The PBX offers in a reliable 183 (RFC 3262 §5).
     let early = with_body(
         &pbx::response(
             &inv,
@@ -1625,5 +1645,50 @@ async fn a_second_offer_in_prack_before_the_answer_gets_500_with_retry_after() {
     ph.send(&bare).await;
     let (got, _) = pbx_recv_where(&pbx, "PRACK", |m| is_method(m, "PRACK")).await;
     assert!(got.body().is_empty());
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_offer_in_a_reliable_183_fails_the_call_on_both_legs() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let invite = "INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-bad1\r\nFrom: <sip:101@sbc.test>;tag=bad1\r\nTo: <sip:200@sbc.test>\r\nCall-ID: bad-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nSupported: 100rel\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Length: 0\r\n\r\n";
+    ph.send(invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.expect("INVITE");
+    // An offer whose only stream the edge cannot relay (SRTP from the PBX leg).
+    let bad = pbx_sdp(40000).replace("RTP/AVP", "RTP/SAVP");
+    pbx.send(
+        from,
+        &with_body(
+            &pbx::response(
+                &inv,
+                183,
+                "Session Progress",
+                "Contact: <sip:200@127.0.0.1:5060>\r\nRequire: 100rel\r\nRSeq: 1\r\n",
+            ),
+            &bad,
+        ),
+    )
+    .await;
+    let r = ph.recv().await.expect("the INVITE fails toward the phone");
+    assert!(
+        r.status().is_some_and(|s| (400..500).contains(&s))
+            && is_response(&r, r.status().unwrap(), "INVITE"),
+        "{r}"
+    );
+    assert!(r.body().is_empty() && !text(&r.to_bytes()).contains("RTP/SAVP"));
+    assert!(r.header("Warning").unwrap().contains("SDP"), "{r}");
+    // The PBX's INVITE is cancelled; its 487 ends the call and the edge ACKs it.
+    let (c, from) = pbx_recv_where(&pbx, "CANCEL", |m| is_method(m, "CANCEL")).await;
+    assert_eq!(
+        c.top_via().unwrap().branch(),
+        inv.top_via().unwrap().branch()
+    );
+    pbx.send(from, &pbx::response(&c, 200, "OK", "")).await;
+    pbx.send(from, &pbx::response(&inv, 487, "Request Terminated", ""))
+        .await;
+    pbx_recv_where(&pbx, "ACK of the 487", |m| is_method(m, "ACK")).await;
+    assert_idle(&e).await;
     e.stop().await.expect("clean shutdown");
 }
