@@ -1549,6 +1549,12 @@ async fn an_offer_in_prack_is_answered_in_its_2xx_and_bad_prack_sdp_is_refused()
         }
     };
 
+    // SDP in a PRACK that names no INVITE (RAck missing): 400, nothing forwarded.
+    ph.send(&prack(2, &phone_sdp(phone_port, 1, 2)).replace("RAck: 1 1 INVITE\r\n", ""))
+        .await;
+    let r = ph.recv().await.expect("the PRACK refused");
+    assert!(is_response(&r, 400, "PRACK"), "{r}");
+    assert!(r.header("Warning").unwrap().contains("RAck"), "{r}");
     // Malformed SDP in a PRACK: a clear error, nothing forwarded.
     ph.send(&prack(2, "v=0\r\nm=audio x RTP/SAVP 0\r\n")).await;
     let r = ph.recv().await.expect("the PRACK refused");
