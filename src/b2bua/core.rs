@@ -11,6 +11,7 @@
 use super::call::CallMedia;
 use super::legs::{edge_contact_uri, forward_request, host_of, restore_vias};
 use super::metrics::CoreMetrics;
+use super::offer_answer::{is_reliable_provisional, Carrier, OfferAnswer};
 use super::rate::{Admission, BudgetKey, RateBudget, RequestRateLimiter};
 use super::registrar::{Registrar, MAX_REGISTER_BINDINGS_PER_FLOW};
 use crate::identity::{Authorization, Identity, IdentitySnapshot};
@@ -18,7 +19,7 @@ use crate::media::{MediaControl, MediaEvent};
 use crate::sdp::{
     analyse_pbx_offer, analyse_phone_offer, rewrite_pbx_answer, rewrite_pbx_offer,
     rewrite_phone_answer, rewrite_phone_offer, EdgeAddresses, KeySource, LegOrigin, MediaPlan,
-    RewriteContext, RewriteError, Security, SrtpPolicy,
+    RewriteContext, RewriteError, Security, Side, SrtpPolicy,
 };
 use crate::sip::flow_token::{FlowToken, FlowTokenKey};
 use crate::sip::message::{ContactList, MessageError, Method, SipMessage};
@@ -42,6 +43,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
+
+mod exchange;
 
 /// Calls one phone connection may have at once: a desk phone has a handful of lines; a
 /// hostile client must not lease the whole media port range.
@@ -128,6 +131,12 @@ impl Leg {
             Leg::Phone => "phone",
         }
     }
+    fn side(self) -> Side {
+        match self {
+            Leg::Pbx => Side::Pbx,
+            Leg::Phone => Side::Phone,
+        }
+    }
 }
 
 type TxnId = u64;
@@ -205,6 +214,8 @@ struct Dialog {
     last_2xx_to_phone: Option<(u32, SipMessage)>,
     /// Codecs of the last answer (for the admin API).
     codecs: Vec<String>,
+    /// Which exchanges completed, and the SDP last sent on each leg (PRACK, 1xx-rel).
+    oa: OfferAnswer,
 }
 
 struct OsKeys<'a>(&'a SystemRandom);
@@ -875,6 +886,16 @@ impl SipCore {
                 }
             }
         }
+        if method == Method::Prack && !m.message.body().is_empty() {
+            if let Err((status, why, retry)) =
+                self.prack_sdp(Leg::Phone, &m.message, &mut req).await
+            {
+                if let Some(r) = self.refusal(&m.message, status, &why, retry) {
+                    self.send_phone(flow, &r);
+                }
+                return;
+            }
+        }
         if method == Method::Bye {
             self.end_call(&call_id, false, false, "BYE from the phone")
                 .await;
@@ -926,6 +947,7 @@ impl SipCore {
                 created: Instant::now(),
                 last_2xx_to_phone: None,
                 codecs: Vec::new(),
+                oa: OfferAnswer::default(),
             };
             self.dialogs.insert(call_id.clone(), d);
             self.metrics
@@ -999,6 +1021,9 @@ impl SipCore {
         .await;
         match result {
             Ok(sdp) => {
+                if let Some(d) = self.dialogs.get_mut(call_id) {
+                    d.oa.sent(from.other().side(), &sdp);
+                }
                 req.set_body(sdp, Some("application/sdp"));
                 Ok(())
             }
@@ -1049,6 +1074,7 @@ impl SipCore {
             d.plan = Some(rewritten.plan);
             d.offer = None;
         }
+        d.oa.sent(from.other().side(), &rewritten.sdp);
         Ok(rewritten.sdp)
     }
 
@@ -1173,6 +1199,14 @@ impl SipCore {
                     return;
                 }
             }
+            if method == Method::Prack && !m.body().is_empty() {
+                if let Err((status, why, retry)) = self.prack_sdp(Leg::Pbx, &m, &mut req).await {
+                    if let Some(r) = self.refusal(&m, status, &why, retry) {
+                        self.send_pbx(&r).await;
+                    }
+                    return;
+                }
+            }
         }
         if method == Method::Bye {
             self.end_call(&call_id, false, false, "BYE from the PBX")
@@ -1226,6 +1260,7 @@ impl SipCore {
                 created: Instant::now(),
                 last_2xx_to_phone: None,
                 codecs: Vec::new(),
+                oa: OfferAnswer::default(),
             };
             self.dialogs.insert(call_id.clone(), d);
             self.metrics.calls_started.with_label_values(&["pbx"]).inc();
@@ -1288,7 +1323,12 @@ impl SipCore {
         if d.offer.is_some() && !ack.body().is_empty() {
             // The answer to a delayed offer made in our 2xx.
             match self.answer_sdp(&call_id, from, ack.body(), true).await {
-                Ok(sdp) => fwd.set_body(sdp, Some("application/sdp")),
+                Ok(sdp) => {
+                    if let Some(d) = self.dialogs.get_mut(&call_id) {
+                        d.oa.completed(cseq);
+                    }
+                    fwd.set_body(sdp, Some("application/sdp"))
+                }
                 Err((_, why)) => {
                     // An ACK cannot be refused (RFC 3261 §13.2.2.4): end the call instead.
                     tracing::warn!(%call_id, why = %why, "SDP answer in the ACK refused; ending the call");
@@ -1713,22 +1753,35 @@ impl SipCore {
         if method == Method::Register && leg == Leg::Pbx {
             self.register_response(id, &mut resp, status);
         }
-        if method == Method::Invite || method == Method::Update {
-            match self
-                .invite_response(&call_id, method, leg, &mut resp, status, flow)
-                .await
-            {
-                Ok(()) => {}
-                Err((code, why)) => {
-                    tracing::warn!(%call_id, code, why = %why, "answer SDP refused");
-                    let Some(t) = self.txns.get(&id) else { return };
-                    let req = t.received.clone();
-                    if let Some(r) = self.response(&req, code, Some(&why)) {
-                        resp = r;
+        let sdp = match method {
+            Method::Invite | Method::Update => {
+                self.invite_response(&call_id, method, leg, &mut resp, status, flow)
+                    .await
+            }
+            Method::Prack => {
+                self.prack_response(id, &call_id, leg, &mut resp, status)
+                    .await
+            }
+            _ => Ok(()),
+        };
+        if let Err((code, why)) = sdp {
+            tracing::warn!(%call_id, code, why = %why, "answer SDP refused");
+            let Some(t) = self.txns.get(&id) else { return };
+            let req = t.received.clone();
+            let forwarded = t.forwarded.clone();
+            if let Some(r) = self.response(&req, code, Some(&why)) {
+                resp = r;
+                // A refused 1xx (e.g. an unusable offer in a 1xx-rel) ends the INVITE on the
+                // origin's leg: cancel it on the other leg too (its 487 ends the call).
+                if method == Method::Invite && status < 200 {
+                    if let Some(Ok(cancel)) = forwarded.as_ref().map(cancel_for) {
+                        self.start_edge_request(leg, cancel, flow).await;
                     }
                 }
             }
         }
+        // What is sent from here on (the refusal replaces the response).
+        let status = resp.status().unwrap_or(status);
         if leg == Leg::Phone && method != Method::Invite && method != Method::Update {
             self.hide_phone_contacts(&mut resp, flow);
         }
@@ -1822,19 +1875,17 @@ impl SipCore {
             }
             return Ok(());
         }
-        let body = resp.body().to_vec();
-        let has_offer = d.offer.is_some();
-        let final_ok = (200..300).contains(&status);
-        if !body.is_empty() {
+        if !resp.body().is_empty() {
             let call_id = call_id.to_owned();
-            if has_offer {
-                let sdp = self.answer_sdp(&call_id, leg, &body, final_ok).await?;
-                resp.set_body(sdp, Some("application/sdp"));
-            } else if final_ok {
-                // Delayed offer (RFC 3261 §13.2.1): the INVITE had no SDP, so this 2xx offers
-                // and the ACK will answer.
-                self.offer_sdp(&call_id, leg, &body, resp, true).await?;
-            }
+            let (carrier, completes) = if invite {
+                let require = resp.header_values("Require");
+                let reliable = is_reliable_provisional(status, &require, resp.header("RSeq"));
+                (Carrier::InviteResponse { status, reliable }, Some(cseq))
+            } else {
+                (Carrier::UpdateOrPrackResponse, None)
+            };
+            self.response_sdp(&call_id, leg, carrier, completes, resp)
+                .await?;
         }
         let Some(d) = self.dialogs.get_mut(call_id) else {
             return Ok(());

@@ -5,5 +5,6 @@ pub mod call;
 pub mod core;
 pub mod legs;
 pub mod metrics;
+pub mod offer_answer;
 pub mod rate;
 pub mod registrar;

@@ -1079,3 +1079,622 @@ async fn a_re_invite_from_the_pbx_reaches_the_phone_with_srtp() {
     );
     e.stop().await.expect("clean shutdown");
 }
+
+// ---------------------------------------------------------------- offer/answer in 1xx-rel,
+// PRACK and the delayed offer from the PBX (RFC 3262 §5, RFC 6337 §2.2, RFC 3261 §13.2.1)
+
+/// The relay's port range in `setup()`.
+const RELAY_PORTS: std::ops::RangeInclusive<u16> = 42000..=42999;
+
+fn text(sdp: &[u8]) -> String {
+    std::str::from_utf8(sdp).expect("SDP is text").to_owned()
+}
+
+/// SDP as the phone must see it: RTP/SAVP with `a=crypto`, media at the edge's relay.
+fn assert_phone_leg_sdp(sdp: &[u8], peer_port: u16) {
+    let t = text(sdp);
+    assert!(t.contains("m=audio ") && t.contains(" RTP/SAVP "), "{t}");
+    assert!(t.contains("a=crypto:"), "{t}");
+    let at = media_addr(sdp);
+    assert_eq!(
+        at.ip().to_string(),
+        "127.0.0.1",
+        "media.phone_advertise: {t}"
+    );
+    assert!(
+        RELAY_PORTS.contains(&at.port()) && at.port() != peer_port,
+        "relay port: {t}"
+    );
+}
+
+/// SDP as the PBX must see it: plain RTP/AVP, no `a=crypto`, media at the edge's relay.
+fn assert_pbx_leg_sdp(sdp: &[u8], peer_port: u16) {
+    let t = text(sdp);
+    assert!(t.contains(" RTP/AVP ") && !t.contains("SAVP"), "{t}");
+    assert!(!t.contains("a=crypto"), "{t}");
+    let at = media_addr(sdp);
+    assert_eq!(at.ip().to_string(), "127.0.0.1", "media.pbx_bind: {t}");
+    assert!(
+        RELAY_PORTS.contains(&at.port()) && at.port() != peer_port,
+        "relay port: {t}"
+    );
+}
+
+/// The edge's offered line of `suite`.
+fn offered_line(sdp: &[u8], suite: CryptoSuite) -> CryptoAttribute {
+    text(sdp)
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| CryptoAttribute::parse(v.trim()).unwrap())
+        .find(|c| c.suite == suite)
+        .expect("the suite is offered")
+}
+
+/// A phone SDP (offer or answer) with `PHONE_KEY` under `tag`.
+fn phone_sdp(rtp_port: u16, tag: u32, version: u32) -> String {
+    format!("v=0\r\no=snom 7 {version} IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/SAVP 0\r\na=crypto:{tag} AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
+}
+
+fn phone_key_line(tag: u32) -> CryptoAttribute {
+    CryptoAttribute::parse(&format!("{tag} AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}")).unwrap()
+}
+
+/// `msg` (ending in an empty body) with an SDP body instead.
+fn with_body(msg: &str, sdp: &str) -> String {
+    msg.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    )
+}
+
+/// The next message on the PBX socket that `want` accepts (100 Trying, repeated 2xx and the
+/// like are skipped), bounded.
+async fn pbx_recv_where(
+    pbx: &Pbx,
+    what: &str,
+    want: impl Fn(&SipMessage) -> bool,
+) -> (SipMessage, SocketAddr) {
+    for _ in 0..20 {
+        let (m, from) = pbx.recv().await.unwrap_or_else(|| panic!("PBX: no {what}"));
+        if want(&m) {
+            return (m, from);
+        }
+    }
+    panic!("PBX: no {what} among 20 messages");
+}
+
+async fn phone_recv_where(
+    ph: &mut phone::Phone,
+    what: &str,
+    want: impl Fn(&SipMessage) -> bool,
+) -> SipMessage {
+    for _ in 0..20 {
+        let m = ph
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("phone: no {what}"));
+        if want(&m) {
+            return m;
+        }
+    }
+    panic!("phone: no {what} among 20 messages");
+}
+
+fn is_method(m: &SipMessage, method: &str) -> bool {
+    m.method().map(|x| x.as_str()) == Some(method)
+}
+
+fn is_response(m: &SipMessage, status: u16, method: &str) -> bool {
+    m.status() == Some(status) && m.cseq().is_ok_and(|c| c.method.as_str() == method)
+}
+
+/// Calls, streams and port pairs are all back to 0.
+async fn assert_idle(e: &RunningEdge) {
+    let m = wait_idle(e).await;
+    assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_active_streams"),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_port_pairs_in_use"),
+        0.0,
+        "{m}"
+    );
+}
+
+/// Phone 101 registered (no challenge); the edge Contact the PBX calls it at.
+async fn registered(pbx: &Pbx, ph: &mut phone::Phone) -> String {
+    ph.send(&phone::register("101", 5099, 1, "reg-p", "")).await;
+    let (reg, from) = pbx.recv().await.unwrap();
+    let edge_uri = pbx::contact_uri(&reg).unwrap();
+    pbx.send(from, &pbx::register_ok(&reg, &edge_uri, 120))
+        .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+    edge_uri
+}
+
+/// An INVITE from the PBX without SDP (a delayed offer) to `edge_uri`.
+fn pbx_invite_without_sdp(pbx: SocketAddr, edge_uri: &str, call_id: &str, extra: &str) -> String {
+    format!("INVITE {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-{call_id}\r\nFrom: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nTo: <sip:101@{pbx}>\r\nCall-ID: {call_id}\r\nCSeq: 10 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:200@{pbx}>\r\n{extra}Content-Length: 0\r\n\r\n")
+}
+
+/// The phone's response to the PBX's INVITE, with its To tag and Contact.
+fn phone_answer_to(inv: &SipMessage, status: u16, extra: &str) -> String {
+    let to = inv.header("To").unwrap();
+    phone::response(inv, status)
+        .replace(&format!("To: {to}"), &format!("To: {to};tag=phonetag"))
+        .replace(
+            "Content-Length: 0\r\n",
+            &format!(
+                "Contact: <sip:101@127.0.0.1:5099;transport=tls>\r\n{extra}Content-Length: 0\r\n"
+            ),
+        )
+}
+
+/// The phone hangs up a call the PBX placed; the PBX answers the BYE; everything is released.
+async fn phone_hangs_up_pbx_call(
+    e: &RunningEdge,
+    pbx: &Pbx,
+    ph: &mut phone::Phone,
+    call_id: &str,
+    pbx_to: &str,
+) {
+    let bye = format!("BYE sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-bye-{call_id}\r\nFrom: {pbx_to}\r\nTo: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port(), pbx = pbx.addr());
+    ph.send(&bye).await;
+    let (bye, from) = pbx_recv_where(pbx, "BYE", |m| is_method(m, "BYE")).await;
+    assert_eq!(bye.call_id().unwrap(), call_id);
+    pbx.send(from, &pbx::response(&bye, 200, "OK", "")).await;
+    phone_recv_where(ph, "200 to the BYE", |m| is_response(m, 200, "BYE")).await;
+    assert_idle(e).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pbx_offers_in_a_reliable_183_and_the_phones_prack_answers() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let phone_port = phone_sock.local_addr().unwrap().port();
+    let pbx_port = pbx_sock.local_addr().unwrap().port();
+    // An INVITE without SDP that supports 100rel.
+    let invite = "INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-rel1\r\nFrom: <sip:101@sbc.test>;tag=rel1\r\nTo: <sip:200@sbc.test>\r\nCall-ID: rel-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nSupported: 100rel\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Length: 0\r\n\r\n";
+    ph.send(invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.expect("INVITE without SDP forwarded");
+    assert!(inv.body().is_empty());
+
+    // SDP in an unreliable 1xx cannot offer (RFC 3261 §13.2.1): removed and counted, never
+    // passed on as plain RTP.
+    let sdp = pbx_sdp(pbx_port);
+    pbx.send(
+        from,
+        &with_body(&pbx::response(&inv, 180, "Ringing", ""), &sdp),
+    )
+    .await;
+    let p180 = ph.recv().await.expect("180");
+    assert_eq!(p180.status(), Some(180));
+    assert!(p180.body().is_empty() && p180.header("Content-Type").is_none());
+    let m = http::get(e.admin_addr, "/metrics").await.1;
+    assert_eq!(
+        http::metric(
+            &m,
+            "pbx_edge_sip_dropped_total{reason=\"sdp_outside_offer_answer\",side=\"pbx\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+
+    // The PBX offers in a reliable 183 (RFC 3262 §5).
+    let early = with_body(
+        &pbx::response(
+            &inv,
+            183,
+            "Session Progress",
+            "Contact: <sip:200@127.0.0.1:5060>\r\nRequire: 100rel\r\nRSeq: 1\r\n",
+        ),
+        &sdp,
+    );
+    pbx.send(from, &early).await;
+    let p183 = ph.recv().await.expect("183 with the edge's offer");
+    assert_eq!((p183.status(), p183.header("RSeq")), (Some(183), Some("1")));
+    assert_phone_leg_sdp(p183.body(), pbx_port);
+    assert!(text(p183.body()).contains("a=rtpmap:101 telephone-event/8000"));
+    let edge_phone_side = media_addr(p183.body());
+    let chosen = offered_line(p183.body(), CryptoSuite::AesCm128HmacSha1_80);
+
+    // A retransmission of the 183 (the PBX has no PRACK yet) repeats the same offer.
+    pbx.send(from, &early).await;
+    let again = ph.recv().await.expect("the repeated 183");
+    assert_eq!(again.status(), Some(183));
+    assert_eq!(again.body(), p183.body(), "the same edge offer, same keys");
+
+    // The phone answers in the PRACK.
+    let to = p183.header("To").unwrap().to_owned();
+    let answer = phone_sdp(phone_port, chosen.tag, 1);
+    let prack = with_body(&format!("PRACK sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-relprack\r\nFrom: <sip:101@sbc.test>;tag=rel1\r\nTo: {to}\r\nCall-ID: rel-1\r\nCSeq: 2 PRACK\r\nRAck: 1 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port()), &answer);
+    ph.send(&prack).await;
+    let (got, from2) = pbx_recv_where(&pbx, "PRACK", |m| is_method(m, "PRACK")).await;
+    assert_eq!(got.header("RAck"), Some("1 1 INVITE"));
+    assert_pbx_leg_sdp(got.body(), phone_port);
+    let edge_pbx_side = media_addr(got.body());
+    pbx.send(from2, &pbx::response(&got, 200, "OK", "")).await;
+    let ok = ph.recv().await.expect("200 to the PRACK");
+    assert!(is_response(&ok, 200, "PRACK"));
+    assert!(ok.body().is_empty());
+
+    // The 2xx repeats the 183's SDP: the phone sees the offer it already answered, never the
+    // PBX's plain SDP.
+    pbx.send(from, &pbx_200_with_sdp(&inv, &sdp)).await;
+    let ok = ph.recv().await.expect("200 to the INVITE");
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(
+        ok.body(),
+        p183.body(),
+        "the 183's session (RFC 3261 §13.2.1)"
+    );
+    ph.send(&format!("ACK sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-relack\r\nFrom: <sip:101@sbc.test>;tag=rel1\r\nTo: {}\r\nCall-ID: rel-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port(), ok.header("To").unwrap())).await;
+    let (ack, _) = pbx_recv_where(&pbx, "ACK", |m| is_method(m, "ACK")).await;
+    assert!(ack.body().is_empty());
+
+    let mut phone_tx = context(&phone_key_line(chosen.tag));
+    let mut phone_rx = context(&chosen);
+    media_both_ways(
+        &phone_sock,
+        &pbx_sock,
+        edge_phone_side,
+        edge_pbx_side,
+        &mut phone_tx,
+        &mut phone_rx,
+    )
+    .await;
+
+    let bye = format!("BYE sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-relbye\r\nFrom: <sip:101@sbc.test>;tag=rel1\r\nTo: {}\r\nCall-ID: rel-1\r\nCSeq: 3 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port(), ok.header("To").unwrap());
+    ph.send(&bye).await;
+    let (bye, from) = pbx_recv_where(&pbx, "BYE", |m| is_method(m, "BYE")).await;
+    pbx.send(from, &pbx::response(&bye, 200, "OK", "")).await;
+    phone_recv_where(&mut ph, "200 to the BYE", |m| is_response(m, 200, "BYE")).await;
+    assert_idle(&e).await;
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_offers_in_a_reliable_183_to_the_pbx_and_the_pbxs_prack_answers() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let edge_uri = registered(&pbx, &mut ph).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let phone_port = phone_sock.local_addr().unwrap().port();
+    let pbx_port = pbx_sock.local_addr().unwrap().port();
+    pbx.send(
+        e.pbx_local,
+        &pbx_invite_without_sdp(pbx.addr(), &edge_uri, "rel-in-1", "Supported: 100rel\r\n"),
+    )
+    .await;
+    let inv = phone_recv_where(&mut ph, "INVITE", |m| is_method(m, "INVITE")).await;
+    assert!(inv.body().is_empty(), "the delayed offer stays delayed");
+
+    // The phone offers SRTP in a reliable 183.
+    let offer = phone_sdp(phone_port, 1, 1);
+    let p183 = with_body(
+        &phone_answer_to(&inv, 183, "Require: 100rel\r\nRSeq: 1\r\n"),
+        &offer,
+    );
+    ph.send(&p183).await;
+    let (got183, _) = pbx_recv_where(&pbx, "183", |m| m.status() == Some(183)).await;
+    assert_eq!(got183.header("RSeq"), Some("1"));
+    assert_pbx_leg_sdp(got183.body(), phone_port);
+    let edge_pbx_side = media_addr(got183.body());
+    let target = pbx::contact_uri(&got183).expect("the edge's Contact in the 183");
+    let to = got183.header("To").unwrap().to_owned();
+
+    // The PBX answers plain RTP in its PRACK.
+    let answer = pbx_sdp(pbx_port);
+    let prack = with_body(&format!("PRACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-inprack\r\nFrom: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nTo: {to}\r\nCall-ID: rel-in-1\r\nCSeq: 11 PRACK\r\nRAck: 1 10 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx = pbx.addr()), &answer);
+    pbx.send(e.pbx_local, &prack).await;
+    let got = phone_recv_where(&mut ph, "PRACK", |m| is_method(m, "PRACK")).await;
+    assert_phone_leg_sdp(got.body(), pbx_port);
+    let edge_line = crypto_line(got.body());
+    assert_eq!(edge_line.tag, 1, "the answer echoes the phone's tag");
+    assert_eq!(edge_line.suite, CryptoSuite::AesCm128HmacSha1_80);
+    assert_eq!(
+        text(got.body()).matches("a=crypto:").count(),
+        1,
+        "one line in an answer"
+    );
+    let edge_phone_side = media_addr(got.body());
+    ph.send(&phone::response(&got, 200)).await;
+    pbx_recv_where(&pbx, "200 to the PRACK", |m| is_response(m, 200, "PRACK")).await;
+
+    // The phone's 2xx repeats its 183 offer: the PBX gets the 183's rewritten SDP again.
+    ph.send(&with_body(&phone_answer_to(&inv, 200, ""), &offer))
+        .await;
+    let (ok, _) =
+        pbx_recv_where(&pbx, "200 to the INVITE", |m| is_response(m, 200, "INVITE")).await;
+    assert_eq!(
+        ok.body(),
+        got183.body(),
+        "the 183's session (RFC 3261 §13.2.1)"
+    );
+    let pbx_to = ok.header("To").unwrap().to_owned();
+    let ack = format!("ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-inack2\r\nFrom: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nTo: {pbx_to}\r\nCall-ID: rel-in-1\r\nCSeq: 10 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx = pbx.addr());
+    pbx.send(e.pbx_local, &ack).await;
+    phone_recv_where(&mut ph, "ACK", |m| is_method(m, "ACK")).await;
+
+    let mut phone_tx = context(&phone_key_line(1));
+    let mut phone_rx = context(&edge_line);
+    media_both_ways(
+        &phone_sock,
+        &pbx_sock,
+        edge_phone_side,
+        edge_pbx_side,
+        &mut phone_tx,
+        &mut phone_rx,
+    )
+    .await;
+    phone_hangs_up_pbx_call(&e, &pbx, &mut ph, "rel-in-1", &pbx_to).await;
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pbx_delayed_offer_the_phones_2xx_offers_and_the_pbxs_ack_answers() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let edge_uri = registered(&pbx, &mut ph).await;
+    let phone_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let pbx_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let phone_port = phone_sock.local_addr().unwrap().port();
+    let pbx_port = pbx_sock.local_addr().unwrap().port();
+    pbx.send(
+        e.pbx_local,
+        &pbx_invite_without_sdp(pbx.addr(), &edge_uri, "late-in-1", ""),
+    )
+    .await;
+    let inv = phone_recv_where(&mut ph, "INVITE", |m| is_method(m, "INVITE")).await;
+    assert!(inv.body().is_empty());
+
+    // The phone offers SRTP in its 2xx.
+    let offer = phone_sdp(phone_port, 1, 1);
+    ph.send(&with_body(&phone_answer_to(&inv, 200, ""), &offer))
+        .await;
+    let (ok, _) = pbx_recv_where(&pbx, "200", |m| is_response(m, 200, "INVITE")).await;
+    assert_pbx_leg_sdp(ok.body(), phone_port);
+    assert!(text(ok.body()).contains("a=rtpmap:0 PCMU/8000"));
+    let edge_pbx_side = media_addr(ok.body());
+    let pbx_to = ok.header("To").unwrap().to_owned();
+
+    // The PBX answers plain RTP in the ACK; the phone gets SRTP with the edge's key.
+    let answer = pbx_sdp(pbx_port);
+    let ack = with_body(&format!("ACK {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-lateinack\r\nFrom: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nTo: {pbx_to}\r\nCall-ID: late-in-1\r\nCSeq: 10 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx = pbx.addr()), &answer);
+    pbx.send(e.pbx_local, &ack).await;
+    let got = phone_recv_where(&mut ph, "ACK", |m| is_method(m, "ACK")).await;
+    assert_phone_leg_sdp(got.body(), pbx_port);
+    let edge_line = crypto_line(got.body());
+    assert_eq!(
+        (edge_line.tag, edge_line.suite),
+        (1, CryptoSuite::AesCm128HmacSha1_80)
+    );
+    assert_ne!(
+        edge_line.keys[0].master_key,
+        phone_key_line(1).keys[0].master_key
+    );
+    let edge_phone_side = media_addr(got.body());
+
+    let mut phone_tx = context(&phone_key_line(1));
+    let mut phone_rx = context(&edge_line);
+    media_both_ways(
+        &phone_sock,
+        &pbx_sock,
+        edge_phone_side,
+        edge_pbx_side,
+        &mut phone_tx,
+        &mut phone_rx,
+    )
+    .await;
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    assert!(
+        calls.contains("late-in-1")
+            && calls.contains("pbx_to_phone")
+            && calls.contains("\"established\":true"),
+        "{calls}"
+    );
+    phone_hangs_up_pbx_call(&e, &pbx, &mut ph, "late-in-1", &pbx_to).await;
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_in_prack_is_answered_in_its_2xx_and_bad_prack_sdp_is_refused() {
+    let Outgoing {
+        pki: _pki,
+        pbx,
+        e,
+        mut ph,
+        phone_sock,
+        pbx_sock,
+        invite: _,
+        inv,
+        from,
+    } = outgoing().await;
+    let phone_port = phone_sock.local_addr().unwrap().port();
+    let pbx_port = pbx_sock.local_addr().unwrap().port();
+    let edge_pbx_side = media_addr(inv.body());
+    // The PBX answers the INVITE's offer in a reliable 183.
+    let sdp = pbx_sdp(pbx_port);
+    let early = with_body(
+        &pbx::response(
+            &inv,
+            183,
+            "Session Progress",
+            "Contact: <sip:200@127.0.0.1:5060>\r\nRequire: 100rel\r\nRSeq: 1\r\n",
+        ),
+        &sdp,
+    );
+    pbx.send(from, &early).await;
+    let p183 = ph.recv().await.expect("183");
+    assert_phone_leg_sdp(p183.body(), pbx_port);
+    let edge_line = crypto_line(p183.body());
+    let edge_phone_side = media_addr(p183.body());
+    let to = p183.header("To").unwrap().to_owned();
+    let prack = |cseq: u32, sdp: &str| {
+        let m = format!("PRACK sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-op{cseq}\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {to}\r\nCall-ID: call-out-1\r\nCSeq: {cseq} PRACK\r\nRAck: 1 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port());
+        if sdp.is_empty() {
+            m
+        } else {
+            with_body(&m, sdp)
+        }
+    };
+
+    // SDP in a PRACK that names no INVITE (RAck missing): 400, nothing forwarded.
+    ph.send(&prack(2, &phone_sdp(phone_port, 1, 2)).replace("RAck: 1 1 INVITE\r\n", ""))
+        .await;
+    let r = ph.recv().await.expect("the PRACK refused");
+    assert!(is_response(&r, 400, "PRACK"), "{r}");
+    assert!(r.header("Warning").unwrap().contains("RAck"), "{r}");
+    // Malformed SDP in a PRACK: a clear error, nothing forwarded.
+    ph.send(&prack(2, "v=0\r\nm=audio x RTP/SAVP 0\r\n")).await;
+    let r = ph.recv().await.expect("the PRACK refused");
+    assert!(
+        r.status().is_some_and(|s| s == 400 || s == 488)
+            && is_response(&r, r.status().unwrap(), "PRACK"),
+        "{r}"
+    );
+    assert!(r.header("Warning").unwrap().contains("SDP"), "{r}");
+    // A plain RTP/AVP offer in a PRACK (srtp = mandatory): 488, nothing forwarded.
+    let plain = format!("v=0\r\no=snom 1 5 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {phone_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n");
+    ph.send(&prack(3, &plain)).await;
+    let r = ph.recv().await.expect("the plain PRACK offer refused");
+    assert!(is_response(&r, 488, "PRACK"), "{r}");
+    assert!(
+        pbx.recv_within(Duration::from_millis(300)).await.is_none(),
+        "no refused PRACK reached the PBX"
+    );
+
+    // A new offer in the PRACK (RFC 3262 §5), e.g. hold: rewritten for the PBX, its 2xx
+    // answered back in SRTP with the edge's unchanged key.
+    let hold = phone_sdp(phone_port, 1, 2).replace("a=sendrecv", "a=sendonly");
+    ph.send(&prack(4, &hold)).await;
+    let (got, from2) = pbx_recv_where(&pbx, "PRACK", |m| is_method(m, "PRACK")).await;
+    assert_pbx_leg_sdp(got.body(), phone_port);
+    assert!(
+        text(got.body()).contains("a=sendonly"),
+        "{}",
+        text(got.body())
+    );
+    assert_eq!(media_addr(got.body()), edge_pbx_side, "same relay stream");
+    let answer = sdp.replace("a=sendrecv", "a=recvonly");
+    pbx.send(
+        from2,
+        &with_body(&pbx::response(&got, 200, "OK", ""), &answer),
+    )
+    .await;
+    let ok = ph.recv().await.expect("200 to the PRACK");
+    assert!(is_response(&ok, 200, "PRACK"), "{ok}");
+    assert_phone_leg_sdp(ok.body(), pbx_port);
+    assert!(
+        text(ok.body()).contains("a=recvonly"),
+        "{}",
+        text(ok.body())
+    );
+    assert_eq!(media_addr(ok.body()), edge_phone_side);
+    assert_eq!(
+        crypto_line(ok.body()).keys[0].master_key,
+        edge_line.keys[0].master_key,
+        "the edge keeps its key (RFC 4568 §7.1.4)"
+    );
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_offer_in_prack_before_the_answer_gets_500_with_retry_after() {
+    let Outgoing {
+        pki: _pki,
+        pbx,
+        e,
+        mut ph,
+        phone_sock,
+        pbx_sock: _,
+        invite: _,
+        inv,
+        from,
+    } = outgoing().await;
+    // A reliable 180 without SDP: the INVITE's offer is still unanswered.
+    pbx.send(
+        from,
+        &pbx::response(
+            &inv,
+            180,
+            "Ringing",
+            "Contact: <sip:200@127.0.0.1:5060>\r\nRequire: 100rel\r\nRSeq: 1\r\n",
+        ),
+    )
+    .await;
+    let p180 = ph.recv().await.expect("180");
+    assert_eq!(p180.status(), Some(180));
+    let offer = phone_sdp(phone_sock.local_addr().unwrap().port(), 1, 2);
+    let prack = with_body(&format!("PRACK sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-op2\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {}\r\nCall-ID: call-out-1\r\nCSeq: 2 PRACK\r\nRAck: 1 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port(), p180.header("To").unwrap()), &offer);
+    ph.send(&prack).await;
+    let r = ph.recv().await.expect("the PRACK refused");
+    assert!(is_response(&r, 500, "PRACK"), "{r}");
+    let retry: u32 = r.header("Retry-After").unwrap().trim().parse().unwrap();
+    assert!(retry <= 10, "RFC 3261 §14.2");
+    assert!(
+        pbx.recv_within(Duration::from_millis(300)).await.is_none(),
+        "not forwarded"
+    );
+    // The same PRACK without SDP passes.
+    let bare = format!("PRACK sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-op3\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {}\r\nCall-ID: call-out-1\r\nCSeq: 3 PRACK\r\nRAck: 1 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port(), p180.header("To").unwrap());
+    ph.send(&bare).await;
+    let (got, _) = pbx_recv_where(&pbx, "PRACK", |m| is_method(m, "PRACK")).await;
+    assert!(got.body().is_empty());
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_offer_in_a_reliable_183_fails_the_call_on_both_legs() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let invite = "INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-bad1\r\nFrom: <sip:101@sbc.test>;tag=bad1\r\nTo: <sip:200@sbc.test>\r\nCall-ID: bad-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nSupported: 100rel\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Length: 0\r\n\r\n";
+    ph.send(invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.expect("INVITE");
+    // An offer whose only stream the edge cannot relay (SRTP from the PBX leg).
+    let bad = pbx_sdp(40000).replace("RTP/AVP", "RTP/SAVP");
+    pbx.send(
+        from,
+        &with_body(
+            &pbx::response(
+                &inv,
+                183,
+                "Session Progress",
+                "Contact: <sip:200@127.0.0.1:5060>\r\nRequire: 100rel\r\nRSeq: 1\r\n",
+            ),
+            &bad,
+        ),
+    )
+    .await;
+    let r = ph.recv().await.expect("the INVITE fails toward the phone");
+    assert!(
+        r.status().is_some_and(|s| (400..500).contains(&s))
+            && is_response(&r, r.status().unwrap(), "INVITE"),
+        "{r}"
+    );
+    assert!(r.body().is_empty() && !text(&r.to_bytes()).contains("RTP/SAVP"));
+    assert!(r.header("Warning").unwrap().contains("SDP"), "{r}");
+    // The PBX's INVITE is cancelled; its 487 ends the call and the edge ACKs it.
+    let (c, from) = pbx_recv_where(&pbx, "CANCEL", |m| is_method(m, "CANCEL")).await;
+    assert_eq!(
+        c.top_via().unwrap().branch(),
+        inv.top_via().unwrap().branch()
+    );
+    pbx.send(from, &pbx::response(&c, 200, "OK", "")).await;
+    pbx.send(from, &pbx::response(&inv, 487, "Request Terminated", ""))
+        .await;
+    pbx_recv_where(&pbx, "ACK of the 487", |m| is_method(m, "ACK")).await;
+    assert_idle(&e).await;
+    e.stop().await.expect("clean shutdown");
+}
