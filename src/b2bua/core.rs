@@ -1475,6 +1475,46 @@ impl SipCore {
         self.publish();
     }
 
+    /// ACKs a 2xx to INVITE received on `leg` and sends BYE right after, for a dialog the
+    /// edge will not keep (RFC 3261 §13.2.2.4). The ACK is not a transaction (§17.1.1.3):
+    /// sent once; a retransmitted 2xx is absorbed by the finished INVITE transaction.
+    async fn ack_and_bye(&mut self, ok: &SipMessage, leg: Leg, flow: FlowId) {
+        let (Some(from), Some(to), Ok(call_id), Ok(cseq)) =
+            (ok.header("From"), ok.header("To"), ok.call_id(), ok.cseq())
+        else {
+            return;
+        };
+        let target = match ok.contacts() {
+            Ok(ContactList::Addrs(a)) => a.into_iter().next().map(|c| c.uri),
+            _ => None,
+        };
+        let Some(target) = target else {
+            tracing::warn!(call_id, "refused 2xx has no Contact: cannot ACK or BYE it");
+            return;
+        };
+        let via = match leg {
+            Leg::Pbx => self.pbx_via(),
+            Leg::Phone => self.phone_via(),
+        };
+        let ack = format!(
+            "ACK {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
+            cseq.seq
+        );
+        if let Ok(ack) = SipMessage::parse(ack.as_bytes()) {
+            match leg {
+                Leg::Pbx => {
+                    self.send_pbx(&ack).await;
+                }
+                Leg::Phone => {
+                    self.send_phone(flow, &ack);
+                }
+            }
+        }
+        if let Some(bye) = self.build_bye(&target, from, to, call_id, cseq.seq + 1, leg) {
+            self.start_edge_request(leg, bye, flow).await;
+        }
+    }
+
     fn build_bye(
         &self,
         target: &SipUri,
@@ -1770,13 +1810,28 @@ impl SipCore {
             let req = t.received.clone();
             let forwarded = t.forwarded.clone();
             if let Some(r) = self.response(&req, code, Some(&why)) {
-                resp = r;
+                let refused = std::mem::replace(&mut resp, r);
                 // A refused 1xx (e.g. an unusable offer in a 1xx-rel) ends the INVITE on the
                 // origin's leg: cancel it on the other leg too (its 487 ends the call).
                 if method == Method::Invite && status < 200 {
                     if let Some(Ok(cancel)) = forwarded.as_ref().map(cancel_for) {
                         self.start_edge_request(leg, cancel, flow).await;
                     }
+                }
+                // A refused 2xx to an initial INVITE: that leg's dialog exists all the same,
+                // so the edge ACKs it and hangs up at once (RFC 3261 §13.2.2.4); the call
+                // is over on both legs.
+                if method == Method::Invite
+                    && (200..300).contains(&status)
+                    && self.dialogs.get(&call_id).is_some_and(|d| !d.established)
+                {
+                    self.metrics
+                        .calls_ended
+                        .with_label_values(&["failed"])
+                        .inc();
+                    self.end_call(&call_id, false, false, "the 2xx SDP was refused")
+                        .await;
+                    self.ack_and_bye(&refused, leg, flow).await;
                 }
             }
         }

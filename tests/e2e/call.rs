@@ -1007,6 +1007,55 @@ async fn delayed_offer_the_2xx_offers_and_the_ack_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_offer_in_the_pbxs_2xx_is_acked_and_hung_up() {
+    let (pki, pbx, e) = setup().await;
+    let mut ph = snom(&pki, &e).await;
+    let invite = "INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-badlate\r\nFrom: <sip:101@sbc.test>;tag=badlate\r\nTo: <sip:200@sbc.test>\r\nCall-ID: bad-late\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Length: 0\r\n\r\n";
+    ph.send(invite).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let (inv, from) = pbx.recv().await.expect("INVITE without SDP forwarded");
+    // The PBX's 2xx offers something the edge cannot use.
+    pbx.send(from, &pbx_200_with_sdp(&inv, "this is not SDP\r\n"))
+        .await;
+    let refused = ph.recv().await.unwrap();
+    assert!(
+        refused.status().is_some_and(|s| s >= 400),
+        "the phone gets an error, not the 2xx: {:?}",
+        refused.status()
+    );
+    // The PBX's dialog exists all the same: the edge ACKs its 2xx, then hangs up.
+    let (ack, _) = pbx.recv().await.expect("the edge ACKs the refused 2xx");
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+    assert_eq!(ack.cseq().unwrap().seq, 1);
+    assert_eq!(
+        ack.to_tag().unwrap(),
+        inv_to_tag(&pbx_200_with_sdp(&inv, ""))
+    );
+    let (bye, from) = pbx.recv().await.expect("then a BYE");
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"));
+    assert_eq!(bye.cseq().unwrap().seq, 2);
+    assert_eq!(bye.to_tag().unwrap(), ack.to_tag().unwrap());
+    assert_eq!(
+        bye.request_uri().unwrap().to_string(),
+        "sip:200@127.0.0.1:5060",
+        "to the PBX's Contact"
+    );
+    pbx.send(from, &pbx::response(&bye, 200, "OK", "")).await;
+    let m = wait_idle(&e).await;
+    assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0);
+    assert_eq!(http::metric(&m, "pbx_edge_media_active_streams"), 0.0);
+    e.stop().await.expect("clean shutdown");
+}
+
+/// The To tag of a response text.
+fn inv_to_tag(response: &str) -> Option<String> {
+    SipMessage::parse(response.as_bytes())
+        .unwrap()
+        .to_tag()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_invite_from_the_pbx_reaches_the_phone_with_srtp() {
     let (pki, pbx, e) = setup().await;
     let mut ph = snom(&pki, &e).await;
