@@ -202,13 +202,7 @@ mod openssl_baseline {
 
         #[inline]
         fn iv(&self, buf: &[u8]) -> [u8; 12] {
-            let mut iv = self.salt;
-            for (d, s) in iv[2..6].iter_mut().zip(&buf[8..12]) {
-                *d ^= s;
-            }
-            iv[10] ^= buf[2];
-            iv[11] ^= buf[3];
-            iv
+            super::gcm_iv(&self.salt, buf)
         }
     }
 
@@ -263,13 +257,7 @@ mod rustcrypto_baseline {
 
         #[inline]
         fn iv(&self, buf: &[u8]) -> [u8; 12] {
-            let mut iv = self.salt;
-            for (d, s) in iv[2..6].iter_mut().zip(&buf[8..12]) {
-                *d ^= s;
-            }
-            iv[10] ^= buf[2];
-            iv[11] ^= buf[3];
-            iv
+            super::gcm_iv(&self.salt, buf)
         }
     }
 
@@ -418,6 +406,18 @@ mod libsrtp {
             unsafe { srtp_unprotect(self.session, buf.as_mut_ptr().cast(), &mut l) == 0 }
         }
     }
+}
+
+/// The RFC 7714 §8.1 IV of an RTP packet with ROC 0, for the baselines (no ROC tracking).
+#[inline]
+fn gcm_iv(salt: &[u8; 12], packet: &[u8]) -> [u8; 12] {
+    let mut iv = *salt;
+    for (d, s) in iv[2..6].iter_mut().zip(&packet[8..12]) {
+        *d ^= s;
+    }
+    iv[10] ^= packet[2];
+    iv[11] ^= packet[3];
+    iv
 }
 
 fn implementations(suite: CryptoSuite, outbound: bool) -> Vec<(&'static str, Box<dyn Srtp>)> {
