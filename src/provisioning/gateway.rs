@@ -18,7 +18,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::Authority;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
@@ -29,7 +29,8 @@ use super::metrics::ProvisioningMetrics;
 use super::path::{clean_request_path, encode_for_upstream};
 use crate::config::pattern::{PathPattern, PatternError};
 use crate::config::ProvisioningConfig;
-use crate::identity::{identity_of, is_revoked, Identity, IdentitySnapshot};
+use crate::identity::revocation::recheck;
+use crate::identity::{Identity, IdentitySnapshot};
 use crate::transport::tls::ConnectionHandler;
 
 /// How long a client may take to send a request's headers (slow-loris bound).
@@ -285,20 +286,14 @@ impl Connection {
         // GET and HEAD carry no content the gateway would use (RFC 9110 §9.3.1); hyper
         // discards whatever a client sends.
         let (request, _) = request.into_parts();
-        // The current snapshot: a reload since the handshake (device removed, MAC denied)
-        // applies to this request.
+        // The whole handshake verdict again, against the current snapshot: a reload since the
+        // handshake (device removed from the inventory, MAC on the deny-list, a new CRL) or
+        // an expiry applies to this request, also on a kept-alive connection.
         let snapshot = self.identity.borrow().clone();
-        let identity = match identity_of(Some(&self.certificates), &snapshot) {
-            Ok(identity) if !is_revoked(&identity, &snapshot) => identity,
-            Ok(identity) => {
-                tracing::info!(%peer, %identity, "provisioning refused: the device's MAC is in the deny-list");
-                return (
-                    Outcome::Denied,
-                    respond(StatusCode::FORBIDDEN, "forbidden\n"),
-                );
-            }
+        let identity = match recheck(Some(&self.certificates), &snapshot, UnixTime::now()) {
+            Ok(identity) => identity,
             Err(rejection) => {
-                tracing::info!(%peer, reason = rejection.reason.label(), "provisioning refused: the certificate no longer matches a vendor profile");
+                tracing::info!(%peer, reason = rejection.reason.label(), detail = %rejection.detail, "provisioning refused: the device certificate no longer passes");
                 return (
                     Outcome::Denied,
                     respond(StatusCode::FORBIDDEN, "forbidden\n"),

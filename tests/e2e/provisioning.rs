@@ -647,3 +647,66 @@ async fn upstream_down_is_502() {
     assert_eq!(outcome(&body, "served"), 0.0, "{body}");
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mac_put_on_the_deny_list_is_refused_on_its_open_connection() {
+    let pki = edge::dev_pki();
+    let tree = tree();
+    let deny = tree.root.parent().expect("parent").join("deny.txt");
+    write(&deny, b"# stolen phones\n");
+    let mut config = edge::config_for(&pki);
+    config.tls.mac_deny_list = Some(deny.clone());
+    provisioning(&mut config, Some(tree.root.clone()), None);
+    let e = edge::RunningEdge::start(config).await;
+    let addr = e.provisioning_addr.expect("gateway bound");
+    let mut yealink = Phone::connect(addr, &pki, Some(&pki.pki.yealink_device))
+        .await
+        .expect("handshake");
+    let mut snom = Phone::connect(addr, &pki, Some(&pki.pki.snom_device))
+        .await
+        .expect("handshake");
+    assert_eq!(
+        yealink
+            .request("GET", YEALINK_FILE, &[])
+            .await
+            .expect("answer")
+            .status,
+        200
+    );
+
+    vendor_edge::replace_file(&deny, "# stolen phones\n80-5E-C0-D4-E5-F6\n");
+    let mut refused = false;
+    for _ in 0..50 {
+        let a = yealink
+            .request("GET", COMMON_FILE, &[])
+            .await
+            .expect("answer");
+        if a.status == 403 {
+            refused = true;
+            break;
+        }
+        assert_eq!(a.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused,
+        "the denied MAC is refused on its kept-alive connection"
+    );
+    assert_eq!(
+        yealink
+            .request("GET", YEALINK_FILE, &[])
+            .await
+            .expect("answer")
+            .status,
+        403
+    );
+    // The other device is not affected.
+    assert_eq!(
+        snom.request("GET", SNOM_FILE, &[])
+            .await
+            .expect("answer")
+            .status,
+        200
+    );
+    e.stop().await.expect("clean shutdown");
+}
