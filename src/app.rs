@@ -503,6 +503,16 @@ pub enum TlsListener {
     Provisioning,
 }
 
+impl TlsListener {
+    /// Name in log lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Sip => "sip",
+            Self::Provisioning => "provisioning",
+        }
+    }
+}
+
 /// A listener's view of the identity snapshot: its current rustls configuration.
 pub struct ServerConfigs(pub watch::Receiver<Arc<IdentitySnapshot>>, pub TlsListener);
 

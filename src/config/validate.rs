@@ -463,6 +463,11 @@ fn check_upstream(text: &str) -> Result<Option<String>, String> {
     let Some(authority) = uri.authority() else {
         return Err(format!("{text:?} has no host"));
     };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{text:?}: credentials in the URL are not supported (they would travel in clear)"
+        ));
+    }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(format!(
             "{text:?}: give only scheme, host and port; the phone's request path is appended"
@@ -776,6 +781,7 @@ mod tests {
             "not a url",
             "http://127.0.0.1:8080/base",
             "127.0.0.1:8080",
+            "http://user:secret@127.0.0.1:8080",
         ] {
             let p = f.config.provisioning.as_mut().unwrap();
             p.root = None;

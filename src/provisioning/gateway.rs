@@ -207,6 +207,9 @@ fn upstream_backend(text: &str) -> Option<Backend> {
         return None;
     }
     let authority = uri.authority()?.clone();
+    if authority.as_str().contains('@') {
+        return None;
+    }
     let connect = match authority.port_u16() {
         Some(_) => authority.as_str().to_owned(),
         None => format!("{}:80", authority.host()),
@@ -568,6 +571,7 @@ mod tests {
         assert_eq!(connect, "prov.lan:80");
         assert!(upstream_backend("https://prov.lan").is_none());
         assert!(upstream_backend("prov.lan:80").is_none());
+        assert!(upstream_backend("http://u:p@prov.lan").is_none());
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub async fn accept_loop(
     cancel: CancellationToken,
     connections: CancellationToken,
 ) {
+    let listener_name = server_configs.1.label();
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -65,7 +66,7 @@ pub async fn accept_loop(
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept on the TLS listener failed");
+                tracing::warn!(listener = listener_name, error = %e, "accept on the TLS listener failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -83,7 +84,7 @@ pub async fn accept_loop(
                         .handshake_failures_local
                         .with_label_values(&["timeout", "none"])
                         .inc();
-                    tracing::info!(%peer, reason = "timeout", "TLS handshake refused");
+                    tracing::info!(listener = listener_name, %peer, reason = "timeout", "TLS handshake refused");
                     return;
                 }
                 Ok(Err(e)) => {
@@ -100,7 +101,7 @@ pub async fn accept_loop(
                             r
                         }
                     };
-                    tracing::info!(%peer, reason, error = %e, "TLS handshake refused");
+                    tracing::info!(listener = listener_name, %peer, reason, error = %e, "TLS handshake refused");
                     return;
                 }
                 Ok(Ok(s)) => s,
