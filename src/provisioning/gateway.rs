@@ -109,6 +109,7 @@ enum Backend {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Served,
+    NotModified,
     NotFound,
     Denied,
     BadRequest,
@@ -122,6 +123,7 @@ impl Outcome {
     fn label(self) -> &'static str {
         match self {
             Self::Served => "served",
+            Self::NotModified => "not_modified",
             Self::NotFound => "not_found",
             Self::Denied => "denied",
             Self::BadRequest => "bad_request",
@@ -337,7 +339,7 @@ impl Connection {
         };
         let head = method == Method::HEAD;
         let (outcome, response) = match &self.gateway.backend {
-            Backend::Root(root) => serve_file(root, &path, head).await,
+            Backend::Root(root) => serve_file(root, &path, head, &request.headers).await,
             Backend::Upstream { authority, connect } => {
                 self.forward(authority, connect, &request, &path, &identity)
                     .await
@@ -468,8 +470,15 @@ fn end_to_end_headers(mut headers: HeaderMap) -> HeaderMap {
 }
 
 /// Serves `path` (clean, allowed) from the canonical `root`: the resolved file must lie
-/// inside it (a symlink out of the root is refused), be a regular file, and exist.
-async fn serve_file(root: &Path, path: &str, head: bool) -> (Outcome, Response<Body>) {
+/// inside it (a symlink out of the root is refused), be a regular file, and exist. Sends
+/// `Last-Modified` and answers a matching `If-Modified-Since` with 304 (RFC 9110 §13.1.3),
+/// which phones polling for configuration changes rely on.
+async fn serve_file(
+    root: &Path,
+    path: &str,
+    head: bool,
+    request_headers: &HeaderMap,
+) -> (Outcome, Response<Body>) {
     let not_found = || {
         (
             Outcome::NotFound,
@@ -511,8 +520,8 @@ async fn serve_file(root: &Path, path: &str, head: bool) -> (Outcome, Response<B
             );
         }
     };
-    let length = match file.metadata().await {
-        Ok(m) if m.is_file() => m.len(),
+    let (length, modified) = match file.metadata().await {
+        Ok(m) if m.is_file() => (m.len(), m.modified().ok()),
         Ok(_) => return not_found(),
         Err(error) => {
             tracing::warn!(path, %error, "provisioning file metadata unreadable");
@@ -522,6 +531,30 @@ async fn serve_file(root: &Path, path: &str, head: bool) -> (Outcome, Response<B
             );
         }
     };
+    // HTTP dates have whole seconds: compare at that resolution.
+    let modified = modified.and_then(|m| {
+        let secs = m.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+    });
+    let last_modified =
+        modified.and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok());
+    // RFC 9110 §13.1.3: ignored when If-None-Match is present (no ETags here, so that one
+    // never matches and the file is sent) or when the date does not parse.
+    let since = request_headers
+        .get(header::IF_MODIFIED_SINCE)
+        .filter(|_| !request_headers.contains_key(header::IF_NONE_MATCH))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    if let (Some(modified), Some(since)) = (modified, since) {
+        if modified <= since {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            if let Some(value) = last_modified {
+                response.headers_mut().insert(header::LAST_MODIFIED, value);
+            }
+            return (Outcome::NotModified, response);
+        }
+    }
     let body = if head {
         Body::empty()
     } else {
@@ -534,6 +567,9 @@ async fn serve_file(root: &Path, path: &str, head: bool) -> (Outcome, Response<B
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(path)),
     );
+    if let Some(value) = last_modified {
+        headers.insert(header::LAST_MODIFIED, value);
+    }
     (Outcome::Served, response)
 }
 

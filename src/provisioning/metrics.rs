@@ -4,8 +4,9 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every `outcome` label of `pbx_edge_provisioning_requests_total`, exported at 0 from the
 /// start so dashboards see the series before the first request.
-pub const OUTCOMES: [&str; 8] = [
+pub const OUTCOMES: [&str; 9] = [
     "served",
+    "not_modified",
     "not_found",
     "denied",
     "bad_request",

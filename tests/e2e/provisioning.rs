@@ -231,6 +231,27 @@ async fn root_mode_serves_each_device_its_own_files_and_nothing_else() {
         a.headers["content-length"],
         tree.snom_bytes.len().to_string()
     );
+    // A phone polling for changes: 304 while the file is unchanged (RFC 9110 §13.1.3).
+    let last_modified = a.headers["last-modified"].clone();
+    let mut poller = Phone::connect(addr, &pki, Some(&snom))
+        .await
+        .expect("handshake");
+    let a = poller
+        .request("GET", SNOM_FILE, &[("If-Modified-Since", &last_modified)])
+        .await
+        .expect("answer");
+    assert_eq!(a.status, 304, "{a:?}");
+    assert!(a.body.is_empty());
+    let a = poller
+        .request(
+            "GET",
+            SNOM_FILE,
+            &[("If-Modified-Since", "Thu, 01 Jan 1970 00:00:00 GMT")],
+        )
+        .await
+        .expect("answer");
+    assert_eq!((a.status, a.body.len()), (200, tree.snom_bytes.len()));
+    drop(poller);
     // Common files, for both devices.
     for device in [&snom, &yealink] {
         let a = fetch(addr, &pki, device, "GET", COMMON_FILE).await;
@@ -297,7 +318,8 @@ async fn root_mode_serves_each_device_its_own_files_and_nothing_else() {
     }
 
     let body = http::get(e.admin_addr, "/metrics").await.1;
-    assert_eq!(outcome(&body, "served"), 6.0, "{body}");
+    assert_eq!(outcome(&body, "served"), 7.0, "{body}");
+    assert_eq!(outcome(&body, "not_modified"), 1.0, "{body}");
     assert_eq!(outcome(&body, "not_found"), 2.0, "{body}");
     assert_eq!(outcome(&body, "denied"), 4.0, "{body}");
     assert_eq!(outcome(&body, "method_not_allowed"), 2.0, "{body}");
@@ -307,10 +329,11 @@ async fn root_mode_serves_each_device_its_own_files_and_nothing_else() {
         "{body}"
     );
     assert_eq!(outcome(&body, "upstream_error"), 0.0, "{body}");
-    // One connection per request above: 6 + 2 + 2 + 2 + 2 + the bad paths.
+    // One connection per request above (the poller's two share one): 7 + 2 + 2 + 2 + 2 + the
+    // bad paths.
     assert_eq!(
         http::metric(&body, "pbx_edge_provisioning_handshakes_total"),
-        14.0 + bad_paths.len() as f64,
+        15.0 + bad_paths.len() as f64,
         "{body}"
     );
     // The SIP listener's own counter did not see the gateway's handshakes.
