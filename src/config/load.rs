@@ -271,12 +271,17 @@ mod tests {
                 "PBX_EDGE_PROVISIONING__UPSTREAM".into(),
                 "http://127.0.0.1:8080".into(),
             ),
+            (
+                "PBX_EDGE_PROVISIONING__COMMON".into(),
+                "[\"/y000000000044.cfg\", \"/firmware/*\"]".into(),
+            ),
         ];
         let p = load_str(&text_source(), "", env)
             .unwrap()
             .provisioning
             .unwrap();
         assert_eq!(p.upstream.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(p.common, ["/y000000000044.cfg", "/firmware/*"]);
         let err = load_str(&text_source(), "[provisioning]\nroot = \"/x\"\n", vec![]).unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
     }
