@@ -11,6 +11,7 @@ use crate::b2bua::rate::RateBudget;
 use crate::config::Config;
 use crate::identity::{identity_of, HandshakeCounters, IdentityError, IdentitySnapshot};
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
+use crate::provisioning::{Gateway, GatewayError, ProvisioningMetrics};
 use crate::sdp::{EdgeAddresses, SrtpMode, SrtpPolicy};
 use crate::sip::framing::FramingLimits;
 use crate::telemetry;
@@ -58,6 +59,9 @@ pub enum AppError {
     /// The media relay could not start (port range, worker threads).
     #[error("media relay: {0}")]
     Media(#[from] crate::media::MediaError),
+    /// The provisioning gateway's root, upstream or patterns are unusable.
+    #[error(transparent)]
+    Provisioning(#[from] GatewayError),
 }
 
 impl AppError {
@@ -69,6 +73,7 @@ impl AppError {
             Self::Random => "random",
             Self::Admin(_) => "admin",
             Self::Media(e) => e.label(),
+            Self::Provisioning(e) => e.label(),
         }
     }
 }
@@ -108,6 +113,14 @@ pub struct Edge {
     reloads: IntCounterVec,
     media: MediaControl,
     media_events: mpsc::Receiver<MediaEvent>,
+    provisioning: Option<ProvisioningListener>,
+}
+
+/// The bound HTTPS provisioning gateway (`[provisioning]`).
+struct ProvisioningListener {
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    metrics: ProvisioningMetrics,
 }
 
 impl Edge {
@@ -146,6 +159,23 @@ impl Edge {
         let tls_listener = bind("the phone TLS listener (tls.listen)", config.tls.listen).await?;
         let admin_listener =
             bind("the admin HTTP port (admin.listen)", config.admin.listen).await?;
+        let provisioning = match &config.provisioning {
+            Some(p) => {
+                let gateway = Arc::new(Gateway::new(p)?);
+                let metrics = ProvisioningMetrics::register(&registry)?;
+                let listener = bind(
+                    "the HTTPS provisioning listener (provisioning.listen)",
+                    p.listen,
+                )
+                .await?;
+                Some(ProvisioningListener {
+                    listener,
+                    gateway,
+                    metrics,
+                })
+            }
+            None => None,
+        };
         let pbx = PbxLink::bind_transport(
             config.pbx.transport,
             config.pbx.listen,
@@ -176,6 +206,7 @@ impl Edge {
         Ok(Self {
             media,
             media_events: media_rx,
+            provisioning,
             config,
             options,
             registry,
@@ -200,6 +231,11 @@ impl Edge {
     /// Where the admin HTTP port is bound.
     pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
         self.admin_listener.local_addr()
+    }
+
+    /// Where the HTTPS provisioning gateway is bound, when `[provisioning]` is configured.
+    pub fn provisioning_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.provisioning.as_ref().map(|p| p.listener.local_addr())
     }
 
     /// Where the PBX-side SIP socket is bound.
@@ -370,7 +406,7 @@ impl Edge {
         };
         let accept = tokio::spawn(tls::accept_loop(
             self.tls_listener,
-            ServerConfigs(self.identity.subscribe()),
+            ServerConfigs(self.identity.subscribe(), TlsListener::Sip),
             Duration::from_secs(self.config.tls.handshake_timeout_secs),
             ConnectionLimiter::new(
                 self.config.tls.max_connections,
@@ -383,6 +419,38 @@ impl Edge {
             accept_cancel.clone(),
             conn_cancel.clone(),
         ));
+
+        // The HTTPS provisioning gateway: the same accept loop (handshake timeout, failure
+        // classification into pbx_edge_tls_handshake_failures_total), its own ServerConfig.
+        let provisioning_addr = self
+            .provisioning
+            .as_ref()
+            .and_then(|p| p.listener.local_addr().ok());
+        let provisioning_accept = self.provisioning.map(|p| {
+            let metrics = TlsMetrics {
+                connections_active: p.metrics.connections_active.clone(),
+                handshakes_ok: p.metrics.handshakes_ok.clone(),
+                handshake_failures_local: self.tls_metrics.handshake_failures_local.clone(),
+                connections_refused: self.tls_metrics.connections_refused.clone(),
+            };
+            tokio::spawn(tls::accept_loop(
+                p.listener,
+                ServerConfigs(self.identity.subscribe(), TlsListener::Provisioning),
+                Duration::from_secs(self.config.tls.handshake_timeout_secs),
+                // Its own slots (same limits): a flood of HTTPS connections cannot lock the
+                // phones out of SIP, nor the reverse.
+                ConnectionLimiter::new(
+                    self.config.tls.max_connections,
+                    self.config.tls.max_connections_per_ip,
+                ),
+                metrics,
+                self.counters.clone(),
+                p.gateway.handler(self.identity.subscribe(), p.metrics),
+                tracker.clone(),
+                accept_cancel.clone(),
+                conn_cancel.clone(),
+            ))
+        });
 
         // Reloads: SIGHUP, or any identity file changing on disk.
         let reload_task = tokio::spawn(reload_loop(
@@ -399,6 +467,7 @@ impl Edge {
         tracing::info!(
             tls = %tls_addr,
             admin = %admin_addr,
+            provisioning = %provisioning_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             pbx_local = %pbx_local,
             pbx = %self.config.pbx.address,
             "pbx-edge ready"
@@ -413,6 +482,9 @@ impl Edge {
         self.readiness.set_draining();
         accept_cancel.cancel();
         let _ = accept.await;
+        if let Some(task) = provisioning_accept {
+            let _ = task.await;
+        }
         let deadline = tokio::time::Instant::now() + drain;
         while self.core_metrics.transactions.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -439,12 +511,34 @@ impl Edge {
     }
 }
 
-/// The listener's view of the identity snapshot: its current rustls configuration.
-pub struct ServerConfigs(pub watch::Receiver<Arc<IdentitySnapshot>>);
+/// Which TLS listener a [`ServerConfigs`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsListener {
+    /// The phone SIP listener (`tls.client_cert` applies).
+    Sip,
+    /// The HTTPS provisioning gateway (a device certificate is always required).
+    Provisioning,
+}
+
+impl TlsListener {
+    /// Name in log lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Sip => "sip",
+            Self::Provisioning => "provisioning",
+        }
+    }
+}
+
+/// A listener's view of the identity snapshot: its current rustls configuration.
+pub struct ServerConfigs(pub watch::Receiver<Arc<IdentitySnapshot>>, pub TlsListener);
 
 impl ServerConfigs {
     pub fn current(&self) -> Arc<rustls::ServerConfig> {
-        self.0.borrow().server_config()
+        match self.1 {
+            TlsListener::Sip => self.0.borrow().server_config(),
+            TlsListener::Provisioning => self.0.borrow().provisioning_server_config(),
+        }
     }
 }
 

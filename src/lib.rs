@@ -6,6 +6,7 @@
 //! - [`config`]: typed config, layering (defaults ← TOML ← `PBX_EDGE_*`), validation.
 //! - [`transport`]: the phone-facing TLS listener.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`provisioning`]: the optional HTTPS provisioning gateway.
 //! - [`app`]: wiring, start-up and graceful shutdown; [`devpki`]: development PKI.
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod devdefault;
 pub mod devpki;
 pub mod identity;
 pub mod media;
+pub mod provisioning;
 pub mod sdp;
 pub mod sip;
 pub mod srtp;

@@ -112,6 +112,18 @@ fn print_summary(source: &config::ConfigSource, c: &Config) {
         c.media.srtp
     );
     outln!("  admin:   http://{}", c.admin.listen);
+    if let Some(p) = &c.provisioning {
+        let from = match (&p.root, &p.upstream) {
+            (Some(root), _) => format!("files in {}", root.display()),
+            (None, Some(upstream)) => format!("upstream {upstream}"),
+            (None, None) => "nothing".to_owned(),
+        };
+        outln!(
+            "  provisioning: https://{}  {from}  {} common pattern(s)",
+            p.listen,
+            p.common.len()
+        );
+    }
 }
 
 fn run(args: &ConfigArgs) -> ExitCode {

@@ -9,6 +9,7 @@ mod e2e {
     mod limits;
     mod out_of_dialog;
     mod pbx_tcp;
+    mod provisioning;
     mod register;
     mod tls_listener;
 }

@@ -11,6 +11,7 @@ mod interop {
     mod baresip_call;
     mod baresip_register;
     mod capture;
+    mod curl_provisioning;
     mod dns;
     mod net;
     mod openssl_tls;

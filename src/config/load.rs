@@ -105,6 +105,13 @@ fn load_layers(
             *p = base_dir.join(&*p);
         }
     }
+    // The provisioning root is a directory served, not an identity file: it is resolved the
+    // same way but kept out of `paths_mut` (whose files trigger identity reloads).
+    if let Some(root) = resolved.provisioning.as_mut().and_then(|p| p.root.as_mut()) {
+        if root.is_relative() && !root.as_os_str().is_empty() {
+            *root = base_dir.join(&*root);
+        }
+    }
 
     let mut figment = Figment::from(Serialized::defaults(resolved));
     let mut env = env;
@@ -224,6 +231,59 @@ mod tests {
             c.inventory.file.as_deref(),
             Some(Path::new("/etc/pbx-edge/inv.toml"))
         );
+    }
+
+    #[test]
+    fn provisioning_is_off_unless_configured_and_env_overrides_it() {
+        let c = load_str(&text_source(), "", vec![]).unwrap();
+        assert_eq!(c.provisioning, None);
+        let toml = "[provisioning]\nlisten = \"0.0.0.0:8443\"\nroot = \"prov\"\ncommon = [\"/y000000000044.cfg\"]\n";
+        let c = load_str(&text_source(), toml, vec![]).unwrap();
+        let p = c.provisioning.clone().unwrap();
+        assert_eq!(p.root.as_deref(), Some(Path::new("/etc/pbx-edge/prov")));
+        assert_eq!(p.upstream, None);
+        assert_eq!(p.upstream_timeout_secs, 10);
+        assert_eq!(p.common, ["/y000000000044.cfg"]);
+        let env = vec![
+            (
+                "PBX_EDGE_PROVISIONING__LISTEN".into(),
+                "127.0.0.1:9443".into(),
+            ),
+            (
+                "PBX_EDGE_PROVISIONING__UPSTREAM_TIMEOUT_SECS".into(),
+                "3".into(),
+            ),
+        ];
+        let p = load_str(&text_source(), toml, env)
+            .unwrap()
+            .provisioning
+            .unwrap();
+        assert_eq!(p.listen.to_string(), "127.0.0.1:9443");
+        assert_eq!(p.upstream_timeout_secs, 3);
+        assert_eq!(p.root.as_deref(), Some(Path::new("/etc/pbx-edge/prov")));
+        // The environment alone can switch it on.
+        let env = vec![
+            (
+                "PBX_EDGE_PROVISIONING__LISTEN".into(),
+                "127.0.0.1:9443".into(),
+            ),
+            (
+                "PBX_EDGE_PROVISIONING__UPSTREAM".into(),
+                "http://127.0.0.1:8080".into(),
+            ),
+            (
+                "PBX_EDGE_PROVISIONING__COMMON".into(),
+                "[\"/y000000000044.cfg\", \"/firmware/*\"]".into(),
+            ),
+        ];
+        let p = load_str(&text_source(), "", env)
+            .unwrap()
+            .provisioning
+            .unwrap();
+        assert_eq!(p.upstream.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(p.common, ["/y000000000044.cfg", "/firmware/*"]);
+        let err = load_str(&text_source(), "[provisioning]\nroot = \"/x\"\n", vec![]).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod fdlimit;
 pub mod files;
 mod load;
+pub mod pattern;
 mod validate;
 
 pub use load::{load, load_str, ConfigSource, EnvVars, LoadError};
@@ -253,6 +254,35 @@ impl Default for AdminConfig {
     }
 }
 
+/// `[provisioning]`: the optional HTTPS provisioning gateway (absent = off). Phones fetch
+/// their configuration files over HTTPS with the same server certificates and the same
+/// device-certificate verification as the SIP listener (a client certificate is always
+/// required here); each device may fetch only the paths its MAC is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisioningConfig {
+    /// The HTTPS listener (e.g. `0.0.0.0:8443`).
+    pub listen: SocketAddr,
+    /// An upstream HTTP provisioning server (`http://127.0.0.1:8080`); requests are forwarded
+    /// with `X-Pbx-Edge-Mac` / `X-Pbx-Edge-Vendor`. Exactly one of `upstream` and `root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// A directory to serve files from. Exactly one of `upstream` and `root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Path patterns every authenticated device (and shared certificate) may fetch
+    /// (see [`pattern`]): the vendors' common files, firmware.
+    #[serde(default)]
+    pub common: Vec<String>,
+    /// How long the upstream may take to answer a request (response headers), in seconds.
+    #[serde(default = "default_upstream_timeout_secs")]
+    pub upstream_timeout_secs: u64,
+}
+
+fn default_upstream_timeout_secs() -> u64 {
+    10
+}
+
 /// `[sip]`: SIP transport and transaction settings (both legs).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -358,6 +388,8 @@ pub struct Config {
     pub media: MediaConfig,
     pub inventory: InventoryConfig,
     pub admin: AdminConfig,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<ProvisioningConfig>,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
 }

@@ -4,7 +4,8 @@
 //! `check-config` can list them all at once.
 
 use super::files::{self, FileError};
-use super::{ClientCertMode, Config, PbxTransport};
+use super::pattern::PathPattern;
+use super::{ClientCertMode, Config, PbxTransport, ProvisioningConfig};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +67,9 @@ pub fn validate(config: &Config) -> ValidationReport {
     check_media(config, &mut r);
     check_listeners(config, &mut r);
     check_timeouts_and_log(config, &mut r);
+    if let Some(p) = &config.provisioning {
+        check_provisioning(config, p, &mut r);
+    }
     r
 }
 
@@ -329,11 +333,14 @@ fn check_listeners(config: &Config, r: &mut ValidationReport) {
         PbxTransport::Udp => Proto::Udp,
         PbxTransport::Tcp => Proto::Tcp,
     };
-    let listeners = [
+    let mut listeners = vec![
         ("tls.listen", config.tls.listen, Proto::Tcp),
         ("admin.listen", config.admin.listen, Proto::Tcp),
         ("pbx.listen", config.pbx.listen, pbx_proto),
     ];
+    if let Some(p) = &config.provisioning {
+        listeners.push(("provisioning.listen", p.listen, Proto::Tcp));
+    }
     // (port 0 is checked inside `overlaps`)
     for (i, (ka, a, pa)) in listeners.iter().enumerate() {
         for (kb, b, pb) in listeners.iter().skip(i + 1) {
@@ -371,6 +378,116 @@ fn check_listeners(config: &Config, r: &mut ValidationReport) {
             );
         }
     }
+}
+
+/// `[provisioning]`: exactly one of `upstream` / `root`, an `http://` upstream with a host
+/// and no path, an existing root directory, patterns that parse, vendor CAs to verify phones.
+fn check_provisioning(config: &Config, p: &ProvisioningConfig, r: &mut ValidationReport) {
+    match (&p.upstream, &p.root) {
+        (Some(_), Some(_)) => r.problem(
+            "provisioning.upstream",
+            None,
+            "set exactly one of provisioning.upstream and provisioning.root, not both",
+        ),
+        (None, None) => r.problem(
+            "provisioning.root",
+            None,
+            "set exactly one of provisioning.upstream (an HTTP provisioning server) and \
+             provisioning.root (a directory to serve)",
+        ),
+        _ => {}
+    }
+    if let Some(upstream) = &p.upstream {
+        match check_upstream(upstream) {
+            Ok(Some(warning)) => r.warnings.push(warning),
+            Ok(None) => {}
+            Err(message) => r.problem("provisioning.upstream", None, message),
+        }
+    }
+    if let Some(root) = &p.root {
+        match std::fs::metadata(root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => r.problem(
+                "provisioning.root",
+                Some(root.clone()),
+                format!("{} is not a directory", root.display()),
+            ),
+            Err(e) => r.problem(
+                "provisioning.root",
+                Some(root.clone()),
+                format!("cannot use {}: {e}", root.display()),
+            ),
+        }
+    }
+    for (i, text) in p.common.iter().enumerate() {
+        if let Err(e) = PathPattern::parse(text) {
+            r.problem(
+                format!("provisioning.common[{i}]"),
+                None,
+                format!("pattern {text:?}: {e}"),
+            );
+        }
+    }
+    if p.upstream_timeout_secs == 0 {
+        r.problem(
+            "provisioning.upstream_timeout_secs",
+            None,
+            "must be at least 1",
+        );
+    }
+    let any_ca = config.vendors.values().any(|v| {
+        v.enabled != Some(false) && v.ca.iter().any(|c| files::read_certificates(c).is_ok())
+    });
+    if !any_ca {
+        r.problem(
+            "provisioning",
+            None,
+            "the provisioning gateway always requires a device certificate, but no vendor \
+             profile has a readable CA file (add vendors.<name>.ca)",
+        );
+    }
+}
+
+/// `Ok(Some(warning))` for an upstream outside loopback / private networks (provisioning
+/// files carry SIP passwords and travel in clear over `http://`).
+fn check_upstream(text: &str) -> Result<Option<String>, String> {
+    let uri: hyper::Uri = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{text:?}: only an http:// upstream is supported (a provisioning server on \
+             loopback or the LAN; the phones' side is HTTPS)"
+        ));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{text:?} has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{text:?}: credentials in the URL are not supported (they would travel in clear)"
+        ));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "{text:?}: give only scheme, host and port; the phone's request path is appended"
+        ));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let local = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00,
+        Err(_) => host == "localhost",
+    };
+    Ok((!local).then(|| {
+        format!(
+            "provisioning.upstream = {text:?} is not a loopback or private address: \
+             provisioning files (with SIP passwords) cross the network in clear HTTP"
+        )
+    }))
 }
 
 fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
@@ -617,6 +734,108 @@ mod tests {
                 "log.level"
             ]
         );
+    }
+
+    fn with_provisioning(f: &mut Fixture) -> &mut ProvisioningConfig {
+        let root = f.dir.path().join("prov");
+        std::fs::create_dir_all(&root).unwrap();
+        f.config.provisioning = Some(ProvisioningConfig {
+            listen: "127.0.0.1:8443".parse().unwrap(),
+            upstream: None,
+            root: Some(root),
+            common: vec!["/y000000000044.cfg".into(), "/firmware/*".into()],
+            upstream_timeout_secs: 10,
+        });
+        f.config.provisioning.as_mut().unwrap()
+    }
+
+    #[test]
+    fn provisioning_root_mode_is_valid() {
+        let mut f = good();
+        with_provisioning(&mut f);
+        let r = validate(&f.config);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn provisioning_problems_name_the_key() {
+        let mut f = good();
+        let file = f.dir.path().join("inventory.toml");
+        let p = with_provisioning(&mut f);
+        p.upstream = Some("http://127.0.0.1:8080".into());
+        assert_eq!(keys(&validate(&f.config)), ["provisioning.upstream"]);
+
+        let p = f.config.provisioning.as_mut().unwrap();
+        p.root = None;
+        p.upstream = None;
+        assert_eq!(keys(&validate(&f.config)), ["provisioning.root"]);
+
+        let p = f.config.provisioning.as_mut().unwrap();
+        p.root = Some(file);
+        let r = validate(&f.config);
+        assert_eq!(keys(&r), ["provisioning.root"]);
+        assert!(r.problems[0].message.contains("not a directory"), "{r:?}");
+
+        let p = f.config.provisioning.as_mut().unwrap();
+        p.root = Some(f.dir.path().join("missing"));
+        assert_eq!(keys(&validate(&f.config)), ["provisioning.root"]);
+
+        for bad in [
+            "https://127.0.0.1:8443",
+            "ftp://127.0.0.1",
+            "not a url",
+            "http://127.0.0.1:8080/base",
+            "127.0.0.1:8080",
+            "http://user:secret@127.0.0.1:8080",
+        ] {
+            let p = f.config.provisioning.as_mut().unwrap();
+            p.root = None;
+            p.upstream = Some(bad.into());
+            assert_eq!(
+                keys(&validate(&f.config)),
+                ["provisioning.upstream"],
+                "{bad}"
+            );
+        }
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://10.1.2.3",
+            "http://[::1]:80/",
+            "http://localhost:8080",
+        ] {
+            f.config.provisioning.as_mut().unwrap().upstream = Some(ok.into());
+            let r = validate(&f.config);
+            assert!(r.is_ok() && r.warnings.is_empty(), "{ok}: {r:?}");
+        }
+        f.config.provisioning.as_mut().unwrap().upstream = Some("http://203.0.113.7:8080".into());
+        let r = validate(&f.config);
+        assert!(r.is_ok());
+        assert_eq!(r.warnings.len(), 1, "{r:?}");
+
+        let p = f.config.provisioning.as_mut().unwrap();
+        p.upstream = Some("http://127.0.0.1:8080".into());
+        p.common = vec!["/ok.cfg".into(), "relative.cfg".into(), "/a/../b".into()];
+        p.upstream_timeout_secs = 0;
+        assert_eq!(
+            keys(&validate(&f.config)),
+            [
+                "provisioning.common[1]",
+                "provisioning.common[2]",
+                "provisioning.upstream_timeout_secs"
+            ]
+        );
+    }
+
+    #[test]
+    fn provisioning_needs_vendor_cas_and_its_own_port() {
+        let mut f = good();
+        with_provisioning(&mut f).listen = "127.0.0.1:5061".parse().unwrap();
+        assert_eq!(keys(&validate(&f.config)), ["provisioning.listen"]);
+        f.config.provisioning.as_mut().unwrap().listen = "127.0.0.1:8443".parse().unwrap();
+        f.config.vendors.clear();
+        f.config.tls.client_cert = ClientCertMode::Off;
+        assert_eq!(keys(&validate(&f.config)), ["provisioning"]);
     }
 
     #[test]

@@ -133,12 +133,20 @@ pub fn inspect_certificate(
     let inventory = match &identified {
         Ok(Identity::Device { mac, vendor }) => match trust.inventory.device(mac) {
             Some(entry) => format!(
-                "{mac}: users {}{}",
+                "{mac}: users {}{}{}",
                 entry.users,
                 entry
                     .label
                     .as_ref()
                     .map(|l| format!(", label {l:?}"))
+                    .unwrap_or_default(),
+                entry
+                    .provisioning
+                    .as_ref()
+                    .map(|patterns| {
+                        let list: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
+                        format!(", provisioning [{}]", list.join(", "))
+                    })
                     .unwrap_or_default()
             ),
             None => match trust.inventory.vendor_users(vendor) {

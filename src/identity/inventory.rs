@@ -9,7 +9,7 @@
 //! mac = "00:04:13:A1:B2:C3"         # any case or separator
 //! users = ["101", "102@pbx.example.com"]   # "*" (or "any") = every user, explicitly
 //! label = "reception"
-//! provisioning = ["/snom/000413A1B2C3.xml"]
+//! provisioning = ["/snom/{MAC}.xml", "/phonebook/*"]   # optional, see below
 //!
 //! [[vendors]]                       # every verified device of a vendor (listed or not), and
 //! vendor = "yealink"                # that vendor's shared certificate when accepted
@@ -20,7 +20,15 @@
 //! networks = ["192.0.2.0/24"]       # optional: source networks allowed; empty = any source
 //! ```
 //! CSV form (`....csv`), devices only: header `mac,users,label,provisioning`; users and
-//! provisioning paths separated by `;` or spaces inside their field.
+//! provisioning paths separated by `;` or spaces inside their field (an empty field = absent).
+//!
+//! Provisioning (the HTTPS gateway, DESIGN.md "MAC → ... the provisioning paths it may
+//! fetch"): `provisioning` lists path patterns (`crate::config::pattern`: `*`, `{mac}`,
+//! `{MAC}`). Absent, a device may fetch the files whose name contains its own MAC (12 hex
+//! digits, any case): the per-device file of every vendor (`000413a1b2c3.cfg`,
+//! `snom/000413A1B2C3.xml`, `SEP...`-less `{mac}-contacts.xml`). `provisioning = []` allows
+//! nothing device-specific. `provisioning.common` in the config applies to every verified
+//! device on top; shared-certificate identities get only `common`.
 //!
 //! User matching (DESIGN.md "Device inventory"): an entry `101` allows user `101` in any domain;
 //! `101@pbx.example.com` allows only that domain. User parts compare exactly, domains
@@ -34,6 +42,7 @@ use core::net::IpAddr;
 
 use serde::Deserialize;
 
+use crate::config::pattern::{PathPattern, PatternError};
 use crate::identity::mac::{MacAddress, MacError};
 use crate::identity::Identity;
 
@@ -75,6 +84,16 @@ pub enum InventoryError {
     /// An anonymous network is not `address/prefix` (or a bare address).
     #[error("anonymous.networks: {0:?} is not an IP network (e.g. 192.0.2.0/24)")]
     BadNetwork(String),
+    /// A `provisioning` pattern does not parse.
+    #[error("device #{entry}: provisioning pattern {value:?}: {source}")]
+    BadProvisioningPattern {
+        /// Entry number.
+        entry: usize,
+        /// The value.
+        value: String,
+        /// Why.
+        source: PatternError,
+    },
     /// The file extension is neither `.toml` nor `.csv`.
     #[error("inventory file must end in .toml or .csv")]
     UnknownFormat,
@@ -90,6 +109,7 @@ impl InventoryError {
             Self::DuplicateMac { .. } => "duplicate_mac",
             Self::BadUser { .. } => "bad_user",
             Self::BadNetwork(_) => "bad_network",
+            Self::BadProvisioningPattern { .. } => "bad_provisioning_pattern",
             Self::UnknownFormat => "unknown_format",
         }
     }
@@ -218,8 +238,9 @@ pub struct DeviceEntry {
     pub users: UserSet,
     /// Operator's label (`reception`).
     pub label: Option<String>,
-    /// Provisioning paths the device may fetch.
-    pub provisioning: Vec<String>,
+    /// Provisioning path patterns the device may fetch; `None` = the default (file names
+    /// containing its own MAC).
+    pub provisioning: Option<Vec<PathPattern>>,
 }
 
 /// An IP network (`192.0.2.0/24`, `2001:db8::/32`, or a bare address = host route).
@@ -341,8 +362,7 @@ struct TomlDevice {
     #[serde(default)]
     users: Vec<String>,
     label: Option<String>,
-    #[serde(default)]
-    provisioning: Vec<String>,
+    provisioning: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -425,12 +445,13 @@ impl Inventory {
         for (index, record) in reader.deserialize::<CsvDevice>().enumerate() {
             let device = record?;
             let users = device.users.split([';', ' ']).filter(|u| !u.is_empty());
-            let provisioning = device
+            let provisioning: Vec<String> = device
                 .provisioning
                 .split([';', ' '])
                 .filter(|p| !p.is_empty())
                 .map(str::to_owned)
                 .collect();
+            let provisioning = Some(provisioning).filter(|p| !p.is_empty());
             let label = Some(device.label).filter(|l| !l.is_empty());
             inventory.insert_device(index + 1, &device.mac, users, label, provisioning)?;
         }
@@ -443,7 +464,7 @@ impl Inventory {
         mac: &str,
         users: impl IntoIterator<Item = &'a str>,
         label: Option<String>,
-        provisioning: Vec<String>,
+        provisioning: Option<Vec<String>>,
     ) -> Result<(), InventoryError> {
         let mac = MacAddress::parse(mac).map_err(|source| InventoryError::BadMac {
             entry,
@@ -451,6 +472,22 @@ impl Inventory {
             source,
         })?;
         let users = UserSet::parse(&format!("device #{entry}"), users)?;
+        let provisioning = provisioning
+            .map(|patterns| {
+                patterns
+                    .iter()
+                    .map(|p| {
+                        PathPattern::parse(p).map_err(|source| {
+                            InventoryError::BadProvisioningPattern {
+                                entry,
+                                value: p.clone(),
+                                source,
+                            }
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
         if self.devices.contains_key(&mac) {
             return Err(InventoryError::DuplicateMac { entry, mac });
         }
@@ -507,6 +544,45 @@ impl Inventory {
                 || self.anonymous.networks.iter().any(|n| n.contains(source)))
     }
 
+    /// May `identity` fetch the provisioning file at `path` (a normalised request path)?
+    /// `common` is `provisioning.common`. `None` = no: anonymous, a device no longer admitted
+    /// (removed from the inventory by a reload), or no pattern matches.
+    pub fn provisioning_access(
+        &self,
+        identity: &Identity,
+        path: &str,
+        common: &[PathPattern],
+    ) -> Option<ProvisioningGrant> {
+        if matches!(identity, Identity::Anonymous) || !self.admits(identity) {
+            return None;
+        }
+        let mac = identity.mac().map(|m| m.compact());
+        if common.iter().any(|p| p.matches(path, mac.as_deref())) {
+            return Some(ProvisioningGrant::Common);
+        }
+        let Identity::Device { mac: device, .. } = identity else {
+            return None;
+        };
+        let mac = device.compact();
+        match self
+            .devices
+            .get(device)
+            .and_then(|d| d.provisioning.as_ref())
+        {
+            Some(patterns) => patterns
+                .iter()
+                .any(|p| p.matches(path, Some(&mac)))
+                .then_some(ProvisioningGrant::Device),
+            None => {
+                let file_name = path.rsplit('/').next().unwrap_or(path);
+                file_name
+                    .to_ascii_lowercase()
+                    .contains(&mac.to_ascii_lowercase())
+                    .then_some(ProvisioningGrant::OwnMacFile)
+            }
+        }
+    }
+
     /// The SIP authorization decision; see [`authorize`].
     pub fn authorize(&self, identity: &Identity, user: &str, method: &str) -> Authorization {
         let granted_by_vendor = identity.vendor().and_then(|v| self.vendors.get(v));
@@ -544,6 +620,28 @@ pub fn authorize(
     method: &str,
 ) -> Authorization {
     inventory.authorize(identity, user, method)
+}
+
+/// Why [`Inventory::provisioning_access`] allowed a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvisioningGrant {
+    /// A `provisioning.common` pattern.
+    Common,
+    /// One of the device's own `provisioning` patterns.
+    Device,
+    /// The default rule: the file name contains the device's MAC.
+    OwnMacFile,
+}
+
+impl ProvisioningGrant {
+    /// Stable label for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Common => "common",
+            Self::Device => "device",
+            Self::OwnMacFile => "own_mac_file",
+        }
+    }
 }
 
 /// The outcome of [`authorize`].
@@ -623,7 +721,7 @@ mod tests {
 mac = "00:04:13:A1:B2:C3"
 users = ["101", "102@pbx.example.com"]
 label = "reception"
-provisioning = ["/snom/000413A1B2C3.xml"]
+provisioning = ["/snom/{MAC}.xml", "/phonebook/*"]
 
 [[devices]]
 mac = "0004.13a1.b2c4"
@@ -652,7 +750,13 @@ networks = ["192.0.2.0/24", "2001:db8::/32"]
             .device(&MacAddress::parse("000413a1b2c3").unwrap())
             .unwrap();
         assert_eq!(entry.label.as_deref(), Some("reception"));
-        assert_eq!(entry.provisioning, ["/snom/000413A1B2C3.xml"]);
+        let patterns: Vec<&str> = entry
+            .provisioning
+            .iter()
+            .flatten()
+            .map(PathPattern::as_str)
+            .collect();
+        assert_eq!(patterns, ["/snom/{MAC}.xml", "/phonebook/*"]);
         assert_eq!(entry.users.to_string(), "101, 102@pbx.example.com");
         assert_eq!(inventory.devices().count(), 2);
         assert_eq!(
@@ -757,13 +861,119 @@ networks = ["192.0.2.0/24", "2001:db8::/32"]
         let entry = inventory
             .device(&MacAddress::parse("000413a1b2c3").unwrap())
             .unwrap();
-        assert_eq!(entry.provisioning, ["/a.xml", "/b.xml"]);
+        let patterns: Vec<&str> = entry
+            .provisioning
+            .iter()
+            .flatten()
+            .map(PathPattern::as_str)
+            .collect();
+        assert_eq!(patterns, ["/a.xml", "/b.xml"]);
         assert!(entry.users.allows("102@pbx.example.com"));
         let any = inventory
             .device(&MacAddress::parse("001565000001").unwrap())
             .unwrap();
         assert_eq!(any.users, UserSet::Any);
         assert_eq!(any.label, None);
+        assert_eq!(
+            any.provisioning, None,
+            "an empty field is absent: the default rule"
+        );
+        let error =
+            Inventory::from_csv_str("mac,users,label,provisioning\n000413a1b2c3,1,,a.xml\n")
+                .unwrap_err();
+        assert_eq!(error.label(), "bad_provisioning_pattern");
+    }
+
+    #[test]
+    fn provisioning_access_table() {
+        let inventory = Inventory::from_toml_str(
+            r#"
+[[devices]]
+mac = "00:04:13:A1:B2:C3"
+users = ["101"]
+provisioning = ["/snom/{MAC}.xml", "/phonebook/*"]
+
+[[devices]]
+mac = "805EC0D4E5F6"
+users = ["102"]
+
+[[devices]]
+mac = "001565000001"
+provisioning = []
+
+[[vendors]]
+vendor = "grandstream"
+users = ["*"]
+"#,
+        )
+        .unwrap();
+        let common = [
+            PathPattern::parse("/y000000000044.cfg").unwrap(),
+            PathPattern::parse("/firmware/*").unwrap(),
+            PathPattern::parse("/common/{mac}.boot").unwrap(),
+        ];
+        let yealink = |mac: &str| Identity::Device {
+            vendor: "yealink".into(),
+            mac: MacAddress::parse(mac).unwrap(),
+        };
+        let shared = Identity::Shared {
+            vendor: "yealink".into(),
+        };
+        let grandstream = Identity::Device {
+            vendor: "grandstream".into(),
+            mac: MacAddress::parse("000b82000001").unwrap(),
+        };
+        use ProvisioningGrant::*;
+        let cases: &[(&Identity, &str, Option<ProvisioningGrant>)] = &[
+            (
+                &snom("000413a1b2c3"),
+                "/snom/000413A1B2C3.xml",
+                Some(Device),
+            ),
+            (&snom("000413a1b2c3"), "/snom/000413a1b2c3.xml", None),
+            (&snom("000413a1b2c3"), "/phonebook/all.xml", Some(Device)),
+            // Listed patterns replace the default rule.
+            (&snom("000413a1b2c3"), "/000413a1b2c3.cfg", None),
+            (&snom("000413a1b2c3"), "/firmware/d785.bin", Some(Common)),
+            (
+                &snom("000413a1b2c3"),
+                "/common/000413a1b2c3.boot",
+                Some(Common),
+            ),
+            (&snom("000413a1b2c3"), "/common/805ec0d4e5f6.boot", None),
+            (
+                &yealink("805ec0d4e5f6"),
+                "/805ec0d4e5f6.cfg",
+                Some(OwnMacFile),
+            ),
+            (
+                &yealink("805ec0d4e5f6"),
+                "/805EC0D4E5F6-local.cfg",
+                Some(OwnMacFile),
+            ),
+            (&yealink("805ec0d4e5f6"), "/dir/805ec0d4e5f6/x.cfg", None),
+            (&yealink("805ec0d4e5f6"), "/000413a1b2c3.cfg", None),
+            (&yealink("805ec0d4e5f6"), "/y000000000044.cfg", Some(Common)),
+            (&yealink("805ec0d4e5f6"), "/phonebook/all.xml", None),
+            (&snom("001565000001"), "/001565000001.cfg", None),
+            (&snom("001565000001"), "/y000000000044.cfg", Some(Common)),
+            // Not in the inventory (removed by a reload): nothing.
+            (&snom("000413ffffff"), "/y000000000044.cfg", None),
+            (&snom("000413ffffff"), "/000413ffffff.cfg", None),
+            // Admitted by a vendor grant: the default rule.
+            (&grandstream, "/cfg000b82000001.xml", Some(OwnMacFile)),
+            (&shared, "/y000000000044.cfg", Some(Common)),
+            (&shared, "/common/000000000000.boot", None),
+            (&shared, "/805ec0d4e5f6.cfg", None),
+            (&Identity::Anonymous, "/y000000000044.cfg", None),
+        ];
+        for (identity, path, want) in cases {
+            assert_eq!(
+                inventory.provisioning_access(identity, path, &common),
+                *want,
+                "{identity} {path}"
+            );
+        }
     }
 
     #[test]

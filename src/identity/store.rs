@@ -34,6 +34,7 @@ pub const DEFAULT_CA_DIR: &str = "config/ca";
 pub struct IdentitySnapshot {
     trust: Arc<TrustState>,
     server_config: Arc<ServerConfig>,
+    provisioning_server_config: Arc<ServerConfig>,
     client_cert: ClientCertMode,
 }
 
@@ -57,12 +58,27 @@ impl IdentitySnapshot {
         let verifier = Arc::new(DeviceCertVerifier::new(
             trust.clone(),
             client_cert,
-            counters,
+            counters.clone(),
         ));
         let server_config = Arc::new(build_server_config(&config.tls, verifier)?);
+        // The provisioning gateway: the same certificates and verifier, but a device
+        // certificate is always required, and it speaks HTTP/1.1 (RFC 7301 ALPN).
+        let provisioning_tls = crate::config::TlsConfig {
+            client_cert: ClientCertMode::Required,
+            ..config.tls.clone()
+        };
+        let provisioning_verifier = Arc::new(DeviceCertVerifier::new(
+            trust.clone(),
+            ClientCertMode::Required,
+            counters,
+        ));
+        let mut provisioning_server_config =
+            build_server_config(&provisioning_tls, provisioning_verifier)?;
+        provisioning_server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             trust,
             server_config,
+            provisioning_server_config: Arc::new(provisioning_server_config),
             client_cert,
         })
     }
@@ -70,6 +86,12 @@ impl IdentitySnapshot {
     /// The rustls server configuration for the phone listener (use for every new accept).
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.server_config.clone()
+    }
+
+    /// The rustls server configuration for the HTTPS provisioning gateway: the same server
+    /// certificates and device verification, client certificate always required.
+    pub fn provisioning_server_config(&self) -> Arc<ServerConfig> {
+        self.provisioning_server_config.clone()
     }
 
     /// The configured client certificate mode.

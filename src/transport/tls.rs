@@ -66,6 +66,7 @@ pub async fn accept_loop(
     // not become a log flood.
     let mut refusal_logged: Option<std::time::Instant> = None;
     let mut refused_since_log = 0u64;
+    let listener_name = server_configs.1.label();
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -75,7 +76,7 @@ pub async fn accept_loop(
             Ok(a) => a,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept on the TLS listener failed");
+                tracing::warn!(listener = listener_name, error = %e, "accept on the TLS listener failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -90,6 +91,7 @@ pub async fn accept_loop(
                 refused_since_log += 1;
                 if refusal_logged.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
                     tracing::warn!(
+                        listener = listener_name,
                         %peer,
                         reason = refusal.label(),
                         refused = refused_since_log,
@@ -119,7 +121,7 @@ pub async fn accept_loop(
                         .handshake_failures_local
                         .with_label_values(&["timeout", "none"])
                         .inc();
-                    tracing::info!(%peer, reason = "timeout", "TLS handshake refused");
+                    tracing::info!(listener = listener_name, %peer, reason = "timeout", "TLS handshake refused");
                     return;
                 }
                 Ok(Err(e)) => {
@@ -136,7 +138,7 @@ pub async fn accept_loop(
                             r
                         }
                     };
-                    tracing::info!(%peer, reason, error = %e, "TLS handshake refused");
+                    tracing::info!(listener = listener_name, %peer, reason, error = %e, "TLS handshake refused");
                     return;
                 }
                 Ok(Ok(s)) => s,

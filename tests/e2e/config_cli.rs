@@ -197,6 +197,36 @@ fn environment_overrides_the_file_in_check_config() {
 }
 
 #[test]
+fn provisioning_is_switched_on_and_checked_through_the_environment() {
+    let check = |upstream: &str| {
+        bin()
+            .args([
+                "check-config",
+                "--config",
+                repo_file("config/pbx-edge.toml").to_str().unwrap(),
+            ])
+            .env("PBX_EDGE_PROVISIONING__LISTEN", "0.0.0.0:8443")
+            .env("PBX_EDGE_PROVISIONING__UPSTREAM", upstream)
+            .output()
+            .unwrap()
+    };
+    let out = check("http://127.0.0.1:8080");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("provisioning: https://0.0.0.0:8443  upstream http://127.0.0.1:8080"),
+        "{stdout}"
+    );
+    let out = check("https://127.0.0.1:8080");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("provisioning.upstream") && stderr.contains("only an http:// upstream"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn run_with_an_invalid_config_exits_2_and_a_busy_port_exits_1() {
     let pki = edge::dev_pki();
     let cfg = pki.pki.config.to_str().unwrap().to_owned();

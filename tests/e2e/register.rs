@@ -236,7 +236,7 @@ async fn hostile_input_closes_only_that_connection() {
         "OPTIONS sip:x SIP/2.0\r\nContent-Length: 10\r\nX-Pad: {}\r\n\r\n",
         "a".repeat(70_000)
     );
-    bad.send(&huge).await;
+    bad.send_until_closed(&huge).await;
     assert!(
         bad.closed_by_edge().await,
         "oversized message closes the connection"

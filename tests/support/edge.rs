@@ -55,6 +55,8 @@ pub struct RunningEdge {
     pub admin_addr: SocketAddr,
     /// The edge's PBX-side SIP socket.
     pub pbx_local: SocketAddr,
+    /// The HTTPS provisioning gateway, when the config has `[provisioning]`.
+    pub provisioning_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), pbx_edge::app::AppError>>>,
 }
@@ -76,6 +78,9 @@ impl RunningEdge {
         let pbx_local = edge.pbx_local_addr().expect("pbx addr");
         let tls_addr = edge.tls_addr().expect("tls addr");
         let admin_addr = edge.admin_addr().expect("admin addr");
+        let provisioning_addr = edge
+            .provisioning_addr()
+            .map(|a| a.expect("provisioning addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(edge.run(async move {
             let _ = rx.await;
@@ -84,6 +89,7 @@ impl RunningEdge {
             tls_addr,
             admin_addr,
             pbx_local,
+            provisioning_addr,
             stop: Some(tx),
             task: Some(task),
         }

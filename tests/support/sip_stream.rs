@@ -23,6 +23,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SipStream<S> {
         }
     }
 
+    /// Writes `text`, tolerating the edge closing the connection part-way (hostile-input
+    /// tests: the edge may close and reset before a large message is fully written).
+    pub async fn send_until_closed(&mut self, text: &str) {
+        if self.stream.write_all(text.as_bytes()).await.is_ok() {
+            let _ = self.stream.flush().await;
+        }
+    }
+
     pub async fn send(&mut self, text: &str) {
         self.stream
             .write_all(text.as_bytes())
