@@ -5,7 +5,7 @@
 //! 1 on a busy port), [`Edge::run`] serves until the shutdown future completes.
 
 use crate::admin::{self, ApiRoutes, Readiness};
-use crate::b2bua::core::{CoreSettings, CoreState, SipCore};
+use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
 use crate::b2bua::rate::RateBudget;
 use crate::config::Config;
@@ -265,27 +265,27 @@ impl Edge {
         let admin_cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let flows = Arc::new(FlowTable::new());
-        let core_state = Arc::new(CoreState::default());
+        let (core_views, view_requests) = CoreViews::channel();
 
-        // Admin port.
+        // Admin port: its views are built by the SIP core task when asked.
         let api = {
-            let state = core_state.clone();
+            let registrations = core_views.clone();
+            let calls = core_views;
             ApiRoutes {
                 registrations: Arc::new(move || {
-                    let regs = state
-                        .registrations
-                        .read()
-                        .map(|r| r.clone())
-                        .unwrap_or_default();
-                    serde_json::json!({ "registrations": regs })
-                }),
-                calls: {
-                    let state = core_state.clone();
-                    Arc::new(move || {
-                        let calls = state.calls.read().map(|c| c.clone()).unwrap_or_default();
-                        serde_json::json!({ "calls": calls })
+                    let views = registrations.clone();
+                    Box::pin(async move {
+                        let regs = views.registrations().await?;
+                        Some(serde_json::json!({ "registrations": regs }))
                     })
-                },
+                }),
+                calls: Arc::new(move || {
+                    let views = calls.clone();
+                    Box::pin(async move {
+                        let calls = views.calls().await?;
+                        Some(serde_json::json!({ "calls": calls }))
+                    })
+                }),
             }
         };
         let admin_task = tokio::spawn(admin::serve(
@@ -347,11 +347,15 @@ impl Edge {
             self.pbx.clone(),
             self.media.clone(),
             self.core_metrics.clone(),
-            core_state,
         )
         .map_err(|_| AppError::Random)?;
-        let core_task =
-            tokio::spawn(core.run(phone_rx, pbx_rx, self.media_events, core_cancel.clone()));
+        let core_task = tokio::spawn(core.run(
+            phone_rx,
+            pbx_rx,
+            self.media_events,
+            view_requests,
+            core_cancel.clone(),
+        ));
         let pbx_task = tokio::spawn(self.pbx.clone().receive(
             limits,
             pbx_tx,

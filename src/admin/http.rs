@@ -8,6 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -27,8 +28,10 @@ impl AdminError {
     }
 }
 
-/// A JSON view another component publishes; called on each request.
-pub type JsonView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// A JSON view another component builds on each request; `None` when it cannot answer now
+/// (the request gets 503).
+pub type JsonView =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<serde_json::Value>> + Send>> + Send + Sync>;
 
 /// The `/api/...` routes and where their data comes from.
 #[derive(Clone)]
@@ -46,12 +49,23 @@ struct AdminState {
     api: ApiRoutes,
 }
 
-async fn registrations(State(s): State<AdminState>) -> axum::Json<serde_json::Value> {
-    axum::Json((s.api.registrations)())
+async fn registrations(State(s): State<AdminState>) -> axum::response::Response {
+    json_or_unavailable((s.api.registrations)().await)
 }
 
-async fn calls(State(s): State<AdminState>) -> axum::Json<serde_json::Value> {
-    axum::Json((s.api.calls)())
+async fn calls(State(s): State<AdminState>) -> axum::response::Response {
+    json_or_unavailable((s.api.calls)().await)
+}
+
+fn json_or_unavailable(view: Option<serde_json::Value>) -> axum::response::Response {
+    match view {
+        Some(v) => axum::Json(v).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the SIP core did not answer in time\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {

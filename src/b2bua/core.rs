@@ -37,9 +37,9 @@ use bytes::Bytes;
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
@@ -104,13 +104,61 @@ pub struct CallView {
     pub pbx_contact: Option<String>,
 }
 
-/// What the core publishes for the admin API (rebuilt on change, read without touching the
-/// core task).
-#[derive(Debug, Default)]
-pub struct CoreState {
-    pub registrations: RwLock<Vec<RegistrationView>>,
-    pub calls: RwLock<Vec<CallView>>,
+/// Asks the core task for the admin API's views. They are built only when asked: rebuilding
+/// them on every call event cost O(calls in progress) per event — 29 % of the edge's CPU with
+/// ~225 calls in progress and 75 % with 1 000 (BENCHMARKS.md, signalling load). Answered
+/// between two events, so a view reflects every event the core handled before the request.
+#[derive(Debug, Clone)]
+pub struct CoreViews {
+    requests: mpsc::Sender<ViewRequest>,
 }
+
+/// The core task's end of [`CoreViews`].
+#[derive(Debug)]
+pub struct ViewRequests {
+    requests: mpsc::Receiver<ViewRequest>,
+}
+
+#[derive(Debug)]
+enum ViewRequest {
+    Registrations(oneshot::Sender<Vec<RegistrationView>>),
+    Calls(oneshot::Sender<Vec<CallView>>),
+}
+
+impl CoreViews {
+    /// A handle for the admin side and the receiver for [`SipCore::run`].
+    pub fn channel() -> (CoreViews, ViewRequests) {
+        // A few admin requests at once; more wait for room (the admin port is not hot).
+        let (tx, rx) = mpsc::channel(8);
+        (CoreViews { requests: tx }, ViewRequests { requests: rx })
+    }
+
+    /// Registrations, or `None` when the core does not answer (stopped, or busier than
+    /// [`VIEW_TIMEOUT`]).
+    pub async fn registrations(&self) -> Option<Vec<RegistrationView>> {
+        self.ask(ViewRequest::Registrations).await
+    }
+
+    /// Calls in progress, or `None` as for [`CoreViews::registrations`].
+    pub async fn calls(&self) -> Option<Vec<CallView>> {
+        self.ask(ViewRequest::Calls).await
+    }
+
+    async fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<T>) -> ViewRequest) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let asked = async {
+            self.requests.send(request(tx)).await.ok()?;
+            rx.await.ok()
+        };
+        tokio::time::timeout(VIEW_TIMEOUT, asked)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// Longest wait for the core to build an admin view.
+pub const VIEW_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Leg {
@@ -248,7 +296,6 @@ pub struct SipCore {
     rng: SystemRandom,
     token_key: FlowTokenKey,
     metrics: CoreMetrics,
-    state: Arc<CoreState>,
 }
 
 impl SipCore {
@@ -260,7 +307,6 @@ impl SipCore {
         pbx: PbxLink,
         media: MediaControl,
         metrics: CoreMetrics,
-        state: Arc<CoreState>,
     ) -> Result<Self, ring::error::Unspecified> {
         let rng = SystemRandom::new();
         let mut key = [0u8; 32];
@@ -282,7 +328,6 @@ impl SipCore {
             rng,
             token_key: FlowTokenKey::new(key),
             metrics,
-            state,
         })
     }
 
@@ -292,6 +337,7 @@ impl SipCore {
         mut phone_rx: mpsc::Receiver<PhoneEvent>,
         mut pbx_rx: mpsc::Receiver<SipMessage>,
         mut media_rx: mpsc::Receiver<MediaEvent>,
+        mut views: ViewRequests,
         cancel: CancellationToken,
     ) {
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
@@ -308,6 +354,7 @@ impl SipCore {
                     None => break,
                 },
                 Some(ev) = media_rx.recv() => self.on_media_event(ev).await,
+                Some(request) = views.requests.recv() => self.answer_view(request),
                 Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)), if !self.timers.is_empty() => {
                     let (id, leg, timer) = expired.into_inner();
                     self.timer_keys.remove(&(id, leg, timer));
@@ -342,11 +389,30 @@ impl SipCore {
         self.identity.borrow().clone()
     }
 
+    /// Keeps the gauges exact after a change; the admin views are built on request
+    /// ([`CoreViews`]).
     fn publish(&self) {
-        let now = Instant::now();
-        let now_std = now.into_std();
-        let regs: Vec<RegistrationView> = self
-            .registrar
+        self.metrics
+            .registrations
+            .set(self.registrar.registered_count() as i64);
+        self.metrics.calls_active.set(self.dialogs.len() as i64);
+    }
+
+    fn answer_view(&self, request: ViewRequest) {
+        // The asker may have given up (timeout): nothing to do then.
+        match request {
+            ViewRequest::Registrations(tx) => {
+                let _ = tx.send(self.registration_views());
+            }
+            ViewRequest::Calls(tx) => {
+                let _ = tx.send(self.call_views());
+            }
+        }
+    }
+
+    fn registration_views(&self) -> Vec<RegistrationView> {
+        let now_std = Instant::now().into_std();
+        self.registrar
             .registrations()
             .map(|b| RegistrationView {
                 aor: b.aor.clone(),
@@ -358,13 +424,12 @@ impl SipCore {
                     .map(|t| t.saturating_duration_since(now_std).as_secs())
                     .unwrap_or(0),
             })
-            .collect();
-        self.metrics.registrations.set(regs.len() as i64);
-        if let Ok(mut w) = self.state.registrations.write() {
-            *w = regs;
-        }
-        let calls: Vec<CallView> = self
-            .dialogs
+            .collect()
+    }
+
+    fn call_views(&self) -> Vec<CallView> {
+        let now = Instant::now();
+        self.dialogs
             .iter()
             .map(|(id, d)| {
                 let (up, down) = d.media.counters();
@@ -396,11 +461,7 @@ impl SipCore {
                     pbx_contact: d.pbx_contact.as_ref().map(ToString::to_string),
                 }
             })
-            .collect();
-        self.metrics.calls_active.set(calls.len() as i64);
-        if let Ok(mut w) = self.state.calls.write() {
-            *w = calls;
-        }
+            .collect()
     }
 
     fn sweep(&mut self) {
