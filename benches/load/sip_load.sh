@@ -7,8 +7,10 @@
 #     -> pbx-edge  (target/release/pbx-edge run --config <generated>)
 #     -> SIPp UAS  (the PBX, plain UDP)
 #
-# Two phases, each a ramp of SIPp call rates with a fixed number of seconds per step:
+# Three phases, each a ramp of SIPp call rates with a fixed number of seconds per step:
 #   register  REGISTER / 200 (one new TLS connection per REGISTER, closed after the 200)
+#   reregister  the same REGISTER, all on one TLS connection (-t t1): re-registrations of a
+#             connected phone, no handshakes
 #   call      INVITE (RTP/SAVP + a=crypto SDES offer) / 100 / 180 / 200 (RTP/SAVP answer
 #             checked) / ACK / hold / BYE / 200, one new TLS connection per call
 # A ramp stops at the first step with a failed call, or when SIPp can no longer start calls
@@ -18,9 +20,17 @@
 # so the limiting one shows. After each phase it checks that /api/calls is empty and that the
 # call, transaction, media and connection gauges in /metrics are back to 0.
 #
-# Usage: benches/load/sip_load.sh [--phases register,call] [--call-rates 10,20,40]
-#          [--reg-rates 20,50,100] [--step-secs 10] [--hold-ms 1000] [--quick]
+# Usage: benches/load/sip_load.sh [--phases register,reregister,call] [--call-rates 10,20,40]
+#          [--reg-rates 20,50,100] [--rereg-rates 100,200] [--step-secs 10] [--hold-ms 1000]
+#          [--quick] [--full-handshakes] [--stunnel-debug info] [--rounds N]
 #          [--edge target/release/pbx-edge]
+# --rounds N (1..5) runs the phases N times against the same edge process: its RSS after each
+# round shows whether memory keeps growing (a leak) or plateaus (allocator high-water mark).
+# --keep-logs DIR copies the temporary directory (edge, stunnel and SIPp logs, the generated
+# PKI and config) to DIR before deleting it.
+# stunnel resumes TLS sessions by default (as phones reconnecting may); --full-handshakes sets
+# its sessionResume = no. --stunnel-debug info makes it log, and the summary count, new and
+# resumed sessions (costs stunnel CPU).
 # Every process it starts is stopped by its PID (also on error and Ctrl-C); temporary files
 # live in a mktemp directory that is deleted at exit. Needs: sipp (Debian sip-tester),
 # stunnel (stunnel4), curl; builds the edge with `cargo build --release` unless --edge is
@@ -31,12 +41,17 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SCEN=$HERE/sip
 
-PHASES=register,call
+PHASES=register,reregister,call
 CALL_RATES=10,20,40,60,80,100,130,160,200,250,300
 REG_RATES=20,50,100,150,200,300,400,600
+REREG_RATES=100,200,400,800,1200,1600
 STEP_SECS=10
 HOLD_MS=1000
 EDGE_BIN=
+STUNNEL_RESUME=yes
+STUNNEL_DEBUG=warning
+ROUNDS=1
+KEEP_LOGS=
 MAX_STEP_SECS=60
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -45,16 +60,22 @@ while [ $# -gt 0 ]; do
     --phases) PHASES=$2; shift 2 ;;
     --call-rates) CALL_RATES=$2; shift 2 ;;
     --reg-rates) REG_RATES=$2; shift 2 ;;
+    --rereg-rates) REREG_RATES=$2; shift 2 ;;
     --step-secs) STEP_SECS=$2; shift 2 ;;
     --hold-ms) HOLD_MS=$2; shift 2 ;;
     --edge) EDGE_BIN=$2; shift 2 ;;
-    --quick) CALL_RATES=5,10; REG_RATES=10,20; STEP_SECS=3; shift ;;
+    --full-handshakes) STUNNEL_RESUME=no; shift ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --keep-logs) KEEP_LOGS=$2; shift 2 ;;
+    --stunnel-debug) STUNNEL_DEBUG=$2; shift 2 ;;
+    --quick) CALL_RATES=5,10; REG_RATES=10,20; REREG_RATES=20,50; STEP_SECS=3; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 case $STEP_SECS in ''|*[!0-9]*) echo "--step-secs needs whole seconds" >&2; exit 2 ;; esac
 case $HOLD_MS in ''|*[!0-9]*) echo "--hold-ms needs whole milliseconds" >&2; exit 2 ;; esac
+case $ROUNDS in [1-5]) ;; *) echo "--rounds must be 1..5" >&2; exit 2 ;; esac
 if [ "$STEP_SECS" -lt 1 ] || [ "$STEP_SECS" -gt "$MAX_STEP_SECS" ]; then
   echo "--step-secs must be 1..$MAX_STEP_SECS" >&2; exit 2
 fi
@@ -101,7 +122,8 @@ stop_pid() { # PID NAME: TERM, up to 5 s, then KILL, then reap. Only PIDs this s
       kill -KILL "$pid" 2>/dev/null || true
     fi
   fi
-  wait "$pid" 2>/dev/null || true
+  LAST_RC=0
+  wait "$pid" 2>/dev/null || LAST_RC=$?
   forget "$pid"
 }
 # shellcheck disable=SC2317 # invoked by the EXIT trap
@@ -111,6 +133,9 @@ cleanup() {
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     stop_pid "${PIDS[i]%%:*}" "${PIDS[i]#*:}"
   done
+  if [ -n "$KEEP_LOGS" ]; then
+    mkdir -p "$KEEP_LOGS" && cp -r "$TMP"/. "$KEEP_LOGS"/ && log "logs copied to $KEEP_LOGS"
+  fi
   rm -rf "$TMP"
   exit "$rc"
 }
@@ -153,9 +178,10 @@ wait_port() { # PROTO PORT SECS: until something listens on it
 TLS_PORT=$(free_port); PBX_LISTEN_PORT=$(free_port); ADMIN_PORT=$(free_port)
 STUNNEL_PORT=$(free_port); PBX_PORT=$(free_port); PBX_MEDIA_PORT=$(free_port)
 PHONE_MEDIA_PORT=$(free_port)
-# The relay's port range: below the kernel's ephemeral range, so nobody else's sockets land
-# there by chance; a port the edge cannot bind is skipped by its allocator.
-MEDIA_MIN=$((20000 + (RANDOM % 8) * 1000)); MEDIA_MAX=$((MEDIA_MIN + 3999))
+# The relay's port range (10 000 ports, 2 500 calls of one phone and one PBX RTP/RTCP pair):
+# below the kernel's ephemeral range, so nobody else's sockets land there by chance; a port
+# the edge cannot bind is skipped by its allocator.
+MEDIA_MIN=20000; MEDIA_MAX=29999
 
 # ---------------------------------------------------------------- PKI, config, peers
 log "temporary directory $TMP"
@@ -190,6 +216,8 @@ port_max = $MEDIA_MAX
 file = "inventory.toml"
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
+[shutdown]
+drain_timeout_secs = 2
 EOF
 "$EDGE_BIN" check-config --config "$CONFIG" >"$TMP/check-config.log" 2>&1 \
   || { cat "$TMP/check-config.log" >&2; die "generated config refused"; }
@@ -197,7 +225,7 @@ EOF
 cat >"$TMP/stunnel.conf" <<EOF
 foreground = yes
 pid =
-debug = warning
+debug = $STUNNEL_DEBUG
 [sip-tls]
 client = yes
 accept = 127.0.0.1:$STUNNEL_PORT
@@ -207,6 +235,7 @@ CAfile = $PKI/server-ca.crt
 verifyChain = yes
 checkHost = sbc.test
 sni = sbc.test
+sessionResume = $STUNNEL_RESUME
 EOF
 
 start edge "$TMP" "$EDGE_BIN" run --config "$CONFIG"
@@ -265,30 +294,37 @@ screen_count() { # "Successful call" | "Failed call" from a SIPp -trace_screen f
   awk -F'|' -v k="$1" '{ sub(/^ +/, "", $1) } index($1, k) == 1 { v = $3; gsub(/[^0-9]/, "", v); n = v } END { print n + 0 }' "$2" 2>/dev/null
 }
 
+ROUND=1
+LAST_RC=0
 SUMMARY=$TMP/summary.txt
 : >"$SUMMARY"
-row() { printf '%-8s %6s %6s %6s %5s %8s %6s %6s %6s %6s %8s %6s %5s %5s %5s %5s %5s\n' "$@" | tee -a "$SUMMARY"; }
+row() { printf '%-8s %6s %6s %6s %5s %8s %6s %6s %6s %6s %8s %6s %5s %5s %5s %5s %5s %4s\n' "$@" | tee -a "$SUMMARY"; }
 
-# run_phase NAME UAC_SCENARIO UAS_SCENARIO RATES
+# run_phase NAME UAC_SCENARIO UAS_SCENARIO RATES TRANSPORT(tn: a connection per call | t1: one)
 run_phase() {
-  local phase=$1 uac_xml=$2 uas_xml=$3 rates=$4
+  local phase=$1 uac_xml=$2 uas_xml=$3 rates=$4 transport=$5
   local total=0 r steps
   IFS=, read -r -a steps <<<"$rates"
   for r in "${steps[@]}"; do total=$((total + r * STEP_SECS)); done
-  local pdir=$TMP/$phase
+  local pdir=$TMP/r$ROUND-$phase
   mkdir -p "$pdir"
   # The PBX: one SIPp for the whole phase, bounded by -m (every call of the ramp) and -timeout.
+  # -m is 3x the phones' calls plus margin: a PBX that stops at -m while the edge still sends
+  # (retransmissions, an overloaded step) would turn into timeouts that are SIPp's, not ours.
   local pbx_limit=$(( ${#steps[@]} * (STEP_SECS + HOLD_MS / 1000 + 40) + 30 ))
   start sipp-pbx "$pdir" sipp -sf "$uas_xml" -t u1 -i 127.0.0.1 -p "$PBX_PORT" \
-    -mi 127.0.0.1 -mp "$PBX_MEDIA_PORT" -m "$total" -timeout "${pbx_limit}s" -nostdin \
+    -mi 127.0.0.1 -mp "$PBX_MEDIA_PORT" -m $((3 * total + 1000)) -l 100000 -timeout "${pbx_limit}s" -nostdin -timer_resol 1 \
     -trace_err -error_file "$pdir/pbx-errors.log" -trace_screen -screen_file "$pdir/pbx-screen.log"
   local pbx_pid=$LAST_PID
   wait_port udp "$PBX_PORT" 10 || { cat "$pdir/sipp-pbx.log" >&2; die "SIPp (PBX) did not bind udp $PBX_PORT"; }
 
   echo | tee -a "$SUMMARY"
-  echo "== $phase: $STEP_SECS s per step$([ "$phase" = call ] && echo ", hold $HOLD_MS ms"), one TLS connection per $([ "$phase" = call ] && echo call || echo REGISTER)" | tee -a "$SUMMARY"
-  row step "asked" "calls" "ok" "fail" "ok/s" "p50ms" "p95ms" "p99ms" "maxms" "edgeCPU" "edge%" "stun%" "uac%" "pbx%" "mach%" "RSSMB"
-  row "" "/s" "" "" "" "answered" "" "" "" "" "ms/call" "" "" "" "" "" ""
+  local what="one TLS connection per REGISTER"
+  if [ "$phase" = call ]; then what="one TLS connection per call"; fi
+  if [ "$transport" = t1 ]; then what="one TLS connection for the whole step"; fi
+  echo "== $phase: $STEP_SECS s per step$([ "$phase" = call ] && echo ", hold $HOLD_MS ms"), $what" | tee -a "$SUMMARY"
+  row step "asked" "calls" "ok" "fail" "ok/s" "p50ms" "p95ms" "p99ms" "maxms" "edgeCPU" "edge%" "stun%" "uac%" "pbx%" "mach%" "RSSMB" "rc"
+  row "" "/s" "" "" "" "answered" "" "" "" "" "ms/call" "" "" "" "" "" "" ""
   local i=0 stop_reason="ramp finished"
   for r in "${steps[@]}"; do
     i=$((i + 1))
@@ -299,9 +335,9 @@ run_phase() {
     m0=$(machine_ticks); t0=$(now_ms)
     local limit=$((calls + 50))
     local bound=$((STEP_SECS + HOLD_MS / 1000 + 30))
-    start sipp-uac "$sdir" sipp -sf "$uac_xml" -s 200 -t tn -i 127.0.0.1 \
+    start sipp-uac "$sdir" sipp -sf "$uac_xml" -s 200 -t "$transport" -i 127.0.0.1 \
       -mi 127.0.0.1 -mp "$PHONE_MEDIA_PORT" -r "$r" -m "$calls" -l "$limit" -d "$HOLD_MS" \
-      -timeout "${bound}s" -timeout_error -nostdin -max_socket 4000 \
+      -timeout "${bound}s" -timeout_error -nostdin -max_socket 4000 -timer_resol 1 \
       -trace_rtt -rtt_freq 1 -trace_err -error_file "$sdir/uac-errors.log" \
       -trace_screen -screen_file "$sdir/uac-screen.log" "127.0.0.1:$STUNNEL_PORT"
     local uac_pid=$LAST_PID
@@ -312,6 +348,7 @@ run_phase() {
       sleep 0.2
     done
     stop_pid "$uac_pid" sipp-uac
+    local uac_rc=$LAST_RC
     e1=$(cpu_ticks "$EDGE_PID"); s1=$(cpu_ticks "$STUNNEL_PID"); p1=$(cpu_ticks "$pbx_pid")
     m1=$(machine_ticks); t1=$(now_ms)
     local ok fail
@@ -334,12 +371,14 @@ run_phase() {
     rss=$(awk -v k="$(rss_kb "$EDGE_PID" VmRSS)" 'BEGIN { printf "%.1f", k / 1024 }')
     row "$i" "$r" "$calls" "$ok" "$fail" "$rate_ok" "$p50" "$p95" "$p99" "$mx" "$edge_ms_call" \
       "$(pct "$de" "$wall_ticks")" "$(pct "$((s1 - s0))" "$wall_ticks")" "$(pct "$u1" "$wall_ticks")" \
-      "$(pct "$((p1 - p0))" "$wall_ticks")" "$mach" "$rss"
-    echo "$phase step $i: load average $(cut -d' ' -f1-3 /proc/loadavg), wall $((wall / 1000)).$((wall % 1000 / 100)) s" >>"$TMP/loadavg.txt"
+      "$(pct "$((p1 - p0))" "$wall_ticks")" "$mach" "$rss" "$uac_rc"
+    echo "r$ROUND $phase step $i: load average $(cut -d' ' -f1-3 /proc/loadavg), wall $((wall / 1000)).$((wall % 1000 / 100)) s" >>"$TMP/loadavg.txt"
     if [ "$fail" -gt 0 ] || [ "$ok" -lt "$calls" ]; then
       stop_reason="step $i: $fail failed / $ok of $calls successful"
       echo "-- $phase step $i failures; SIPp (phones) errors, first lines:" | tee -a "$SUMMARY"
       grep -v '^$' "$sdir/uac-errors.log" 2>/dev/null | head -8 | tee -a "$SUMMARY" || true
+      echo "-- SIPp (PBX) errors so far, first lines:" | tee -a "$SUMMARY"
+      grep -v '^$' "$pdir/pbx-errors.log" 2>/dev/null | head -8 | tee -a "$SUMMARY" || true
       echo "-- edge WARN/ERROR lines (first 8):" | tee -a "$SUMMARY"
       grep -E 'WARN|ERROR' "$TMP/edge.log" | head -8 | tee -a "$SUMMARY" || true
       break
@@ -361,26 +400,30 @@ run_phase() {
   check_clean "$phase"
 }
 
-# After a phase: /api/calls empty and the gauges back to 0 (bounded wait: transactions on the
-# UDP leg linger for timer K / J, up to 32 s).
+# After a phase: /api/calls empty and the gauges back to 0. Bounded wait of 100 s: RFC 3261
+# timers keep transactions after their last message (Timer L/M 32 s after an INVITE's 2xx,
+# Timer F 32 s for an unanswered BYE, then Timer H 32 s for the 408 sent back), so after an
+# overloaded step the last ones can take over 64 s to go.
 check_clean() {
-  local phase=$1 m=$TMP/metrics-$1.txt calls gauges i
+  local phase=$1 m=$TMP/metrics-r$ROUND-$1.txt calls gauges i t0
   local names="pbx_edge_calls_active pbx_edge_sip_transactions_active pbx_edge_media_active_streams pbx_edge_media_ports_in_use pbx_edge_tls_connections_active pbx_edge_registrations_active"
-  for i in $(seq 1 80); do
+  t0=$(now_ms)
+  for i in $(seq 1 200); do
     curl -fsS --max-time 2 "$ADMIN/metrics" >"$m" 2>/dev/null || true
     calls=$(curl -fsS --max-time 2 "$ADMIN/api/calls" 2>/dev/null || echo '?')
     gauges=""
     local n
     for n in $names; do gauges+="${n#pbx_edge_}=$(metric "$n" "$m") "; done
     if [ "$calls" = '{"calls":[]}' ] && ! grep -Eq '=[1-9]' <<<"$gauges"; then break; fi
+    if [ "$i" = 1 ]; then echo "-- $phase right after the ramp: /api/calls=$(head -c 100 <<<"$calls") $gauges" | tee -a "$SUMMARY"; fi
     sleep 0.5
   done
-  local verdict=CLEAN
-  { [ "$calls" = '{"calls":[]}' ] && ! grep -Eq '=[1-9]' <<<"$gauges"; } || verdict="NOT CLEAN after 40 s"
+  local verdict="CLEAN after $(( ($(now_ms) - t0) / 1000 )) s"
+  { [ "$calls" = '{"calls":[]}' ] && ! grep -Eq '=[1-9]' <<<"$gauges"; } || verdict="NOT CLEAN after 100 s"
   {
     echo "-- $phase after the ramp: $verdict: /api/calls=$(head -c 200 <<<"$calls") $gauges"
     echo "-- edge RSS now $(rss_kb "$EDGE_PID" VmRSS) kB, peak (VmHWM) $(rss_kb "$EDGE_PID" VmHWM) kB"
-    echo "-- edge counters so far: handshakes=$(metric_sum pbx_edge_tls_handshakes_total "$m") handshake_failures=$(metric_sum pbx_edge_tls_handshake_failures_total "$m") txn_timeouts=$(metric_sum pbx_edge_sip_transaction_timeouts_total "$m")"
+    echo "-- edge counters so far: handshakes=$(metric_sum pbx_edge_tls_handshakes_total "$m") handshake_failures=$(metric_sum pbx_edge_tls_handshake_failures_total "$m") txn_timeouts: $(grep '^pbx_edge_sip_transaction_timeouts_total{' "$m" | sed 's/pbx_edge_sip_transaction_timeouts_total//' | tr '\n' ' ')"
     echo "   calls_total: $(grep '^pbx_edge_calls_total{' "$m" | sed 's/pbx_edge_calls_total//' | tr '\n' ' ')"
     echo "   responses:   $(grep '^pbx_edge_sip_responses_total{' "$m" | sed 's/pbx_edge_sip_responses_total//' | tr '\n' ' ')"
   } | tee -a "$SUMMARY"
@@ -388,12 +431,17 @@ check_clean() {
 
 log "edge RSS at start: $(rss_kb "$EDGE_PID" VmRSS) kB"
 IFS=, read -r -a WANT <<<"$PHASES"
+for round in $(seq 1 "$ROUNDS"); do
+ROUND=$round
+if [ "$ROUNDS" -gt 1 ]; then printf '\n#### round %s of %s (same edge process)\n' "$round" "$ROUNDS" | tee -a "$SUMMARY"; fi
 for ph in "${WANT[@]}"; do
   case $ph in
-    register) run_phase register "$SCEN/phone-register.xml" "$SCEN/pbx-registrar.xml" "$REG_RATES" ;;
-    call) run_phase call "$SCEN/phone-call.xml" "$SCEN/pbx-call.xml" "$CALL_RATES" ;;
-    *) die "unknown phase $ph (register, call)" ;;
+    register) run_phase register "$SCEN/phone-register.xml" "$SCEN/pbx-registrar.xml" "$REG_RATES" tn ;;
+    reregister) run_phase reregister "$SCEN/phone-register.xml" "$SCEN/pbx-registrar.xml" "$REREG_RATES" t1 ;;
+    call) run_phase call "$SCEN/phone-call.xml" "$SCEN/pbx-call.xml" "$CALL_RATES" tn ;;
+    *) die "unknown phase $ph (register, reregister, call)" ;;
   esac
+done
 done
 
 {
@@ -403,7 +451,10 @@ done
   echo "pNNms = SIPp response time, request sent -> 200 received, new TLS connection included;"
   echo "edgeCPU = edge utime+stime per successful call; edge%/stun%/uac%/pbx% = CPU of the edge,"
   echo "stunnel, SIPp phones and SIPp PBX over the step's wall time (100 = one core); mach% = all"
-  echo "CPUs busy (whole machine, shared); RSSMB = edge VmRSS at the end of the step."
+  echo "CPUs busy (whole machine, shared); RSSMB = edge VmRSS at the end of the step; rc = SIPp"
+  echo "(phones) exit status: 0 every call succeeded, 1 some failed, other: stopped early (its"
+  echo "-timeout: then ok/fail are not final and ok/s counts the 200 OKs it did receive)."
+  echo "stunnel: sessionResume = $STUNNEL_RESUME$( [ "$STUNNEL_DEBUG" = info ] && printf '; TLS sessions: %s new, %s resumed' "$(grep -c 'new session negotiated' "$TMP/stunnel.log")" "$(grep -c 'previous session reused' "$TMP/stunnel.log")")"
   echo "Load average at the end of each step:"
   cat "$TMP/loadavg.txt"
   echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
