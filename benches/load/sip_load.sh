@@ -23,7 +23,7 @@
 # Usage: benches/load/sip_load.sh [--phases register,reregister,call] [--call-rates 10,20,40]
 #          [--reg-rates 20,50,100] [--rereg-rates 100,200] [--step-secs 10] [--hold-ms 1000]
 #          [--quick] [--full-handshakes] [--stunnel-debug info] [--rounds N]
-#          [--edge target/release/pbx-edge]
+#          [--keep-logs DIR] [--edge target/release/pbx-edge]
 # --rounds N (1..5) runs the phases N times against the same edge process: its RSS after each
 # round shows whether memory keeps growing (a leak) or plateaus (allocator high-water mark).
 # --keep-logs DIR copies the temporary directory (edge, stunnel and SIPp logs, the generated
@@ -34,7 +34,9 @@
 # Every process it starts is stopped by its PID (also on error and Ctrl-C); temporary files
 # live in a mktemp directory that is deleted at exit. Needs: sipp (Debian sip-tester),
 # stunnel (stunnel4), curl; builds the edge with `cargo build --release` unless --edge is
-# given.
+# given. Exit status: 0 done and clean (a ramp ending in failures is its expected result),
+# 1 set-up failed, 2 usage, 3 a gauge did not return to 0 after a phase.
+# Results and how to read them: BENCHMARKS.md, "End-to-end SIP signalling load".
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,7 +44,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 SCEN=$HERE/sip
 
 PHASES=register,reregister,call
-CALL_RATES=10,20,40,60,80,100,130,160,200,250,300
+CALL_RATES=10,20,40,60,80,100,130,160,200,250,300,350,400
 REG_RATES=20,50,100,150,200,300,400,600
 REREG_RATES=100,200,400,800,1200,1600
 STEP_SECS=10
@@ -268,6 +270,9 @@ machine_ticks() { # "busy total" over all CPUs from /proc/stat
   read -r _cpu user nice sys idle iowait irq softirq steal _rest </proc/stat
   echo "$((user + nice + sys + irq + softirq + steal)) $((user + nice + sys + idle + iowait + irq + softirq + steal))"
 }
+udp_rcvbuf_errors() { # the namespace's UDP receive-buffer drops so far (/proc/net/snmp)
+  awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else print $(col["RcvbufErrors"]) }' /proc/net/snmp
+}
 rss_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 now_ms() { date +%s%3N; }
 pct() { awk -v t="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f", 100 * t / w; else print "-" }'; }
@@ -333,6 +338,7 @@ run_phase() {
     local e0 s0 p0 m0 t0 e1 s1 p1 m1 t1 u1=0
     e0=$(cpu_ticks "$EDGE_PID"); s0=$(cpu_ticks "$STUNNEL_PID"); p0=$(cpu_ticks "$pbx_pid")
     m0=$(machine_ticks); t0=$(now_ms)
+    local q0; q0=$(udp_rcvbuf_errors)
     local limit=$((calls + 50))
     local bound=$((STEP_SECS + HOLD_MS / 1000 + 30))
     start sipp-uac "$sdir" sipp -sf "$uac_xml" -s 200 -t "$transport" -i 127.0.0.1 \
@@ -351,6 +357,7 @@ run_phase() {
     local uac_rc=$LAST_RC
     e1=$(cpu_ticks "$EDGE_PID"); s1=$(cpu_ticks "$STUNNEL_PID"); p1=$(cpu_ticks "$pbx_pid")
     m1=$(machine_ticks); t1=$(now_ms)
+    local q1; q1=$(udp_rcvbuf_errors)
     local ok fail
     ok=$(screen_count "Successful call" "$sdir/uac-screen.log")
     fail=$(screen_count "Failed call" "$sdir/uac-screen.log")
@@ -372,7 +379,7 @@ run_phase() {
     row "$i" "$r" "$calls" "$ok" "$fail" "$rate_ok" "$p50" "$p95" "$p99" "$mx" "$edge_ms_call" \
       "$(pct "$de" "$wall_ticks")" "$(pct "$((s1 - s0))" "$wall_ticks")" "$(pct "$u1" "$wall_ticks")" \
       "$(pct "$((p1 - p0))" "$wall_ticks")" "$mach" "$rss" "$uac_rc"
-    echo "r$ROUND $phase step $i: load average $(cut -d' ' -f1-3 /proc/loadavg), wall $((wall / 1000)).$((wall % 1000 / 100)) s" >>"$TMP/loadavg.txt"
+    echo "r$ROUND $phase step $i: load average $(cut -d' ' -f1-3 /proc/loadavg), wall $((wall / 1000)).$((wall % 1000 / 100)) s, UDP receive-buffer drops (whole machine) $((q1 - q0))" >>"$TMP/loadavg.txt"
     if [ "$fail" -gt 0 ] || [ "$ok" -lt "$calls" ]; then
       stop_reason="step $i: $fail failed / $ok of $calls successful"
       echo "-- $phase step $i failures; SIPp (phones) errors, first lines:" | tee -a "$SUMMARY"
@@ -455,7 +462,8 @@ done
   echo "(phones) exit status: 0 every call succeeded, 1 some failed, other: stopped early (its"
   echo "-timeout: then ok/fail are not final and ok/s counts the 200 OKs it did receive)."
   echo "stunnel: sessionResume = $STUNNEL_RESUME$( [ "$STUNNEL_DEBUG" = info ] && printf '; TLS sessions: %s new, %s resumed' "$(grep -c 'new session negotiated' "$TMP/stunnel.log")" "$(grep -c 'previous session reused' "$TMP/stunnel.log")")"
-  echo "Load average at the end of each step:"
+  echo "Load average at the end of each step, and UDP datagrams the kernel dropped for a full"
+  echo "receive buffer during it (/proc/net/snmp RcvbufErrors: any process on the machine):"
   cat "$TMP/loadavg.txt"
   echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 } | tee -a "$SUMMARY"
