@@ -1,0 +1,477 @@
+#!/usr/bin/env bash
+# End-to-end SIP signalling load through the real pbx-edge binary, with real peers, on
+# 127.0.0.1 only:
+#
+#   SIPp UAC (phones, TCP, -t tn: one connection per call)
+#     -> stunnel client (TLS, the development Snom-style device certificate, MAC 000413A1B2C3)
+#     -> pbx-edge  (target/release/pbx-edge run --config <generated>)
+#     -> SIPp UAS  (the PBX, plain UDP)
+#
+# Three phases, each a ramp of SIPp call rates with a fixed number of seconds per step:
+#   register  REGISTER / 200 (one new TLS connection per REGISTER, closed after the 200)
+#   reregister  the same REGISTER, all on one TLS connection (-t t1): re-registrations of a
+#             connected phone, no handshakes
+#   call      INVITE (RTP/SAVP + a=crypto SDES offer) / 100 / 180 / 200 (RTP/SAVP answer
+#             checked) / ACK / hold / BYE / 200, one new TLS connection per call
+# A ramp stops at the first step with a failed call, or when SIPp can no longer start calls
+# at the asked rate (the machine is saturated). Per step it prints calls/s, failures, SIPp's
+# response times (INVITE or REGISTER sent -> 200 received, TLS handshake included), the edge's
+# CPU per call (utime+stime from /proc/<pid>/stat) and RSS, and the CPU of every other process
+# so the limiting one shows. After each phase it checks that /api/calls is empty and that the
+# call, transaction, media and connection gauges in /metrics are back to 0.
+#
+# Usage: benches/load/sip_load.sh [--phases register,reregister,call] [--call-rates 10,20,40]
+#          [--reg-rates 20,50,100] [--rereg-rates 100,200] [--step-secs 10] [--hold-ms 1000]
+#          [--quick] [--full-handshakes] [--stunnel-debug info] [--rounds N]
+#          [--keep-logs DIR] [--edge target/release/pbx-edge]
+# --rounds N (1..5) runs the phases N times against the same edge process: its RSS after each
+# round shows whether memory keeps growing (a leak) or plateaus (allocator high-water mark).
+# --keep-logs DIR copies the temporary directory (edge, stunnel and SIPp logs, the generated
+# PKI and config) to DIR before deleting it.
+# stunnel resumes TLS sessions by default (as phones reconnecting may); --full-handshakes sets
+# its sessionResume = no. --stunnel-debug info makes it log, and the summary count, new and
+# resumed sessions (costs stunnel CPU).
+# Every process it starts is stopped by its PID (also on error and Ctrl-C); temporary files
+# live in a mktemp directory that is deleted at exit. Needs: sipp (Debian sip-tester),
+# stunnel (stunnel4), curl; builds the edge with `cargo build --release` unless --edge is
+# given. Exit status: 0 done and clean (a ramp ending in failures is its expected result),
+# 1 set-up failed, 2 usage, 3 a gauge did not return to 0 after a phase.
+# Results and how to read them: BENCHMARKS.md, "End-to-end SIP signalling load".
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+SCEN=$HERE/sip
+
+PHASES=register,reregister,call
+CALL_RATES=10,20,40,60,80,100,130,160,200,250,300,350,400
+REG_RATES=20,50,100,150,200,300,400,600
+REREG_RATES=100,200,400,800,1200,1600
+STEP_SECS=10
+HOLD_MS=1000
+EDGE_BIN=
+STUNNEL_RESUME=yes
+STUNNEL_DEBUG=warning
+ROUNDS=1
+KEEP_LOGS=
+MAX_STEP_SECS=60
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --phases) PHASES=$2; shift 2 ;;
+    --call-rates) CALL_RATES=$2; shift 2 ;;
+    --reg-rates) REG_RATES=$2; shift 2 ;;
+    --rereg-rates) REREG_RATES=$2; shift 2 ;;
+    --step-secs) STEP_SECS=$2; shift 2 ;;
+    --hold-ms) HOLD_MS=$2; shift 2 ;;
+    --edge) EDGE_BIN=$2; shift 2 ;;
+    --full-handshakes) STUNNEL_RESUME=no; shift ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --keep-logs) KEEP_LOGS=$2; shift 2 ;;
+    --stunnel-debug) STUNNEL_DEBUG=$2; shift 2 ;;
+    --quick) CALL_RATES=5,10; REG_RATES=10,20; REREG_RATES=20,50; STEP_SECS=3; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+case $STEP_SECS in ''|*[!0-9]*) echo "--step-secs needs whole seconds" >&2; exit 2 ;; esac
+case $HOLD_MS in ''|*[!0-9]*) echo "--hold-ms needs whole milliseconds" >&2; exit 2 ;; esac
+case $ROUNDS in [1-5]) ;; *) echo "--rounds must be 1..5" >&2; exit 2 ;; esac
+if [ "$STEP_SECS" -lt 1 ] || [ "$STEP_SECS" -gt "$MAX_STEP_SECS" ]; then
+  echo "--step-secs must be 1..$MAX_STEP_SECS" >&2; exit 2
+fi
+[ "$HOLD_MS" -le 30000 ] || { echo "--hold-ms must be <= 30000" >&2; exit 2; }
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+for tool in sipp stunnel curl ss; do
+  command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install sip-tester stunnel4 curl iproute2)"
+done
+
+if [ -z "$EDGE_BIN" ]; then
+  log "building the edge: cargo build --release --bin pbx-edge"
+  (cd "$ROOT" && cargo build --release --quiet --bin pbx-edge) || die "cargo build failed"
+  EDGE_BIN=$ROOT/target/release/pbx-edge
+fi
+[ -x "$EDGE_BIN" ] || die "no edge binary at $EDGE_BIN"
+EDGE_BIN=$(realpath "$EDGE_BIN")
+
+# ---------------------------------------------------------------- processes, by PID only
+TMP=$(mktemp -d -t pbx-edge-sip-load.XXXXXX)
+PIDS=() # "pid:name" of every process started and not yet reaped
+alive() { # PID: running (a zombie, exited but not yet reaped, is not)
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  s=${s##*) }
+  [ "${s%% *}" != Z ]
+}
+forget() { # PID: reaped, so the number may belong to someone else from now on
+  local i
+  for i in "${!PIDS[@]}"; do
+    if [ "${PIDS[i]%%:*}" = "$1" ]; then unset 'PIDS[i]'; fi
+  done
+  PIDS=("${PIDS[@]}")
+}
+stop_pid() { # PID NAME: TERM, up to 5 s, then KILL, then reap. Only PIDs this script started.
+  local pid=$1 name=$2 i
+  if alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then
+      log "$name (pid $pid) ignored TERM: KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  LAST_RC=0
+  wait "$pid" 2>/dev/null || LAST_RC=$?
+  forget "$pid"
+}
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+  local rc=$? i
+  trap - EXIT INT TERM
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    stop_pid "${PIDS[i]%%:*}" "${PIDS[i]#*:}"
+  done
+  if [ -n "$KEEP_LOGS" ]; then
+    mkdir -p "$KEEP_LOGS" && cp -r "$TMP"/. "$KEEP_LOGS"/ && log "logs copied to $KEEP_LOGS"
+  fi
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# start NAME DIR CMD...: runs CMD in DIR in the background, output in DIR/NAME.log.
+start() {
+  local name=$1 dir=$2; shift 2
+  (cd "$dir" && exec "$@") >"$dir/$name.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID:$name")
+}
+
+# ---------------------------------------------------------------- ports, all on 127.0.0.1
+port_used() { ss -H -tuan "sport = :$1" 2>/dev/null | grep -q .; }
+TAKEN=" "
+free_port() { # a port in 15000..19999 nobody uses (TCP or UDP) and not handed out before
+  local p i
+  for i in $(seq 1 200); do
+    p=$((15000 + RANDOM % 5000))
+    case $TAKEN in *" $p "*) continue ;; esac
+    port_used "$p" && continue
+    TAKEN+="$p "
+    echo "$p"
+    return 0
+  done
+  die "no free port found in 15000..19999"
+}
+wait_port() { # PROTO PORT SECS: until something listens on it
+  local proto=$1 port=$2 i flag=-tln
+  [ "$proto" = udp ] && flag=-uln
+  for i in $(seq 1 $(($3 * 10))); do
+    ss -H "$flag" "sport = :$port" | grep -q . && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+TLS_PORT=$(free_port); PBX_LISTEN_PORT=$(free_port); ADMIN_PORT=$(free_port)
+STUNNEL_PORT=$(free_port); PBX_PORT=$(free_port); PBX_MEDIA_PORT=$(free_port)
+PHONE_MEDIA_PORT=$(free_port)
+# The relay's port range (10 000 ports, 2 500 calls of one phone and one PBX RTP/RTCP pair):
+# below the kernel's ephemeral range, so nobody else's sockets land there by chance; a port
+# the edge cannot bind is skipped by its allocator.
+MEDIA_MIN=20000; MEDIA_MAX=29999
+
+# ---------------------------------------------------------------- PKI, config, peers
+log "temporary directory $TMP"
+"$EDGE_BIN" dev-pki --out "$TMP/pki" --name sbc.test >"$TMP/dev-pki.log" 2>&1 \
+  || { cat "$TMP/dev-pki.log" >&2; die "pbx-edge dev-pki failed"; }
+PKI=$TMP/pki
+# dev-pki's inventory: MAC 000413A1B2C3 (the Snom-style device) may use SIP user 101.
+CONFIG=$PKI/load.toml
+cat >"$CONFIG" <<EOF
+# Written by benches/load/sip_load.sh: the development PKI, every socket on 127.0.0.1.
+[tls]
+listen = "127.0.0.1:$TLS_PORT"
+client_cert = "required"
+# Every simulated phone is the same device on 127.0.0.1 (one certificate, one address), and
+# SIPp opens one connection per call: lift the per-address connection limit.
+max_connections_per_ip = 10000
+[[tls.certificates]]
+cert = "sbc.test-chain.crt"
+key = "sbc.test.key"
+[vendors.snom]
+ca = ["snom-ca.crt"]
+[pbx]
+address = "127.0.0.1:$PBX_PORT"
+transport = "udp"
+listen = "127.0.0.1:$PBX_LISTEN_PORT"
+[sip]
+domain = "sbc.test"
+# One device certificate plays every phone: its per-device request budget is switched off
+# (0 is logged by the edge as a relaxation; production keeps the default).
+phone_requests_per_second = 0
+[media]
+phone_bind = "127.0.0.1"
+phone_advertise = "127.0.0.1"
+pbx_bind = "127.0.0.1"
+port_min = $MEDIA_MIN
+port_max = $MEDIA_MAX
+[inventory]
+file = "inventory.toml"
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+[shutdown]
+drain_timeout_secs = 2
+EOF
+"$EDGE_BIN" check-config --config "$CONFIG" >"$TMP/check-config.log" 2>&1 \
+  || { cat "$TMP/check-config.log" >&2; die "generated config refused"; }
+
+cat >"$TMP/stunnel.conf" <<EOF
+foreground = yes
+pid =
+debug = $STUNNEL_DEBUG
+[sip-tls]
+client = yes
+accept = 127.0.0.1:$STUNNEL_PORT
+connect = 127.0.0.1:$TLS_PORT
+cert = $PKI/snom-000413A1B2C3.pem
+CAfile = $PKI/server-ca.crt
+verifyChain = yes
+checkHost = sbc.test
+sni = sbc.test
+sessionResume = $STUNNEL_RESUME
+EOF
+
+start edge "$TMP" "$EDGE_BIN" run --config "$CONFIG"
+EDGE_PID=$LAST_PID
+ADMIN=http://127.0.0.1:$ADMIN_PORT
+for i in $(seq 1 100); do
+  curl -fsS --max-time 1 "$ADMIN/readyz" >/dev/null 2>&1 && break
+  alive "$EDGE_PID" || { tail -20 "$TMP/edge.log" >&2; die "the edge exited"; }
+  [ "$i" = 100 ] && { tail -20 "$TMP/edge.log" >&2; die "the edge was not ready within 10 s"; }
+  sleep 0.1
+done
+log "edge pid $EDGE_PID ready: tls 127.0.0.1:$TLS_PORT, pbx side 127.0.0.1:$PBX_LISTEN_PORT, admin $ADMIN"
+start stunnel "$TMP" stunnel "$TMP/stunnel.conf"
+STUNNEL_PID=$LAST_PID
+wait_port tcp "$STUNNEL_PORT" 10 || { cat "$TMP/stunnel.log" >&2; die "stunnel did not listen"; }
+log "stunnel pid $STUNNEL_PID on 127.0.0.1:$STUNNEL_PORT"
+
+# ---------------------------------------------------------------- measuring
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { # PID: utime+stime in clock ticks (fields 14, 15; after the ")" of comm)
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  s=${s##*) }
+  # shellcheck disable=SC2086
+  set -- $s
+  echo $((${12} + ${13}))
+}
+machine_ticks() { # "busy total" over all CPUs from /proc/stat
+  local _cpu user nice sys idle iowait irq softirq steal _rest
+  read -r _cpu user nice sys idle iowait irq softirq steal _rest </proc/stat
+  echo "$((user + nice + sys + irq + softirq + steal)) $((user + nice + sys + idle + iowait + irq + softirq + steal))"
+}
+udp_rcvbuf_errors() { # the namespace's UDP receive-buffer drops so far (/proc/net/snmp)
+  awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else print $(col["RcvbufErrors"]) }' /proc/net/snmp
+}
+rss_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+now_ms() { date +%s%3N; }
+pct() { awk -v t="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f", 100 * t / w; else print "-" }'; }
+metric() { # NAME[{labels}] from a saved /metrics text: the value, 0 if absent
+  awk -v n="$1" '$1 == n {print $2; f = 1} END {if (!f) print 0}' "$2"
+}
+metric_sum() { # NAME: sum over every label set
+  awk -v n="$1" 'index($1, n "{") == 1 || $1 == n {s += $2} END {print s + 0}' "$2"
+}
+
+# Percentiles of SIPp's -trace_rtt file(s) (lines "date_ms;rtt_ms;rtd_no"); prints
+# "count p50 p95 p99 max first_ms last_ms", with "-" when empty.
+rtt_stats() {
+  cat "$@" 2>/dev/null | awk -F';' '$2 ~ /^[0-9.]+$/ {print $1, $2}' | sort -k2,2g \
+    | awk '{ t[NR] = $1; v[NR] = $2; if (NR == 1 || $1 < lo) lo = $1; if ($1 > hi) hi = $1 }
+      END {
+        if (NR == 0) { print "0 - - - - 0 0"; exit }
+        i50 = int(0.50 * NR + 0.999); i95 = int(0.95 * NR + 0.999); i99 = int(0.99 * NR + 0.999)
+        printf "%d %.1f %.1f %.1f %.1f %.0f %.0f\n", NR, v[i50], v[i95], v[i99], v[NR], lo, hi
+      }'
+}
+screen_count() { # "Successful call" | "Failed call" from a SIPp -trace_screen file (cumulative)
+  [ -f "$2" ] || { echo 0; return; }
+  awk -F'|' -v k="$1" '{ sub(/^ +/, "", $1) } index($1, k) == 1 { v = $3; gsub(/[^0-9]/, "", v); n = v } END { print n + 0 }' "$2" 2>/dev/null
+}
+
+ROUND=1
+LAST_RC=0
+SUMMARY=$TMP/summary.txt
+: >"$SUMMARY"
+row() { printf '%-8s %6s %6s %6s %5s %8s %6s %6s %6s %6s %8s %6s %5s %5s %5s %5s %5s %4s\n' "$@" | tee -a "$SUMMARY"; }
+
+# run_phase NAME UAC_SCENARIO UAS_SCENARIO RATES TRANSPORT(tn: a connection per call | t1: one)
+run_phase() {
+  local phase=$1 uac_xml=$2 uas_xml=$3 rates=$4 transport=$5
+  local total=0 r steps
+  IFS=, read -r -a steps <<<"$rates"
+  for r in "${steps[@]}"; do total=$((total + r * STEP_SECS)); done
+  local pdir=$TMP/r$ROUND-$phase
+  mkdir -p "$pdir"
+  # The PBX: one SIPp for the whole phase, bounded by -m (every call of the ramp) and -timeout.
+  # -m is 3x the phones' calls plus margin: a PBX that stops at -m while the edge still sends
+  # (retransmissions, an overloaded step) would turn into timeouts that are SIPp's, not ours.
+  local pbx_limit=$(( ${#steps[@]} * (STEP_SECS + HOLD_MS / 1000 + 40) + 30 ))
+  start sipp-pbx "$pdir" sipp -sf "$uas_xml" -t u1 -i 127.0.0.1 -p "$PBX_PORT" \
+    -mi 127.0.0.1 -mp "$PBX_MEDIA_PORT" -m $((3 * total + 1000)) -l 100000 -timeout "${pbx_limit}s" -nostdin -timer_resol 1 \
+    -trace_err -error_file "$pdir/pbx-errors.log" -trace_screen -screen_file "$pdir/pbx-screen.log"
+  local pbx_pid=$LAST_PID
+  wait_port udp "$PBX_PORT" 10 || { cat "$pdir/sipp-pbx.log" >&2; die "SIPp (PBX) did not bind udp $PBX_PORT"; }
+
+  echo | tee -a "$SUMMARY"
+  local what="one TLS connection per REGISTER"
+  if [ "$phase" = call ]; then what="one TLS connection per call"; fi
+  if [ "$transport" = t1 ]; then what="one TLS connection for the whole step"; fi
+  echo "== $phase: $STEP_SECS s per step$([ "$phase" = call ] && echo ", hold $HOLD_MS ms"), $what" | tee -a "$SUMMARY"
+  row step "asked" "calls" "ok" "fail" "ok/s" "p50ms" "p95ms" "p99ms" "maxms" "edgeCPU" "edge%" "stun%" "uac%" "pbx%" "mach%" "RSSMB" "rc"
+  row "" "/s" "" "" "" "answered" "" "" "" "" "ms/call" "" "" "" "" "" "" ""
+  local i=0 stop_reason="ramp finished"
+  for r in "${steps[@]}"; do
+    i=$((i + 1))
+    local sdir=$pdir/step$i calls=$((r * STEP_SECS))
+    mkdir -p "$sdir"
+    local e0 s0 p0 m0 t0 e1 s1 p1 m1 t1 u1=0
+    e0=$(cpu_ticks "$EDGE_PID"); s0=$(cpu_ticks "$STUNNEL_PID"); p0=$(cpu_ticks "$pbx_pid")
+    m0=$(machine_ticks); t0=$(now_ms)
+    local q0; q0=$(udp_rcvbuf_errors)
+    local limit=$((calls + 50))
+    local bound=$((STEP_SECS + HOLD_MS / 1000 + 30))
+    start sipp-uac "$sdir" sipp -sf "$uac_xml" -s 200 -t "$transport" -i 127.0.0.1 \
+      -mi 127.0.0.1 -mp "$PHONE_MEDIA_PORT" -r "$r" -m "$calls" -l "$limit" -d "$HOLD_MS" \
+      -timeout "${bound}s" -timeout_error -nostdin -max_socket 4000 -timer_resol 1 \
+      -trace_rtt -rtt_freq 1 -trace_err -error_file "$sdir/uac-errors.log" \
+      -trace_screen -screen_file "$sdir/uac-screen.log" "127.0.0.1:$STUNNEL_PORT"
+    local uac_pid=$LAST_PID
+    local deadline=$(($(now_ms) + (bound + 10) * 1000))
+    while alive "$uac_pid" && [ "$(now_ms)" -lt "$deadline" ]; do
+      local u; u=$(cpu_ticks "$uac_pid")
+      if [ "$u" -gt 0 ]; then u1=$u; fi
+      sleep 0.2
+    done
+    stop_pid "$uac_pid" sipp-uac
+    local uac_rc=$LAST_RC
+    e1=$(cpu_ticks "$EDGE_PID"); s1=$(cpu_ticks "$STUNNEL_PID"); p1=$(cpu_ticks "$pbx_pid")
+    m1=$(machine_ticks); t1=$(now_ms)
+    local q1; q1=$(udp_rcvbuf_errors)
+    local ok fail
+    ok=$(screen_count "Successful call" "$sdir/uac-screen.log")
+    fail=$(screen_count "Failed call" "$sdir/uac-screen.log")
+    local n p50 p95 p99 mx lo hi
+    read -r n p50 p95 p99 mx lo hi < <(rtt_stats "$sdir"/*_rtt.csv)
+    # Answered calls per second: 200 OKs over the span between the first and the last.
+    local rate_ok
+    rate_ok=$(awk -v n="$n" -v lo="$lo" -v hi="$hi" 'BEGIN { if (n > 1 && hi > lo) printf "%.1f", (n - 1) * 1000 / (hi - lo); else print "-" }')
+    local wall=$((t1 - t0)) de=$((e1 - e0))
+    local edge_ms_call
+    edge_ms_call=$(awk -v d="$de" -v hz="$HZ" -v n="$ok" 'BEGIN { if (n > 0) printf "%.3f", d * 1000 / hz / n; else print "-" }')
+    local wall_ticks=$((wall * HZ / 1000))
+    local mb mt me
+    read -r mb mt <<<"$m1"; read -r me _ <<<"$m0"
+    local mach
+    mach=$(pct "$((mb - me))" "$((mt - ${m0#* }))")
+    local rss
+    rss=$(awk -v k="$(rss_kb "$EDGE_PID" VmRSS)" 'BEGIN { printf "%.1f", k / 1024 }')
+    row "$i" "$r" "$calls" "$ok" "$fail" "$rate_ok" "$p50" "$p95" "$p99" "$mx" "$edge_ms_call" \
+      "$(pct "$de" "$wall_ticks")" "$(pct "$((s1 - s0))" "$wall_ticks")" "$(pct "$u1" "$wall_ticks")" \
+      "$(pct "$((p1 - p0))" "$wall_ticks")" "$mach" "$rss" "$uac_rc"
+    echo "r$ROUND $phase step $i: load average $(cut -d' ' -f1-3 /proc/loadavg), wall $((wall / 1000)).$((wall % 1000 / 100)) s, UDP receive-buffer drops (whole machine) $((q1 - q0))" >>"$TMP/loadavg.txt"
+    if [ "$fail" -gt 0 ] || [ "$ok" -lt "$calls" ]; then
+      stop_reason="step $i: $fail failed / $ok of $calls successful"
+      echo "-- $phase step $i failures; SIPp (phones) errors, first lines:" | tee -a "$SUMMARY"
+      grep -v '^$' "$sdir/uac-errors.log" 2>/dev/null | head -8 | tee -a "$SUMMARY" || true
+      echo "-- SIPp (PBX) errors so far, first lines:" | tee -a "$SUMMARY"
+      grep -v '^$' "$pdir/pbx-errors.log" 2>/dev/null | head -8 | tee -a "$SUMMARY" || true
+      echo "-- edge WARN/ERROR lines (first 8):" | tee -a "$SUMMARY"
+      grep -E 'WARN|ERROR' "$TMP/edge.log" | head -8 | tee -a "$SUMMARY" || true
+      break
+    fi
+    # SIPp could not start calls at the asked rate: the 2 cores are the limit, not the edge.
+    if [ "$rate_ok" != "-" ] && awk -v a="$rate_ok" -v r="$r" 'BEGIN { exit !(a < 0.85 * r) }'; then
+      stop_reason="step $i: answered $rate_ok calls/s of $r asked (machine saturated)"
+      break
+    fi
+  done
+  echo "-- $phase ramp ended: $stop_reason" | tee -a "$SUMMARY"
+  # The PBX SIPp ends by itself after -m calls; otherwise ask it (USR1), then by PID.
+  if alive "$pbx_pid"; then kill -USR1 "$pbx_pid" 2>/dev/null || true; fi
+  for _ in $(seq 1 30); do
+    if ! alive "$pbx_pid"; then break; fi
+    sleep 0.1
+  done
+  stop_pid "$pbx_pid" sipp-pbx
+  check_clean "$phase"
+}
+
+# After a phase: /api/calls empty and the gauges back to 0. Bounded wait of 100 s: RFC 3261
+# timers keep transactions after their last message (Timer L/M 32 s after an INVITE's 2xx,
+# Timer F 32 s for an unanswered BYE, then Timer H 32 s for the 408 sent back), so after an
+# overloaded step the last ones can take over 64 s to go.
+check_clean() {
+  local phase=$1 m=$TMP/metrics-r$ROUND-$1.txt calls gauges i t0
+  local names="pbx_edge_calls_active pbx_edge_sip_transactions_active pbx_edge_media_active_streams pbx_edge_media_ports_in_use pbx_edge_tls_connections_active pbx_edge_registrations_active"
+  t0=$(now_ms)
+  for i in $(seq 1 200); do
+    curl -fsS --max-time 2 "$ADMIN/metrics" >"$m" 2>/dev/null || true
+    calls=$(curl -fsS --max-time 2 "$ADMIN/api/calls" 2>/dev/null || echo '?')
+    gauges=""
+    local n
+    for n in $names; do gauges+="${n#pbx_edge_}=$(metric "$n" "$m") "; done
+    if [ "$calls" = '{"calls":[]}' ] && ! grep -Eq '=[1-9]' <<<"$gauges"; then break; fi
+    if [ "$i" = 1 ]; then echo "-- $phase right after the ramp: /api/calls=$(head -c 100 <<<"$calls") $gauges" | tee -a "$SUMMARY"; fi
+    sleep 0.5
+  done
+  local verdict="CLEAN after $(( ($(now_ms) - t0) / 1000 )) s"
+  { [ "$calls" = '{"calls":[]}' ] && ! grep -Eq '=[1-9]' <<<"$gauges"; } || verdict="NOT CLEAN after 100 s"
+  {
+    echo "-- $phase after the ramp: $verdict: /api/calls=$(head -c 200 <<<"$calls") $gauges"
+    echo "-- edge RSS now $(rss_kb "$EDGE_PID" VmRSS) kB, peak (VmHWM) $(rss_kb "$EDGE_PID" VmHWM) kB"
+    echo "-- edge counters so far: handshakes=$(metric_sum pbx_edge_tls_handshakes_total "$m") handshake_failures=$(metric_sum pbx_edge_tls_handshake_failures_total "$m") txn_timeouts: $(grep '^pbx_edge_sip_transaction_timeouts_total{' "$m" | sed 's/pbx_edge_sip_transaction_timeouts_total//' | tr '\n' ' ')"
+    echo "   calls_total: $(grep '^pbx_edge_calls_total{' "$m" | sed 's/pbx_edge_calls_total//' | tr '\n' ' ')"
+    echo "   responses:   $(grep '^pbx_edge_sip_responses_total{' "$m" | sed 's/pbx_edge_sip_responses_total//' | tr '\n' ' ')"
+  } | tee -a "$SUMMARY"
+}
+
+log "edge RSS at start: $(rss_kb "$EDGE_PID" VmRSS) kB"
+IFS=, read -r -a WANT <<<"$PHASES"
+for round in $(seq 1 "$ROUNDS"); do
+ROUND=$round
+if [ "$ROUNDS" -gt 1 ]; then printf '\n#### round %s of %s (same edge process)\n' "$round" "$ROUNDS" | tee -a "$SUMMARY"; fi
+for ph in "${WANT[@]}"; do
+  case $ph in
+    register) run_phase register "$SCEN/phone-register.xml" "$SCEN/pbx-registrar.xml" "$REG_RATES" tn ;;
+    reregister) run_phase reregister "$SCEN/phone-register.xml" "$SCEN/pbx-registrar.xml" "$REREG_RATES" t1 ;;
+    call) run_phase call "$SCEN/phone-call.xml" "$SCEN/pbx-call.xml" "$CALL_RATES" tn ;;
+    *) die "unknown phase $ph (register, reregister, call)" ;;
+  esac
+done
+done
+
+{
+  echo
+  echo "Columns: asked = SIPp -r; calls = -m for the step; ok/fail = SIPp's successful/failed calls;"
+  echo "ok/s = answered calls per second (200 OKs over the span from the first to the last);"
+  echo "pNNms = SIPp response time, request sent -> 200 received, new TLS connection included;"
+  echo "edgeCPU = edge utime+stime per successful call; edge%/stun%/uac%/pbx% = CPU of the edge,"
+  echo "stunnel, SIPp phones and SIPp PBX over the step's wall time (100 = one core); mach% = all"
+  echo "CPUs busy (whole machine, shared); RSSMB = edge VmRSS at the end of the step; rc = SIPp"
+  echo "(phones) exit status: 0 every call succeeded, 1 some failed, other: stopped early (its"
+  echo "-timeout: then ok/fail are not final and ok/s counts the 200 OKs it did receive)."
+  echo "stunnel: sessionResume = $STUNNEL_RESUME$( [ "$STUNNEL_DEBUG" = info ] && printf '; TLS sessions: %s new, %s resumed' "$(grep -c 'new session negotiated' "$TMP/stunnel.log")" "$(grep -c 'previous session reused' "$TMP/stunnel.log")")"
+  echo "Load average at the end of each step, and UDP datagrams the kernel dropped for a full"
+  echo "receive buffer during it (/proc/net/snmp RcvbufErrors: any process on the machine):"
+  cat "$TMP/loadavg.txt"
+  echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+} | tee -a "$SUMMARY"
+grep -q 'NOT CLEAN' "$SUMMARY" && exit 3
+exit 0
