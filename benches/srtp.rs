@@ -199,17 +199,12 @@ mod openssl_baseline {
                 .unwrap();
             Gcm { enc, dec, salt }
         }
-
-        #[inline]
-        fn iv(&self, buf: &[u8]) -> [u8; 12] {
-            super::gcm_iv(&self.salt, buf)
-        }
     }
 
     impl Srtp for Gcm {
         #[inline]
         fn protect(&mut self, buf: &mut [u8], len: usize) -> usize {
-            let iv = self.iv(buf);
+            let iv = gcm_iv(&self.salt, buf);
             self.enc.encrypt_init(None, None, Some(&iv)).unwrap();
             self.enc.cipher_update(&buf[..12], None).unwrap();
             self.enc
@@ -222,7 +217,7 @@ mod openssl_baseline {
         #[inline]
         fn unprotect(&mut self, buf: &mut [u8]) -> bool {
             let len = buf.len() - 16;
-            let iv = self.iv(buf);
+            let iv = gcm_iv(&self.salt, buf);
             self.dec.decrypt_init(None, None, Some(&iv)).unwrap();
             self.dec.set_tag(&buf[len..]).unwrap();
             self.dec.cipher_update(&buf[..12], None).unwrap();
@@ -254,17 +249,12 @@ mod rustcrypto_baseline {
                 salt,
             }
         }
-
-        #[inline]
-        fn iv(&self, buf: &[u8]) -> [u8; 12] {
-            super::gcm_iv(&self.salt, buf)
-        }
     }
 
     impl Srtp for Gcm {
         #[inline]
         fn protect(&mut self, buf: &mut [u8], len: usize) -> usize {
-            let iv = self.iv(buf);
+            let iv = gcm_iv(&self.salt, buf);
             let (header, rest) = buf.split_at_mut(12);
             let (payload, tail) = rest.split_at_mut(len - 12);
             let tag = self
@@ -277,7 +267,7 @@ mod rustcrypto_baseline {
         #[inline]
         fn unprotect(&mut self, buf: &mut [u8]) -> bool {
             let len = buf.len() - 16;
-            let iv = self.iv(buf);
+            let iv = gcm_iv(&self.salt, buf);
             let (header, rest) = buf.split_at_mut(12);
             let (payload, tag) = rest.split_at_mut(len - 12);
             let tag: &[u8; 16] = (&*tag).try_into().unwrap();
