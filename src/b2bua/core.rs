@@ -395,6 +395,12 @@ impl SipCore {
         self.metrics
             .registrations
             .set(self.registrar.registered_count() as i64);
+        self.publish_calls();
+    }
+
+    /// [`Self::publish`] for call events, which leave registrations as they are (counting
+    /// them walks every binding).
+    fn publish_calls(&self) {
         self.metrics.calls_active.set(self.dialogs.len() as i64);
     }
 
@@ -1011,6 +1017,7 @@ impl SipCore {
                 oa: OfferAnswer::default(),
             };
             self.dialogs.insert(call_id.clone(), d);
+            self.publish_calls();
             self.metrics
                 .calls_started
                 .with_label_values(&["phone"])
@@ -1324,6 +1331,7 @@ impl SipCore {
                 oa: OfferAnswer::default(),
             };
             self.dialogs.insert(call_id.clone(), d);
+            self.publish_calls();
             self.metrics.calls_started.with_label_values(&["pbx"]).inc();
         } else if let (Some(d), Some(c)) = (self.dialogs.get_mut(&call_id), pbx_contact) {
             d.pbx_contact = Some(c);
@@ -1479,6 +1487,7 @@ impl SipCore {
         let Some(mut d) = self.dialogs.remove(call_id) else {
             return;
         };
+        self.publish_calls();
         d.media.stop().await;
         tracing::info!(
             call_id,
@@ -1533,7 +1542,6 @@ impl SipCore {
                 }
             }
         }
-        self.publish();
     }
 
     /// ACKs a 2xx to INVITE received on `leg` and sends BYE right after, for a dialog the
@@ -2056,7 +2064,6 @@ impl SipCore {
             if leg == Leg::Pbx {
                 d.last_2xx_to_phone = Some((cseq, resp.clone()));
             }
-            self.publish();
         }
         Ok(())
     }
