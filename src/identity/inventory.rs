@@ -575,10 +575,7 @@ impl Inventory {
                 .then_some(ProvisioningGrant::Device),
             None => {
                 let file_name = path.rsplit('/').next().unwrap_or(path);
-                file_name
-                    .to_ascii_lowercase()
-                    .contains(&mac.to_ascii_lowercase())
-                    .then_some(ProvisioningGrant::OwnMacFile)
+                names_mac(file_name, &mac).then_some(ProvisioningGrant::OwnMacFile)
             }
         }
     }
@@ -710,6 +707,23 @@ impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text())
     }
+}
+
+/// Whether `file_name` names the device `mac` (12 hex digits): the MAC appears, in any case,
+/// with no hex digit right before or after it — except Cisco SPA's literal `spa` prefix
+/// (`spa{mac}.cfg`). Without that boundary a device whose MAC is a shift of another's would
+/// match the other's file (`spa` + `0004f2a1b2c3` contains `a0004f2a1b2c`).
+fn names_mac(file_name: &str, mac: &str) -> bool {
+    let name = file_name.to_ascii_lowercase();
+    let mac = mac.to_ascii_lowercase();
+    let bytes = name.as_bytes();
+    name.match_indices(&mac).any(|(at, found)| {
+        let before = at.checked_sub(1).and_then(|i| bytes.get(i));
+        let after = bytes.get(at + found.len());
+        let cisco_spa = at == 3 && name.starts_with("spa");
+        (cisco_spa || !before.is_some_and(u8::is_ascii_hexdigit))
+            && !after.is_some_and(u8::is_ascii_hexdigit)
+    })
 }
 
 #[cfg(test)]
@@ -952,6 +966,21 @@ users = ["*"]
                 Some(OwnMacFile),
             ),
             (&yealink("805ec0d4e5f6"), "/dir/805ec0d4e5f6/x.cfg", None),
+            // The MAC must stand alone: not glued to other hex digits (another device's
+            // name), except Cisco SPA's `spa` prefix.
+            (&yealink("805ec0d4e5f6"), "/a805ec0d4e5f6.cfg", None),
+            (&yealink("805ec0d4e5f6"), "/805ec0d4e5f60.cfg", None),
+            (&yealink("805ec0d4e5f6"), "/sp805ec0d4e5f6b.cfg", None),
+            (
+                &yealink("805ec0d4e5f6"),
+                "/spa805ec0d4e5f6.cfg",
+                Some(OwnMacFile),
+            ),
+            (
+                &yealink("805ec0d4e5f6"),
+                "/SEP805EC0D4E5F6.cnf.xml",
+                Some(OwnMacFile),
+            ),
             (&yealink("805ec0d4e5f6"), "/000413a1b2c3.cfg", None),
             (&yealink("805ec0d4e5f6"), "/y000000000044.cfg", Some(Common)),
             (&yealink("805ec0d4e5f6"), "/phonebook/all.xml", None),
