@@ -287,6 +287,10 @@ pub struct SipCore {
     media: MediaControl,
     registrar: Registrar,
     rate_limiter: RequestRateLimiter,
+    /// Dialogs the edge hung up after refusing their 2xx, by (Call-ID, To): their 2xx
+    /// retransmissions are ACKed again but not BYEd again. Kept for the 2xx retransmission
+    /// window (64·T1).
+    hung_up: HashMap<(String, String), Instant>,
     txns: HashMap<TxnId, Txn>,
     index: HashMap<(Leg, TransactionKey), TxnId>,
     dialogs: HashMap<String, Dialog>,
@@ -313,6 +317,7 @@ impl SipCore {
         rng.fill(&mut key)?;
         Ok(Self {
             rate_limiter: RequestRateLimiter::new(settings.phone_request_budget),
+            hung_up: HashMap::new(),
             settings,
             flows,
             identity,
@@ -471,7 +476,9 @@ impl SipCore {
     }
 
     fn sweep(&mut self) {
-        let now = Instant::now().into_std();
+        let tokio_now = Instant::now();
+        self.hung_up.retain(|_, until| *until > tokio_now);
+        let now = tokio_now.into_std();
         self.registrar.sweep(now);
         self.rate_limiter.sweep(now);
         self.publish();
@@ -1544,9 +1551,10 @@ impl SipCore {
         }
     }
 
-    /// ACKs a 2xx to INVITE received on `leg` and sends BYE right after, for a dialog the
-    /// edge will not keep (RFC 3261 §13.2.2.4). The ACK is not a transaction (§17.1.1.3):
-    /// sent once; a retransmitted 2xx is absorbed by the finished INVITE transaction.
+    /// ACKs a 2xx to INVITE received on `leg` for a dialog the edge will not keep, and hangs
+    /// that dialog up with BYE the first time (RFC 3261 §13.2.2.4). The ACK is not a
+    /// transaction (§17.1.1.3): every retransmission of the 2xx is ACKed again (RFC 6026
+    /// §8.4) — and never relayed, see `relay_response`.
     async fn ack_and_bye(&mut self, ok: &SipMessage, leg: Leg, flow: FlowId) {
         let (Some(from), Some(to), Ok(call_id), Ok(cseq)) =
             (ok.header("From"), ok.header("To"), ok.call_id(), ok.cseq())
@@ -1579,6 +1587,12 @@ impl SipCore {
                 }
             }
         }
+        let key = (call_id.to_owned(), to.to_owned());
+        if self.hung_up.contains_key(&key) {
+            return;
+        }
+        self.hung_up
+            .insert(key, Instant::now() + self.settings.timers.timeout());
         if let Some(bye) = self.build_bye(&target, from, to, call_id, cseq.seq + 1, leg) {
             self.start_edge_request(leg, bye, flow).await;
         }
@@ -1861,6 +1875,17 @@ impl SipCore {
         let Some(back) = from else { return }; // an edge-originated request: ends here
         if method == Method::Register && leg == Leg::Pbx {
             self.register_response(id, &mut resp, status);
+        }
+        // A 2xx to INVITE for a call the edge no longer has (its 2xx was refused, or it
+        // crossed the call's end): it is never relayed — the other side would get a dialog
+        // the edge cannot serve, with unrewritten SDP and Contact — but ACKed (and hung up).
+        if method == Method::Invite
+            && (200..300).contains(&status)
+            && !self.dialogs.contains_key(&call_id)
+        {
+            tracing::info!(%call_id, leg = leg.label(), "2xx for a call the edge no longer has: ACKed and hung up, not relayed");
+            self.ack_and_bye(&resp, leg, flow).await;
+            return;
         }
         let sdp = match method {
             Method::Invite | Method::Update => {

@@ -1041,6 +1041,20 @@ async fn a_refused_offer_in_the_pbxs_2xx_is_acked_and_hung_up() {
         "to the PBX's Contact"
     );
     pbx.send(from, &pbx::response(&bye, 200, "OK", "")).await;
+    // The PBX repeats its 200 (say the ACK was lost): ACKed again, not hung up again, and
+    // never relayed to the phone, which already has its error.
+    pbx.send(from, &pbx_200_with_sdp(&inv, "this is not SDP\r\n"))
+        .await;
+    let (again, _) = pbx.recv().await.expect("the repeated 2xx is ACKed again");
+    assert_eq!(again.method().map(|m| m.as_str()), Some("ACK"));
+    assert!(
+        pbx.recv_within(Duration::from_millis(500)).await.is_none(),
+        "no second BYE"
+    );
+    assert!(
+        ph.recv_within(Duration::from_millis(500)).await.is_none(),
+        "the phone never sees the PBX's 200"
+    );
     let m = wait_idle(&e).await;
     assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0);
     assert_eq!(http::metric(&m, "pbx_edge_media_active_streams"), 0.0);
