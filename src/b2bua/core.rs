@@ -695,6 +695,24 @@ impl SipCore {
                 return;
             }
         }
+        // A request naming a call of another device (its Call-ID learned somehow) is not
+        // that call's: 481 (RFC 3261 §12.2.2), nothing forwarded, no state touched.
+        if !self.owns_call(&m) {
+            self.metrics
+                .dropped
+                .with_label_values(&["phone", "foreign_dialog"])
+                .inc();
+            tracing::info!(identity = %m.identity, peer = %m.peer, method = method.as_str(), "request for another device's call refused");
+            if method != Method::Ack {
+                self.reply_phone(
+                    m.flow,
+                    &m.message,
+                    481,
+                    Some("no such call on this connection"),
+                );
+            }
+            return;
+        }
         if method == Method::Ack {
             self.forward_2xx_ack(Leg::Phone, m.message).await;
             return;
@@ -714,6 +732,18 @@ impl SipCore {
             return;
         }
         self.forward_from_phone(m, method).await;
+    }
+
+    /// Whether a phone request that names an existing call (by Call-ID) comes from that
+    /// call's phone: its connection, or — after a reconnect — the same device certificate.
+    /// Requests for no known call pass (new calls, out-of-dialog requests).
+    fn owns_call(&self, m: &PhoneMessage) -> bool {
+        let Some(d) = m.message.call_id().ok().and_then(|c| self.dialogs.get(c)) else {
+            return true;
+        };
+        d.flow == m.flow
+            || (matches!(*m.identity, Identity::Device { .. })
+                && d.identity == m.identity.to_string())
     }
 
     /// Charges a new request to its device's budget; over budget it is answered 503 with
@@ -1454,6 +1484,9 @@ impl SipCore {
         let invite = key
             .cancelled_invite()
             .and_then(|k| self.index.get(&(from, k)).copied());
+        // A phone may only cancel its own INVITE (same connection).
+        let invite = invite
+            .filter(|id| from == Leg::Pbx || self.txns.get(id).is_some_and(|t| t.flow == flow));
         let Some(id) = invite else {
             match from {
                 Leg::Phone => self.reply_phone(flow, &cancel, 481, None),

@@ -184,21 +184,9 @@ async fn a_connection_holds_at_most_32_registration_bindings() {
     e.stop().await.expect("clean shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bye_ending_a_call_is_never_refused_for_budget() {
-    let pki = edge::dev_pki();
-    let pbx = Pbx::bind().await;
-    let e = RunningEdge::start_with_pbx(
-        &pki,
-        pbx.addr(),
-        &[
-            ("PBX_EDGE_SIP__PHONE_REQUESTS_PER_SECOND", "1"),
-            ("PBX_EDGE_SIP__PHONE_REQUEST_BURST", "2"),
-        ],
-    )
-    .await;
-    let mut snom = phone::snom(&pki, &e).await;
-
+/// The Snom places call `lim-call` to 200 and the PBX answers it; returns the PBX's To (with
+/// tag) and the edge's Contact, the phone's in-dialog target.
+async fn snom_call_answered(pbx: &Pbx, snom: &mut Phone) -> (String, String) {
     let sdp = "v=0\r\no=snom 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WnD7c1ksDGs+dIefCEbfNCz1XYW8DuX5Pk0dyH2X\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
     snom.send(&format!("INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-limcall\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: <sip:200@sbc.test>\r\nCall-ID: lim-call\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())).await;
     assert_eq!(snom.recv().await.unwrap().status(), Some(100));
@@ -222,6 +210,71 @@ async fn a_bye_ending_a_call_is_never_refused_for_budget() {
     snom.send(&format!("ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-limack\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: {to}\r\nCall-ID: lim-call\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).await;
     let (ack, _) = pbx.recv().await.expect("ACK forwarded");
     assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+    (to, contact)
+}
+
+fn bye(contact: &str, to: &str, branch: &str) -> String {
+    format!("BYE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch={branch}\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: {to}\r\nCall-ID: lim-call\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_device_cannot_touch_a_call_by_its_call_id() {
+    let pki = edge::dev_pki();
+    let pbx = Pbx::bind().await;
+    let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &[]).await;
+    let mut snom = phone::snom(&pki, &e).await;
+    let (to, contact) = snom_call_answered(&pbx, &mut snom).await;
+
+    // The Yealink (another MAC) sends a BYE for the Snom's call: 481, nothing forwarded.
+    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.yealink_device));
+    let mut yealink = Phone::new(
+        tls_client::connect(e.tls_addr, "sbc.test", cfg)
+            .await
+            .unwrap(),
+    );
+    yealink
+        .send(&bye(&contact, &to, "z9hG4bK-foreignbye"))
+        .await;
+    assert_eq!(yealink.recv().await.unwrap().status(), Some(481));
+    assert!(
+        pbx.recv_within(Duration::from_millis(500)).await.is_none(),
+        "the foreign BYE is not forwarded"
+    );
+    let (_, metrics) = http::get(e.admin_addr, "/metrics").await;
+    assert_eq!(http::metric(&metrics, "pbx_edge_calls_active"), 1.0);
+    assert_eq!(
+        http::metric(
+            &metrics,
+            "pbx_edge_sip_dropped_total{reason=\"foreign_dialog\",side=\"phone\"}"
+        ),
+        1.0
+    );
+
+    // The Snom's own BYE ends it.
+    snom.send(&bye(&contact, &to, "z9hG4bK-ownbye")).await;
+    let (got, from) = pbx.recv().await.expect("the owner's BYE is forwarded");
+    assert_eq!(got.method().map(|m| m.as_str()), Some("BYE"));
+    pbx.send(from, &pbx::response(&got, 200, "OK", "")).await;
+    assert_eq!(snom.recv().await.unwrap().status(), Some(200));
+    e.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_ending_a_call_is_never_refused_for_budget() {
+    let pki = edge::dev_pki();
+    let pbx = Pbx::bind().await;
+    let e = RunningEdge::start_with_pbx(
+        &pki,
+        pbx.addr(),
+        &[
+            ("PBX_EDGE_SIP__PHONE_REQUESTS_PER_SECOND", "1"),
+            ("PBX_EDGE_SIP__PHONE_REQUEST_BURST", "2"),
+        ],
+    )
+    .await;
+    let mut snom = phone::snom(&pki, &e).await;
+
+    let (to, contact) = snom_call_answered(&pbx, &mut snom).await;
 
     // Spend the budget until the edge refuses (bounded).
     let mut refused = false;
@@ -248,7 +301,7 @@ async fn a_bye_ending_a_call_is_never_refused_for_budget() {
     assert!(refused, "the budget of 2 runs out");
 
     // The BYE still goes through to the PBX and its 200 back.
-    snom.send(&format!("BYE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-limbye\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: {to}\r\nCall-ID: lim-call\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).await;
+    snom.send(&bye(&contact, &to, "z9hG4bK-limbye")).await;
     let (bye, from) = pbx.recv().await.expect("BYE forwarded despite the budget");
     assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"));
     pbx.send(from, &pbx::response(&bye, 200, "OK", "")).await;
