@@ -10,11 +10,20 @@ use super::Config;
 /// PBX sockets, the admin port, its clients, log and config files, the runtime's own.
 const FIXED_DESCRIPTORS: u64 = 256;
 
-/// Descriptors the configuration can use at full load.
+/// Descriptors the configuration can use at full load: phone connections, media ports, and
+/// with the provisioning gateway its own connection slots plus one file or upstream socket
+/// per request in flight.
 pub fn budget(config: &Config) -> u64 {
     let media_ports =
         u64::from(config.media.port_max.saturating_sub(config.media.port_min)).saturating_add(1);
-    (config.tls.max_connections as u64)
+    let connections = config.tls.max_connections as u64;
+    let provisioning = if config.provisioning.is_some() {
+        connections.saturating_mul(2)
+    } else {
+        0
+    };
+    connections
+        .saturating_add(provisioning)
         .saturating_add(media_ports)
         .saturating_add(FIXED_DESCRIPTORS)
 }
@@ -34,7 +43,8 @@ impl OpenFiles {
         (self.soft < self.needed).then(|| {
             format!(
                 "the open-file limit is {} but this configuration can use {} (tls.max_connections \
-                 + one socket per media port + {FIXED_DESCRIPTORS}); under full load phones \
+                 + one socket per media port + {FIXED_DESCRIPTORS}, and twice \
+                 tls.max_connections more with [provisioning]); under full load phones \
                  would be refused with EMFILE: raise LimitNOFILE / `ulimit -n`, or lower \
                  tls.max_connections or the media port range",
                 self.soft, self.needed
@@ -62,6 +72,15 @@ mod tests {
         c.media.port_min = 30000;
         c.media.port_max = 30999;
         assert_eq!(budget(&c), 1000 + 1000 + FIXED_DESCRIPTORS);
+        // The gateway's own slots, each with a file or an upstream socket.
+        c.provisioning = Some(crate::config::ProvisioningConfig {
+            listen: "127.0.0.1:8443".parse().unwrap(),
+            upstream: None,
+            root: Some("/srv/provisioning".into()),
+            common: Vec::new(),
+            upstream_timeout_secs: 10,
+        });
+        assert_eq!(budget(&c), 1000 + 2000 + 1000 + FIXED_DESCRIPTORS);
     }
 
     #[test]
