@@ -8,7 +8,7 @@
 //! dropped, whichever way the connection ends.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Why a connection was refused (the metric label).
@@ -52,10 +52,10 @@ impl ConnectionLimiter {
         }
     }
 
-    /// A slot for a connection from `ip`, or why there is none. IPv4-mapped IPv6 addresses
-    /// count as their IPv4 address (a dual-stack listener sees both forms).
+    /// A slot for a connection from `ip`, or why there is none. Sources are counted as
+    /// [`source_of`] groups them.
     pub fn try_acquire(&self, ip: IpAddr) -> Result<ConnectionPermit, ConnectionRefusal> {
-        let ip = ip.to_canonical();
+        let ip = source_of(ip);
         // The counts stay consistent even if a holder panicked: every change is one step.
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if c.total >= self.max_total {
@@ -87,9 +87,20 @@ impl ConnectionLimiter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .per_ip
-            .get(&ip.to_canonical())
+            .get(&source_of(ip))
             .copied()
             .unwrap_or(0)
+    }
+}
+
+/// The "source address" a connection counts against: IPv4-mapped IPv6 addresses as their
+/// IPv4 address (a dual-stack listener sees both forms), and IPv6 by its /64 — one host
+/// usually holds a whole /64 (RFC 4291 §2.5.1 interface identifiers, privacy addresses), so
+/// per-/128 counting would be no limit at all.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }
 
@@ -134,6 +145,21 @@ mod tests {
         let _c = l.try_acquire(ip("192.0.2.2")).unwrap();
         drop(a);
         assert!(l.try_acquire(ip("192.0.2.1")).is_ok());
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let l = ConnectionLimiter::new(10, 2);
+        let _a = l.try_acquire(ip("2001:db8:1:2::1")).unwrap();
+        let _b = l.try_acquire(ip("2001:db8:1:2:aaaa::7")).unwrap();
+        assert_eq!(
+            l.try_acquire(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+                .unwrap_err(),
+            ConnectionRefusal::PerAddress
+        );
+        // The next /64 is another source.
+        assert!(l.try_acquire(ip("2001:db8:1:3::1")).is_ok());
+        assert_eq!(l.open_from(ip("2001:db8:1:2::99")), 2);
     }
 
     #[test]
