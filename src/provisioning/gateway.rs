@@ -543,8 +543,11 @@ async fn serve_file(
         .filter(|_| !request_headers.contains_key(header::IF_NONE_MATCH))
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
+    // Exactly the date this edge sent (nginx's `if_modified_since exact`), not "at or
+    // before": an operator who restores an older file (backup, rsync -a keeps its mtime)
+    // must see phones fetch it, not keep answering 304 (RFC 9110 §13.1.3 allows both).
     if let (Some(modified), Some(since)) = (modified, since) {
-        if modified <= since {
+        if modified == since {
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             if let Some(value) = last_modified {
