@@ -161,7 +161,13 @@ impl Edge {
             bind("the admin HTTP port (admin.listen)", config.admin.listen).await?;
         let provisioning = match &config.provisioning {
             Some(p) => {
-                let gateway = Arc::new(Gateway::new(p)?);
+                let gateway = Arc::new(Gateway::new(
+                    p,
+                    RateBudget {
+                        per_second: config.sip.phone_requests_per_second,
+                        burst: config.sip.phone_request_burst,
+                    },
+                )?);
                 let metrics = ProvisioningMetrics::register(&registry)?;
                 let listener = bind(
                     "the HTTPS provisioning listener (provisioning.listen)",

@@ -7,7 +7,8 @@ use std::convert::Infallible;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -27,12 +28,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::ProvisioningMetrics;
 use super::path::{clean_request_path, encode_for_upstream};
+use crate::b2bua::rate::{Admission, BudgetKey, RateBudget, RequestRateLimiter};
 use crate::config::pattern::{PathPattern, PatternError};
 use crate::config::ProvisioningConfig;
 use crate::identity::revocation::recheck;
+use crate::identity::verify::identity_of;
 use crate::identity::{Identity, IdentitySnapshot};
+use crate::transport::flow::FlowId;
 use crate::transport::tls::ConnectionHandler;
 
+/// Budget buckets kept before refilled ones are swept out.
+const BUDGET_SWEEP_ABOVE: usize = 1024;
 /// How long a client may take to send a request's headers (slow-loris bound).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request line + headers buffer (hyper's minimum is 8 KiB; provisioning requests are small).
@@ -116,6 +122,7 @@ enum Outcome {
     MethodNotAllowed,
     UpstreamError,
     UpstreamTimeout,
+    RateLimited,
     Error,
 }
 
@@ -130,6 +137,7 @@ impl Outcome {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UpstreamError => "upstream_error",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::RateLimited => "rate_limited",
             Self::Error => "error",
         }
     }
@@ -141,12 +149,16 @@ pub struct Gateway {
     backend: Backend,
     common: Vec<PathPattern>,
     upstream_timeout: Duration,
+    /// Requests per device (MAC; per connection otherwise), checked before any work:
+    /// a stolen certificate must not make the edge re-verify chains and log without end.
+    budget: Mutex<RequestRateLimiter>,
+    next_connection: AtomicU64,
 }
 
 impl Gateway {
     /// Resolves the root (canonical, so symlinks are judged against the real directory) or
     /// parses the upstream URL, and parses the common patterns.
-    pub fn new(config: &ProvisioningConfig) -> Result<Self, GatewayError> {
+    pub fn new(config: &ProvisioningConfig, budget: RateBudget) -> Result<Self, GatewayError> {
         let backend = match (&config.root, &config.upstream) {
             (Some(root), None) => {
                 let canonical =
@@ -176,6 +188,8 @@ impl Gateway {
             backend,
             common,
             upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
+            budget: Mutex::new(RequestRateLimiter::new(budget)),
+            next_connection: AtomicU64::new(1),
         })
     }
 
@@ -186,17 +200,26 @@ impl Gateway {
         metrics: ProvisioningMetrics,
     ) -> ConnectionHandler {
         Arc::new(move |stream, peer, cancel| {
+            let certificates: Vec<CertificateDer<'static>> = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
+            // Whose budget this connection's requests draw from: the device (all its
+            // connections), else this connection alone.
+            let connection_id = FlowId(self.next_connection.fetch_add(1, Ordering::Relaxed));
+            let budget_key = match identity_of(Some(&certificates), &identity.borrow()) {
+                Ok(who) => BudgetKey::of(&who, connection_id),
+                Err(_) => BudgetKey::Flow(connection_id),
+            };
             let connection = Connection {
                 gateway: self.clone(),
                 identity: identity.clone(),
                 metrics: metrics.clone(),
-                certificates: stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.to_vec())
-                    .unwrap_or_default(),
+                certificates,
                 peer,
+                budget_key,
             };
             Box::pin(serve_connection(Arc::new(connection), stream, cancel))
         })
@@ -226,6 +249,7 @@ struct Connection {
     metrics: ProvisioningMetrics,
     certificates: Vec<CertificateDer<'static>>,
     peer: SocketAddr,
+    budget_key: BudgetKey,
 }
 
 async fn serve_connection(
@@ -286,11 +310,47 @@ impl Connection {
         response
     }
 
+    /// Charges one request to this connection's budget; over it, 429 with Retry-After
+    /// (RFC 6585 §4), logged once per episode.
+    fn over_budget(&self) -> Option<Response<Body>> {
+        let now = std::time::Instant::now();
+        let admission = {
+            let mut budget = self
+                .gateway
+                .budget
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Forget refilled buckets now and then, so the table tracks busy devices only.
+            if budget.len() > BUDGET_SWEEP_ABOVE {
+                budget.sweep(now);
+            }
+            budget.admit(self.budget_key.clone(), now)
+        };
+        let Admission::Refused {
+            retry_after_secs,
+            first,
+        } = admission
+        else {
+            return None;
+        };
+        if first {
+            tracing::warn!(peer = %self.peer, key = ?self.budget_key, "provisioning requests over the device's budget (sip.phone_requests_per_second); answering 429 until it slows down");
+        }
+        let mut response = respond(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
+        if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        Some(response)
+    }
+
     async fn decide(&self, request: Request<Incoming>) -> (Outcome, Response<Body>) {
         let peer = self.peer;
         // GET and HEAD carry no content the gateway would use (RFC 9110 §9.3.1); hyper
         // discards whatever a client sends.
         let (request, _) = request.into_parts();
+        if let Some(response) = self.over_budget() {
+            return (Outcome::RateLimited, response);
+        }
         // The whole handshake verdict again, against the current snapshot: a reload since the
         // handshake (device removed from the inventory, MAC on the deny-list, a new CRL) or
         // an expiry applies to this request, also on a kept-alive connection.

@@ -745,3 +745,55 @@ async fn a_mac_put_on_the_deny_list_is_refused_on_its_open_connection() {
     );
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_over_its_request_budget_gets_429_with_retry_after() {
+    let pki = edge::dev_pki();
+    let tree = tree();
+    let mut config = edge::config_for(&pki);
+    provisioning(&mut config, Some(tree.root.clone()), None);
+    config.sip.phone_requests_per_second = 1;
+    config.sip.phone_request_burst = 2;
+    let e = edge::RunningEdge::start(config).await;
+    let addr = e.provisioning_addr.expect("gateway bound");
+
+    let mut snom = Phone::connect(addr, &pki, Some(&pki.pki.snom_device))
+        .await
+        .expect("handshake");
+    for _ in 0..2 {
+        let a = snom.request("GET", SNOM_FILE, &[]).await.expect("answer");
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    let a = snom.request("GET", SNOM_FILE, &[]).await.expect("answer");
+    assert_eq!(a.status, 429, "{a:?}");
+    let retry: u32 = a.headers["retry-after"].parse().expect("seconds");
+    assert!(retry >= 1);
+    // A new connection from the same device draws from the same, spent budget: a fresh
+    // bucket would serve 2 requests before a 429, the shared one at most what refilled
+    // meanwhile (1/s; this runs in well under 2 s).
+    let mut again = Phone::connect(addr, &pki, Some(&pki.pki.snom_device))
+        .await
+        .expect("handshake");
+    let mut served_first = 0;
+    loop {
+        let a = again.request("GET", SNOM_FILE, &[]).await.expect("answer");
+        if a.status == 429 {
+            break;
+        }
+        assert_eq!(a.status, 200, "{a:?}");
+        served_first += 1;
+        assert!(served_first < 2, "the new connection got a fresh budget");
+    }
+    // Another device is not affected.
+    let a = fetch(addr, &pki, &pki.pki.yealink_device, "GET", YEALINK_FILE).await;
+    assert_eq!(a.status, 200, "{a:?}");
+
+    let body = http::get(e.admin_addr, "/metrics").await.1;
+    assert_eq!(outcome(&body, "rate_limited"), 2.0, "{body}");
+    assert_eq!(
+        outcome(&body, "served"),
+        3.0 + f64::from(served_first),
+        "{body}"
+    );
+    e.stop().await.expect("clean shutdown");
+}
