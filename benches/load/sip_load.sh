@@ -56,7 +56,8 @@
 # live in a mktemp directory that is deleted at exit. Needs: sipp (Debian sip-tester),
 # stunnel (stunnel4), curl; builds the edge with `cargo build --release` unless --edge is
 # given. Exit status: 0 done and clean (a ramp ending in failures is its expected result),
-# 1 set-up failed, 2 usage, 3 a gauge did not return to 0 after a phase.
+# 1 set-up failed, 2 usage, 3 a gauge did not return to 0 after a phase, 4 the PBX counted
+# failed calls (e.g. its SDP check: the offer must be RTP/AVP without a=crypto).
 # Results and how to read them: BENCHMARKS.md, "End-to-end SIP signalling load".
 set -euo pipefail
 
@@ -710,6 +711,16 @@ run_phase() {
     sleep 0.1
   done
   stop_pid "$pbx_pid" sipp-pbx
+  # The PBX's own checks (the offer it receives is RTP/AVP without a=crypto): SIPp marks such a
+  # call failed on its side and records "Failed regexp match", while the phone side may still
+  # see the call succeed. So they are counted here, from the PBX's final statistics screen.
+  local pbx_ok pbx_fail pbx_re
+  pbx_ok=$(screen_count "Successful call" "$pdir/sipp-pbx.log")
+  pbx_fail=$(screen_count "Failed call" "$pdir/sipp-pbx.log")
+  pbx_re=$(grep -c 'Failed regexp match' "$pdir/pbx-errors.log" 2>/dev/null) || true
+  local pbx_verdict="PBX CHECKS OK"
+  if [ "$pbx_fail" -gt 0 ] || [ "${pbx_re:-0}" -gt 0 ]; then pbx_verdict="PBX CHECKS FAILED"; fi
+  echo "-- $phase: $pbx_verdict: SIPp (PBX) $pbx_ok successful, $pbx_fail failed calls, ${pbx_re:-0} failed regexp checks" | tee -a "$SUMMARY"
   if [ "$TARGET" = edge ]; then check_clean "$phase"; else check_clean_kamailio "$phase"; fi
 }
 
@@ -816,4 +827,5 @@ done
   echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 } | tee -a "$SUMMARY"
 grep -q 'NOT CLEAN' "$SUMMARY" && exit 3
+grep -q 'PBX CHECKS FAILED' "$SUMMARY" && exit 4
 exit 0
