@@ -24,6 +24,27 @@
 #          [--reg-rates 20,50,100] [--rereg-rates 100,200] [--step-secs 10] [--hold-ms 1000]
 #          [--quick] [--full-handshakes] [--stunnel-debug info] [--rounds N]
 #          [--keep-logs DIR] [--edge target/release/pbx-edge]
+#          [--target edge|kamailio] [--kam-children N] [--kam-udp-children N]
+#          [--tolerate-failures N]
+# --tolerate-failures N: a step with at most N failed calls (and every call ended) does not
+# end the ramp (default 0: the first failed call ends it); its failures are still printed.
+# --target kamailio replaces the edge by the classic alternative, with the same phones, PBX,
+# stunnel and scenarios: Kamailio (TLS on the port stunnel connects to, client certificate
+# required and verified against the dev PKI's Snom-style CA, the certificate's CN (the MAC)
+# allowed only From/To user 101, record-route, stateful forwarding to the PBX over UDP) and
+# rtpengine (userspace, ng protocol over UDP; offer rewritten RTP/SAVP+SDES -> RTP/AVP towards
+# the PBX, answer back to RTP/SAVP + a=crypto towards the phone). Its CPU per call is the sum
+# over every Kamailio process (the main process and all its children) and rtpengine; RSS is
+# their VmRSS sum (shared memory counted once per process) and PSS sum.
+# --kam-children sets Kamailio's tcp_children, its TLS workers (default 1: with 4, Debian 12's
+# Kamailio 5.6.3 with OpenSSL 3 corrupted its shared memory under this load, "qm_free(): BUG:
+# freeing already freed pointer ... tls_init.c", dropped TLS connections and lost a worker to
+# SIGSEGV/SIGABRT at 150-200 calls/s; kamailio/kamailio issue 3791, tls_threads_mode in later
+# releases). --kam-udp-children sets its UDP workers on the PBX side (default 1: with several,
+# the PBX's 180 and 200, sent back to back, are handled by different processes and the 200 can
+# overtake the 180 towards the phone, which the phone scenario rejects; the edge's SIP core is
+# one task too). The edge binary is still used for
+# `dev-pki`. Needs kamailio, kamailio-tls-modules, rtpengine (kamcmd, rtpengine-ctl).
 # --rounds N (1..5) runs the phases N times against the same edge process: its RSS after each
 # round shows whether memory keeps growing (a leak) or plateaus (allocator high-water mark).
 # --keep-logs DIR copies the temporary directory (edge, stunnel and SIPp logs, the generated
@@ -35,7 +56,8 @@
 # live in a mktemp directory that is deleted at exit. Needs: sipp (Debian sip-tester),
 # stunnel (stunnel4), curl; builds the edge with `cargo build --release` unless --edge is
 # given. Exit status: 0 done and clean (a ramp ending in failures is its expected result),
-# 1 set-up failed, 2 usage, 3 a gauge did not return to 0 after a phase.
+# 1 set-up failed, 2 usage, 3 a gauge did not return to 0 after a phase, 4 the PBX counted
+# failed calls (e.g. its SDP check: the offer must be RTP/AVP without a=crypto).
 # Results and how to read them: BENCHMARKS.md, "End-to-end SIP signalling load".
 set -euo pipefail
 
@@ -55,6 +77,10 @@ STUNNEL_DEBUG=warning
 ROUNDS=1
 KEEP_LOGS=
 MAX_STEP_SECS=60
+TARGET=edge
+KAM_CHILDREN=1
+KAM_UDP_CHILDREN=1
+TOLERATE=0
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -70,6 +96,10 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --keep-logs) KEEP_LOGS=$2; shift 2 ;;
     --stunnel-debug) STUNNEL_DEBUG=$2; shift 2 ;;
+    --target) TARGET=$2; shift 2 ;;
+    --kam-children) KAM_CHILDREN=$2; shift 2 ;;
+    --kam-udp-children) KAM_UDP_CHILDREN=$2; shift 2 ;;
+    --tolerate-failures) TOLERATE=$2; shift 2 ;;
     --quick) CALL_RATES=5,10; REG_RATES=10,20; REREG_RATES=20,50; STEP_SECS=3; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -82,6 +112,10 @@ if [ "$STEP_SECS" -lt 1 ] || [ "$STEP_SECS" -gt "$MAX_STEP_SECS" ]; then
   echo "--step-secs must be 1..$MAX_STEP_SECS" >&2; exit 2
 fi
 [ "$HOLD_MS" -le 30000 ] || { echo "--hold-ms must be <= 30000" >&2; exit 2; }
+case $TARGET in edge|kamailio) ;; *) echo "--target must be edge or kamailio" >&2; exit 2 ;; esac
+case $KAM_CHILDREN in [1-9]|[1-3][0-9]) ;; *) echo "--kam-children must be 1..39" >&2; exit 2 ;; esac
+case $TOLERATE in ''|*[!0-9]*) echo "--tolerate-failures needs a whole number" >&2; exit 2 ;; esac
+case $KAM_UDP_CHILDREN in [1-9]|[1-3][0-9]) ;; *) echo "--kam-udp-children must be 1..39" >&2; exit 2 ;; esac
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
@@ -89,6 +123,14 @@ die() { log "FATAL: $*"; exit 1; }
 for tool in sipp stunnel curl ss; do
   command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install sip-tester stunnel4 curl iproute2)"
 done
+if [ "$TARGET" = kamailio ]; then
+  for tool in kamailio kamcmd rtpengine rtpengine-ctl openssl; do
+    command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install kamailio kamailio-tls-modules rtpengine)"
+  done
+  KAM_MODULES=$(find /usr/lib /usr/local/lib -path '*/kamailio/modules/tls.so' -print -quit 2>/dev/null)
+  [ -n "$KAM_MODULES" ] || die "no Kamailio tls.so module (apt-get install kamailio-tls-modules)"
+  KAM_MODULES=$(dirname "$KAM_MODULES")
+fi
 
 if [ -z "$EDGE_BIN" ]; then
   log "building the edge: cargo build --release --bin pbx-edge"
@@ -130,10 +172,18 @@ stop_pid() { # PID NAME: TERM, up to 5 s, then KILL, then reap. Only PIDs this s
 }
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
-  local rc=$? i
+  local rc=$? i kids=""
   trap - EXIT INT TERM
+  if [ -n "${KAM_PID:-}" ]; then kids=$(kam_pids); fi
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     stop_pid "${PIDS[i]%%:*}" "${PIDS[i]#*:}"
+  done
+  # Kamailio's main process stops its workers; any it left behind (listed while it ran, still
+  # named kamailio) are stopped here by their PIDs.
+  for i in $kids; do
+    if alive "$i" && [ "$(cat "/proc/$i/comm" 2>/dev/null)" = kamailio ]; then
+      kill -KILL "$i" 2>/dev/null || true
+    fi
   done
   if [ -n "$KEEP_LOGS" ]; then
     mkdir -p "$KEEP_LOGS" && cp -r "$TMP"/. "$KEEP_LOGS"/ && log "logs copied to $KEEP_LOGS"
@@ -184,6 +234,203 @@ PHONE_MEDIA_PORT=$(free_port)
 # below the kernel's ephemeral range, so nobody else's sockets land there by chance; a port
 # the edge cannot bind is skipped by its allocator.
 MEDIA_MIN=20000; MEDIA_MAX=29999
+
+# ---------------------------------------------------------------- --target kamailio
+# The classic alternative, configured as the edge's equivalent: Kamailio terminates TLS with
+# the same server certificate and the same client-certificate rule (required, verified against
+# the Snom-style device CA), maps the certificate's CN (the device MAC) to the one SIP user the
+# dev inventory gives it, record-routes and forwards statefully to the PBX over UDP; rtpengine
+# (userspace only, no kernel module) rewrites RTP/SAVP + SDES on the phone side to RTP/AVP on
+# the PBX side and back, and would relay SRTP <-> RTP.
+KAM_PID=; RTPE_PID=
+kam_pids() { # the Kamailio main process and all its descendants (it forks its workers)
+  local todo=("$KAM_PID") out=() p c kids
+  while [ ${#todo[@]} -gt 0 ]; do
+    p=${todo[0]}; todo=("${todo[@]:1}")
+    alive "$p" || continue
+    out+=("$p")
+    read -r -a kids <<<"$(cat "/proc/$p/task/"*/children 2>/dev/null)" || true
+    for c in "${kids[@]}"; do todo+=("$c"); done
+  done
+  echo "${out[@]}"
+}
+start_kamailio() {
+  local kdir=$TMP/kamailio
+  mkdir -p "$kdir/run"
+  NG_PORT=$(free_port); CLI_PORT=$(free_port)
+  # The same device rule as the edge's inventory (dev-pki: MAC 000413A1B2C3 may use user 101),
+  # written into the routing script: Kamailio has no MAC inventory.
+  local mac user
+  mac=$(awk -F'"' '$1 ~ /^mac = / {print $2; exit}' "$PKI/inventory.toml")
+  user=$(awk -F'"' '$1 ~ /^users = / {print $2; exit}' "$PKI/inventory.toml")
+  if [ "$mac" != 000413A1B2C3 ] || [ -z "$user" ]; then die "unexpected dev-pki inventory ($mac, $user)"; fi
+  cat >"$kdir/tls.cfg" <<EOF
+# Written by benches/load/sip_load.sh: the edge's [tls] section, for Kamailio's tls module.
+[server:default]
+method = TLSv1.2+
+certificate = $PKI/sbc.test-chain.crt
+private_key = $PKI/sbc.test.key
+ca_list = $PKI/snom-ca.crt
+require_certificate = yes
+verify_certificate = yes
+verify_depth = 3
+EOF
+  cat >"$kdir/kamailio.cfg" <<EOF
+#!KAMAILIO
+# Written by benches/load/sip_load.sh --target kamailio: the equivalent of the edge's config.
+debug=1
+log_stderror=yes
+memdbg=5
+memlog=5
+children=$KAM_UDP_CHILDREN
+tcp_children=$KAM_CHILDREN
+enable_tls=yes
+listen=tls:127.0.0.1:$TLS_PORT
+listen=udp:127.0.0.1:$PBX_LISTEN_PORT
+alias="sbc.test"
+auto_aliases=no
+dns=no
+rev_dns=no
+use_dns_cache=off
+# SIPp opens one TCP (so TLS) connection per call, up to ~2 000 at once in the 20 s hold run.
+tcp_max_connections=16384
+tls_max_connections=16384
+open_files_limit=20000
+tcp_connection_lifetime=3605
+mpath="$KAM_MODULES/"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "tmx.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "ctl.so"
+loadmodule "tls.so"
+loadmodule "rtpengine.so"
+modparam("tls", "config", "$kdir/tls.cfg")
+modparam("tls", "session_cache", 1)
+modparam("ctl", "binrpc", "unix:$kdir/run/kamailio_ctl")
+modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:$NG_PORT")
+
+request_route {
+	if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+	if (has_totag()) {
+		# In-dialog (ACK, BYE) from either side, along the recorded route.
+		if (loose_route()) {
+			if (is_method("BYE")) { rtpengine_delete(); }
+			if (is_method("ACK")) { t_relay(); exit; }
+			if (!t_relay()) { sl_reply_error(); }
+			exit;
+		}
+		if (is_method("ACK")) { if (t_check_trans()) { t_relay(); } exit; }
+		sl_send_reply("404", "Not here");
+		exit;
+	}
+	if (is_method("CANCEL")) {
+		if (t_check_trans()) { rtpengine_delete(); t_relay(); }
+		exit;
+	}
+	# Absorb retransmissions of requests already in a transaction.
+	if (!t_newtran()) { sl_reply_error(); exit; }
+	# Phones: TLS with a certificate the tls module verified against the device CA; the
+	# certificate's CN is the MAC, and that MAC may use one SIP user (the edge's inventory).
+	if (\$pr != "tls" || !\$tls_peer_verified) { t_reply("403", "Device certificate required"); exit; }
+	if (\$tls_peer_subject_cn != "$mac" || \$fU != "$user") {
+		t_reply("403", "User not allowed for this device");
+		exit;
+	}
+	if (is_method("REGISTER") && \$tU != "$user") { t_reply("403", "User not allowed for this device"); exit; }
+	if (is_method("INVITE")) {
+		record_route();
+		if (has_body("application/sdp")) {
+			if (!rtpengine_offer("RTP/AVP replace-origin replace-session-connection")) {
+				t_reply("503", "Media relay unavailable");
+				exit;
+			}
+		}
+		t_on_reply("PBX_REPLY");
+		t_on_failure("PBX_FAILURE");
+	}
+	\$du = "sip:127.0.0.1:$PBX_PORT;transport=udp";
+	if (!t_relay()) { sl_reply_error(); }
+	exit;
+}
+
+onreply_route[PBX_REPLY] {
+	if (status =~ "^(18[03]|2[0-9][0-9])" && has_body("application/sdp")) {
+		rtpengine_answer("RTP/SAVP replace-origin replace-session-connection");
+	}
+}
+
+failure_route[PBX_FAILURE] {
+	rtpengine_delete();
+}
+EOF
+  kamailio -c -f "$kdir/kamailio.cfg" -Y "$kdir/run" >"$kdir/check.log" 2>&1 \
+    || { tail -20 "$kdir/check.log" >&2; die "kamailio -c refused the generated config"; }
+  # rtpengine: userspace only (--table=-1), no config file, ports in the edge's media range.
+  # No delete delay: a call's ports go back when Kamailio deletes it (BYE), as the edge's do.
+  start rtpengine "$TMP" rtpengine --config-file=none --foreground --log-stderr --log-level=4 \
+    --table=-1 --interface=127.0.0.1 --listen-ng="127.0.0.1:$NG_PORT" \
+    --listen-cli="127.0.0.1:$CLI_PORT" --port-min="$MEDIA_MIN" --port-max="$MEDIA_MAX" \
+    --delete-delay=0 --timeout=60 --pidfile="$kdir/run/rtpengine.pid"
+  RTPE_PID=$LAST_PID
+  wait_port udp "$NG_PORT" 10 || { tail -20 "$TMP/rtpengine.log" >&2; die "rtpengine did not listen"; }
+  # -DD: the main process stays in the foreground (our PID) and forks the workers; -E logs to
+  # stderr. 256 MB shared memory (transactions of ~2 000 concurrent calls), 16 MB per process.
+  start kamailio "$TMP" kamailio -DD -E -f "$kdir/kamailio.cfg" -Y "$kdir/run" -m 256 -M 16
+  KAM_PID=$LAST_PID
+  wait_port tcp "$TLS_PORT" 10 || { tail -20 "$TMP/kamailio.log" >&2; die "kamailio did not listen"; }
+  local i
+  for i in $(seq 1 50); do
+    kamcmd -s "unix:$kdir/run/kamailio_ctl" core.uptime >/dev/null 2>&1 && break
+    alive "$KAM_PID" || { tail -20 "$TMP/kamailio.log" >&2; die "kamailio exited"; }
+    sleep 0.1
+  done
+  # The client-certificate rule, checked before the load: an OPTIONS from user 102 with the
+  # Snom-style certificate (MAC of user 101) gets 403; without a certificate, or with the
+  # Yealink-style one (another CA), nothing answers (the TLS handshake is refused).
+  # Checked against a first Kamailio with the same config, then stopped: Debian 12's Kamailio
+  # 5.6.3 with OpenSSL 3 was seen to double-free in its tls module after a refused handshake
+  # ("qm_free(): BUG: freeing already freed pointer ... tls_init.c: ser_free"), then to drop
+  # TLS connections and lose a worker to SIGSEGV under load. The load runs on a fresh one.
+  local a b c
+  a=$(tls_probe "$PKI/snom-000413A1B2C3.pem" 102); b=$(tls_probe "" 102)
+  c=$(tls_probe "$PKI/yealink-805EC0D4E5F6.pem" 102)
+  case "$a|$b|$c" in
+    "SIP/2.0 403 "*"|-|-") log "kamailio client-certificate check: wrong user -> ${a%$'\r'}; no certificate -> no answer; other vendor's CA -> no answer" ;;
+    *) die "kamailio client-certificate check failed: [$a] [$b] [$c]" ;;
+  esac
+  stop_pid "$KAM_PID" kamailio
+  mv "$TMP/kamailio.log" "$TMP/kamailio-certcheck.log"
+  for i in $(seq 1 50); do port_used "$TLS_PORT" || break; sleep 0.1; done
+  start kamailio "$TMP" kamailio -DD -E -f "$kdir/kamailio.cfg" -Y "$kdir/run" -m 256 -M 16
+  KAM_PID=$LAST_PID
+  wait_port tcp "$TLS_PORT" 10 || { tail -20 "$TMP/kamailio.log" >&2; die "kamailio did not listen"; }
+  for i in $(seq 1 50); do
+    kamcmd -s "unix:$kdir/run/kamailio_ctl" core.uptime >/dev/null 2>&1 && break
+    alive "$KAM_PID" || { tail -20 "$TMP/kamailio.log" >&2; die "kamailio exited"; }
+    sleep 0.1
+  done
+  log "kamailio pid $KAM_PID ($(kam_pids | wc -w) processes) ready: tls 127.0.0.1:$TLS_PORT, pbx side udp 127.0.0.1:$PBX_LISTEN_PORT; rtpengine pid $RTPE_PID, ng 127.0.0.1:$NG_PORT"
+}
+tls_probe() { # CERT|"" USER: the status line Kamailio answers to an OPTIONS over TLS, or "-"
+  local args=(-connect "127.0.0.1:$TLS_PORT" -servername sbc.test -CAfile "$PKI/server-ca.crt" -quiet) line
+  if [ -n "$1" ]; then args+=(-cert "$1"); fi
+  line=$({ printf 'OPTIONS sip:sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKprobe%s\r\nFrom: <sip:%s@sbc.test>;tag=probe\r\nTo: <sip:sbc.test>\r\nCall-ID: probe-%s@sbc.test\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n' "$RANDOM" "$2" "$RANDOM"; sleep 1; } \
+    | timeout 5 openssl s_client "${args[@]}" 2>/dev/null | head -1) || true
+  echo "${line:--}"
+}
+kam_ctl() { kamcmd -s "unix:$TMP/kamailio/run/kamailio_ctl" "$@" 2>/dev/null || true; }
+rtpe_sessions() { # rtpengine's "Current sessions own: N" (0 if it does not answer)
+  { rtpengine-ctl -ip 127.0.0.1 -port "$CLI_PORT" list numsessions 2>/dev/null || true; } \
+    | awk '/[Cc]urrent sessions own/ {print $NF; f = 1} END {if (!f) print "?"}'
+}
 
 # ---------------------------------------------------------------- PKI, config, peers
 log "temporary directory $TMP"
@@ -246,16 +493,20 @@ sni = sbc.test
 sessionResume = $STUNNEL_RESUME
 EOF
 
-start edge "$TMP" "$EDGE_BIN" run --config "$CONFIG"
-EDGE_PID=$LAST_PID
-ADMIN=http://127.0.0.1:$ADMIN_PORT
-for i in $(seq 1 100); do
-  curl -fsS --max-time 1 "$ADMIN/readyz" >/dev/null 2>&1 && break
-  alive "$EDGE_PID" || { tail -20 "$TMP/edge.log" >&2; die "the edge exited"; }
-  [ "$i" = 100 ] && { tail -20 "$TMP/edge.log" >&2; die "the edge was not ready within 10 s"; }
-  sleep 0.1
-done
-log "edge pid $EDGE_PID ready: tls 127.0.0.1:$TLS_PORT, pbx side 127.0.0.1:$PBX_LISTEN_PORT, admin $ADMIN"
+if [ "$TARGET" = edge ]; then
+  start edge "$TMP" "$EDGE_BIN" run --config "$CONFIG"
+  EDGE_PID=$LAST_PID
+  ADMIN=http://127.0.0.1:$ADMIN_PORT
+  for i in $(seq 1 100); do
+    curl -fsS --max-time 1 "$ADMIN/readyz" >/dev/null 2>&1 && break
+    alive "$EDGE_PID" || { tail -20 "$TMP/edge.log" >&2; die "the edge exited"; }
+    [ "$i" = 100 ] && { tail -20 "$TMP/edge.log" >&2; die "the edge was not ready within 10 s"; }
+    sleep 0.1
+  done
+  log "edge pid $EDGE_PID ready: tls 127.0.0.1:$TLS_PORT, pbx side 127.0.0.1:$PBX_LISTEN_PORT, admin $ADMIN"
+else
+  start_kamailio
+fi
 start stunnel "$TMP" stunnel "$TMP/stunnel.conf"
 STUNNEL_PID=$LAST_PID
 wait_port tcp "$STUNNEL_PORT" 10 || { cat "$TMP/stunnel.log" >&2; die "stunnel did not listen"; }
@@ -280,6 +531,28 @@ udp_rcvbuf_errors() { # the namespace's UDP receive-buffer drops so far (/proc/n
   awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1 } else print $(col["RcvbufErrors"]) }' /proc/net/snmp
 }
 rss_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+pss_kb() { awk '$1 == "Pss:" {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+# The system under test: the edge's one process, or every Kamailio process plus rtpengine.
+sut_ticks() {
+  if [ "$TARGET" = edge ]; then cpu_ticks "$EDGE_PID"; return; fi
+  local p t=0
+  for p in $(kam_pids) "$RTPE_PID"; do t=$((t + $(cpu_ticks "$p"))); done
+  echo "$t"
+}
+sut_rss_kb() { # edge: VmRSS; kamailio: VmRSS summed over its processes and rtpengine
+  if [ "$TARGET" = edge ]; then rss_kb "$EDGE_PID" VmRSS; return; fi
+  local p t=0 k
+  for p in $(kam_pids) "$RTPE_PID"; do k=$(rss_kb "$p" VmRSS); t=$((t + ${k:-0})); done
+  echo "$t"
+}
+kam_detail() { # "kamailio: N processes, CPU ticks, RSS sum kB, PSS sum kB; rtpengine: ticks, RSS, PSS"
+  local p n=0 t=0 r=0 s=0 k
+  for p in $(kam_pids); do
+    n=$((n + 1)); t=$((t + $(cpu_ticks "$p")))
+    k=$(rss_kb "$p" VmRSS); r=$((r + ${k:-0})); k=$(pss_kb "$p"); s=$((s + ${k:-0}))
+  done
+  echo "$n $t $r $s $(cpu_ticks "$RTPE_PID") $(rss_kb "$RTPE_PID" VmRSS) $(pss_kb "$RTPE_PID")"
+}
 now_ms() { date +%s%3N; }
 pct() { awk -v t="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f", 100 * t / w; else print "-" }'; }
 metric() { # NAME[{labels}] from a saved /metrics text: the value, 0 if absent
@@ -334,7 +607,9 @@ run_phase() {
   if [ "$phase" = call ]; then what="one TLS connection per call"; fi
   if [ "$transport" = t1 ]; then what="one TLS connection for the whole step"; fi
   echo "== $phase: $STEP_SECS s per step$([ "$phase" = call ] && echo ", hold $HOLD_MS ms"), $what" | tee -a "$SUMMARY"
-  row step "asked" "calls" "ok" "fail" "ok/s" "p50ms" "p95ms" "p99ms" "maxms" "edgeCPU" "edge%" "stun%" "uac%" "pbx%" "mach%" "RSSMB" "rc"
+  local sut=edge
+  if [ "$TARGET" = kamailio ]; then sut="k+r"; fi
+  row step "asked" "calls" "ok" "fail" "ok/s" "p50ms" "p95ms" "p99ms" "maxms" "${sut}CPU" "${sut}%" "stun%" "uac%" "pbx%" "mach%" "RSSMB" "rc"
   row "" "/s" "" "" "" "answered" "" "" "" "" "ms/call" "" "" "" "" "" "" ""
   local i=0 stop_reason="ramp finished"
   for r in "${steps[@]}"; do
@@ -342,7 +617,9 @@ run_phase() {
     local sdir=$pdir/step$i calls=$((r * STEP_SECS))
     mkdir -p "$sdir"
     local e0 s0 p0 m0 t0 e1 s1 p1 m1 t1 u1=0
-    e0=$(cpu_ticks "$EDGE_PID"); s0=$(cpu_ticks "$STUNNEL_PID"); p0=$(cpu_ticks "$pbx_pid")
+    e0=$(sut_ticks); s0=$(cpu_ticks "$STUNNEL_PID"); p0=$(cpu_ticks "$pbx_pid")
+    local k0=""
+    if [ "$TARGET" = kamailio ]; then k0=$(kam_detail); fi
     m0=$(machine_ticks); t0=$(now_ms)
     local q0; q0=$(udp_rcvbuf_errors)
     local limit=$((calls + 50))
@@ -361,7 +638,9 @@ run_phase() {
     done
     stop_pid "$uac_pid" sipp-uac
     local uac_rc=$LAST_RC
-    e1=$(cpu_ticks "$EDGE_PID"); s1=$(cpu_ticks "$STUNNEL_PID"); p1=$(cpu_ticks "$pbx_pid")
+    e1=$(sut_ticks); s1=$(cpu_ticks "$STUNNEL_PID"); p1=$(cpu_ticks "$pbx_pid")
+    local k1=""
+    if [ "$TARGET" = kamailio ]; then k1=$(kam_detail); fi
     m1=$(machine_ticks); t1=$(now_ms)
     local q1; q1=$(udp_rcvbuf_errors)
     local ok fail
@@ -381,20 +660,42 @@ run_phase() {
     local mach
     mach=$(pct "$((mb - me))" "$((mt - ${m0#* }))")
     local rss
-    rss=$(awk -v k="$(rss_kb "$EDGE_PID" VmRSS)" 'BEGIN { printf "%.1f", k / 1024 }')
+    rss=$(awk -v k="$(sut_rss_kb)" 'BEGIN { printf "%.1f", k / 1024 }')
     row "$i" "$r" "$calls" "$ok" "$fail" "$rate_ok" "$p50" "$p95" "$p99" "$mx" "$edge_ms_call" \
       "$(pct "$de" "$wall_ticks")" "$(pct "$((s1 - s0))" "$wall_ticks")" "$(pct "$u1" "$wall_ticks")" \
       "$(pct "$((p1 - p0))" "$wall_ticks")" "$mach" "$rss" "$uac_rc"
+    if [ "$TARGET" = kamailio ]; then
+      # shellcheck disable=SC2086
+      set -- $k0 $k1
+      if [ "$8" -lt "$1" ]; then echo "   kamailio processes exited during the step ($1 -> $8): split not meaningful" | tee -a "$SUMMARY"; else
+      awk -v hz="$HZ" -v w="$wall_ticks" -v ok="$ok" -v n="$8" -v kt="$(($9 - $2))" -v kr="${10}" -v ks="${11}" \
+        -v rt="$((${12} - $5))" -v rr="${13}" -v rs="${14}" 'BEGIN {
+          c = (ok > 0) ? ok : 1
+          printf "   split: kamailio (%d processes) %.3f ms/call %.0f%% RSS sum %.1f MB PSS sum %.1f MB; rtpengine %.3f ms/call %.0f%% RSS %.1f MB PSS %.1f MB\n",
+            n, kt * 1000 / hz / c, (w > 0 ? 100 * kt / w : 0), kr / 1024, ks / 1024, rt * 1000 / hz / c, (w > 0 ? 100 * rt / w : 0), rr / 1024, rs / 1024
+        }' | tee -a "$SUMMARY"
+      fi
+    fi
     echo "r$ROUND $phase step $i: load average $(cut -d' ' -f1-3 /proc/loadavg), wall $((wall / 1000)).$((wall % 1000 / 100)) s, UDP receive-buffer drops (whole machine) $((q1 - q0))" >>"$TMP/loadavg.txt"
     if [ "$fail" -gt 0 ] || [ "$ok" -lt "$calls" ]; then
+      local ended=yes
+      if [ "$fail" -le "$TOLERATE" ] && [ "$((ok + fail))" -ge "$calls" ]; then ended=no; fi
       stop_reason="step $i: $fail failed / $ok of $calls successful"
       echo "-- $phase step $i failures; SIPp (phones) errors, first lines:" | tee -a "$SUMMARY"
       grep -v '^$' "$sdir/uac-errors.log" 2>/dev/null | head -8 | tee -a "$SUMMARY" || true
       echo "-- SIPp (PBX) errors so far, first lines:" | tee -a "$SUMMARY"
       grep -v '^$' "$pdir/pbx-errors.log" 2>/dev/null | head -8 | tee -a "$SUMMARY" || true
-      echo "-- edge WARN/ERROR lines (first 8):" | tee -a "$SUMMARY"
-      grep -E 'WARN|ERROR' "$TMP/edge.log" | head -8 | tee -a "$SUMMARY" || true
-      break
+      if [ "$TARGET" = edge ]; then
+        echo "-- edge WARN/ERROR lines (first 8):" | tee -a "$SUMMARY"
+        grep -E 'WARN|ERROR' "$TMP/edge.log" | head -8 | tee -a "$SUMMARY" || true
+      else
+        echo "-- kamailio / rtpengine ERROR and WARNING lines (last 8 each):" | tee -a "$SUMMARY"
+        grep -E 'ERROR|WARNING|CRITICAL' "$TMP/kamailio.log" | tail -8 | tee -a "$SUMMARY" || true
+        grep -E 'ERR|WARN|CRIT' "$TMP/rtpengine.log" | tail -8 | tee -a "$SUMMARY" || true
+      fi
+      if [ "$ended" = yes ]; then break; fi
+      echo "-- $phase step $i: $fail failed call(s) tolerated (--tolerate-failures $TOLERATE), ramp goes on" | tee -a "$SUMMARY"
+      stop_reason="ramp finished (failed calls tolerated)"
     fi
     # SIPp could not start calls at the asked rate: the 2 cores are the limit, not the edge.
     if [ "$rate_ok" != "-" ] && awk -v a="$rate_ok" -v r="$r" 'BEGIN { exit !(a < 0.85 * r) }'; then
@@ -410,7 +711,17 @@ run_phase() {
     sleep 0.1
   done
   stop_pid "$pbx_pid" sipp-pbx
-  check_clean "$phase"
+  # The PBX's own checks (the offer it receives is RTP/AVP without a=crypto): SIPp marks such a
+  # call failed on its side and records "Failed regexp match", while the phone side may still
+  # see the call succeed. So they are counted here, from the PBX's final statistics screen.
+  local pbx_ok pbx_fail pbx_re
+  pbx_ok=$(screen_count "Successful call" "$pdir/sipp-pbx.log")
+  pbx_fail=$(screen_count "Failed call" "$pdir/sipp-pbx.log")
+  pbx_re=$(grep -c 'Failed regexp match' "$pdir/pbx-errors.log" 2>/dev/null) || true
+  local pbx_verdict="PBX CHECKS OK"
+  if [ "$pbx_fail" -gt 0 ] || [ "${pbx_re:-0}" -gt 0 ]; then pbx_verdict="PBX CHECKS FAILED"; fi
+  echo "-- $phase: $pbx_verdict: SIPp (PBX) $pbx_ok successful, $pbx_fail failed calls, ${pbx_re:-0} failed regexp checks" | tee -a "$SUMMARY"
+  if [ "$TARGET" = edge ]; then check_clean "$phase"; else check_clean_kamailio "$phase"; fi
 }
 
 # After a phase: /api/calls empty and the gauges back to 0. Bounded wait of 100 s: RFC 3261
@@ -442,11 +753,47 @@ check_clean() {
   } | tee -a "$SUMMARY"
 }
 
-log "edge RSS at start: $(rss_kb "$EDGE_PID" VmRSS) kB"
+# --target kamailio, after a phase: no transaction left in tm, no rtpengine session, and
+# Kamailio's TLS connections closed; same bounded wait (100 s) as check_clean.
+check_clean_kamailio() {
+  local phase=$1 tmc sess conns i t0 state=""
+  t0=$(now_ms)
+  if ! alive "$KAM_PID"; then
+    echo "-- $phase after the ramp: NOT CLEAN: kamailio (pid $KAM_PID) exited; its log:" | tee -a "$SUMMARY"
+    grep -E 'CRITICAL|ALERT|BUG' "$TMP/kamailio.log" | tail -8 | tee -a "$SUMMARY" || true
+    return 0
+  fi
+  for i in $(seq 1 200); do
+    tmc=$(kam_ctl tm.stats | awk '$1 == "current:" {print $2; f = 1} END {if (!f) print "?"}')
+    sess=$(rtpe_sessions)
+    conns=$(kam_ctl tls.info | awk '$1 == "opened_connections:" {print $2; f = 1} END {if (!f) print "?"}')
+    state="tm_current=$tmc rtpengine_sessions=$sess tls_connections=$conns"
+    if [ "$tmc" = 0 ] && [ "$sess" = 0 ] && [ "$conns" = 0 ]; then break; fi
+    if [ "$i" = 1 ]; then echo "-- $phase right after the ramp: $state" | tee -a "$SUMMARY"; fi
+    sleep 0.5
+  done
+  local verdict="CLEAN after $(( ($(now_ms) - t0) / 1000 )) s"
+  { [ "$tmc" = 0 ] && [ "$sess" = 0 ] && [ "$conns" = 0 ]; } || verdict="NOT CLEAN after 100 s"
+  local d; d=$(kam_detail)
+  # shellcheck disable=SC2086
+  set -- $d
+  {
+    echo "-- $phase after the ramp: $verdict: $state"
+    echo "-- kamailio $1 processes: RSS sum $3 kB, PSS sum $4 kB; rtpengine RSS $6 kB, PSS $7 kB, peak (VmHWM) $(rss_kb "$RTPE_PID" VmHWM) kB"
+    echo "-- kamailio tm: $(kam_ctl tm.stats | tr -s ' \n' ' ')"
+    echo "-- kamailio sl: $(kam_ctl sl.stats | tr -s ' \n' ' ')"
+  } | tee -a "$SUMMARY"
+}
+
+if [ "$TARGET" = edge ]; then
+  log "edge RSS at start: $(rss_kb "$EDGE_PID" VmRSS) kB"
+else
+  log "kamailio + rtpengine RSS sum at start: $(sut_rss_kb) kB"
+fi
 IFS=, read -r -a WANT <<<"$PHASES"
 for round in $(seq 1 "$ROUNDS"); do
 ROUND=$round
-if [ "$ROUNDS" -gt 1 ]; then printf '\n#### round %s of %s (same edge process)\n' "$round" "$ROUNDS" | tee -a "$SUMMARY"; fi
+if [ "$ROUNDS" -gt 1 ]; then printf '\n#### round %s of %s (same %s process)\n' "$round" "$ROUNDS" "$([ "$TARGET" = edge ] && echo edge || echo 'kamailio + rtpengine')" | tee -a "$SUMMARY"; fi
 for ph in "${WANT[@]}"; do
   case $ph in
     register) run_phase register "$SCEN/phone-register.xml" "$SCEN/pbx-registrar.xml" "$REG_RATES" tn ;;
@@ -467,6 +814,12 @@ done
   echo "CPUs busy (whole machine, shared); RSSMB = edge VmRSS at the end of the step; rc = SIPp"
   echo "(phones) exit status: 0 every call succeeded, 1 some failed, other: stopped early (its"
   echo "-timeout: then ok/fail are not final and ok/s counts the 200 OKs it did receive)."
+  if [ "$TARGET" = kamailio ]; then
+    echo "--target kamailio: k+rCPU, k+r% and RSSMB stand for the edge's columns: the sum over every"
+    echo "Kamailio process ($KAM_UDP_CHILDREN UDP children, $KAM_CHILDREN tcp_children) and rtpengine. RSS sums count"
+    echo "Kamailio's shared memory once per process; the split line also gives PSS sums."
+    echo "$(kamailio -v 2>&1 | head -1 | sed "s/^version: //"); rtpengine $(rtpengine --version 2>&1 | head -1 | sed "s/^Version: //")"
+  fi
   echo "stunnel: sessionResume = $STUNNEL_RESUME$( [ "$STUNNEL_DEBUG" = info ] && printf '; TLS sessions: %s new, %s resumed' "$(grep -c 'new session negotiated' "$TMP/stunnel.log")" "$(grep -c 'previous session reused' "$TMP/stunnel.log")")"
   echo "Load average at the end of each step, and UDP datagrams the kernel dropped for a full"
   echo "receive buffer during it (/proc/net/snmp RcvbufErrors: any process on the machine):"
@@ -474,4 +827,5 @@ done
   echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 } | tee -a "$SUMMARY"
 grep -q 'NOT CLEAN' "$SUMMARY" && exit 3
+grep -q 'PBX CHECKS FAILED' "$SUMMARY" && exit 4
 exit 0
