@@ -7,7 +7,6 @@
 use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
-use crate::b2bua::rate::RateBudget;
 use crate::config::Config;
 use crate::identity::{identity_of, HandshakeCounters, IdentityError, IdentitySnapshot};
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
@@ -21,6 +20,7 @@ use crate::transport::flow::FlowTable;
 use crate::transport::limits::ConnectionLimiter;
 use crate::transport::metrics::{HandshakeFailures, SipTransportMetrics, TlsMetrics};
 use crate::transport::pbx::PbxLink;
+use crate::transport::rate::RateBudget;
 use crate::transport::tls;
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::future::Future;

@@ -79,7 +79,7 @@ fn pure_cores_do_no_io_and_read_no_clock() {
             "src/b2bua/legs.rs",
             "src/b2bua/registrar.rs",
             "src/b2bua/offer_answer.rs",
-            "src/b2bua/rate.rs",
+            "src/transport/rate.rs",
         ],
         &IMPURE,
     );

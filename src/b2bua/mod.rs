@@ -6,5 +6,4 @@ pub mod core;
 pub mod legs;
 pub mod metrics;
 pub mod offer_answer;
-pub mod rate;
 pub mod registrar;

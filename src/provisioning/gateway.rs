@@ -28,13 +28,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::ProvisioningMetrics;
 use super::path::{clean_request_path, encode_for_upstream};
-use crate::b2bua::rate::{Admission, BudgetKey, RateBudget, RequestRateLimiter};
 use crate::config::pattern::{PathPattern, PatternError};
 use crate::config::ProvisioningConfig;
 use crate::identity::revocation::recheck;
 use crate::identity::verify::identity_of;
 use crate::identity::{Identity, IdentitySnapshot};
 use crate::transport::flow::FlowId;
+use crate::transport::rate::{Admission, BudgetKey, RateBudget, RequestRateLimiter};
 use crate::transport::tls::ConnectionHandler;
 
 /// Budget buckets kept before refilled ones are swept out.
@@ -324,7 +324,7 @@ impl Connection {
             if budget.len() > BUDGET_SWEEP_ABOVE {
                 budget.sweep(now);
             }
-            budget.admit(self.budget_key.clone(), now)
+            budget.admit(self.budget_key, now)
         };
         let Admission::Refused {
             retry_after_secs,

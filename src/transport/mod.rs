@@ -5,4 +5,5 @@ pub mod flow;
 pub mod limits;
 pub mod metrics;
 pub mod pbx;
+pub mod rate;
 pub mod tls;

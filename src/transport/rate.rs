@@ -1,4 +1,4 @@
-//! Per-device request budget toward the SIP core: a token bucket per device certificate (its
+//! Per-device request budget, for the SIP core (503) and the provisioning gateway (429): a token bucket per device certificate (its
 //! MAC), or per connection where the certificate names no single device (shared vendor
 //! certificates, anonymous phones). A phone that sends new requests faster than its budget
 //! gets `503 Service Unavailable` with `Retry-After` (RFC 3261 §21.5.4, §20.33) instead of
@@ -9,23 +9,24 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::identity::mac::MacAddress;
 use crate::identity::Identity;
 use crate::transport::flow::FlowId;
 
 /// Whom a budget belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BudgetKey {
-    /// A device certificate: `vendor/MAC`, shared by all of the device's connections.
-    Device(String),
+    /// A device certificate's MAC (globally unique), shared by all of its connections.
+    Device(MacAddress),
     /// One connection (shared certificate or none).
     Flow(FlowId),
 }
 
 impl BudgetKey {
-    /// The budget `identity` on `flow` draws from.
+    /// The budget `identity` on `flow` draws from (no allocation: this runs per request).
     pub fn of(identity: &Identity, flow: FlowId) -> BudgetKey {
         match identity {
-            Identity::Device { vendor, mac } => BudgetKey::Device(format!("{vendor}/{mac}")),
+            Identity::Device { mac, .. } => BudgetKey::Device(*mac),
             Identity::Shared { .. } | Identity::Anonymous => BudgetKey::Flow(flow),
         }
     }
@@ -149,8 +150,8 @@ mod tests {
         RequestRateLimiter::new(RateBudget { per_second, burst })
     }
 
-    fn key(n: u64) -> BudgetKey {
-        BudgetKey::Device(format!("snom/00:04:13:00:00:{n:02x}"))
+    fn key(n: u8) -> BudgetKey {
+        BudgetKey::Device(format!("00041300{n:04x}").parse().unwrap())
     }
 
     #[test]
