@@ -1916,6 +1916,10 @@ impl SipCore {
             && (200..300).contains(&status)
             && !self.dialogs.contains_key(&call_id)
         {
+            self.metrics
+                .dropped
+                .with_label_values(&[leg.label(), "2xx_without_call"])
+                .inc();
             tracing::info!(%call_id, leg = leg.label(), "2xx for a call the edge no longer has: ACKed and hung up, not relayed");
             self.ack_and_bye(&resp, leg, flow).await;
             return;

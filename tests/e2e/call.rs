@@ -1058,6 +1058,14 @@ async fn a_refused_offer_in_the_pbxs_2xx_is_acked_and_hung_up() {
     let m = wait_idle(&e).await;
     assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0);
     assert_eq!(http::metric(&m, "pbx_edge_media_active_streams"), 0.0);
+    assert_eq!(
+        http::metric(
+            &m,
+            "pbx_edge_sip_dropped_total{reason=\"2xx_without_call\",side=\"pbx\"}"
+        ),
+        1.0,
+        "the repeated 2xx is counted"
+    );
     e.stop().await.expect("clean shutdown");
 }
 
