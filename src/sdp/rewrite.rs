@@ -402,15 +402,11 @@ pub fn rewrite_phone_offer(
         }
         plan_streams.push(stream);
     }
-    let sdp = assemble(&offer.sdp, ctx.edge.pbx_local, out_media, ctx.origin);
-    Ok(Rewritten {
-        sdp: sdp.into_bytes(),
-        plan: MediaPlan {
-            offered_by: Side::Phone,
-            stage: Stage::Offered,
-            streams: plan_streams,
-        },
-    })
+    Ok(offered(
+        assemble(&offer.sdp, ctx.edge.pbx_local, out_media, ctx.origin),
+        Side::Phone,
+        plan_streams,
+    ))
 }
 
 /// Rewrites the PBX's answer to a phone offer for the phone: the phone's profile back
@@ -422,13 +418,7 @@ pub fn rewrite_pbx_answer(
     offer_plan: &MediaPlan,
     ctx: &mut RewriteContext<'_>,
 ) -> Result<Rewritten, RewriteError> {
-    if offer_plan.offered_by != Side::Phone || offer_plan.stage != Stage::Offered {
-        return Err(RewriteError::PlanMismatch);
-    }
-    let sdp = wire::parse(body)?;
-    check_media_count(offer_plan, &sdp)?;
-    let mut plan = offer_plan.clone();
-    plan.stage = Stage::Answered;
+    let (sdp, mut plan) = begin_answer(body, offer_plan, Side::Phone)?;
     let mut out_media = Vec::with_capacity(plan.streams.len());
     for (stream, media) in plan.streams.iter_mut().zip(&sdp.media_descriptions) {
         let mline = stream.mline;
@@ -572,15 +562,11 @@ pub fn rewrite_pbx_offer(
         }
         plan_streams.push(stream);
     }
-    let sdp = assemble(&offer.sdp, ctx.edge.phone_advertised, out_media, ctx.origin);
-    Ok(Rewritten {
-        sdp: sdp.into_bytes(),
-        plan: MediaPlan {
-            offered_by: Side::Pbx,
-            stage: Stage::Offered,
-            streams: plan_streams,
-        },
-    })
+    Ok(offered(
+        assemble(&offer.sdp, ctx.edge.phone_advertised, out_media, ctx.origin),
+        Side::Pbx,
+        plan_streams,
+    ))
 }
 
 /// Rewrites the phone's answer to a PBX offer for the PBX: the answer's crypto line whose
@@ -592,13 +578,7 @@ pub fn rewrite_phone_answer(
     offer_plan: &MediaPlan,
     ctx: &mut RewriteContext<'_>,
 ) -> Result<Rewritten, RewriteError> {
-    if offer_plan.offered_by != Side::Pbx || offer_plan.stage != Stage::Offered {
-        return Err(RewriteError::PlanMismatch);
-    }
-    let sdp = wire::parse(body)?;
-    check_media_count(offer_plan, &sdp)?;
-    let mut plan = offer_plan.clone();
-    plan.stage = Stage::Answered;
+    let (sdp, mut plan) = begin_answer(body, offer_plan, Side::Pbx)?;
     let mut out_media = Vec::with_capacity(plan.streams.len());
     for (stream, media) in plan.streams.iter_mut().zip(&sdp.media_descriptions) {
         let mline = stream.mline;
@@ -665,6 +645,35 @@ pub fn rewrite_phone_answer(
         sdp: text.into_bytes(),
         plan,
     })
+}
+
+/// The start of every answer rewrite: the plan must be an open offer by `offerer`, the answer
+/// must parse and answer every offered m-line (RFC 3264 §6); returns it with the plan to fill.
+fn begin_answer(
+    body: &[u8],
+    offer_plan: &MediaPlan,
+    offerer: Side,
+) -> Result<(SessionDescription, MediaPlan), RewriteError> {
+    if offer_plan.offered_by != offerer || offer_plan.stage != Stage::Offered {
+        return Err(RewriteError::PlanMismatch);
+    }
+    let sdp = wire::parse(body)?;
+    check_media_count(offer_plan, &sdp)?;
+    let mut plan = offer_plan.clone();
+    plan.stage = Stage::Answered;
+    Ok((sdp, plan))
+}
+
+/// The end of every offer rewrite: the assembled SDP and the plan of an open offer.
+fn offered(sdp: String, offerer: Side, streams: Vec<StreamPlan>) -> Rewritten {
+    Rewritten {
+        sdp: sdp.into_bytes(),
+        plan: MediaPlan {
+            offered_by: offerer,
+            stage: Stage::Offered,
+            streams,
+        },
+    }
 }
 
 fn check_media_count(plan: &MediaPlan, answer: &SessionDescription) -> Result<(), RewriteError> {
