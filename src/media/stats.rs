@@ -46,11 +46,14 @@ pub enum DropReason {
     NoDestination,
     /// The outgoing socket refused the packet (buffer full or ICMP error).
     SendFailed,
+    /// A new SSRC beyond the SRTP context's SSRC cap (`ContextOptions::max_streams`): SRTP
+    /// state is never evicted, since a forgotten sender would reuse keystream.
+    TooManySsrcs,
 }
 
 impl DropReason {
     /// Every reason, in counter-array order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::AuthFailed,
         DropReason::Replayed,
         DropReason::SpoofedSource,
@@ -60,6 +63,7 @@ impl DropReason {
         DropReason::NotKeyed,
         DropReason::NoDestination,
         DropReason::SendFailed,
+        DropReason::TooManySsrcs,
     ];
 
     /// Stable label for metrics.
@@ -74,6 +78,7 @@ impl DropReason {
             DropReason::NotKeyed => "not_keyed",
             DropReason::NoDestination => "no_destination",
             DropReason::SendFailed => "send_failed",
+            DropReason::TooManySsrcs => "too_many_ssrcs",
         }
     }
 

@@ -92,6 +92,7 @@ fn drop_reason(e: SrtpError) -> DropReason {
         SrtpError::Replayed | SrtpError::TooOld => DropReason::Replayed,
         SrtpError::KeyExpired => DropReason::KeyExpired,
         SrtpError::UnencryptedSrtcpRefused => DropReason::UnencryptedSrtcp,
+        SrtpError::TooManyStreams => DropReason::TooManySsrcs,
         SrtpError::Malformed | SrtpError::BufferTooSmall | SrtpError::InvalidOptions => {
             DropReason::Malformed
         }

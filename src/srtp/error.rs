@@ -38,6 +38,11 @@ pub enum SrtpError {
     /// Cisco-quirk option is off.
     #[error("unencrypted SRTCP not negotiated")]
     UnencryptedSrtcpRefused,
+    /// A packet of a new SSRC while the context already tracks `max_streams` SSRCs in that
+    /// direction. Streams are never evicted: a forgotten send stream would restart at ROC 0
+    /// and reuse keystream (RFC 3711 §9.1), a forgotten receive stream its replay window.
+    #[error("too many SSRCs in one SRTP context")]
+    TooManyStreams,
 }
 
 impl SrtpError {
@@ -53,6 +58,7 @@ impl SrtpError {
             SrtpError::TooOld => "too_old",
             SrtpError::KeyExpired => "key_expired",
             SrtpError::UnencryptedSrtcpRefused => "unencrypted_srtcp_refused",
+            SrtpError::TooManyStreams => "too_many_ssrcs",
         }
     }
 }

@@ -71,7 +71,11 @@ pub struct ContextOptions {
     /// Each one is reported in [`RtcpUnprotected::unannounced_unencrypted`] so the caller
     /// counts and logs it.
     pub danger_accept_unannounced_unencrypted_srtcp: bool,
-    /// SSRCs tracked per direction and packet kind; the least recently used is evicted.
+    /// SSRCs tracked per direction and packet kind. Never evicted: a packet of a new SSRC
+    /// beyond this many is refused ([`SrtpError::TooManyStreams`]), because forgetting a send
+    /// stream would restart its ROC at 0 and protect an index already used (keystream reuse
+    /// for AES-CM, nonce reuse for GCM, RFC 3711 §9.1), and forgetting a receive stream would
+    /// forget its replay window (RFC 3711 §3.3.2).
     pub max_streams: usize,
 }
 
@@ -120,7 +124,6 @@ pub struct RtcpUnprotected {
 #[derive(Clone, Debug)]
 struct RecvStream {
     ssrc: u32,
-    last_use: u64,
     window: ReplayWindow,
 }
 
@@ -128,22 +131,17 @@ struct RecvStream {
 #[derive(Clone, Copy, Debug)]
 struct SendStream {
     ssrc: u32,
-    last_use: u64,
     /// The next SRTCP index to send.
     index: u64,
 }
 
 trait Stream {
     fn ssrc(&self) -> u32;
-    fn last_use(&self) -> u64;
 }
 
 impl Stream for RecvStream {
     fn ssrc(&self) -> u32 {
         self.ssrc
-    }
-    fn last_use(&self) -> u64 {
-        self.last_use
     }
 }
 
@@ -151,30 +149,21 @@ impl Stream for SendStream {
     fn ssrc(&self) -> u32 {
         self.ssrc
     }
-    fn last_use(&self) -> u64 {
-        self.last_use
-    }
 }
 
 fn find<T: Stream>(streams: &[T], ssrc: u32) -> Option<usize> {
     streams.iter().position(|s| s.ssrc() == ssrc)
 }
 
-/// Inserts without growing past `max` (the Vec was preallocated to `max`, so this never
-/// allocates): evicts the least recently used stream when full.
-fn insert<T: Stream>(streams: &mut Vec<T>, max: usize, stream: T) {
-    if streams.len() < max {
-        streams.push(stream);
-    } else if let Some(lru) = streams
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, s)| s.last_use())
-        .map(|(i, _)| i)
-    {
-        if let Some(slot) = streams.get_mut(lru) {
-            *slot = stream;
-        }
+/// Adds a stream for a new SSRC without growing past `max` (the Vec was preallocated to
+/// `max`, so this never allocates). Full is an error, never an eviction (see
+/// [`ContextOptions::max_streams`]).
+fn insert<T: Stream>(streams: &mut Vec<T>, max: usize, stream: T) -> Result<(), SrtpError> {
+    if streams.len() >= max {
+        return Err(SrtpError::TooManyStreams);
     }
+    streams.push(stream);
+    Ok(())
 }
 
 /// One master key of a context: its MKI, session keys and packet budgets.
@@ -201,7 +190,6 @@ pub struct SrtpContext {
     accept_unannounced_unencrypted_srtcp: bool,
     window: usize,
     max_streams: usize,
-    clock: u64,
     rtp_send: Vec<RecvStream>,
     rtp_recv: Vec<RecvStream>,
     rtcp_send: Vec<SendStream>,
@@ -322,7 +310,6 @@ impl SrtpContext {
                 .danger_accept_unannounced_unencrypted_srtcp,
             window,
             max_streams: max,
-            clock: 0,
             rtp_send: Vec::with_capacity(max),
             rtp_recv: Vec::with_capacity(max),
             rtcp_send: Vec::with_capacity(max),
@@ -394,11 +381,6 @@ impl SrtpContext {
         SRTCP_INDEX_LEN + self.suite.rtcp_tag_len() + self.mki_len()
     }
 
-    fn tick(&mut self) -> u64 {
-        self.clock += 1;
-        self.clock
-    }
-
     /// Protects the RTP packet in `buf[..len]` in place (RFC 3711 §3.3, RFC 7714 §8) and
     /// returns the SRTP length `len + rtp_overhead()`. `buf.len()` must be at least that.
     ///
@@ -419,7 +401,6 @@ impl SrtpContext {
         // RFC 3711 §3.3.1: the sender keeps its own ROC, estimated from its sequence numbers.
         // An index already protected is refused (RFC 3711 §9.1: the same index with another
         // payload would reuse keystream) — libsrtp's default (`allow_repeat_tx = 0`) too.
-        let now = self.tick();
         let index = match find(&self.rtp_send, ssrc) {
             Some(i) => {
                 let s = &mut self.rtp_send[i];
@@ -430,7 +411,6 @@ impl SrtpContext {
                     ReplayCheck::TooOld => return Err(SrtpError::TooOld),
                 }
                 s.window.accept(index);
-                s.last_use = now;
                 index
             }
             None => {
@@ -439,12 +419,8 @@ impl SrtpContext {
                 insert(
                     &mut self.rtp_send,
                     self.max_streams,
-                    RecvStream {
-                        ssrc,
-                        last_use: now,
-                        window,
-                    },
-                );
+                    RecvStream { ssrc, window },
+                )?;
                 index
             }
         };
@@ -517,7 +493,11 @@ impl SrtpContext {
                     ReplayCheck::TooOld => return Err(SrtpError::TooOld),
                 }
             }
-            // A new SSRC starts with ROC 0 (RFC 3711 §3.3.1).
+            // A new SSRC starts with ROC 0 (RFC 3711 §3.3.1). Refused before any crypto when
+            // the context tracks as many SSRCs as it may (streams are never evicted).
+            None if self.rtp_recv.len() >= self.max_streams => {
+                return Err(SrtpError::TooManyStreams)
+            }
             None => u64::from(seq),
         };
 
@@ -541,24 +521,18 @@ impl SrtpContext {
             }
         }
 
-        let now = self.tick();
         match slot {
             Some(i) => {
                 let s = &mut self.rtp_recv[i];
                 s.window.accept(index);
-                s.last_use = now;
             }
             None => {
                 let window = ReplayWindow::new(self.window, index);
                 insert(
                     &mut self.rtp_recv,
                     self.max_streams,
-                    RecvStream {
-                        ssrc,
-                        last_use: now,
-                        window,
-                    },
-                );
+                    RecvStream { ssrc, window },
+                )?;
             }
         }
         self.keys[key_slot].rtp_used += 1;
@@ -579,7 +553,6 @@ impl SrtpContext {
         }
         let slot = self.send_slot(true)?;
         let ssrc = be32(buf, 4);
-        let now = self.tick();
         // RFC 3711 §3.4: a 31-bit SRTCP index per SSRC, starting at 0.
         let index = match find(&self.rtcp_send, ssrc) {
             Some(i) => {
@@ -589,19 +562,14 @@ impl SrtpContext {
                     return Err(SrtpError::KeyExpired);
                 }
                 s.index += 1;
-                s.last_use = now;
                 index
             }
             None => {
                 insert(
                     &mut self.rtcp_send,
                     self.max_streams,
-                    SendStream {
-                        ssrc,
-                        last_use: now,
-                        index: 1,
-                    },
-                );
+                    SendStream { ssrc, index: 1 },
+                )?;
                 0
             }
         };
@@ -690,12 +658,16 @@ impl SrtpContext {
         }
         let ssrc = be32(buf, 4);
         let slot = find(&self.rtcp_recv, ssrc);
-        if let Some(i) = slot {
-            match self.rtcp_recv[i].window.check(index) {
+        match slot {
+            Some(i) => match self.rtcp_recv[i].window.check(index) {
                 ReplayCheck::Fresh => {}
                 ReplayCheck::Replayed => return Err(SrtpError::Replayed),
                 ReplayCheck::TooOld => return Err(SrtpError::TooOld),
+            },
+            None if self.rtcp_recv.len() >= self.max_streams => {
+                return Err(SrtpError::TooManyStreams)
             }
+            None => {}
         }
 
         match &self.keys[key_slot].rtcp_keys {
@@ -732,24 +704,18 @@ impl SrtpContext {
             }
         }
 
-        let now = self.tick();
         match slot {
             Some(i) => {
                 let s = &mut self.rtcp_recv[i];
                 s.window.accept(index);
-                s.last_use = now;
             }
             None => {
                 let window = ReplayWindow::new(self.window, index);
                 insert(
                     &mut self.rtcp_recv,
                     self.max_streams,
-                    RecvStream {
-                        ssrc,
-                        last_use: now,
-                        window,
-                    },
-                );
+                    RecvStream { ssrc, window },
+                )?;
             }
         }
         self.keys[key_slot].rtcp_used += 1;

@@ -447,6 +447,7 @@ fn labels_are_distinct() {
         SrtpError::TooOld,
         SrtpError::KeyExpired,
         SrtpError::UnencryptedSrtcpRefused,
+        SrtpError::TooManyStreams,
     ];
     let labels: std::collections::HashSet<_> = all.iter().map(|e| e.label()).collect();
     assert_eq!(labels.len(), all.len());
@@ -486,41 +487,101 @@ fn context_is_send() {
 }
 
 #[test]
-fn failed_packets_never_create_or_evict_streams() {
+fn failed_packets_never_create_streams() {
     let opts = ContextOptions {
-        max_streams: 1,
+        max_streams: 2,
         ..ContextOptions::default()
     };
     let (mut tx, mut rx) = pair(CryptoSuite::AesCm128HmacSha1_80, &opts);
     let p1 = protect(&mut tx, &rtp(500, 1, 20));
     unprotect(&mut rx, &p1).unwrap();
-    // Forged packets from another SSRC fail authentication...
+    // Forged packets from other SSRCs fail authentication...
     for seq in 0..50u16 {
-        let mut forged = rtp(seq, 2, 30);
+        let mut forged = rtp(seq, 2 + u32::from(seq), 30);
         forged.resize(42, 0xee);
         assert_eq!(unprotect(&mut rx, &forged), Err(SrtpError::AuthFailed));
     }
-    // ...and did not evict SSRC 1: its replay state is intact.
+    // ...and took no slot: a genuine second SSRC still fits, SSRC 1 kept its replay state.
+    let p3 = protect(&mut tx, &rtp(7, 3, 20));
+    assert!(unprotect(&mut rx, &p3).is_ok());
     assert_eq!(unprotect(&mut rx, &p1), Err(SrtpError::Replayed));
 }
 
 #[test]
-fn least_recently_used_stream_is_evicted() {
+fn a_sender_beyond_its_ssrc_cap_refuses_new_ssrcs_and_never_restarts_a_roc() {
     let opts = ContextOptions {
         max_streams: 2,
         ..ContextOptions::default()
     };
-    let (mut tx, mut rx) = pair(CryptoSuite::AeadAes128Gcm, &opts);
+    for suite in [CryptoSuite::AesCm128HmacSha1_80, CryptoSuite::AeadAes128Gcm] {
+        let (mut tx, _) = pair(suite, &opts);
+        // SSRC 0xa runs past a sequence wrap: its ROC is 1.
+        for seq in [65534u16, 65535, 0, 1] {
+            protect(&mut tx, &rtp(seq, 0xa, 10));
+        }
+        protect(&mut tx, &rtp(1, 0xb, 10));
+        let plain = rtp(1, 0xc, 10);
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + tx.rtp_overhead(), 0);
+        assert_eq!(
+            tx.protect_rtp(&mut buf, plain.len()),
+            Err(SrtpError::TooManyStreams),
+            "{suite:?}: a third SSRC is refused, not given an evicted slot"
+        );
+        // 0xa was not forgotten: its index (ROC 1, seq 1) stays used, so protecting it again
+        // is refused instead of encrypting under the keystream of index 65537 a second time.
+        let plain = rtp(1, 0xa, 10);
+        let mut again = plain.clone();
+        again.resize(plain.len() + tx.rtp_overhead(), 0);
+        assert_eq!(
+            tx.protect_rtp(&mut again, plain.len()),
+            Err(SrtpError::Replayed),
+            "{suite:?}"
+        );
+        // SRTCP senders likewise: the third SSRC is refused.
+        protect_rtcp(&mut tx, &rtcp(0xa));
+        protect_rtcp(&mut tx, &rtcp(0xb));
+        let plain = rtcp(0xc);
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + tx.rtcp_overhead(), 0);
+        assert_eq!(
+            tx.protect_rtcp(&mut buf, plain.len()),
+            Err(SrtpError::TooManyStreams),
+            "{suite:?}"
+        );
+    }
+}
+
+#[test]
+fn a_receiver_beyond_its_ssrc_cap_refuses_new_ssrcs_and_keeps_every_replay_window() {
+    let opts = ContextOptions {
+        max_streams: 2,
+        ..ContextOptions::default()
+    };
+    let big = ContextOptions {
+        max_streams: 8,
+        ..ContextOptions::default()
+    };
+    let suite = CryptoSuite::AeadAes128Gcm;
+    let (mut tx, _) = pair(suite, &big);
+    let (_, mut rx) = pair(suite, &opts);
     let a = protect(&mut tx, &rtp(1, 0xa, 10));
     let b = protect(&mut tx, &rtp(1, 0xb, 10));
     let c = protect(&mut tx, &rtp(1, 0xc, 10));
     unprotect(&mut rx, &a).unwrap();
     unprotect(&mut rx, &b).unwrap();
-    unprotect(&mut rx, &c).unwrap(); // evicts 0xa, the least recently used
+    assert_eq!(unprotect(&mut rx, &c), Err(SrtpError::TooManyStreams));
+    // Nothing was evicted: a replay of 0xa's packet is still caught.
+    assert_eq!(unprotect(&mut rx, &a), Err(SrtpError::Replayed));
     assert_eq!(unprotect(&mut rx, &b), Err(SrtpError::Replayed));
-    assert_eq!(unprotect(&mut rx, &c), Err(SrtpError::Replayed));
-    // 0xa starts over as a new stream (its replay memory is gone: the documented cost).
-    assert!(unprotect(&mut rx, &a).is_ok());
+    // SRTCP receivers likewise.
+    let ra = protect_rtcp(&mut tx, &rtcp(0xa));
+    let rb = protect_rtcp(&mut tx, &rtcp(0xb));
+    let rc = protect_rtcp(&mut tx, &rtcp(0xc));
+    unprotect_rtcp(&mut rx, &ra).unwrap();
+    unprotect_rtcp(&mut rx, &rb).unwrap();
+    assert_eq!(unprotect_rtcp(&mut rx, &rc), Err(SrtpError::TooManyStreams));
+    assert_eq!(unprotect_rtcp(&mut rx, &ra), Err(SrtpError::Replayed));
 }
 
 fn key_params(suite: CryptoSuite, fill: u8, mki: Option<Mki>, lifetime: Option<u64>) -> KeyParams {
