@@ -294,11 +294,18 @@ impl Edge {
                 }),
             }
         };
+        let api_access = admin::ApiAccess::for_listener(
+            self.admin_listener
+                .local_addr()
+                .unwrap_or(self.config.admin.listen),
+            self.config.admin.api_token_file.clone(),
+        );
         let admin_task = tokio::spawn(admin::serve(
             self.admin_listener,
             self.registry.clone(),
             self.readiness.clone(),
             api,
+            api_access,
             admin_cancel.clone().cancelled_owned(),
         ));
 

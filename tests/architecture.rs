@@ -75,6 +75,7 @@ fn pure_cores_do_no_io_and_read_no_clock() {
             "src/identity/mac.rs",
             "src/identity/inventory.rs",
             "src/config/pattern.rs",
+            "src/config/api_token.rs",
             "src/provisioning/path.rs",
             "src/b2bua/legs.rs",
             "src/b2bua/registrar.rs",

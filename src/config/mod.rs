@@ -8,6 +8,7 @@
 //! Relative paths inside a config file are resolved against that file's directory, so a
 //! config works the same from any working directory (containers, systemd, a checkout).
 
+pub mod api_token;
 pub mod fdlimit;
 pub mod files;
 mod load;
@@ -239,17 +240,23 @@ pub struct InventoryConfig {
     pub file: Option<PathBuf>,
 }
 
-/// `[admin]`: the HTTP port for /metrics, /healthz, /readyz.
+/// `[admin]`: the HTTP port for /metrics, /healthz, /readyz and /api/*.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// File holding the bearer token `/api/*` requires (read on each request, so a rotated
+    /// secret applies at once). Without it `/api/*` is open on a loopback listener and
+    /// disabled (403) on any other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090),
+            api_token_file: None,
         }
     }
 }
@@ -416,6 +423,9 @@ impl Config {
         }
         if let Some(p) = self.inventory.file.as_mut() {
             out.push(("inventory.file".to_owned(), p));
+        }
+        if let Some(p) = self.admin.api_token_file.as_mut() {
+            out.push(("admin.api_token_file".to_owned(), p));
         }
         out
     }

@@ -67,6 +67,7 @@ pub fn validate(config: &Config) -> ValidationReport {
     check_media(config, &mut r);
     check_listeners(config, &mut r);
     check_timeouts_and_log(config, &mut r);
+    check_admin(config, &mut r);
     if let Some(p) = &config.provisioning {
         check_provisioning(config, p, &mut r);
     }
@@ -380,6 +381,37 @@ fn check_listeners(config: &Config, r: &mut ValidationReport) {
     }
 }
 
+/// `[admin]`: a token file that holds a usable token; a note when `/api/*` is off because
+/// the listener is reachable from outside and no token guards it.
+fn check_admin(config: &Config, r: &mut ValidationReport) {
+    let admin = &config.admin;
+    match &admin.api_token_file {
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(text) if super::api_token::token_from_file_text(&text).is_some() => {}
+            Ok(_) => r.problem(
+                "admin.api_token_file",
+                Some(file.clone()),
+                format!(
+                    "{} holds no token of at least {} characters",
+                    file.display(),
+                    super::api_token::MIN_TOKEN_LEN
+                ),
+            ),
+            Err(e) => r.problem(
+                "admin.api_token_file",
+                Some(file.clone()),
+                format!("cannot read {}: {e}", file.display()),
+            ),
+        },
+        None if !admin.listen.ip().is_loopback() => r.warnings.push(format!(
+            "admin.listen = {} is not loopback and admin.api_token_file is not set: /api/* \
+             (registrations and calls) answers 403; /metrics, /healthz and /readyz stay open",
+            admin.listen
+        )),
+        None => {}
+    }
+}
+
 /// `[provisioning]`: exactly one of `upstream` / `root`, an `http://` upstream with a host
 /// and no path, an existing root directory, patterns that parse, vendor CAs to verify phones.
 fn check_provisioning(config: &Config, p: &ProvisioningConfig, r: &mut ValidationReport) {
@@ -664,6 +696,31 @@ mod tests {
         let r = validate(&f.config);
         assert!(r.is_ok(), "{:?}", r.problems);
         assert_eq!(r.warnings.len(), 1);
+    }
+
+    #[test]
+    fn admin_api_token_file_is_checked_and_an_unguarded_public_api_noted() {
+        let mut f = good();
+        f.config.admin.listen = "0.0.0.0:9090".parse().unwrap();
+        let r = validate(&f.config);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("/api/*") && w.contains("403")),
+            "{:?}",
+            r.warnings
+        );
+        let file = f.dir.path().join("token");
+        f.config.admin.api_token_file = Some(file.clone());
+        assert_eq!(keys(&validate(&f.config)), ["admin.api_token_file"]);
+        std::fs::write(&file, "short\n").unwrap();
+        let r = validate(&f.config);
+        assert_eq!(keys(&r), ["admin.api_token_file"]);
+        assert!(r.problems[0].message.contains("at least 16"), "{r:?}");
+        std::fs::write(&file, "0123456789abcdef\n").unwrap();
+        let r = validate(&f.config);
+        assert!(r.is_ok() && r.warnings.is_empty(), "{r:?}");
     }
 
     #[test]

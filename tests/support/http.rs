@@ -30,3 +30,36 @@ pub fn metric(body: &str, name_and_labels: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// (status, body, `WWW-Authenticate`) of `GET http://addr/path` with an optional
+/// `Authorization` header.
+pub async fn get_authorized(
+    addr: SocketAddr,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, String, Option<String>) {
+    let url = format!("http://{addr}{path}");
+    let authorization = authorization.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut req = agent.get(&url);
+        if let Some(a) = &authorization {
+            req = req.header("Authorization", a);
+        }
+        let mut resp = req.call().expect("admin port answers");
+        let status = resp.status().as_u16();
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.body_mut().read_to_string().expect("utf-8 body");
+        (status, body, challenge)
+    })
+    .await
+    .expect("http task")
+}
