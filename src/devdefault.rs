@@ -119,6 +119,11 @@ pub fn resolve(
         }
         devpki::generate(&dir, DEV_SERVER_NAME)?;
         generated = true;
+    } else if may_generate && devpki::server_cert_needs_renewal(&dir, DEV_SERVER_NAME) {
+        // The development server certificate lives 397 days: a new PKI (new device
+        // certificates too, announced by the same banner) instead of an edge phones refuse.
+        devpki::generate(&dir, DEV_SERVER_NAME)?;
+        generated = true;
     }
     let source = ConfigSource::Text {
         name: "embedded development default".into(),

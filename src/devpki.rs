@@ -18,6 +18,40 @@ pub const DEV_YEALINK_MAC: &str = "805EC0D4E5F6";
 /// OID of the X.520 `serialNumber` attribute.
 const OID_SERIAL_NUMBER: [u64; 4] = [2, 5, 4, 5];
 
+/// Validity of the development server certificate: the 398-day ceiling public CAs keep
+/// (CA/Browser Forum Baseline Requirements §6.3.2), so a TLS scan of the development default
+/// does not flag a certificate valid for centuries. [`server_cert_needs_renewal`] lets the
+/// development default regenerate it before it runs out.
+pub const SERVER_CERT_DAYS: i64 = 397;
+/// Validity of the development CAs and device certificates.
+const CA_AND_DEVICE_DAYS: i64 = 3650;
+/// A development server certificate this close to its end is regenerated.
+pub const RENEW_BEFORE_DAYS: i64 = 30;
+
+/// `params` valid from an hour ago (clock skew between test hosts) for `days`.
+fn valid_for(mut params: CertificateParams, days: i64) -> CertificateParams {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+    params
+}
+
+/// True when the development server certificate in `dir` for `name` is unreadable, expired,
+/// or ends within [`RENEW_BEFORE_DAYS`].
+pub fn server_cert_needs_renewal(dir: &Path, name: &str) -> bool {
+    let Ok(pem) = std::fs::read(dir.join(format!("{name}-chain.crt"))) else {
+        return true;
+    };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else {
+        return true;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return true;
+    };
+    let renew_at = time::OffsetDateTime::now_utc() + time::Duration::days(RENEW_BEFORE_DAYS);
+    cert.validity().not_after.timestamp() < renew_at.unix_timestamp()
+}
+
 /// Why the development PKI could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum DevPkiError {
@@ -80,7 +114,7 @@ fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), DevPkiError> {
 }
 
 fn ca_params(cn: &str, org: &str) -> CertificateParams {
-    let mut p = CertificateParams::default();
+    let mut p = valid_for(CertificateParams::default(), CA_AND_DEVICE_DAYS);
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, org);
     dn.push(DnType::CommonName, cn);
@@ -95,7 +129,7 @@ fn ca_params(cn: &str, org: &str) -> CertificateParams {
 }
 
 fn device_params(dn: DistinguishedName) -> CertificateParams {
-    let mut p = CertificateParams::default();
+    let mut p = valid_for(CertificateParams::default(), CA_AND_DEVICE_DAYS);
     p.distinguished_name = dn;
     p.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -126,7 +160,10 @@ pub fn generate(dir: &Path, name: &str) -> Result<DevPki, DevPkiError> {
     if name != "localhost" {
         sans.push("localhost".into());
     }
-    let mut leaf = gen("server certificate", CertificateParams::new(sans))?;
+    let mut leaf = valid_for(
+        gen("server certificate", CertificateParams::new(sans))?,
+        SERVER_CERT_DAYS,
+    );
     for ip in ["127.0.0.1", "::1"] {
         if let Ok(ip) = ip.parse::<IpAddr>() {
             leaf.subject_alt_names.push(SanType::IpAddress(ip));
@@ -317,6 +354,27 @@ mod tests {
         let cn = parsed.subject().iter_common_name().next().unwrap();
         assert_eq!(cn.as_str().unwrap(), DEV_SNOM_MAC);
         assert!(String::from_utf8(pem).unwrap().contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn the_server_certificate_lives_397_days_and_is_renewed_30_days_before_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = generate(dir.path(), "sbc.test").unwrap();
+        let certs = config::files::read_certificates(&pki.server_chain).unwrap();
+        let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+        let v = leaf.validity();
+        let days = (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400;
+        assert!((397..=398).contains(&days), "{days} days");
+        assert!(!server_cert_needs_renewal(dir.path(), "sbc.test"));
+        // A leaf ending in 10 days, in place of the generated one.
+        let key = KeyPair::generate().unwrap();
+        let short = valid_for(CertificateParams::new(vec!["sbc.test".into()]).unwrap(), 10);
+        let cert = short.self_signed(&key).unwrap();
+        std::fs::write(&pki.server_chain, cert.pem()).unwrap();
+        assert!(server_cert_needs_renewal(dir.path(), "sbc.test"));
+        std::fs::write(&pki.server_chain, "not a certificate").unwrap();
+        assert!(server_cert_needs_renewal(dir.path(), "sbc.test"));
+        assert!(server_cert_needs_renewal(dir.path(), "other.test"));
     }
 
     #[test]

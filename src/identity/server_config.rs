@@ -34,13 +34,17 @@ pub fn build_server_config(
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(IdentityError::Tls)?;
-    let config = if tls.client_cert == ClientCertMode::Off {
+    let mut config = if tls.client_cert == ClientCertMode::Off {
         builder.with_no_client_auth().with_cert_resolver(resolver)
     } else {
         builder
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(resolver)
     };
+    // The edge's cipher suite order wins (AES-GCM and ChaCha20 AEADs with ECDHE only, the
+    // provider's order), not whatever a phone lists first: a server-side order is what TLS
+    // scanners and BSI TR-02102-2 / Mozilla's guidelines expect.
+    config.ignore_client_order = true;
     Ok(config)
 }
 

@@ -122,3 +122,58 @@ async fn admin_port_closes_after_shutdown() {
     let closed = tokio::net::TcpStream::connect(admin).await;
     assert!(closed.is_err(), "admin port must be closed after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_picks_the_cipher_suite_not_the_phone() {
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    let pki = edge::dev_pki();
+    let e = edge::RunningEdge::start(edge::config_for(&pki)).await;
+    // A phone that lists ChaCha20 before AES-256-GCM, in TLS 1.3 and in TLS 1.2.
+    for (version, suites) in [
+        (
+            &rustls::version::TLS13,
+            vec![
+                cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS13_AES_256_GCM_SHA384,
+            ],
+        ),
+        (
+            &rustls::version::TLS12,
+            vec![
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            ],
+        ),
+    ] {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: suites,
+            ..default_provider()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in pbx_edge::config::files::read_certificates(&pki.pki.server_ca).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let device = &pki.pki.snom_device;
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                pbx_edge::config::files::read_certificates(device).unwrap(),
+                pbx_edge::config::files::read_private_key(device).unwrap(),
+            )
+            .unwrap();
+        let s = tls_client::connect(e.tls_addr, "sbc.test", std::sync::Arc::new(config))
+            .await
+            .expect("handshake");
+        let suite = s.get_ref().1.negotiated_cipher_suite().expect("suite");
+        assert!(
+            format!("{:?}", suite.suite()).contains("AES_256_GCM"),
+            "{version:?}: the edge's order (AES-256-GCM first) must win over the phone's, got {:?}",
+            suite.suite()
+        );
+    }
+    e.stop().await.expect("clean shutdown");
+}
