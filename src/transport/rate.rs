@@ -297,6 +297,41 @@ mod tests {
         assert!(l.is_empty());
     }
 
+    proptest::proptest! {
+        /// Whatever a device sends, whenever: the edge admits at most `burst + rate × T`
+        /// requests and does at most `2 × burst + rate × T` work for it (admitted requests
+        /// plus composed responses) over T seconds, and never answers without limit.
+        #[test]
+        fn work_per_device_is_bounded(
+            rate in 1u32..20,
+            burst in 1u32..50,
+            // Mostly a flood (a few ms apart), sometimes a pause that refills.
+            ops in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::prop_oneof![9 => 0u64..5, 1 => 0u64..3000]),
+                1..600,
+            ),
+        ) {
+            let mut l = limiter(rate, burst);
+            let t0 = Instant::now();
+            let mut now = t0;
+            let (mut admitted, mut replies) = (0u64, 0u64);
+            for (is_reply, gap_ms) in ops {
+                now += Duration::from_millis(gap_ms);
+                if is_reply {
+                    replies += u64::from(l.charge_reply(key(1), now));
+                } else if l.admit(key(1), now) == Admission::Admitted {
+                    admitted += 1;
+                }
+                let t = now.duration_since(t0).as_secs_f64();
+                let refill = f64::from(rate) * t;
+                proptest::prop_assert!(admitted as f64 <= f64::from(burst) + refill + 1e-6);
+                proptest::prop_assert!(
+                    (admitted + replies) as f64 <= 2.0 * f64::from(burst) + refill + 1e-6
+                );
+            }
+        }
+    }
+
     #[test]
     fn devices_have_separate_budgets() {
         let mut l = limiter(1, 1);
