@@ -6,7 +6,8 @@
 //! Reading and writing are branches of one `select!`, never an `.await` inside another
 //! branch: a phone that stops reading (its TCP window full) blocks only the write branch,
 //! so the close token (revocation), shutdown and the idle timer still end the connection.
-//! A write that makes no progress for `sip.write_timeout_secs` ends it too (`write_stalled`).
+//! A write that makes no progress for `sip.write_timeout_secs` ends it too (`write_stalled`;
+//! 10 s by default, the default of Kamailio's `tcp_send_timeout` for the same purpose).
 //! Everything the task writes — queued messages, keep-alive pongs — goes through the flow's
 //! queue, bounded in bytes; the 400 for an unparseable message goes to the SIP core, which
 //! charges it to the device's request budget before queueing it.

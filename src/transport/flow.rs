@@ -4,9 +4,10 @@
 //!
 //! A full queue means the phone has not read for a while (its TCP window is closed and the
 //! connection task cannot write). Dropping the message would silently break SIP state (a lost
-//! 200 OK or BYE leaves a call half up), so the connection is closed instead, like a stuck
-//! TCP connection in Kamailio (`tcp_conn_wq_max`): the phone re-registers on a new
-//! connection, and its calls end cleanly on the PBX side.
+//! 200 OK or BYE leaves a call half up), so the connection is closed instead: the phone
+//! re-registers on a new connection, and its calls end cleanly on the PBX side. Kamailio does
+//! the same: beyond `tcp_conn_wq_max` queueing "would result in an error and in the connection
+//! being closed (too slow)".
 
 use crate::identity::Identity;
 use bytes::Bytes;
