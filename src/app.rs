@@ -17,6 +17,7 @@ use crate::telemetry;
 use crate::transaction::fsm::TimerConfig;
 use crate::transport::connection::{self, ConnectionSettings};
 use crate::transport::flow::FlowTable;
+use crate::transport::flow::QueueLimits;
 use crate::transport::limits::ConnectionLimiter;
 use crate::transport::metrics::{HandshakeFailures, SipTransportMetrics, TlsMetrics};
 use crate::transport::pbx::PbxLink;
@@ -338,6 +339,8 @@ impl Edge {
                     per_second: sip.phone_requests_per_second,
                     burst: sip.phone_request_burst,
                 },
+                max_calls_per_device: sip.max_calls_per_device,
+                max_ports_per_device: self.config.media.max_ports_per_device,
                 accept_unannounced_unencrypted_srtcp: self
                     .config
                     .media
@@ -380,6 +383,11 @@ impl Edge {
         let settings = ConnectionSettings {
             limits,
             idle_timeout: Duration::from_secs(sip.idle_timeout_secs),
+            write_timeout: Duration::from_secs(sip.write_timeout_secs),
+            queue: QueueLimits {
+                messages: connection::WRITE_QUEUE_MESSAGES,
+                bytes: sip.write_queue_bytes,
+            },
         };
         let identity_rx = self.identity.subscribe();
         let handler: tls::ConnectionHandler = {

@@ -230,6 +230,24 @@ impl CallMedia {
         self.streams.is_empty()
     }
 
+    /// Relay streams (each holds 4 ports) the call holds.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Streams the call would hold once [`Self::ports_for`] has served `requests`: the ones
+    /// it holds plus one for each m-line it has none for yet.
+    pub fn streams_after(&self, requests: &[PortRequest]) -> usize {
+        let mut new: Vec<usize> = requests
+            .iter()
+            .map(|r| r.mline)
+            .filter(|m| !self.streams.contains_key(m))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        self.streams.len() + new.len()
+    }
+
     /// Stream ids (to match media events to calls).
     pub fn stream_ids(&self) -> Vec<crate::media::StreamId> {
         self.streams.values().map(|(h, _)| h.id()).collect()

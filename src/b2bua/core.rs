@@ -46,9 +46,8 @@ use tokio_util::time::{delay_queue, DelayQueue};
 
 mod exchange;
 
-/// Calls one phone connection may have at once: a desk phone has a handful of lines; a
-/// hostile client must not lease the whole media port range.
-pub const MAX_CALLS_PER_FLOW: usize = 16;
+/// Relay ports one relayed m-line holds: RTP and RTCP toward the phone and toward the PBX.
+pub const PORTS_PER_STREAM: usize = 4;
 /// Contacts one request may carry (each becomes a binding).
 pub const MAX_CONTACTS: usize = 16;
 
@@ -70,6 +69,12 @@ pub struct CoreSettings {
     pub accept_unannounced_unencrypted_srtcp: bool,
     /// `sip.phone_requests_per_second` / `sip.phone_request_burst`.
     pub phone_request_budget: RateBudget,
+    /// `sip.max_calls_per_device`: calls one device (MAC; one connection for shared and
+    /// anonymous identities) may have at once, both directions. A desk phone has a handful
+    /// of lines; a hostile one must not lease the whole media port range.
+    pub max_calls_per_device: usize,
+    /// `media.max_ports_per_device`: relay ports one device may hold over all its calls.
+    pub max_ports_per_device: usize,
 }
 
 /// A registration as shown on the admin API.
@@ -238,6 +243,9 @@ impl Txn {
 /// One INVITE dialog (a call) and its media.
 struct Dialog {
     flow: FlowId,
+    /// The device the call counts against (`sip.max_calls_per_device`,
+    /// `media.max_ports_per_device`): its MAC, or its connection.
+    owner: BudgetKey,
     identity: String,
     from_phone: bool,
     /// SDP origin of each leg (RFC 3264 §8: version increments per change).
@@ -529,11 +537,41 @@ impl SipCore {
         .ok()
     }
 
-    /// Answers a phone request outside any transaction (before one exists).
-    fn reply_phone(&self, flow: FlowId, req: &SipMessage, status: u16, warning: Option<&str>) {
+    /// Answers a phone request outside any transaction (before one exists), within the
+    /// device's budget ([`Self::send_reply_phone`]).
+    fn reply_phone(&mut self, flow: FlowId, req: &SipMessage, status: u16, warning: Option<&str>) {
         if let Some(r) = self.response(req, status, warning) {
-            self.send_phone(flow, &r);
+            self.send_reply_phone(flow, &r);
         }
+    }
+
+    /// Sends a response the edge composed itself for a phone (not one relayed from the PBX)
+    /// if the device's request budget can pay for it: a device flooding junk must not get
+    /// one response per junk message (transport::rate). Responses on a transaction's behalf
+    /// (408/480/503 when the PBX fails) are not charged: their request was paid for, and the
+    /// failure is not the device's.
+    fn send_reply_phone(&mut self, flow: FlowId, r: &SipMessage) {
+        let Some(identity) = self.flows.get(flow).map(|f| f.identity) else {
+            return;
+        };
+        if self.charge_reply(BudgetKey::of(&identity, flow)) {
+            self.send_phone(flow, r);
+        }
+    }
+
+    /// Charges an edge-composed response to `key`; false (dropped, counted) over budget.
+    fn charge_reply(&mut self, key: BudgetKey) -> bool {
+        if self
+            .rate_limiter
+            .charge_reply(key, Instant::now().into_std())
+        {
+            return true;
+        }
+        self.metrics
+            .dropped
+            .with_label_values(&["phone", "reply_over_budget"])
+            .inc();
+        false
     }
 
     async fn reply_pbx(&self, req: &SipMessage, status: u16, warning: Option<&str>) {
@@ -611,6 +649,22 @@ impl SipCore {
         match ev {
             PhoneEvent::Opened(_) => {}
             PhoneEvent::Closed(flow) => self.on_flow_closed(flow).await,
+            PhoneEvent::Unparseable {
+                flow,
+                identity,
+                response,
+            } => {
+                let key = BudgetKey::of(&identity, flow);
+                if self.charge_reply(key) {
+                    self.metrics
+                        .responses
+                        .with_label_values(&["phone", "400"])
+                        .inc();
+                    if let Err(e) = self.flows.send(flow, response) {
+                        tracing::debug!(%flow, error = %e, "400 to a phone not queued");
+                    }
+                }
+            }
             PhoneEvent::Message(m) => {
                 if m.message.is_request() {
                     self.on_phone_request(m).await
@@ -747,14 +801,12 @@ impl SipCore {
     }
 
     /// Charges a new request to its device's budget; over budget it is answered 503 with
-    /// Retry-After (RFC 3261 §21.5.4) and goes no further.
+    /// Retry-After (RFC 3261 §21.5.4) while the budget can pay for that response too, and
+    /// dropped (counted) once it cannot; either way it goes no further.
     fn within_budget(&mut self, m: &PhoneMessage) -> bool {
         let key = BudgetKey::of(&m.identity, m.flow);
-        let Admission::Refused {
-            retry_after_secs,
-            first,
-        } = self.rate_limiter.admit(key, Instant::now().into_std())
-        else {
+        let now = Instant::now().into_std();
+        let Admission::Refused { first, .. } = self.rate_limiter.admit(key, now) else {
             return true;
         };
         self.metrics.rate_limited.inc();
@@ -767,12 +819,18 @@ impl SipCore {
                 "phone exceeds sip.phone_requests_per_second; answering 503 until it slows down"
             );
         }
+        // The 503 is charged like every response the edge composes (it may take the budget
+        // into debt); Retry-After says when a request is admitted again, that charge included.
+        if !self.charge_reply(key) {
+            return false;
+        }
         if let Some(mut r) = self.response(
             &m.message,
             503,
             Some("too many requests from this device (sip.phone_requests_per_second)"),
         ) {
-            r.set_header("Retry-After", &retry_after_secs.to_string());
+            let retry_after = self.rate_limiter.retry_after_secs(key, now);
+            r.set_header("Retry-After", &retry_after.to_string());
             self.send_phone(m.flow, &r);
         }
         false
@@ -995,7 +1053,7 @@ impl SipCore {
                 self.prack_sdp(Leg::Phone, &m.message, &mut req).await
             {
                 if let Some(r) = self.refusal(&m.message, status, &why, retry) {
-                    self.send_phone(flow, &r);
+                    self.send_reply_phone(flow, &r);
                 }
                 return;
             }
@@ -1020,13 +1078,10 @@ impl SipCore {
             if in_dialog {
                 return Err((481, "no such call".into()));
             }
-            if self.calls_on(m.flow) >= MAX_CALLS_PER_FLOW {
-                // Answered 486 (counted in pbx_edge_sip_responses_total), not a silent drop.
-                tracing::info!(flow = %m.flow, identity = %m.identity, "call refused: too many calls on this connection");
-                return Err((
-                    486,
-                    format!("more than {MAX_CALLS_PER_FLOW} calls on this connection"),
-                ));
+            let owner = BudgetKey::of(&m.identity, m.flow);
+            if let Err(e) = self.call_allowed(owner) {
+                tracing::info!(flow = %m.flow, identity = %m.identity, "call refused: the device has sip.max_calls_per_device calls");
+                return Err(e);
             }
             let contact = match m.message.contacts() {
                 Ok(ContactList::Addrs(a)) => a.into_iter().next().map(|a| a.uri),
@@ -1034,6 +1089,7 @@ impl SipCore {
             };
             let d = Dialog {
                 flow: m.flow,
+                owner,
                 identity: m.identity.to_string(),
                 from_phone: true,
                 phone_origin: LegOrigin::new(self.session_id(), 1),
@@ -1083,6 +1139,11 @@ impl SipCore {
         }
         let pbx_host = self.pbx.pbx_addr().ip();
         let settings = self.settings.clone();
+        let Some(owner) = self.dialogs.get(call_id).map(|d| d.owner) else {
+            return Err((500, "dialog vanished".into()));
+        };
+        let held_elsewhere = self.ports_held_elsewhere(owner, call_id);
+        let denied = self.metrics.denied.clone();
         let mut keys = OsKeys(&self.rng);
         let Some(d) = self.dialogs.get_mut(call_id) else {
             return Err((500, "dialog vanished".into()));
@@ -1103,6 +1164,19 @@ impl SipCore {
                 Analysed::Phone(o) => o.port_requests().to_vec(),
                 Analysed::Pbx(o) => o.port_requests().to_vec(),
             };
+            // `media.max_ports_per_device`, checked before anything is leased: the ports
+            // this call would hold after the offer, plus those of the device's other calls.
+            let max = settings.max_ports_per_device;
+            let held = held_elsewhere
+                + d.media.streams_after(&requests) * PORTS_PER_STREAM;
+            if held > max {
+                denied.with_label_values(&["device_port_limit"]).inc();
+                tracing::info!(?owner, held, max, "offer refused: the device would hold more than media.max_ports_per_device relay ports");
+                return Err((
+                    503,
+                    format!("the device would hold {held} of {max} media ports (media.max_ports_per_device)"),
+                ));
+            }
             let ports = d
                 .media
                 .ports_for(&self.media, &requests, pbx_host)
@@ -1183,8 +1257,32 @@ impl SipCore {
         Ok(rewritten.sdp)
     }
 
-    fn calls_on(&self, flow: FlowId) -> usize {
-        self.dialogs.values().filter(|d| d.flow == flow).count()
+    /// Whether `owner` may start another call (`sip.max_calls_per_device`, counted over
+    /// all its connections, both directions); otherwise 486 Busy Here (RFC 3261 §21.4.24:
+    /// the callee cannot take another call now).
+    fn call_allowed(&self, owner: BudgetKey) -> Result<(), (u16, String)> {
+        let max = self.settings.max_calls_per_device;
+        let calls = self.dialogs.values().filter(|d| d.owner == owner).count();
+        if calls < max {
+            return Ok(());
+        }
+        self.metrics
+            .denied
+            .with_label_values(&["device_call_limit"])
+            .inc();
+        Err((
+            486,
+            format!("the device has {max} calls already (sip.max_calls_per_device)"),
+        ))
+    }
+
+    /// Relay ports the calls of `owner` other than `call_id` hold.
+    fn ports_held_elsewhere(&self, owner: BudgetKey, call_id: &str) -> usize {
+        self.dialogs
+            .iter()
+            .filter(|(c, d)| d.owner == owner && c.as_str() != call_id)
+            .map(|(_, d)| d.media.stream_count() * PORTS_PER_STREAM)
+            .sum()
     }
 
     fn session_id(&self) -> u64 {
@@ -1335,20 +1433,18 @@ impl SipCore {
             if in_dialog {
                 return Err((481, "no such call".into()));
             }
-            if self.calls_on(flow) >= MAX_CALLS_PER_FLOW {
-                return Err((
-                    486,
-                    format!("the phone has {MAX_CALLS_PER_FLOW} calls already"),
-                ));
+            let Some(phone) = self.flows.get(flow).map(|f| f.identity) else {
+                return Err((480, "the phone's connection closed".into()));
+            };
+            let owner = BudgetKey::of(&phone, flow);
+            if let Err(e) = self.call_allowed(owner) {
+                tracing::info!(%flow, identity = %phone, "call from the PBX refused: the device has sip.max_calls_per_device calls");
+                return Err(e);
             }
-            let identity = self
-                .flows
-                .get(flow)
-                .map(|f| f.identity.to_string())
-                .unwrap_or_default();
             let d = Dialog {
                 flow,
-                identity,
+                owner,
+                identity: phone.to_string(),
                 from_phone: false,
                 phone_origin: LegOrigin::new(self.session_id(), 1),
                 pbx_origin: LegOrigin::new(self.session_id(), 1),

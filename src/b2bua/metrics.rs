@@ -9,12 +9,14 @@ pub struct CoreMetrics {
     /// `pbx_edge_sip_responses_total{side, code}`: responses sent toward each side.
     pub responses: IntCounterVec,
     /// `pbx_edge_sip_denied_total{reason}`: requests refused 403 by MAC authorization or by
-    /// the registration binding limit (`too_many_bindings`).
+    /// the registration binding limit (`too_many_bindings`); calls refused by the per-device
+    /// caps (`device_call_limit` 486, `device_port_limit` 503).
     pub denied: IntCounterVec,
     /// `pbx_edge_sip_transaction_timeouts_total{side}`: the other side never answered.
     pub timeouts: IntCounterVec,
-    /// `pbx_edge_sip_rate_limited_total`: phone requests answered 503 because their device
-    /// exceeded `sip.phone_requests_per_second`.
+    /// `pbx_edge_sip_rate_limited_total`: phone requests refused because their device
+    /// exceeded `sip.phone_requests_per_second` (answered 503 while the budget can pay for
+    /// the response, dropped beyond).
     pub rate_limited: IntCounter,
     /// `pbx_edge_registrations_active`.
     pub registrations: IntGauge,
@@ -60,7 +62,7 @@ impl CoreMetrics {
             denied: IntCounterVec::new(
                 Opts::new(
                     "pbx_edge_sip_denied_total",
-                    "Phone requests refused with 403 by MAC authorization or the per-connection registration limit, by reason.",
+                    "Phone requests refused by MAC authorization or the per-connection registration limit (403), or calls refused by the per-device caps (device_call_limit 486, device_port_limit 503), by reason.",
                 ),
                 &["reason"],
             )?,
@@ -73,7 +75,7 @@ impl CoreMetrics {
             )?,
             rate_limited: IntCounter::new(
                 "pbx_edge_sip_rate_limited_total",
-                "Phone requests answered 503 because their device exceeded sip.phone_requests_per_second.",
+                "Phone requests refused because their device exceeded sip.phone_requests_per_second (503 + Retry-After while its budget can pay for the response, else dropped).",
             )?,
             registrations: IntGauge::new(
                 "pbx_edge_registrations_active",

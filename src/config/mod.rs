@@ -214,6 +214,11 @@ pub struct MediaConfig {
     /// announce UNENCRYPTED_SRTCP (some Cisco SPA firmware). A relaxation: logged and counted
     /// in `pbx_edge_media_srtcp_unannounced_unencrypted_total`.
     pub accept_unannounced_unencrypted_srtcp: bool,
+    /// Relay ports one device (its MAC; one connection for shared certificates and anonymous
+    /// phones) may hold at once, over all its calls. Each relayed m-line holds 4 (RTP and
+    /// RTCP toward the phone and toward the PBX), leased when the offer is made. An offer
+    /// beyond it is answered 503.
+    pub max_ports_per_device: usize,
 }
 
 impl Default for MediaConfig {
@@ -227,6 +232,7 @@ impl Default for MediaConfig {
             srtp: SrtpPolicy::Mandatory,
             timeout_secs: 60,
             accept_unannounced_unencrypted_srtcp: false,
+            max_ports_per_device: 128,
         }
     }
 }
@@ -320,6 +326,16 @@ pub struct SipConfig {
     /// Requests a device may send at once before the rate applies (a phone with many BLF
     /// keys subscribes to all of them after boot).
     pub phone_request_burst: u32,
+    /// A write toward a phone that makes no progress for this long (the phone stopped reading
+    /// and its TCP window is full) closes the connection.
+    pub write_timeout_secs: u64,
+    /// Bytes one phone connection may have queued for writing; beyond it the connection is
+    /// closed as stuck.
+    pub write_queue_bytes: usize,
+    /// Calls (INVITE dialogs, ringing or established, either direction) one device (its MAC;
+    /// one connection for shared certificates and anonymous phones) may have at once. A new
+    /// call beyond it is answered 486.
+    pub max_calls_per_device: usize,
 }
 
 impl Default for SipConfig {
@@ -335,6 +351,9 @@ impl Default for SipConfig {
             idle_timeout_secs: 900,
             phone_requests_per_second: 20,
             phone_request_burst: 100,
+            write_timeout_secs: 10,
+            write_queue_bytes: 1 << 20,
+            max_calls_per_device: 16,
         }
     }
 }

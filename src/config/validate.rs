@@ -571,6 +571,24 @@ fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
     if sip.idle_timeout_secs == 0 {
         r.problem("sip.idle_timeout_secs", None, "must be at least 1");
     }
+    if sip.write_timeout_secs == 0 {
+        r.problem("sip.write_timeout_secs", None, "must be at least 1");
+    }
+    // A message toward a phone may be larger than the one it was made from (Via, Contact,
+    // SDP crypto lines): room for two of the largest keeps a working phone from tripping it.
+    if sip.write_queue_bytes < sip.max_message_bytes.saturating_mul(2) {
+        r.problem(
+            "sip.write_queue_bytes",
+            None,
+            format!(
+                "must be at least 2 × sip.max_message_bytes ({})",
+                sip.max_message_bytes.saturating_mul(2)
+            ),
+        );
+    }
+    if sip.max_calls_per_device == 0 {
+        r.problem("sip.max_calls_per_device", None, "must be at least 1");
+    }
     if sip.domain.is_empty()
         || sip
             .domain
@@ -584,6 +602,13 @@ fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
     }
     if config.media.timeout_secs == 0 {
         r.problem("media.timeout_secs", None, "must be at least 1");
+    }
+    if config.media.max_ports_per_device < 4 {
+        r.problem(
+            "media.max_ports_per_device",
+            None,
+            "must be at least 4 (one relayed m-line)",
+        );
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         r.problem(
@@ -659,6 +684,24 @@ mod tests {
         assert!(r.is_ok(), "{:?}", r.problems);
         assert_eq!(r.warnings.len(), 1);
         assert!(r.warnings[0].contains("sip.phone_requests_per_second = 0"));
+    }
+
+    #[test]
+    fn stuck_writer_and_per_device_limits_are_checked() {
+        let mut f = good();
+        f.config.sip.write_timeout_secs = 0;
+        f.config.sip.write_queue_bytes = f.config.sip.max_message_bytes;
+        f.config.sip.max_calls_per_device = 0;
+        f.config.media.max_ports_per_device = 3;
+        assert_eq!(
+            keys(&validate(&f.config)),
+            [
+                "sip.write_timeout_secs",
+                "sip.write_queue_bytes",
+                "sip.max_calls_per_device",
+                "media.max_ports_per_device"
+            ]
+        );
     }
 
     #[test]

@@ -902,7 +902,7 @@ async fn a_challenged_invite_is_retried_with_credentials_and_the_call_is_listed(
 async fn one_connection_cannot_lease_more_than_its_share_of_calls() {
     let (pki, pbx, e) = setup().await;
     let mut ph = snom(&pki, &e).await;
-    let limit = pbx_edge::b2bua::core::MAX_CALLS_PER_FLOW;
+    let limit = pbx_edge::config::SipConfig::default().max_calls_per_device;
     for i in 0..=limit {
         let inv = phone_invite(40000 + i as u16 * 2)
             .replace("call-out-1", &format!("flood-{i}"))
@@ -920,7 +920,7 @@ async fn one_connection_cannot_lease_more_than_its_share_of_calls() {
         assert!(r
             .header("Warning")
             .unwrap()
-            .contains("calls on this connection"));
+            .contains("sip.max_calls_per_device"));
     }
     // The gauge is refreshed by the core about once a second: bounded poll.
     let mut m = String::new();
