@@ -59,6 +59,14 @@ for target in "phone listener:127.0.0.1:$sip_port" "provisioning:127.0.0.1:$prov
 import json, sys
 findings = json.load(open(sys.argv[1]))
 order = {"LOW": 1, "MEDIUM": 2, "HIGH": 3, "CRITICAL": 4}
+# Waived, and only because the scan runs on the throw-away development PKI: its server
+# certificate names no CRL or OCSP URI (there is no server to answer them). An operator's
+# certificate from a public or company CA carries them; the edge serves it unchanged.
+waived = {"cert_revocation"}
+for f in findings:
+    if f.get("id") in waived and order.get(f.get("severity"), 0) >= 2:
+        print(f"  WAIVED   {f['id']} ({f['severity']}): {f['finding']} (development PKI only)")
+findings = [f for f in findings if f.get("id") not in waived]
 bad = [f for f in findings if order.get(f.get("severity"), 0) >= 2]
 low = [f for f in findings if f.get("severity") == "LOW"]
 for f in low:
