@@ -214,6 +214,25 @@ const CASES: &[Case] = &[
         name: "MKI length 5",
         suites: ALL,
         lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:5"],
+        expect: with_mki(1, Some(1 << 20), 5),
+    },
+    Case {
+        // The RFC 4568 §6.1-style line copied by many stacks; rtpengine and Asterisk take it.
+        name: "MKI 1:32",
+        suites: ALL,
+        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:32"],
+        expect: with_mki(1, Some(1 << 20), 32),
+    },
+    Case {
+        name: "MKI 1:128 (RFC 4568 §9.1 maximum)",
+        suites: ALL,
+        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:128"],
+        expect: with_mki(1, Some(1 << 20), 128),
+    },
+    Case {
+        name: "MKI length 129",
+        suites: ALL,
+        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:129"],
         expect: Expect::Refused("mki_length"),
     },
     Case {
