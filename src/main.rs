@@ -142,7 +142,7 @@ fn run(args: &ConfigArgs) -> ExitCode {
     }
     telemetry::init_logging(&resolved.config.log);
     for w in &report.warnings {
-        tracing::warn!(relaxation = %w, "safe default relaxed by configuration");
+        tracing::warn!(warning = %w, "configuration warning: a safe default relaxed, or a server certificate phones may refuse");
     }
     // Before any socket exists: raise the open-file limit toward what the config can use.
     match config::fdlimit::raise_open_file_limit(&resolved.config) {

@@ -183,6 +183,34 @@ const FLOWS: &[Flow] = &[
             Step::PhoneAnswer("grandstream-gxp2170-answer"),
         ],
     },
+    // pjsua 2.x with `--use-srtp=3` (optional, duplicated offer): `RTP/SAVP` with four crypto
+    // lines and an `RTP/AVP` twin on the same port. The PBX sees one audio line; the phone gets
+    // the twin back rejected. Asterisk then re-INVITEs (after a transfer): the phone's offer
+    // keeps the twin's place with port 0 (RFC 3264 §8.1), its answer is mapped back onto the
+    // PBX's single line. Then pjsua holds, the twin slot disabled.
+    Flow {
+        mode: SrtpMode::Optional,
+        suites: ALL,
+        steps: &[
+            Step::PhoneOffer("pjsua-dup-offer"),
+            Step::PbxAnswer("pjsua-dup-pbx-answer"),
+            Step::PbxOffer("pjsua-dup-asterisk-reinvite"),
+            Step::PhoneAnswer("pjsua-dup-reinvite-answer"),
+            Step::PhoneOffer("pjsua-dup-hold-offer"),
+            Step::PbxAnswer("pjsua-dup-hold-pbx-answer"),
+        ],
+    },
+    // Grandstream GXP2170, SRTP "Enabled but not forced", under a mandatory policy: the
+    // `RTP/SAVP` line (MKI 1:32) and its `RTP/AVP` twin on the same port; the twin is refused
+    // toward the phone and never offered to the PBX.
+    Flow {
+        mode: SrtpMode::Mandatory,
+        suites: ALL,
+        steps: &[
+            Step::PhoneOffer("grandstream-gxp2170-besteffort-offer"),
+            Step::PbxAnswer("grandstream-gxp2170-besteffort-pbx-answer"),
+        ],
+    },
 ];
 
 fn fixture(name: &str, ext: &str) -> PathBuf {

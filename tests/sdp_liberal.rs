@@ -214,6 +214,25 @@ const CASES: &[Case] = &[
         name: "MKI length 5",
         suites: ALL,
         lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:5"],
+        expect: with_mki(1, Some(1 << 20), 5),
+    },
+    Case {
+        // The RFC 4568 §6.1-style line copied by many stacks; rtpengine and Asterisk take it.
+        name: "MKI 1:32",
+        suites: ALL,
+        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:32"],
+        expect: with_mki(1, Some(1 << 20), 32),
+    },
+    Case {
+        name: "MKI 1:128 (RFC 4568 §9.1 maximum)",
+        suites: ALL,
+        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:128"],
+        expect: with_mki(1, Some(1 << 20), 128),
+    },
+    Case {
+        name: "MKI length 129",
+        suites: ALL,
+        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:129"],
         expect: Expect::Refused("mki_length"),
     },
     Case {
@@ -541,13 +560,10 @@ fn best_effort_as_two_m_lines_sharing_a_mid() {
             matches!(offer.plan.streams[1].state, StreamState::Rejected(_)),
             "{mode:?}"
         );
+        // The alternative not taken is not offered to the PBX, not even with port 0.
         let pbx = text(&offer);
-        assert_eq!(
-            lines_with(&pbx, "m=audio"),
-            ["m=audio 40002 RTP/AVP 0", "m=audio 0 RTP/AVP 0"]
-        );
-        let answer =
-            pbx_sdp("m=audio 20000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\nm=audio 0 RTP/AVP 0\n");
+        assert_eq!(lines_with(&pbx, "m=audio"), ["m=audio 40002 RTP/AVP 0"]);
+        let answer = pbx_sdp("m=audio 20000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n");
         let back = text(&call.pbx_answer(&offer.plan, &answer).unwrap());
         assert_eq!(
             lines_with(&back, "m=audio"),

@@ -251,6 +251,72 @@ proptest! {
     }
 }
 
+/// Audio-only offers in which m-lines often share a port (best-effort twins, RFC 3264 §6/§8.1):
+/// each line is (port index into {4000, 4002, 0}, SAVP?, crypto?).
+fn twin_offer() -> impl Strategy<Value = String> {
+    prop::collection::vec((0usize..3, any::<bool>(), any::<bool>()), 1..5).prop_map(|lines| {
+        let mut media = String::new();
+        for (port, savp, crypto) in lines {
+            let port = [4000, 4002, 0][port];
+            let proto = if savp { "RTP/SAVP" } else { "RTP/AVP" };
+            media.push_str(&format!("m=audio {port} {proto} 0\na=rtpmap:0 PCMU/8000\n"));
+            if crypto {
+                media.push_str(&format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K0}\n"));
+            }
+        }
+        phone_sdp(&media)
+    })
+}
+
+fn m_lines(sdp: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(sdp)
+        .split("\r\n")
+        .filter(|l| l.starts_with("m="))
+        .map(str::to_owned)
+        .collect()
+}
+
+proptest! {
+    /// Whatever twins an offer has, each leg keeps its own m-line count through the offer, the
+    /// answer and a later offer from the other side: the PBX leg has the plan's PBX-leg lines,
+    /// the phone leg every line, phone-only lines always with port 0.
+    #[test]
+    fn twins_keep_each_legs_m_line_count(
+        body in twin_offer(),
+        mode in prop::sample::select(vec![SrtpMode::Mandatory, SrtpMode::Optional]),
+    ) {
+        let mut call = Call::new(mode);
+        let Ok(offer) = call.phone_offer(&body) else { return Ok(()) };
+        let phone_count = offer.plan.streams.len();
+        let pbx_count = offer.plan.streams.iter().filter(|s| s.on_pbx_leg()).count();
+        prop_assert_eq!(m_lines(&offer.sdp).len(), pbx_count);
+        let answer = answer_to(&offer.sdp, 20000, false, 0);
+        let back = call.pbx_answer(&offer.plan, &answer);
+        prop_assert!(back.is_ok(), "{back:?}");
+        let back = back.unwrap();
+        let phone_lines = m_lines(&back.sdp);
+        prop_assert_eq!(phone_lines.len(), phone_count);
+        for (s, line) in back.plan.streams.iter().zip(&phone_lines) {
+            if !s.on_pbx_leg() {
+                prop_assert_eq!(line.split(' ').nth(1), Some("0"), "{}", line);
+            }
+        }
+        // The PBX re-offers its own lines: the phone still gets every line, in place.
+        let reoffer_media: String = (0..pbx_count)
+            .map(|i| format!("m=audio {} RTP/AVP 0\n", 21000 + 2 * i))
+            .collect();
+        let reoffer = call.pbx_offer(&pbx_sdp(&reoffer_media));
+        prop_assert!(reoffer.is_ok(), "{reoffer:?}");
+        let reoffer = reoffer.unwrap();
+        prop_assert_eq!(m_lines(&reoffer.sdp).len(), phone_count);
+        for (s, line) in reoffer.plan.streams.iter().zip(m_lines(&reoffer.sdp)) {
+            if !s.on_pbx_leg() {
+                prop_assert_eq!(line.split(' ').nth(1), Some("0"), "{}", line);
+            }
+        }
+    }
+}
+
 #[test]
 fn answer_helper_echoes_crypto() {
     // The generator above must be able to produce SRTP answers, or the property proves less.

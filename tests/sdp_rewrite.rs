@@ -769,3 +769,260 @@ fn early_and_final_answers_to_one_offer_carry_the_same_edge_key() {
     assert_eq!(early.sdp, fin.sdp);
     assert_eq!(keys_of(&early.plan, 0).edge, keys_of(&fin.plan, 0).edge);
 }
+
+// --- best-effort twins and downgrade refusal (issue 12) ---------------------------------------
+
+/// pjsua / Grandstream best effort: `RTP/SAVP` + `a=crypto` and an `RTP/AVP` twin on the same
+/// address and port, no `a=mid`.
+fn twin_offer(savp_first: bool, crypto: &str) -> String {
+    let savp = format!("m=audio 4000 RTP/SAVP 0\na=rtpmap:0 PCMU/8000\na=crypto:{crypto}\n");
+    let avp = "m=audio 4000 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n";
+    if savp_first {
+        phone_sdp(&format!("{savp}{avp}"))
+    } else {
+        phone_sdp(&format!("{avp}{savp}"))
+    }
+}
+
+#[test]
+fn same_port_twin_is_refused_toward_the_phone_and_never_offered_to_the_pbx() {
+    let good = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K0}");
+    for mode in [SrtpMode::Optional, SrtpMode::Mandatory] {
+        for savp_first in [true, false] {
+            let (keep, twin) = if savp_first { (0, 1) } else { (1, 0) };
+            let mut call = Call::new(mode);
+            let offer = call.phone_offer(&twin_offer(savp_first, &good)).unwrap();
+            let label = format!("{mode:?} savp_first={savp_first}");
+            assert_eq!(offer.plan.streams.len(), 2, "{label}");
+            assert!(
+                matches!(
+                    keys_of(&offer.plan, keep).phone,
+                    Some(ref c) if c.tag == 1
+                ),
+                "{label}"
+            );
+            assert_eq!(
+                offer.plan.streams[twin].state,
+                StreamState::Rejected(RejectReason::AlternativeNotTaken),
+                "{label}"
+            );
+            assert!(!offer.plan.streams[twin].on_pbx_leg(), "{label}");
+            // One relay stream, one audio line toward the PBX.
+            assert_eq!(call.next_port, 40004, "{label}");
+            let pbx = text(&offer);
+            assert_eq!(
+                lines_with(&pbx, "m="),
+                ["m=audio 40002 RTP/AVP 0"],
+                "{label}"
+            );
+            // The PBX answers its one line; the phone gets both back, the twin with port 0,
+            // in the places it offered them (RFC 3264 §6).
+            let back = text(&call.pbx_answer(&offer.plan, &pbx_audio_answer()).unwrap());
+            let m = lines_with(&back, "m=");
+            assert_eq!(m.len(), 2, "{label}: {back}");
+            assert_eq!(m[keep], "m=audio 40000 RTP/SAVP 0 101", "{label}");
+            assert_eq!(m[twin], "m=audio 0 RTP/AVP 0", "{label}");
+            assert_eq!(lines_with(&back, "a=crypto:1 ").len(), 1, "{label}");
+        }
+    }
+}
+
+#[test]
+fn pbx_answer_must_match_the_pbx_leg_not_the_phone_leg() {
+    let mut call = Call::new(SrtpMode::Optional);
+    let good = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K0}");
+    let offer = call.phone_offer(&twin_offer(true, &good)).unwrap();
+    // Two m-lines answer an offer that had one on the PBX leg.
+    let two = pbx_sdp("m=audio 20000 RTP/AVP 0\nm=audio 0 RTP/AVP 0\n");
+    let err = call.pbx_answer(&offer.plan, &two).unwrap_err();
+    assert_eq!(
+        err,
+        RewriteError::MediaCountMismatch {
+            offered: 1,
+            answered: 2
+        }
+    );
+    assert_eq!(err.sip_status(), 488);
+}
+
+#[test]
+fn two_audio_lines_on_different_ports_are_not_twins() {
+    // Without a shared port or `a=mid`, SAVP + AVP are two streams (optional mode relays both).
+    let body = phone_sdp(&format!(
+        "{}m=audio 4002 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n",
+        savp_audio(4000, K0, "")
+    ));
+    let offer = Call::new(SrtpMode::Optional).phone_offer(&body).unwrap();
+    assert!(offer.plan.streams.iter().all(|s| s.relayed().is_some()));
+    assert_eq!(lines_with(&text(&offer), "m=audio").len(), 2);
+    // Same port, different address: not twins either.
+    let body = phone_sdp(&format!(
+        "{}m=audio 4000 RTP/AVP 0\nc=IN IP4 192.0.2.51\na=rtpmap:0 PCMU/8000\n",
+        savp_audio(4000, K0, "")
+    ));
+    let offer = Call::new(SrtpMode::Optional).phone_offer(&body).unwrap();
+    assert!(offer.plan.streams.iter().all(|s| s.relayed().is_some()));
+}
+
+#[test]
+fn pbx_reoffer_keeps_the_twin_slot_toward_the_phone_and_maps_the_answer_back() {
+    let mut call = Call::with_suites(
+        SrtpMode::Mandatory,
+        &[pbx_edge::srtp::CryptoSuite::AesCm128HmacSha1_80],
+    );
+    let good = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K0}");
+    let offer = call.phone_offer(&twin_offer(false, &good)).unwrap();
+    call.pbx_answer(&offer.plan, &pbx_audio_answer()).unwrap();
+    // The PBX re-offers its one line and adds video (RFC 3264 §8.1: new lines at the end).
+    let reoffer = call
+        .pbx_offer(&pbx_sdp(
+            "m=audio 20002 RTP/AVP 0\na=rtpmap:0 PCMU/8000\nm=video 20004 RTP/AVP 99\na=rtpmap:99 H264/90000\n",
+        ))
+        .unwrap();
+    let to_phone = text(&reoffer);
+    let m = lines_with(&to_phone, "m=");
+    assert_eq!(m.len(), 3, "{to_phone}");
+    assert_eq!(m[0], "m=audio 0 RTP/AVP 0", "the twin keeps its place");
+    assert!(m[1].starts_with("m=audio 40000 RTP/SAVP 0"), "{}", m[1]);
+    assert!(m[2].starts_with("m=video ") && !m[2].starts_with("m=video 0 "));
+    let plan = &reoffer.plan;
+    assert_eq!(
+        plan.streams.iter().map(|s| s.mline).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert!(!plan.streams[0].on_pbx_leg());
+    assert!(plan.streams[1].relayed().is_some() && plan.streams[2].relayed().is_some());
+    // The audio stream is the same relay stream as before (same phone-leg index).
+    assert_eq!(plan.streams[1].relayed().unwrap().ports.phone.rtp, 40000);
+
+    // The phone answers all three; the PBX gets two.
+    let phone_answer = phone_sdp(&format!(
+        "m=audio 0 RTP/AVP 0\nm=audio 4000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K1}\n\
+         m=video 4002 RTP/SAVP 99\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K2}\n"
+    ));
+    let to_pbx = text(&call.phone_answer(&reoffer.plan, &phone_answer).unwrap());
+    assert_eq!(
+        lines_with(&to_pbx, "m="),
+        ["m=audio 40002 RTP/AVP 0", "m=video 40006 RTP/AVP 99"]
+    );
+    // A phone answer that drops the twin's place is the wrong count for the phone leg.
+    let short = phone_sdp(&format!(
+        "m=audio 4000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K1}\n"
+    ));
+    let reoffer = call
+        .pbx_offer(&pbx_sdp(
+            "m=audio 20002 RTP/AVP 0\nm=video 20004 RTP/AVP 99\n",
+        ))
+        .unwrap();
+    assert_eq!(
+        call.phone_answer(&reoffer.plan, &short).unwrap_err(),
+        RewriteError::MediaCountMismatch {
+            offered: 3,
+            answered: 1
+        }
+    );
+}
+
+#[test]
+fn phone_reoffer_cannot_bring_the_twin_slot_to_the_pbx() {
+    let mut call = Call::new(SrtpMode::Optional);
+    let good = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K0}");
+    let offer = call.phone_offer(&twin_offer(true, &good)).unwrap();
+    call.pbx_answer(&offer.plan, &pbx_audio_answer()).unwrap();
+    // The phone re-offers with a live plain stream where the twin was (now on another port):
+    // the slot stays phone-only, rejected; the PBX still sees one line.
+    let body = phone_sdp(&format!(
+        "{}m=audio 4010 RTP/AVP 0\na=rtpmap:0 PCMU/8000\n",
+        savp_audio(4000, K0, "")
+    ));
+    let reoffer = call.phone_offer(&body).unwrap();
+    assert_eq!(
+        reoffer.plan.streams[1].state,
+        StreamState::Rejected(RejectReason::AlternativeNotTaken)
+    );
+    assert_eq!(
+        lines_with(&text(&reoffer), "m="),
+        ["m=audio 40002 RTP/AVP 0 101"]
+    );
+}
+
+#[test]
+fn optional_refuses_an_offer_whose_crypto_is_all_malformed() {
+    let malformed = [
+        (
+            "1 AES_CM_128_HMAC_SHA1_80 inline:!!notbase64!!",
+            "bad_base64",
+        ),
+        (
+            "1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:129",
+            "mki_length",
+        ),
+        (
+            "1 AES_CM_128_HMAC_SHA1_80 inline:{K0} KDR=3",
+            "unsupported_session_param",
+        ),
+        ("1 AES_CM_128_HMAC_SHA1_80", "missing_field"),
+    ];
+    for (line, label) in malformed {
+        let line = line.replace("{K0}", K0);
+        // SAVP alone, SAVP with an AVP twin, and best-effort AVP + crypto: never plain.
+        let bodies = [
+            phone_sdp(&format!("m=audio 4000 RTP/SAVP 0\na=crypto:{line}\n")),
+            twin_offer(true, &line),
+            phone_sdp(&format!("m=audio 4000 RTP/AVP 0\na=crypto:{line}\n")),
+        ];
+        for body in bodies {
+            let err = Call::new(SrtpMode::Optional)
+                .phone_offer(&body)
+                .unwrap_err();
+            let RewriteError::NoAcceptableCrypto { mline, reason } = err else {
+                panic!("{label}: {err:?}");
+            };
+            assert_eq!(mline, 0);
+            assert_eq!(reason.map(|r| r.label()), Some(label));
+            assert_eq!(err.sip_status(), 488);
+            assert!(err.to_string().contains(label), "{err}");
+        }
+    }
+}
+
+#[test]
+fn optional_still_falls_back_when_only_the_suites_are_unknown() {
+    let unknown = format!("1 F8_128_HMAC_SHA1_80 inline:{K0}");
+    let gcm8 = "2 AEAD_AES_128_GCM_8 inline:MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0";
+    // RTP/AVP with crypto the edge cannot speak: plain relay (best effort).
+    let body = phone_sdp(&format!(
+        "m=audio 4000 RTP/AVP 0\na=crypto:{unknown}\na=crypto:{gcm8}\n"
+    ));
+    let offer = Call::new(SrtpMode::Optional).phone_offer(&body).unwrap();
+    assert_eq!(
+        offer.plan.streams[0].relayed().unwrap().security,
+        Security::Plain
+    );
+    // The twin pair with an unknown suite: the plain twin is the one relayed, the SAVP line is
+    // the alternative not taken, and the PBX sees one line.
+    let offer = Call::new(SrtpMode::Optional)
+        .phone_offer(&twin_offer(true, &unknown))
+        .unwrap();
+    assert_eq!(
+        offer.plan.streams[0].state,
+        StreamState::Rejected(RejectReason::AlternativeNotTaken)
+    );
+    assert_eq!(
+        offer.plan.streams[1].relayed().unwrap().security,
+        Security::Plain
+    );
+    assert_eq!(lines_with(&text(&offer), "m="), ["m=audio 40002 RTP/AVP 0"]);
+    // A malformed line next to an unknown suite is not "unknown suites alone".
+    let body = phone_sdp(&format!(
+        "m=audio 4000 RTP/AVP 0\na=crypto:{unknown}\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:@@\n"
+    ));
+    assert!(matches!(
+        Call::new(SrtpMode::Optional).phone_offer(&body),
+        Err(RewriteError::NoAcceptableCrypto { .. })
+    ));
+    // Mandatory is unchanged: the twin pair with only an unknown suite has nothing to relay.
+    assert!(Call::new(SrtpMode::Mandatory)
+        .phone_offer(&twin_offer(true, &unknown))
+        .is_err());
+}

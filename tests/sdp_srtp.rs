@@ -40,7 +40,7 @@ fn rtp(seq: u16) -> Vec<u8> {
 fn roundtrip(from: &mut SrtpContext, to: &mut SrtpContext, seq: u16) {
     let plain = rtp(seq);
     let mut buf = plain.clone();
-    buf.resize(plain.len() + 64, 0);
+    buf.resize(plain.len() + pbx_edge::srtp::MAX_TRAILER_LEN, 0);
     let n = from.protect_rtp(&mut buf, plain.len()).unwrap();
     assert_ne!(&buf[12..plain.len()], &plain[12..], "payload not encrypted");
     let m = to.unprotect_rtp(&mut buf[..n]).unwrap();
@@ -76,6 +76,35 @@ fn phone_offered_call_keys_work_both_ways() {
     let mut phone_rx = context(&crypto_in(&answer));
     roundtrip(&mut relay_tx, &mut phone_rx, 1);
     roundtrip(&mut relay_tx, &mut phone_rx, 2);
+}
+
+/// RFC 4568 §9.1 MKIs up to 128 octets, as in the widely copied `|2^20|1:32`: the offer is
+/// taken, the edge answers with an MKI of the same length (RFC 4568 §6.1 lets the answerer
+/// choose, but phones that send one expect one), and the keys work both ways with it.
+#[test]
+fn long_mki_offers_are_taken_and_work_both_ways() {
+    for (mki, len) in [("1:32", 32usize), ("1:128", 128), ("4294967296:5", 5)] {
+        let mut call = Call::new(SrtpMode::Mandatory);
+        let phone_line = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|{mki}");
+        let offer = call
+            .phone_offer(&phone_sdp(&format!(
+                "m=audio 4000 RTP/SAVP 0\na=crypto:{phone_line}\n"
+            )))
+            .unwrap();
+        let answer = call.pbx_answer(&offer.plan, &pbx_audio_answer()).unwrap();
+        let (plan_phone, plan_edge) = keys(&answer.plan);
+        assert_eq!(plan_phone.keys[0].mki.map(|m| m.len()), Some(len), "{mki}");
+        let seen = crypto_in(&answer);
+        assert_eq!(seen.keys[0].mki.map(|m| m.len()), Some(len), "{mki}");
+        assert!(text(&answer).contains(&format!("|1:{len}\r\n")), "{mki}");
+
+        let mut phone_tx = context(&CryptoAttribute::parse(&phone_line).unwrap());
+        let mut relay_rx = context(&plan_phone);
+        roundtrip(&mut phone_tx, &mut relay_rx, 1);
+        let mut relay_tx = context(&plan_edge);
+        let mut phone_rx = context(&seen);
+        roundtrip(&mut relay_tx, &mut phone_rx, 1);
+    }
 }
 
 #[test]

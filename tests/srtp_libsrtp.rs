@@ -36,9 +36,11 @@ if backend.startswith("pylibsrtp:"):
 else:
     # ctypes straight into libsrtp2 for suites pylibsrtp has no profile for (AES-192/256-CM).
     # ctypes:RTP_SETTER:RTCP_SETTER[:RTP_SEC_SERV:RTCP_SEC_SERV] (sec_serv 2 = auth only)
+    # ctypes-mki:RTP_SETTER:RTCP_SETTER:MKI_HEX (one master key carrying that MKI)
     parts = backend.split(":")
     rtp_setter, rtcp_setter = parts[1], parts[2]
-    serv = [int(x) for x in parts[3:5]]
+    mki = binascii.unhexlify(parts[3]) if parts[0] == "ctypes-mki" else None
+    serv = [] if mki is not None else [int(x) for x in parts[3:5]]
     lib = ctypes.CDLL("libsrtp2.so.1")
     class CP(ctypes.Structure):
         _fields_ = [("cipher_type", ctypes.c_uint32), ("cipher_key_len", ctypes.c_int),
@@ -50,8 +52,14 @@ else:
                     ("deprecated_ekt", ctypes.c_void_p), ("window_size", ctypes.c_ulong),
                     ("allow_repeat_tx", ctypes.c_int), ("enc_xtn_hdr", ctypes.c_void_p),
                     ("enc_xtn_hdr_count", ctypes.c_int), ("next", ctypes.c_void_p)]
+    class MasterKey(ctypes.Structure):
+        _fields_ = [("key", ctypes.c_char_p), ("mki_id", ctypes.c_char_p), ("mki_size", ctypes.c_uint)]
     assert lib.srtp_init() == 0
     keybuf = ctypes.create_string_buffer(key, 64)
+    if mki is not None:
+        mkibuf = ctypes.create_string_buffer(mki, len(mki))
+        master = MasterKey(ctypes.cast(keybuf, ctypes.c_char_p), ctypes.cast(mkibuf, ctypes.c_char_p), len(mki))
+        masters = (ctypes.POINTER(MasterKey) * 1)(ctypes.pointer(master))
     def session(ssrc_type):
         p = Policy()
         p.ssrc_type = ssrc_type
@@ -59,23 +67,33 @@ else:
         getattr(lib, "srtp_crypto_policy_set_" + rtcp_setter)(ctypes.byref(p.rtcp))
         if serv:
             p.rtp.sec_serv, p.rtcp.sec_serv = serv
-        p.key = ctypes.cast(keybuf, ctypes.c_char_p)
+        if mki is None:
+            p.key = ctypes.cast(keybuf, ctypes.c_char_p)
+        else:
+            p.key = None
+            p.keys = ctypes.cast(masters, ctypes.c_void_p)
+            p.num_master_keys = 1
         p.window_size = 128
         s = ctypes.c_void_p()
         assert lib.srtp_create(ctypes.byref(s), ctypes.byref(p)) == 0
         return s
     tx, rx = session(3), session(2)  # ssrc_any_outbound, ssrc_any_inbound
-    def op(fn, sess):
+    def op(fn, sess, *extra):
         def run(data):
-            buf = ctypes.create_string_buffer(data, len(data) + 64)
+            buf = ctypes.create_string_buffer(data, len(data) + 256)
             n = ctypes.c_int(len(data))
-            rc = fn(sess, buf, ctypes.byref(n))
+            rc = fn(sess, buf, ctypes.byref(n), *extra)
             if rc != 0:
                 raise RuntimeError("srtp_err_status %d" % rc)
             return buf.raw[:n.value]
         return run
-    ops = {"rtp_protect": op(lib.srtp_protect, tx), "rtcp_protect": op(lib.srtp_protect_rtcp, tx),
-           "rtp_unprotect": op(lib.srtp_unprotect, rx), "rtcp_unprotect": op(lib.srtp_unprotect_rtcp, rx)}
+    if mki is None:
+        ops = {"rtp_protect": op(lib.srtp_protect, tx), "rtcp_protect": op(lib.srtp_protect_rtcp, tx),
+               "rtp_unprotect": op(lib.srtp_unprotect, rx), "rtcp_unprotect": op(lib.srtp_unprotect_rtcp, rx)}
+    else:
+        # use_mki = 1, mki_index = 0
+        ops = {"rtp_protect": op(lib.srtp_protect_mki, tx, 1, 0), "rtcp_protect": op(lib.srtp_protect_rtcp_mki, tx, 1, 0),
+               "rtp_unprotect": op(lib.srtp_unprotect_mki, rx, 1), "rtcp_unprotect": op(lib.srtp_unprotect_rtcp_mki, rx, 1)}
 with open(cmd_path) as cmds, open(out_path, "w") as out:
     for line in cmds:
         op_name, data = line.split()
@@ -538,5 +556,98 @@ fn unencrypted_srtcp_and_srtp_with_libsrtp() {
         let r = lenient.unprotect_rtcp(&mut b).unwrap();
         assert!(r.unannounced_unencrypted, "{suite}: quirk must be reported");
         assert_eq!(&b[..r.len], &rtcp(1)[..]);
+    }
+}
+
+/// RFC 4568 §9.1 MKIs up to 128 octets (libsrtp's `SRTP_MAX_MKI_LEN`): for MKIs of 4, 32 and
+/// 128 octets (value 1, right-aligned), our protected RTP is byte for byte libsrtp's, and each
+/// side unprotects the other's RTP and RTCP; a packet naming another MKI is refused by both.
+#[test]
+fn long_mkis_match_libsrtp() {
+    use pbx_edge::srtp::Mki;
+    let suites = [
+        (CryptoSuite::AesCm128HmacSha1_80, "rtp_default:rtcp_default"),
+        (
+            CryptoSuite::AeadAes128Gcm,
+            "aes_gcm_128_16_auth:aes_gcm_128_16_auth",
+        ),
+    ];
+    for (suite, setters) in suites {
+        for len in [4u8, 32, 128] {
+            let mki = Mki::new(1, len).unwrap();
+            let mut wire = vec![0u8; usize::from(len)];
+            mki.write(&mut wire);
+            let backend = format!("ctypes-mki:{setters}:{}", hex::encode(&wire));
+            let key = key_for(suite);
+            let opts = ContextOptions {
+                mki: Some(mki),
+                ..ContextOptions::default()
+            };
+            let mut ours_tx = SrtpContext::new(&key, &opts).unwrap();
+            let mut ours_rx = SrtpContext::new(&key, &opts).unwrap();
+            let protect = |ctx: &mut SrtpContext, plain: Vec<u8>, rtcp: bool| {
+                let n = plain.len();
+                let mut b = plain;
+                b.resize(n + pbx_edge::srtp::MAX_TRAILER_LEN, 0);
+                let len = if rtcp {
+                    ctx.protect_rtcp(&mut b, n)
+                } else {
+                    ctx.protect_rtp(&mut b, n)
+                }
+                .unwrap();
+                b.truncate(len);
+                b
+            };
+            let ours: Vec<Vec<u8>> = (0..5u16)
+                .map(|s| protect(&mut ours_tx, rtp(1000 + s, 160), false))
+                .collect();
+            let ours_rtcp = protect(&mut ours_tx, rtcp(1), true);
+            let mut other_mki = ours[4].clone();
+            let at = other_mki.len()
+                - if suite.is_aead() {
+                    1
+                } else {
+                    1 + suite.rtp_tag_len()
+                };
+            other_mki[at] = 2;
+
+            let mut cmds: Vec<(&str, Vec<u8>)> = Vec::new();
+            for p in &ours[..4] {
+                cmds.push(("rtp_unprotect", p.clone()));
+            }
+            cmds.push(("rtp_unprotect", other_mki));
+            cmds.push(("rtcp_unprotect", ours_rtcp));
+            for s in 0..5u16 {
+                cmds.push(("rtp_protect", rtp(1000 + s, 160)));
+            }
+            cmds.push(("rtcp_protect", rtcp(2)));
+            let tag = format!("mki-{}-{len}", suite.sdes_name().to_ascii_lowercase());
+            let answers = libsrtp_batch(&tag, &backend, &key, &cmds);
+
+            for (s, a) in answers[..4].iter().enumerate() {
+                assert_eq!(
+                    a.as_deref(),
+                    Ok(&rtp(1000 + s as u16, 160)[..]),
+                    "{suite} MKI {len}: libsrtp on ours"
+                );
+            }
+            assert!(
+                answers[4].is_err(),
+                "{suite} MKI {len}: libsrtp took another MKI"
+            );
+            assert_eq!(answers[5].as_deref(), Ok(&rtcp(1)[..]), "{suite} MKI {len}");
+            for s in 0..5usize {
+                let theirs = answers[6 + s].clone().expect("libsrtp protect_mki");
+                assert_eq!(theirs, ours[s], "{suite} MKI {len}: same bytes as libsrtp");
+            }
+            for s in [1usize, 0, 3] {
+                let mut b = answers[6 + s].clone().unwrap();
+                let n = ours_rx.unprotect_rtp(&mut b).unwrap();
+                assert_eq!(&b[..n], &rtp(1000 + s as u16, 160)[..]);
+            }
+            let mut b = answers[11].clone().expect("libsrtp protect_rtcp_mki");
+            let r = ours_rx.unprotect_rtcp(&mut b).unwrap();
+            assert_eq!(&b[..r.len], &rtcp(2)[..]);
+        }
     }
 }

@@ -13,10 +13,11 @@ pub mod fdlimit;
 pub mod files;
 mod load;
 pub mod pattern;
+pub mod server_cert;
 mod validate;
 
 pub use load::{load, load_str, ConfigSource, EnvVars, LoadError};
-pub use validate::{validate, Problem, ValidationReport};
+pub use validate::{validate, validate_at, Problem, ValidationReport};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

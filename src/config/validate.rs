@@ -5,7 +5,9 @@
 
 use super::files::{self, FileError};
 use super::pattern::PathPattern;
+use super::server_cert;
 use super::{ClientCertMode, Config, PbxTransport, ProvisioningConfig};
+use rustls_pki_types::{TrustAnchor, UnixTime};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,11 +28,13 @@ impl fmt::Display for Problem {
     }
 }
 
-/// The result of validation: problems (fatal) and warnings (relaxations in force).
+/// The result of validation: problems (fatal) and warnings (relaxations in force, and what
+/// phones will make of the server certificates).
 #[derive(Debug, Default, Clone)]
 pub struct ValidationReport {
     pub problems: Vec<Problem>,
-    /// Explicit relaxations of a safe default; logged loudly at start-up.
+    /// Explicit relaxations of a safe default, and server-certificate advice (expiring soon,
+    /// a private CA the phones must be given); logged loudly at start-up.
     pub warnings: Vec<String>,
 }
 
@@ -60,8 +64,18 @@ const EXAMPLE_MARKER: &str = "pbx-edge EXAMPLE";
 
 /// Validates everything that needs the file system or crosses sections.
 pub fn validate(config: &Config) -> ValidationReport {
+    validate_at(config, UnixTime::now())
+}
+
+/// [`validate`] at a given time (the server certificates' validity depends on it).
+pub fn validate_at(config: &Config, now: UnixTime) -> ValidationReport {
+    validate_with(config, now, webpki_roots::TLS_SERVER_ROOTS)
+}
+
+/// [`validate_at`] with the roots phones are assumed to trust (tests use their own).
+fn validate_with(config: &Config, now: UnixTime, roots: &[TrustAnchor<'_>]) -> ValidationReport {
     let mut r = ValidationReport::default();
-    check_server_certificates(config, &mut r);
+    check_server_certificates(config, now, roots, &mut r);
     check_vendors(config, &mut r);
     check_other_files(config, &mut r);
     check_media(config, &mut r);
@@ -74,8 +88,15 @@ pub fn validate(config: &Config) -> ValidationReport {
     r
 }
 
-fn check_server_certificates(config: &Config, r: &mut ValidationReport) {
+fn check_server_certificates(
+    config: &Config,
+    now: UnixTime,
+    roots: &[TrustAnchor<'_>],
+    r: &mut ValidationReport,
+) {
     let tls = &config.tls;
+    // Which certificates carry the name phones use (index, covers it).
+    let mut names: Vec<(usize, bool)> = Vec::new();
     if tls.certificates.is_empty() {
         r.problem(
             "tls.certificates",
@@ -109,6 +130,12 @@ fn check_server_certificates(config: &Config, r: &mut ValidationReport) {
             }
         };
         let Some(chain) = chain else { continue };
+        // An unparsable leaf is reported below, a sip.domain that is no host name by the sip
+        // checks: neither is judged here.
+        if let Ok(seen) = server_cert::inspect(&chain, &config.sip.domain, now, roots) {
+            names.push((i, seen.covers_name));
+            as_phones_see_it(&cert_key, &entry.cert, &seen, r);
+        }
         let Some(leaf) = chain.first() else { continue };
         match x509_parser::parse_x509_certificate(leaf) {
             Err(e) => r.problem(
@@ -156,6 +183,104 @@ fn check_server_certificates(config: &Config, r: &mut ValidationReport) {
                 );
             }
         }
+    }
+    check_names(config, &names, r);
+}
+
+/// The name check over all server certificates: phones connect to `sip.domain` and refuse a
+/// certificate without it in its subjectAltName (EIDENTITY_NOT_MATCH, RFC 5922 §7.1). The
+/// first certificate is the one phones get without SNI.
+fn check_names(config: &Config, names: &[(usize, bool)], r: &mut ValidationReport) {
+    let domain = &config.sip.domain;
+    if names.is_empty() {
+        return;
+    }
+    match names.iter().find(|(_, covers)| *covers) {
+        None => r.problem(
+            "sip.domain",
+            None,
+            format!(
+                "no server certificate has {domain:?} in its subjectAltName, and that is the \
+                 name phones connect to and check: every phone that validates the server \
+                 certificate would refuse the edge; issue the certificate for {domain:?} or \
+                 set sip.domain to a name it carries"
+            ),
+        ),
+        Some((i, _)) if *i != 0 && names.first().is_some_and(|(first, _)| *first == 0) => {
+            r.warnings.push(format!(
+                "tls.certificates[0].cert does not carry sip.domain = {domain:?} (only \
+                 tls.certificates[{i}] does): phones that send no SNI get certificates[0] and \
+                 refuse it; put the certificate for {domain:?} first"
+            ))
+        }
+        Some(_) => {}
+    }
+}
+
+/// Validity and chain of one server certificate as a phone sees them: expired or not yet
+/// valid is a problem (every phone refuses it), expiring within 30 days and a chain that does
+/// not end at a public root are warnings (phones that were given the private CA accept it).
+fn as_phones_see_it(
+    cert_key: &str,
+    file: &std::path::Path,
+    seen: &server_cert::Inspection,
+    r: &mut ValidationReport,
+) {
+    use server_cert::{Trust, Validity};
+    let shown = file.display();
+    match seen.validity {
+        Validity::Expired { days_ago } => r.problem(
+            cert_key,
+            Some(file.to_path_buf()),
+            format!(
+                "server certificate {shown} expired {days_ago} day(s) ago ({}): phones refuse it",
+                seen.not_after
+            ),
+        ),
+        Validity::NotYetValid => r.problem(
+            cert_key,
+            Some(file.to_path_buf()),
+            format!("server certificate {shown} is not valid yet: phones refuse it"),
+        ),
+        Validity::Valid { days_left } if days_left < server_cert::EXPIRY_WARNING_DAYS => {
+            r.warnings.push(format!(
+                "{cert_key} = {shown} expires in {days_left} day(s) ({}): renew it before \
+                 phones start refusing the edge",
+                seen.not_after
+            ))
+        }
+        Validity::Valid { .. } => {}
+    }
+    const HOW: &str = "load that CA onto every phone as a trusted server CA (Snom, Yealink, \
+                       Polycom, Cisco MPP, Grandstream, Fanvil: see deploy/phones/README.md)";
+    match &seen.trust {
+        Trust::PublicRoot => {}
+        Trust::UnknownIssuer {
+            self_signed_leaf: true,
+            ..
+        } => r.warnings.push(format!(
+            "{cert_key} = {shown} is self-signed: no phone trusts it unless this very \
+             certificate is loaded onto every phone as a trusted CA; better issue it from a \
+             private CA and {HOW}"
+        )),
+        Trust::UnknownIssuer {
+            issuer,
+            ends_at_root: true,
+            ..
+        } => r.warnings.push(format!(
+            "{cert_key} = {shown} chains to the private CA {issuer:?}, not to a public root \
+             (Mozilla list): phones refuse it (EUNTRUSTED) unless you {HOW}"
+        )),
+        Trust::UnknownIssuer { issuer, .. } => r.warnings.push(format!(
+            "{cert_key} = {shown} does not chain to a public root (Mozilla list): the file \
+             stops at a certificate issued by {issuer:?}. If that is an intermediate, append it \
+             to the file (phones do not fetch missing intermediates and refuse the chain); if \
+             it is your private CA, {HOW}"
+        )),
+        Trust::Refused(why) => r.warnings.push(format!(
+            "{cert_key} = {shown}: the chain is refused by a standard TLS client \
+             verification ({why}); phones will likely refuse it too"
+        )),
     }
 }
 
@@ -630,12 +755,50 @@ mod tests {
         config: Config,
     }
 
+    /// The root every test certificate chains to; `check` trusts it as phones trust a public
+    /// root, so only what a test changes shows up.
+    fn test_root() -> &'static (rcgen::CertificateParams, rcgen::KeyPair, Vec<u8>) {
+        static ROOT: std::sync::OnceLock<(rcgen::CertificateParams, rcgen::KeyPair, Vec<u8>)> =
+            std::sync::OnceLock::new();
+        ROOT.get_or_init(|| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "pbx-edge test root");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let der = params.self_signed(&key).unwrap().der().to_vec();
+            (params, key, der)
+        })
+    }
+
+    fn check(f: &Fixture) -> ValidationReport {
+        let root = rustls_pki_types::CertificateDer::from(test_root().2.clone());
+        let anchor = webpki::anchor_from_trusted_cert(&root).unwrap();
+        validate_with(&f.config, UnixTime::now(), &[anchor])
+    }
+
     fn write_cert(dir: &Path, name: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
+        write_cert_until(dir, name, sans, (4000, 1, 1))
+    }
+
+    /// A certificate under the test root, valid from 2020-01-01 until `until` (y, m, d).
+    fn write_cert_until(
+        dir: &Path,
+        name: &str,
+        sans: &[&str],
+        until: (i32, u8, u8),
+    ) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params =
+        let mut params =
             rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
-        let cert = params.self_signed(&key).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let (root_params, root_key, _) = test_root();
+        let cert = params
+            .signed_by(&key, &rcgen::Issuer::from_params(root_params, root_key))
+            .unwrap();
         let c = dir.join(format!("{name}.crt"));
         let k = dir.join(format!("{name}.key"));
         std::fs::write(&c, cert.pem()).unwrap();
@@ -669,7 +832,7 @@ mod tests {
     #[test]
     fn a_complete_config_is_valid() {
         let f = good();
-        let r = validate(&f.config);
+        let r = check(&f);
         assert!(r.is_ok(), "{:?}", r.problems);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     }
@@ -678,9 +841,9 @@ mod tests {
     fn request_limit_off_is_a_warning_and_an_empty_burst_a_problem() {
         let mut f = good();
         f.config.sip.phone_request_burst = 0;
-        assert_eq!(keys(&validate(&f.config)), ["sip.phone_request_burst"]);
+        assert_eq!(keys(&check(&f)), ["sip.phone_request_burst"]);
         f.config.sip.phone_requests_per_second = 0;
-        let r = validate(&f.config);
+        let r = check(&f);
         assert!(r.is_ok(), "{:?}", r.problems);
         assert_eq!(r.warnings.len(), 1);
         assert!(r.warnings[0].contains("sip.phone_requests_per_second = 0"));
@@ -708,7 +871,7 @@ mod tests {
     fn missing_cert_file_is_named() {
         let mut f = good();
         f.config.tls.certificates[0].cert = f.dir.path().join("missing.crt");
-        let r = validate(&f.config);
+        let r = check(&f);
         assert_eq!(keys(&r), ["tls.certificates[0].cert"]);
         assert!(r.problems[0].message.contains("missing.crt"));
         assert_eq!(
@@ -722,7 +885,7 @@ mod tests {
         let mut f = good();
         let (_, other_key) = write_cert(f.dir.path(), "other", &["x.test"]);
         f.config.tls.certificates[0].key = other_key;
-        let r = validate(&f.config);
+        let r = check(&f);
         assert_eq!(keys(&r), ["tls.certificates[0].key"]);
         assert!(r.problems[0].message.contains("does not fit"), "{r:?}");
     }
@@ -732,11 +895,16 @@ mod tests {
         let mut f = good();
         let (c, k) = write_cert(f.dir.path(), "wild", &["*.sbc.test"]);
         f.config.tls.certificates[0] = ServerCertConfig { cert: c, key: k };
-        let r = validate(&f.config);
-        assert_eq!(keys(&r), ["tls.certificates[0].cert"]);
+        let r = check(&f);
+        // "*.sbc.test" does not cover "sbc.test" either (a wildcard never matches the bare
+        // domain), which is a problem of its own.
+        assert_eq!(keys(&r), ["tls.certificates[0].cert", "sip.domain"]);
         assert!(r.problems[0].message.contains("RFC 5922"));
+        f.config.sip.domain = "edge.sbc.test".into();
+        let r = check(&f);
+        assert_eq!(keys(&r), ["tls.certificates[0].cert"]);
         f.config.tls.allow_wildcard_server_cert = true;
-        let r = validate(&f.config);
+        let r = check(&f);
         assert!(r.is_ok(), "{:?}", r.problems);
         assert_eq!(r.warnings.len(), 1);
     }
@@ -771,47 +939,47 @@ mod tests {
         let mut f = good();
         f.config.media.port_min = 40000;
         f.config.media.port_max = 30000;
-        assert_eq!(keys(&validate(&f.config)), ["media.port_min"]);
+        assert_eq!(keys(&check(&f)), ["media.port_min"]);
         f.config.media.port_min = 30000;
         f.config.media.port_max = 30000;
-        assert_eq!(keys(&validate(&f.config)), ["media.port_max"]);
+        assert_eq!(keys(&check(&f)), ["media.port_max"]);
         f.config.media.port_max = 30002;
-        let r = validate(&f.config);
+        let r = check(&f);
         assert_eq!(keys(&r), ["media.port_max"]);
         assert!(r.problems[0].message.contains("odd number"));
         f.config.media.port_min = 30001;
         f.config.media.port_max = 30002;
-        assert_eq!(keys(&validate(&f.config)), ["media.port_min"]);
+        assert_eq!(keys(&check(&f)), ["media.port_min"]);
     }
 
     #[test]
     fn overlapping_listeners_are_refused() {
         let mut f = good();
         f.config.admin.listen = "0.0.0.0:5061".parse().unwrap();
-        let r = validate(&f.config);
+        let r = check(&f);
         assert_eq!(keys(&r), ["admin.listen"]);
         // TCP admin and UDP PBX listener on the same port do not collide.
         let mut f = good();
         f.config.admin.listen = f.config.pbx.listen;
-        assert!(validate(&f.config).is_ok());
+        assert!(check(&f).is_ok());
         f.config.pbx.transport = PbxTransport::Tcp;
-        assert_eq!(keys(&validate(&f.config)), ["pbx.listen"]);
+        assert_eq!(keys(&check(&f)), ["pbx.listen"]);
     }
 
     #[test]
     fn pbx_listen_inside_media_range_is_refused() {
         let mut f = good();
         f.config.pbx.listen = "127.0.0.1:30010".parse().unwrap();
-        assert_eq!(keys(&validate(&f.config)), ["pbx.listen"]);
+        assert_eq!(keys(&check(&f)), ["pbx.listen"]);
     }
 
     #[test]
     fn required_client_certs_need_a_vendor_ca() {
         let mut f = good();
         f.config.vendors.clear();
-        assert_eq!(keys(&validate(&f.config)), ["vendors"]);
+        assert_eq!(keys(&check(&f)), ["vendors"]);
         f.config.tls.client_cert = ClientCertMode::Optional;
-        let r = validate(&f.config);
+        let r = check(&f);
         assert!(r.is_ok());
         assert_eq!(r.warnings.len(), 1);
     }
@@ -824,7 +992,7 @@ mod tests {
         f.config.media.port_max = 30000;
         f.config.inventory.file = Some(f.dir.path().join("missing-inventory.toml"));
         f.config.log.level = "pbx_edge=loud[".into();
-        let r = validate(&f.config);
+        let r = check(&f);
         assert_eq!(
             keys(&r),
             [
@@ -853,7 +1021,7 @@ mod tests {
     fn provisioning_root_mode_is_valid() {
         let mut f = good();
         with_provisioning(&mut f);
-        let r = validate(&f.config);
+        let r = check(&f);
         assert!(r.is_ok(), "{:?}", r.problems);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     }
@@ -864,22 +1032,22 @@ mod tests {
         let file = f.dir.path().join("inventory.toml");
         let p = with_provisioning(&mut f);
         p.upstream = Some("http://127.0.0.1:8080".into());
-        assert_eq!(keys(&validate(&f.config)), ["provisioning.upstream"]);
+        assert_eq!(keys(&check(&f)), ["provisioning.upstream"]);
 
         let p = f.config.provisioning.as_mut().unwrap();
         p.root = None;
         p.upstream = None;
-        assert_eq!(keys(&validate(&f.config)), ["provisioning.root"]);
+        assert_eq!(keys(&check(&f)), ["provisioning.root"]);
 
         let p = f.config.provisioning.as_mut().unwrap();
         p.root = Some(file);
-        let r = validate(&f.config);
+        let r = check(&f);
         assert_eq!(keys(&r), ["provisioning.root"]);
         assert!(r.problems[0].message.contains("not a directory"), "{r:?}");
 
         let p = f.config.provisioning.as_mut().unwrap();
         p.root = Some(f.dir.path().join("missing"));
-        assert_eq!(keys(&validate(&f.config)), ["provisioning.root"]);
+        assert_eq!(keys(&check(&f)), ["provisioning.root"]);
 
         for bad in [
             "https://127.0.0.1:8443",
@@ -892,11 +1060,7 @@ mod tests {
             let p = f.config.provisioning.as_mut().unwrap();
             p.root = None;
             p.upstream = Some(bad.into());
-            assert_eq!(
-                keys(&validate(&f.config)),
-                ["provisioning.upstream"],
-                "{bad}"
-            );
+            assert_eq!(keys(&check(&f)), ["provisioning.upstream"], "{bad}");
         }
         for ok in [
             "http://127.0.0.1:8080",
@@ -905,11 +1069,11 @@ mod tests {
             "http://localhost:8080",
         ] {
             f.config.provisioning.as_mut().unwrap().upstream = Some(ok.into());
-            let r = validate(&f.config);
+            let r = check(&f);
             assert!(r.is_ok() && r.warnings.is_empty(), "{ok}: {r:?}");
         }
         f.config.provisioning.as_mut().unwrap().upstream = Some("http://203.0.113.7:8080".into());
-        let r = validate(&f.config);
+        let r = check(&f);
         assert!(r.is_ok());
         assert_eq!(r.warnings.len(), 1, "{r:?}");
 
@@ -918,7 +1082,7 @@ mod tests {
         p.common = vec!["/ok.cfg".into(), "relative.cfg".into(), "/a/../b".into()];
         p.upstream_timeout_secs = 0;
         assert_eq!(
-            keys(&validate(&f.config)),
+            keys(&check(&f)),
             [
                 "provisioning.common[1]",
                 "provisioning.common[2]",
@@ -931,17 +1095,113 @@ mod tests {
     fn provisioning_needs_vendor_cas_and_its_own_port() {
         let mut f = good();
         with_provisioning(&mut f).listen = "127.0.0.1:5061".parse().unwrap();
-        assert_eq!(keys(&validate(&f.config)), ["provisioning.listen"]);
+        assert_eq!(keys(&check(&f)), ["provisioning.listen"]);
         f.config.provisioning.as_mut().unwrap().listen = "127.0.0.1:8443".parse().unwrap();
         f.config.vendors.clear();
         f.config.tls.client_cert = ClientCertMode::Off;
-        assert_eq!(keys(&validate(&f.config)), ["provisioning"]);
+        assert_eq!(keys(&check(&f)), ["provisioning"]);
     }
 
     #[test]
     fn unspecified_advertise_address_is_refused() {
         let mut f = good();
         f.config.media.phone_advertise = "0.0.0.0".parse().unwrap();
-        assert_eq!(keys(&validate(&f.config)), ["media.phone_advertise"]);
+        assert_eq!(keys(&check(&f)), ["media.phone_advertise"]);
+    }
+
+    /// 2027-01-15 08:00 UTC.
+    fn jan_15_2027() -> UnixTime {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_800_000_000))
+    }
+
+    fn check_at(f: &Fixture, now: UnixTime) -> ValidationReport {
+        let root = rustls_pki_types::CertificateDer::from(test_root().2.clone());
+        let anchor = webpki::anchor_from_trusted_cert(&root).unwrap();
+        validate_with(&f.config, now, &[anchor])
+    }
+
+    #[test]
+    fn server_certificate_must_carry_the_name_phones_use() {
+        let mut f = good();
+        f.config.sip.domain = "edge.example.com".into();
+        let r = check(&f);
+        assert_eq!(keys(&r), ["sip.domain"]);
+        assert!(
+            r.problems[0]
+                .message
+                .contains("\"edge.example.com\" in its subjectAltName"),
+            "{r:?}"
+        );
+        // A second certificate with the name: fine for SNI, a warning for certificates[0].
+        let (cert, key) = write_cert(f.dir.path(), "edge", &["edge.example.com"]);
+        f.config
+            .tls
+            .certificates
+            .push(ServerCertConfig { cert, key });
+        let r = check(&f);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1, "{r:?}");
+        assert!(r.warnings[0].contains("tls.certificates[0].cert does not carry"));
+        // A sip.domain that is no name at all is one problem, whatever the certificates.
+        f.config.sip.domain = "not a name".into();
+        let r = check(&f);
+        assert_eq!(keys(&r), ["sip.domain"], "{r:?}");
+        // An IP address as sip.domain is matched against the SAN's IP entries.
+        let mut f = good();
+        let (cert, key) = write_cert(f.dir.path(), "ip", &["192.0.2.10"]);
+        f.config.tls.certificates[0] = ServerCertConfig { cert, key };
+        f.config.sip.domain = "192.0.2.10".into();
+        assert!(check(&f).is_ok());
+    }
+
+    #[test]
+    fn server_certificate_validity_is_judged_at_the_given_time() {
+        let mut f = good();
+        let (cert, key) = write_cert_until(f.dir.path(), "soon", &["sbc.test"], (2027, 1, 25));
+        f.config.tls.certificates[0] = ServerCertConfig { cert, key };
+        let r = check_at(&f, jan_15_2027());
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1, "{r:?}");
+        assert!(r.warnings[0].contains("expires in 9 day(s)"), "{r:?}");
+        // Ten days later it has expired: a problem.
+        let later =
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_800_000_000 + 20 * 86_400));
+        let r = check_at(&f, later);
+        assert_eq!(keys(&r), ["tls.certificates[0].cert"]);
+        assert!(r.problems[0].message.contains("expired"), "{r:?}");
+        // Before its notBefore: a problem too.
+        let early = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_500_000_000));
+        let r = check_at(&f, early);
+        assert_eq!(keys(&r), ["tls.certificates[0].cert"]);
+        assert!(r.problems[0].message.contains("not valid yet"), "{r:?}");
+    }
+
+    #[test]
+    fn private_chains_are_warned_about_with_the_way_out() {
+        // The real Mozilla roots: the test root is nobody's, and the file stops at the leaf.
+        let f = good();
+        let r = validate_at(&f.config, UnixTime::now());
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1, "{r:?}");
+        let w = &r.warnings[0];
+        assert!(w.contains("does not chain to a public root"), "{w}");
+        assert!(w.contains("append it"), "{w}");
+        assert!(w.contains("deploy/phones/README.md"), "{w}");
+        // With the private root in the file: no intermediate can be missing.
+        let mut f = good();
+        let chain = f.dir.path().join("chain.crt");
+        let leaf = std::fs::read_to_string(&f.config.tls.certificates[0].cert).unwrap();
+        let root = rustls_pki_types::CertificateDer::from(test_root().2.clone());
+        let root_pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &*root)
+        );
+        std::fs::write(&chain, format!("{leaf}{root_pem}")).unwrap();
+        f.config.tls.certificates[0].cert = chain;
+        let r = validate_at(&f.config, UnixTime::now());
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1, "{r:?}");
+        assert!(r.warnings[0].contains("chains to the private CA"), "{r:?}");
+        assert!(!r.warnings[0].contains("append it"), "{r:?}");
     }
 }

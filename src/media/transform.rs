@@ -179,8 +179,9 @@ impl Outbound {
         })
     }
 
-    /// Bytes `apply` may append (the receive buffer keeps this much spare room).
-    pub const MAX_OVERHEAD: usize = 64;
+    /// Bytes `apply` may append (the receive buffer keeps this much spare room): an SRTCP
+    /// trailer with a 16-octet tag and a 128-octet MKI.
+    pub const MAX_OVERHEAD: usize = crate::srtp::MAX_TRAILER_LEN;
 
     /// Transforms `buf[..len]` in place (using spare room after it); returns the new length.
     #[inline]
@@ -297,6 +298,33 @@ mod tests {
             inb.apply(&mut buf, 10_000, Kind::Rtp),
             Err(DropReason::Malformed)
         );
+    }
+
+    /// An MKI of 128 octets (RFC 4568 §9.1's longest) on the longest trailer (SRTCP with a
+    /// GCM tag) still fits the spare room the relay keeps after its largest datagram.
+    #[test]
+    fn longest_mki_fits_the_relay_buffer() {
+        use crate::srtp::sdes::{Mki, MAX_MKI_LEN};
+        for suite in CryptoSuite::ALL {
+            let key = MasterKey::generate(suite, |b| b.fill(9));
+            let mut p = SrtpParams::new(key);
+            p.options.mki = Mki::new(1, MAX_MKI_LEN);
+            let spec = TransformSpec::Srtp(p);
+            let mut out = Outbound::from_spec(&spec).unwrap();
+            let mut inb = Inbound::from_spec(&spec).unwrap();
+            let max = 4096 - Outbound::MAX_OVERHEAD;
+            let mut buf = vec![0u8; max + Outbound::MAX_OVERHEAD];
+            // A full-size RTCP packet (RTCP is longer-trailed than RTP).
+            buf[..8].copy_from_slice(&[0x80, 200, 0, 6, 0, 0, 0, 1]);
+            let n = out.apply(&mut buf, max, Kind::Rtcp).unwrap();
+            assert!(n > max + usize::from(MAX_MKI_LEN));
+            assert_eq!(inb.apply(&mut buf, n, Kind::Rtcp).unwrap().len, max);
+            let plain = rtp(9, 9, &vec![0xd5; max - 12]);
+            buf[..max].copy_from_slice(&plain);
+            let n = out.apply(&mut buf, max, Kind::Rtp).unwrap();
+            assert_eq!(inb.apply(&mut buf, n, Kind::Rtp).unwrap().len, max);
+            assert_eq!(&buf[..max], &plain[..]);
+        }
     }
 
     proptest::proptest! {

@@ -142,6 +142,19 @@ pub(crate) fn kind(media: &MediaDescription) -> MediaKind {
     }
 }
 
+/// The `m=` media type of a kind (the inverse of [`kind`]).
+pub(crate) fn media_type(kind: &MediaKind) -> MediaType {
+    match kind {
+        MediaKind::Audio => MediaType::Audio,
+        MediaKind::Video => MediaType::Video,
+        MediaKind::Text => MediaType::Text,
+        MediaKind::Application => MediaType::Application,
+        MediaKind::Message => MediaType::Message,
+        MediaKind::Image => MediaType::Image,
+        MediaKind::Other(other) => MediaType::Other(other.clone()),
+    }
+}
+
 /// The RTP profile of an m-line, as far as the relay is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Profile {

@@ -27,6 +27,18 @@ impl CryptoRefusal {
             CryptoRefusal::SeveralKeys => "several_keys",
         }
     }
+
+    /// True when the line was refused only for its suite (unknown, `_GCM_8`, or left out by
+    /// the policy): a line the edge cannot speak, as opposed to a malformed line or one asking
+    /// for what the engine cannot honour. Only suite refusals may fall back to plain RTP under
+    /// `srtp = "optional"`.
+    pub fn is_about_suite(&self) -> bool {
+        matches!(
+            self,
+            CryptoRefusal::SuiteNotAllowed
+                | CryptoRefusal::Sdes(SdesError::UnknownSuite | SdesError::ShortGcmTag)
+        )
+    }
 }
 
 /// An SDP offer or answer that cannot be rewritten. Line numbers are 1-based and count the
@@ -80,8 +92,10 @@ pub enum RewriteError {
         mline: usize,
     },
     /// The phone offered `RTP/SAVP` but none of its `a=crypto` lines is usable, and no other
-    /// stream of the offer is acceptable.
-    #[error("no acceptable crypto line in media {mline}")]
+    /// stream of the offer is acceptable; or (`srtp = "optional"`) a stream's crypto lines are
+    /// all unusable and not merely for their suite, so falling back to plain RTP would
+    /// silently downgrade a phone that meant SRTP.
+    #[error("no acceptable crypto line in media {mline} ({})", .reason.map_or("none", |r| r.label()))]
     NoAcceptableCrypto {
         /// The first refused media description.
         mline: usize,

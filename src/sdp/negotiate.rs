@@ -21,6 +21,10 @@ pub(crate) struct OfferedCrypto {
     pub lines: usize,
     /// Why the last refused line was refused.
     pub refusal: Option<CryptoRefusal>,
+    /// The first refusal that was not about the line's suite (a malformed line, or one asking
+    /// for something the engine cannot do): the phone meant SRTP and got it wrong, so a
+    /// best-effort policy must not fall back to plain RTP for this stream.
+    pub malformed: Option<CryptoRefusal>,
 }
 
 /// Chooses, from an offer's `a=crypto` values, the first line whose suite the policy allows
@@ -33,17 +37,19 @@ pub(crate) fn choose_offered<'a>(
     let mut out = OfferedCrypto::default();
     for value in values.take(MAX_CRYPTO_LINES) {
         out.lines += 1;
-        match CryptoAttribute::parse(value) {
-            Err(e) => out.refusal = Some(CryptoRefusal::Sdes(e)),
-            Ok(c) if !policy.allows(c.suite) => out.refusal = Some(CryptoRefusal::SuiteNotAllowed),
-            Ok(c) if c.session_params.unencrypted_srtp => {
-                out.refusal = Some(CryptoRefusal::UnencryptedSrtp)
-            }
-            Ok(c) if c.keys.len() != 1 => out.refusal = Some(CryptoRefusal::SeveralKeys),
+        let refusal = match CryptoAttribute::parse(value) {
+            Err(e) => CryptoRefusal::Sdes(e),
+            Ok(c) if !policy.allows(c.suite) => CryptoRefusal::SuiteNotAllowed,
+            Ok(c) if c.session_params.unencrypted_srtp => CryptoRefusal::UnencryptedSrtp,
+            Ok(c) if c.keys.len() != 1 => CryptoRefusal::SeveralKeys,
             Ok(c) => {
                 out.chosen = Some(c);
                 return out;
             }
+        };
+        out.refusal = Some(refusal);
+        if !refusal.is_about_suite() && out.malformed.is_none() {
+            out.malformed = Some(refusal);
         }
     }
     out
@@ -238,6 +244,31 @@ mod tests {
         let got = choose_offered([gcm8].into_iter(), &SrtpPolicy::default());
         assert!(got.chosen.is_none());
         assert_eq!(got.lines, 1);
+    }
+
+    #[test]
+    fn malformed_is_told_apart_from_unknown_suites() {
+        let all = SrtpPolicy::default();
+        let unknown = "1 F8_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        let gcm8 = "2 AEAD_AES_128_GCM_8 inline:MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0";
+        let got = choose_offered([unknown, gcm8].into_iter(), &all);
+        assert!(got.chosen.is_none());
+        assert_eq!(got.malformed, None);
+        let bad_key = "3 AES_CM_128_HMAC_SHA1_80 inline:@@@@";
+        let got = choose_offered([unknown, bad_key].into_iter(), &all);
+        assert_eq!(
+            got.malformed,
+            Some(CryptoRefusal::Sdes(SdesError::BadBase64))
+        );
+        // A usable line after a malformed one is still taken.
+        let got = choose_offered([bad_key, K80].into_iter(), &all);
+        assert_eq!(got.chosen.map(|c| c.tag), Some(1));
+        // A suite the policy leaves out is about the suite too.
+        let got = choose_offered([K80].into_iter(), &policy(&[CryptoSuite::AeadAes256Gcm]));
+        assert_eq!(
+            (got.refusal, got.malformed),
+            (Some(CryptoRefusal::SuiteNotAllowed), None)
+        );
     }
 
     #[test]

@@ -198,8 +198,10 @@ pub enum RejectReason {
     PlainRefused,
     /// `RTP/SAVP` offered by the phone without any usable crypto line.
     NoAcceptableCrypto,
-    /// Best-effort SRTP offered as two m-lines sharing an `a=mid`: this is the alternative
-    /// not taken.
+    /// Best-effort SRTP offered as two m-lines (the `RTP/SAVP` one with `a=crypto` and an
+    /// `RTP/AVP` twin on the same address and port, or two lines sharing an `a=mid`): this is
+    /// the alternative not taken. It exists on the phone leg only (port 0, RFC 3264 §6); the
+    /// PBX never sees it, and keeps not seeing it in every later offer of the dialog.
     AlternativeNotTaken,
 }
 
@@ -215,7 +217,8 @@ pub enum StreamState {
 /// One m-line of the exchange.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamPlan {
-    /// The 0-based m-line index (identical on both legs).
+    /// The 0-based m-line index on the phone leg. The PBX leg has the same m-lines in the same
+    /// order, minus the phone-only ones (see [`StreamPlan::on_pbx_leg`]).
     pub mline: usize,
     /// The media type.
     pub kind: MediaKind,
@@ -229,6 +232,10 @@ pub struct StreamPlan {
     /// The `m=` proto and formats as the PBX leg sees them.
     pub(crate) pbx_proto: String,
     pub(crate) pbx_formats: String,
+    /// False for an m-line that exists only on the phone leg (the best-effort twin not taken):
+    /// RFC 3264 §6 and §8.1 want the same m-line count in every offer and answer of a leg, so
+    /// it stays in place toward the phone, with port 0, for the rest of the dialog.
+    pub(crate) pbx_leg: bool,
 }
 
 impl StreamPlan {
@@ -238,6 +245,12 @@ impl StreamPlan {
             StreamState::Relayed(r) => Some(r),
             StreamState::Rejected(_) => None,
         }
+    }
+
+    /// True when this m-line is also on the PBX leg (false: a phone-only twin, always
+    /// rejected).
+    pub fn on_pbx_leg(&self) -> bool {
+        self.pbx_leg
     }
 
     /// True when either side asked not to receive media (hold, RFC 3264 §8.4): the relay
@@ -320,6 +333,7 @@ mod tests {
             phone_formats: String::new(),
             pbx_proto: String::new(),
             pbx_formats: String::new(),
+            pbx_leg: true,
         }
     }
 

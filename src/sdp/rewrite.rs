@@ -18,11 +18,17 @@
 //! relay's port in `m=`, a fresh `o=` per leg (RFC 3264 §8 versioning), codecs, `fmtp`,
 //! `ptime`, `maxptime`, `telephone-event`, direction and `b=` kept; ICE, DTLS and `a=crypto`
 //! removed; rejected m-lines kept in place with port 0 (RFC 3264 §6).
+//!
+//! The one exception to "the same m-lines on both legs": the best-effort twin a phone offers
+//! next to its SRTP line (pjsua, Grandstream) is answered to the phone with port 0 but never
+//! offered to the PBX, which sees what a single-line phone would have sent. Plans are indexed
+//! by the phone leg; such a phone-only m-line keeps its place toward the phone in every later
+//! offer (RFC 3264 §8.1), and answers are mapped between the two legs' m-line counts.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sdp_rs::lines::common::{Addrtype, Nettype};
-use sdp_rs::lines::media::ProtoType;
+use sdp_rs::lines::media::{MediaType, ProtoType};
 use sdp_rs::lines::{Attribute, Connection, Media, Origin};
 use sdp_rs::{MediaDescription, SessionDescription};
 
@@ -64,6 +70,22 @@ struct Offered {
     mid: Option<String>,
     profile: Profile,
     verdict: Verdict,
+    /// The `c=` address and `m=` port (phone offers; `None` when disabled or unknown), to
+    /// recognise a best-effort twin.
+    endpoint: Option<(IpAddr, u16)>,
+    /// Where the m-line is in the offer's SDP: `Some(index)`, or `None` for a phone-only
+    /// m-line the PBX leg does not have (re-inserted, rejected, into a PBX offer; it then
+    /// carries how it looks toward the phone).
+    source: Result<usize, PhoneOnly>,
+    /// False for a phone-only m-line (the best-effort twin not taken).
+    pbx_leg: bool,
+}
+
+/// A phone-only m-line of the previous plan, as it must reappear toward the phone.
+#[derive(Clone, Debug)]
+struct PhoneOnly {
+    proto: String,
+    formats: String,
 }
 
 /// A phone's offer, parsed and negotiated, waiting for relay ports.
@@ -78,6 +100,8 @@ pub struct PhoneOffer {
 #[derive(Clone, Debug)]
 pub struct PbxOffer {
     sdp: SessionDescription,
+    /// In phone-leg order: the PBX's m-lines with the phone-only ones of the previous plan
+    /// re-inserted.
     streams: Vec<Offered>,
     requests: Vec<PortRequest>,
 }
@@ -166,8 +190,10 @@ fn check_something_relayed(
 /// Parses and negotiates a phone's offer (RFC 4568 §7.1.2 on the answerer side): per m-line,
 /// the first `a=crypto` line whose suite the policy allows and whose parameters the engine
 /// honours; `RTP/SAVP` without one, or (mandatory policy) a stream without usable crypto, is
-/// rejected with port 0. Best-effort SRTP offered as two m-lines with one `a=mid` keeps the
-/// SRTP one. Fails (488) when nothing is left to relay.
+/// rejected with port 0. Best-effort SRTP offered as two m-lines (see `are_twins`) keeps the
+/// SRTP one; the other becomes a phone-only m-line. Under `optional`, a stream whose crypto
+/// lines are all unusable for a reason other than their suite fails the offer (488) instead of
+/// falling back to plain RTP. Fails (488) when nothing is left to relay.
 pub fn analyse_phone_offer(
     body: &[u8],
     ctx: &RewriteContext<'_>,
@@ -184,6 +210,18 @@ pub fn analyse_phone_offer(
         } else {
             let offered =
                 negotiate::choose_offered(attrs::values(&media.attributes, "crypto"), ctx.policy);
+            if let (None, Some(reason), SrtpMode::Optional) =
+                (&offered.chosen, offered.malformed, ctx.policy.mode)
+            {
+                // The phone meant SRTP (it sent keys) but no line is usable, and not merely
+                // because of its suite: relaying plain RTP would silently downgrade a call the
+                // phone believes protected (RFC 4568 §7.1.1 falls back only when the answerer
+                // does not understand the offer). Refuse the offer instead.
+                return Err(RewriteError::NoAcceptableCrypto {
+                    mline,
+                    reason: Some(reason),
+                });
+            }
             match (offered.chosen, profile.is_secure(), ctx.policy.mode) {
                 (Some(crypto), _, _) => {
                     let mux = attrs::has_flag(&media.attributes, "rtcp-mux");
@@ -218,14 +256,24 @@ pub fn analyse_phone_offer(
                 }
             }
         };
+        let endpoint = match media.media.port {
+            0 => None,
+            port => attrs::connection_address(&sdp, media, mline)
+                .ok()
+                .map(|a| (a, port)),
+        };
         streams.push(Offered {
             kind: attrs::kind(media),
             mid: attrs::mid(media),
             profile,
             verdict,
+            endpoint,
+            source: Ok(mline),
+            pbx_leg: true,
         });
     }
     settle_alternatives(&mut streams);
+    keep_phone_only(&mut streams, ctx.previous);
     check_something_relayed(&streams, refusal)?;
     let requests = port_requests(&streams, ctx.previous, Side::Phone);
     Ok(PhoneOffer {
@@ -235,8 +283,28 @@ pub fn analyse_phone_offer(
     })
 }
 
-/// Best-effort SRTP as two m-lines sharing one `a=mid` (one `RTP/SAVP`, one `RTP/AVP`): relay
-/// one of them, the SRTP one when it was accepted, and reject the other.
+/// True when two offered m-lines are one stream offered twice for best-effort SRTP: the same
+/// media type and either one `a=mid` (RFC 5888), or the same address and port with one
+/// `RTP/SAVP(F)` and one `RTP/AVP(F)` line (pjsua's `srtp_optional_dup_offer`, Grandstream's
+/// "enabled but not forced": two m-lines cannot share a port otherwise).
+fn are_twins(a: &Offered, b: &Offered) -> bool {
+    if a.kind != b.kind {
+        return false;
+    }
+    let same_mid = a.mid.is_some() && a.mid == b.mid;
+    let rtp = |o: &Offered| o.profile != Profile::Unsupported;
+    let same_port_savp_avp = a.endpoint.is_some()
+        && a.endpoint == b.endpoint
+        && rtp(a)
+        && rtp(b)
+        && a.profile.is_secure() != b.profile.is_secure();
+    same_mid || same_port_savp_avp
+}
+
+/// Best-effort SRTP as two m-lines (see [`are_twins`]): relay one of them — the SRTP one
+/// when both could be relayed — and reject the other as the alternative not taken, which then
+/// exists on the phone leg only. Twins that are both refused stay as they are (the offer
+/// fails unless another stream is relayed).
 fn settle_alternatives(streams: &mut [Offered]) {
     for i in 0..streams.len() {
         for j in 0..i {
@@ -244,7 +312,7 @@ fn settle_alternatives(streams: &mut [Offered]) {
             let (Some(earlier), Some(later)) = (head.get_mut(j), tail.first_mut()) else {
                 continue;
             };
-            if earlier.mid.is_none() || earlier.mid != later.mid || earlier.kind != later.kind {
+            if !are_twins(earlier, later) {
                 continue;
             }
             let srtp = |o: &Offered| {
@@ -257,13 +325,38 @@ fn settle_alternatives(streams: &mut [Offered]) {
                 )
             };
             let relayed = |o: &Offered| matches!(&o.verdict, Verdict::Relay { .. });
-            if !relayed(earlier) || !relayed(later) {
-                continue;
-            }
-            if srtp(later) && !srtp(earlier) {
-                earlier.verdict = Verdict::Reject(RejectReason::AlternativeNotTaken);
-            } else {
-                later.verdict = Verdict::Reject(RejectReason::AlternativeNotTaken);
+            let not_taken = match (relayed(earlier), relayed(later)) {
+                (false, false) => continue,
+                (true, false) => later,
+                (false, true) => earlier,
+                (true, true) if srtp(later) && !srtp(earlier) => earlier,
+                (true, true) => later,
+            };
+            not_taken.verdict = Verdict::Reject(RejectReason::AlternativeNotTaken);
+        }
+    }
+    for s in streams.iter_mut() {
+        if matches!(
+            s.verdict,
+            Verdict::Reject(RejectReason::AlternativeNotTaken)
+        ) {
+            s.pbx_leg = false;
+        }
+    }
+}
+
+/// An m-line that was phone-only in the previous plan stays phone-only and rejected: the PBX
+/// leg never had it, and inserting it there now would shift the PBX's m-lines (RFC 3264 §8.1:
+/// m-lines keep their positions in later offers).
+fn keep_phone_only(streams: &mut [Offered], previous: Option<&MediaPlan>) {
+    let Some(previous) = previous else {
+        return;
+    };
+    for (s, prev) in streams.iter_mut().zip(&previous.streams) {
+        if !prev.pbx_leg {
+            s.pbx_leg = false;
+            if matches!(s.verdict, Verdict::Relay { .. }) {
+                s.verdict = Verdict::Reject(RejectReason::AlternativeNotTaken);
             }
         }
     }
@@ -274,7 +367,13 @@ fn settle_alternatives(streams: &mut [Offered]) {
 pub fn analyse_pbx_offer(body: &[u8], ctx: &RewriteContext<'_>) -> Result<PbxOffer, RewriteError> {
     let sdp = wire::parse(body)?;
     let mut streams = Vec::with_capacity(sdp.media_descriptions.len());
-    for (mline, media) in sdp.media_descriptions.iter().enumerate() {
+    let mut phone_only = phone_only_slots(ctx.previous);
+    for (index, media) in sdp.media_descriptions.iter().enumerate() {
+        // The phone leg's m-lines that the PBX leg lacks go back in at their places.
+        while let Some((_, slot)) = phone_only.next_if(|(at, _)| *at == streams.len()) {
+            streams.push(slot);
+        }
+        let mline = streams.len();
         let profile = Profile::of(&media.media.proto);
         let verdict = if media.media.port == 0 {
             Verdict::Reject(RejectReason::DisabledByOfferer)
@@ -293,8 +392,12 @@ pub fn analyse_pbx_offer(body: &[u8], ctx: &RewriteContext<'_>) -> Result<PbxOff
             mid: attrs::mid(media),
             profile,
             verdict,
+            endpoint: None,
+            source: Ok(index),
+            pbx_leg: true,
         });
     }
+    streams.extend(phone_only.map(|(_, o)| o));
     check_something_relayed(&streams, None)?;
     let requests = port_requests(&streams, ctx.previous, Side::Pbx);
     Ok(PbxOffer {
@@ -302,6 +405,34 @@ pub fn analyse_pbx_offer(body: &[u8], ctx: &RewriteContext<'_>) -> Result<PbxOff
         streams,
         requests,
     })
+}
+
+/// The previous plan's phone-only m-lines: their phone-leg index and their placeholder entry
+/// (rejected, not on the PBX leg, with how they look toward the phone).
+fn phone_only_slots(
+    previous: Option<&MediaPlan>,
+) -> core::iter::Peekable<impl Iterator<Item = (usize, Offered)> + '_> {
+    previous
+        .into_iter()
+        .flat_map(|p| p.streams.iter())
+        .filter(|s| !s.pbx_leg)
+        .map(|s| {
+            let line = PhoneOnly {
+                proto: s.phone_proto.clone(),
+                formats: s.phone_formats.clone(),
+            };
+            let placeholder = Offered {
+                kind: s.kind.clone(),
+                mid: s.mid.clone(),
+                profile: Profile::Unsupported,
+                verdict: Verdict::Reject(RejectReason::AlternativeNotTaken),
+                endpoint: None,
+                source: Err(line),
+                pbx_leg: false,
+            };
+            (s.mline, placeholder)
+        })
+        .peekable()
 }
 
 fn check_ports(requests: &[PortRequest], ports: &[StreamPorts]) -> Result<(), RewriteError> {
@@ -343,11 +474,19 @@ pub fn rewrite_phone_offer(
             phone_formats: media.media.fmt.clone(),
             pbx_proto: pbx_proto.to_string(),
             pbx_formats: media.media.fmt.clone(),
+            pbx_leg: offered.pbx_leg,
         };
         match offered.verdict {
             Verdict::Reject(reason) => {
                 stream.state = StreamState::Rejected(reason);
-                out_media.push((rejected_media(media, pbx_proto, &media.media.fmt), None));
+                // A phone-only twin is not offered to the PBX at all, not even with port 0:
+                // the PBX leg is what a phone with one audio line would have sent.
+                if stream.pbx_leg {
+                    out_media.push((
+                        rejected_media(&media.media.media, pbx_proto, &media.media.fmt),
+                        None,
+                    ));
+                }
             }
             Verdict::Relay { peer, crypto } => {
                 // `check_ports` matched the counts, so this does not happen.
@@ -420,12 +559,24 @@ pub fn rewrite_pbx_answer(
 ) -> Result<Rewritten, RewriteError> {
     let (sdp, mut plan) = begin_answer(body, offer_plan, Side::Phone)?;
     let mut out_media = Vec::with_capacity(plan.streams.len());
-    for (stream, media) in plan.streams.iter_mut().zip(&sdp.media_descriptions) {
+    // The PBX answered the PBX leg's m-lines; the phone-only ones are answered here, rejected.
+    let mut answered = sdp.media_descriptions.iter();
+    for stream in plan.streams.iter_mut() {
         let mline = stream.mline;
         let phone_proto = ProtoType::from(stream.phone_proto.as_str());
+        if !stream.pbx_leg {
+            let media_type = attrs::media_type(&stream.kind);
+            out_media.push((
+                rejected_media(&media_type, phone_proto, &stream.phone_formats),
+                None,
+            ));
+            continue;
+        }
+        // `begin_answer` checked the count, so this does not happen.
+        let media = answered.next().ok_or(RewriteError::PlanMismatch)?;
         let StreamState::Relayed(relay) = &mut stream.state else {
             out_media.push((
-                rejected_media(media, phone_proto, &stream.phone_formats),
+                rejected_media(&media.media.media, phone_proto, &stream.phone_formats),
                 None,
             ));
             continue;
@@ -433,7 +584,7 @@ pub fn rewrite_pbx_answer(
         if media.media.port == 0 {
             stream.state = StreamState::Rejected(RejectReason::RejectedByAnswerer);
             out_media.push((
-                rejected_media(media, phone_proto, &stream.phone_formats),
+                rejected_media(&media.media.media, phone_proto, &stream.phone_formats),
                 None,
             ));
             continue;
@@ -492,12 +643,33 @@ pub fn rewrite_pbx_offer(
     let mut ports = ports.iter();
     let mut plan_streams = Vec::with_capacity(offer.streams.len());
     let mut out_media = Vec::with_capacity(offer.streams.len());
-    for (mline, (offered, media)) in offer
-        .streams
-        .into_iter()
-        .zip(&offer.sdp.media_descriptions)
-        .enumerate()
-    {
+    for (mline, offered) in offer.streams.into_iter().enumerate() {
+        let media = match offered.source {
+            Ok(index) => offer
+                .sdp
+                .media_descriptions
+                .get(index)
+                .ok_or(RewriteError::PlanMismatch)?,
+            Err(line) => {
+                // A phone-only m-line of the dialog: it stays in place toward the phone,
+                // rejected (RFC 3264 §8.1), and the PBX never sees it.
+                let proto = ProtoType::from(line.proto.as_str());
+                let media_type = attrs::media_type(&offered.kind);
+                out_media.push((rejected_media(&media_type, proto, &line.formats), None));
+                plan_streams.push(StreamPlan {
+                    mline,
+                    kind: offered.kind,
+                    mid: offered.mid,
+                    state: StreamState::Rejected(RejectReason::AlternativeNotTaken),
+                    phone_proto: line.proto,
+                    phone_formats: line.formats,
+                    pbx_proto: String::new(),
+                    pbx_formats: String::new(),
+                    pbx_leg: false,
+                });
+                continue;
+            }
+        };
         let phone_proto = leg_proto(offered.profile, secure, &media.media.proto);
         let mut stream = StreamPlan {
             mline,
@@ -508,11 +680,15 @@ pub fn rewrite_pbx_offer(
             phone_formats: media.media.fmt.clone(),
             pbx_proto: media.media.proto.to_string(),
             pbx_formats: media.media.fmt.clone(),
+            pbx_leg: true,
         };
         match offered.verdict {
             Verdict::Reject(reason) => {
                 stream.state = StreamState::Rejected(reason);
-                out_media.push((rejected_media(media, phone_proto, &media.media.fmt), None));
+                out_media.push((
+                    rejected_media(&media.media.media, phone_proto, &media.media.fmt),
+                    None,
+                ));
             }
             Verdict::Relay { peer, .. } => {
                 // `check_ports` matched the counts, so this does not happen.
@@ -582,14 +758,25 @@ pub fn rewrite_phone_answer(
     let mut out_media = Vec::with_capacity(plan.streams.len());
     for (stream, media) in plan.streams.iter_mut().zip(&sdp.media_descriptions) {
         let mline = stream.mline;
+        if !stream.pbx_leg {
+            // Offered to the phone rejected; whatever the phone answers, the PBX leg has no
+            // such m-line to answer.
+            continue;
+        }
         let pbx_proto = ProtoType::from(stream.pbx_proto.as_str());
         let StreamState::Relayed(relay) = &mut stream.state else {
-            out_media.push((rejected_media(media, pbx_proto, &stream.pbx_formats), None));
+            out_media.push((
+                rejected_media(&media.media.media, pbx_proto, &stream.pbx_formats),
+                None,
+            ));
             continue;
         };
         if media.media.port == 0 {
             stream.state = StreamState::Rejected(RejectReason::RejectedByAnswerer);
-            out_media.push((rejected_media(media, pbx_proto, &stream.pbx_formats), None));
+            out_media.push((
+                rejected_media(&media.media.media, pbx_proto, &stream.pbx_formats),
+                None,
+            ));
             continue;
         }
         let pbx_mux = relay.pbx.is_some_and(|p| p.rtcp_mux);
@@ -658,7 +845,7 @@ fn begin_answer(
         return Err(RewriteError::PlanMismatch);
     }
     let sdp = wire::parse(body)?;
-    check_media_count(offer_plan, &sdp)?;
+    check_media_count(offer_plan, offerer, &sdp)?;
     let mut plan = offer_plan.clone();
     plan.stage = Stage::Answered;
     Ok((sdp, plan))
@@ -676,10 +863,20 @@ fn offered(sdp: String, offerer: Side, streams: Vec<StreamPlan>) -> Rewritten {
     }
 }
 
-fn check_media_count(plan: &MediaPlan, answer: &SessionDescription) -> Result<(), RewriteError> {
-    if plan.streams.len() != answer.media_descriptions.len() {
+/// RFC 3264 §6: an answer has exactly the m-lines of the offer it answers, on its own leg —
+/// the phone leg has every m-line of the plan, the PBX leg all but the phone-only ones.
+fn check_media_count(
+    plan: &MediaPlan,
+    offerer: Side,
+    answer: &SessionDescription,
+) -> Result<(), RewriteError> {
+    let offered = match offerer {
+        Side::Pbx => plan.streams.len(),
+        Side::Phone => plan.streams.iter().filter(|s| s.pbx_leg).count(),
+    };
+    if offered != answer.media_descriptions.len() {
         return Err(RewriteError::MediaCountMismatch {
-            offered: plan.streams.len(),
+            offered,
             answered: answer.media_descriptions.len(),
         });
     }
@@ -726,10 +923,10 @@ fn crypto_attribute(line: &CryptoAttribute) -> Attribute {
     Attribute::Other("crypto".to_owned(), Some(line.to_sdp_value()))
 }
 
-fn rejected_media(input: &MediaDescription, proto: ProtoType, formats: &str) -> MediaDescription {
+fn rejected_media(media_type: &MediaType, proto: ProtoType, formats: &str) -> MediaDescription {
     MediaDescription {
         media: Media {
-            media: input.media.media.clone(),
+            media: media_type.clone(),
             port: 0,
             num_of_ports: None,
             proto,

@@ -47,6 +47,11 @@ pub const SRTP_MAX_PACKETS: u64 = 1 << 48;
 /// RFC 3711 §9.2: at most 2^31 SRTCP packets per master key.
 pub const SRTCP_MAX_PACKETS: u64 = 1 << 31;
 
+/// The most octets `protect_rtp` / `protect_rtcp` append to a packet: the SRTCP E|index, the
+/// longest tag (AES-GCM, 16) and the longest MKI (RFC 4568 §9.1, 128). Relay buffers keep this
+/// much room after the largest datagram they accept.
+pub const MAX_TRAILER_LEN: usize = SRTCP_INDEX_LEN + GCM_TAG_LEN + sdes::MAX_MKI_LEN as usize;
+
 const RTP_HEADER_LEN: usize = 12;
 const RTCP_HEADER_LEN: usize = 8;
 const SRTCP_INDEX_LEN: usize = 4;

@@ -27,9 +27,16 @@ use super::suite::{CryptoSuite, MAX_KEY_LEN, MAX_SALT_LEN};
 /// Largest master-key lifetime accepted: 2^48 packets (RFC 3711 §9.2 SRTP index space).
 pub const MAX_LIFETIME: u64 = 1 << 48;
 
-/// Longest MKI accepted, in octets (RFC 4568 allows up to 128; nothing in the field uses more
-/// than 4 and the engine keeps the MKI in a `u32`).
-pub const MAX_MKI_LEN: u8 = 4;
+/// Longest MKI accepted, in octets: RFC 4568 §9.1 (`mki-length = 1*3DIGIT ; range 1..128`).
+/// The widely copied `|1:32` form (an MKI of 32 octets) comes from phones and stacks that
+/// rtpengine and Asterisk interoperate with, so the whole range is honoured.
+pub const MAX_MKI_LEN: u8 = 128;
+
+/// Octets of the MKI value kept as a number: the value is printed and parsed in decimal
+/// (RFC 4568 §9.1 `mki-value = 1*DIGIT`) and sits right-aligned in the `len` wire octets.
+/// Values above 2^128 - 1 (40 digits or more) are refused as [`SdesError::BadMki`]; nothing
+/// in the field numbers its keys that far.
+const MKI_VALUE_LEN: usize = 16;
 
 /// Base64 that decodes with or without `=` padding (some phones drop it) and prints it.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -67,7 +74,7 @@ pub struct KeyParams {
 /// A master key identifier (RFC 3711 §3.1): its value and its length on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Mki {
-    value: u32,
+    value: u128,
     len: u8,
 }
 
@@ -148,8 +155,8 @@ pub enum SdesError {
     /// The MKI is not `value:length` with decimal numbers, or the value does not fit.
     #[error("malformed MKI")]
     BadMki,
-    /// The MKI length is outside 1..=4 octets.
-    #[error("MKI length outside 1..=4 octets")]
+    /// The MKI length is outside 1..=128 octets (RFC 4568 §9.1).
+    #[error("MKI length outside 1..=128 octets")]
     MkiLength,
     /// Several keys without an MKI each, with MKIs of different lengths, or a repeated MKI.
     #[error("several keys need distinct MKIs of one length")]
@@ -189,19 +196,19 @@ impl SdesError {
 }
 
 impl Mki {
-    /// An MKI of `len` octets (1..=4) with the given value, which must fit in `len` octets.
-    pub fn new(value: u32, len: u8) -> Option<Mki> {
+    /// An MKI of `len` octets (1..=128) with the given value, which must fit in `len` octets.
+    pub fn new(value: u128, len: u8) -> Option<Mki> {
         if !(1..=MAX_MKI_LEN).contains(&len) {
             return None;
         }
-        if len < 4 && value >= 1u32 << (8 * u32::from(len)) {
+        if usize::from(len) < MKI_VALUE_LEN && value >= 1u128 << (8 * u32::from(len)) {
             return None;
         }
         Some(Mki { value, len })
     }
 
     /// The MKI value.
-    pub fn value(&self) -> u32 {
+    pub fn value(&self) -> u128 {
         self.value
     }
 
@@ -210,23 +217,36 @@ impl Mki {
         usize::from(self.len)
     }
 
-    /// Always false (an MKI has 1..=4 octets); present for API symmetry with `len`.
+    /// Always false (an MKI has 1..=128 octets); present for API symmetry with `len`.
     pub fn is_empty(&self) -> bool {
         false
     }
 
-    /// Writes the big-endian wire form into `out[..self.len()]`.
+    /// Writes the big-endian wire form into `out[..self.len()]`: the value right-aligned,
+    /// zeros before it (RFC 3711 §3.1 leaves the MKI's inner structure to key management).
     pub fn write(&self, out: &mut [u8]) {
         let be = self.value.to_be_bytes();
         let n = self.len();
-        out[..n].copy_from_slice(&be[4 - n..]);
+        let (pad, tail) = split_value(n);
+        out[..pad].fill(0);
+        out[pad..n].copy_from_slice(&be[MKI_VALUE_LEN - tail..]);
     }
 
     /// True when `wire` (exactly `self.len()` octets) carries this MKI.
     pub fn matches(&self, wire: &[u8]) -> bool {
         let be = self.value.to_be_bytes();
-        wire.len() == self.len() && wire == &be[4 - self.len()..]
+        let (pad, tail) = split_value(self.len());
+        wire.len() == self.len()
+            && wire[..pad].iter().all(|&b| b == 0)
+            && wire[pad..] == be[MKI_VALUE_LEN - tail..]
     }
+}
+
+/// For an MKI of `len` octets: how many leading zero octets precede the value, and how many
+/// low-order octets of the value are on the wire.
+fn split_value(len: usize) -> (usize, usize) {
+    let tail = len.min(MKI_VALUE_LEN);
+    (len - tail, tail)
 }
 
 impl KeyParams {
@@ -403,14 +423,17 @@ fn parse_lifetime(text: &str) -> Result<u64, SdesError> {
 
 fn parse_mki(text: &str) -> Result<Mki, SdesError> {
     let (value, len) = text.split_once(':').ok_or(SdesError::BadMki)?;
-    let value = parse_decimal(value).ok_or(SdesError::BadMki)?;
+    // 39 digits hold every u128; longer is refused before parsing.
+    if value.is_empty() || value.len() > 39 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SdesError::BadMki);
+    }
+    let value: u128 = value.parse().map_err(|_| SdesError::BadMki)?;
     let len = parse_decimal(len).ok_or(SdesError::BadMki)?;
     if !(1..=u64::from(MAX_MKI_LEN)).contains(&len) {
         return Err(SdesError::MkiLength);
     }
-    let value = u32::try_from(value).map_err(|_| SdesError::BadMki)?;
-    // `len` is in 1..=4 here, checked just above.
-    Mki::new(value, len as u8).ok_or(SdesError::BadMki)
+    let len = u8::try_from(len).map_err(|_| SdesError::MkiLength)?;
+    Mki::new(value, len).ok_or(SdesError::BadMki)
 }
 
 fn check_mkis(keys: &[KeyParams]) -> Result<(), SdesError> {
@@ -591,8 +614,22 @@ mod tests {
                 SdesError::BadLifetime,
             ),
             (
-                format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:5"),
+                format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:129"),
                 SdesError::MkiLength,
+            ),
+            (
+                format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:1000"),
+                SdesError::MkiLength,
+            ),
+            (
+                format!(
+                    "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|340282366920938463463374607431768211456:128"
+                ),
+                SdesError::BadMki,
+            ),
+            (
+                format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|65536:2"),
+                SdesError::BadMki,
             ),
             (
                 format!("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:0"),
@@ -658,8 +695,45 @@ mod tests {
         assert_eq!(out, [0, 1, 2]);
         assert!(m.matches(&[0, 1, 2]));
         assert!(!m.matches(&[0, 1, 3]));
-        assert!(Mki::new(u32::MAX, 4).is_some());
-        assert!(Mki::new(0, 5).is_none());
+        assert!(Mki::new(u128::from(u32::MAX), 4).is_some());
+        assert!(Mki::new(1 << 32, 4).is_none());
+        assert!(Mki::new(0, 129).is_none());
+        assert!(Mki::new(0, 0).is_none());
+    }
+
+    /// RFC 4568 §6.1's `|1:32`: value 1 in 32 octets, i.e. 31 zero octets then 0x01.
+    #[test]
+    fn long_mki_is_accepted_and_right_aligned() {
+        let a = CryptoAttribute::parse(&format!(
+            "1 AES_CM_128_HMAC_SHA1_80 inline:{RFC_KEY}|2^20|1:32"
+        ))
+        .unwrap();
+        let m = a.keys[0].mki.unwrap();
+        assert_eq!((m.value(), m.len()), (1, 32));
+        let mut wire = [0xffu8; 32];
+        m.write(&mut wire);
+        assert_eq!(wire[..31], [0u8; 31]);
+        assert_eq!(wire[31], 1);
+        assert!(m.matches(&wire));
+        wire[0] = 1;
+        assert!(!m.matches(&wire), "a non-zero pad octet is another MKI");
+        assert!(a.to_sdp_value().ends_with("|2^20|1:32"));
+
+        let max = Mki::new(u128::MAX, MAX_MKI_LEN).unwrap();
+        let mut wire = [0xaau8; 128];
+        max.write(&mut wire);
+        assert_eq!(wire[..112], [0u8; 112]);
+        assert_eq!(wire[112..], [0xffu8; 16]);
+        assert!(max.matches(&wire));
+        assert!(!max.matches(&wire[..127]));
+        let line = format!(
+            "7 AEAD_AES_256_GCM inline:{}|{}:128",
+            BASE64.encode([3u8; 44]),
+            u128::MAX
+        );
+        let parsed = CryptoAttribute::parse(&line).unwrap();
+        assert_eq!(parsed.keys[0].mki, Some(max));
+        assert_eq!(parsed.to_sdp_value(), line);
     }
 
     proptest! {
@@ -674,13 +748,16 @@ mod tests {
             suite_idx in 0usize..8,
             bytes in proptest::collection::vec(any::<u8>(), 46),
             lifetime in proptest::option::of(1u64..=MAX_LIFETIME),
-            mki in proptest::option::of((any::<u32>(), 1u8..=4)),
+            mki in proptest::option::of((any::<u128>(), 1u8..=MAX_MKI_LEN)),
             unenc_rtcp in any::<bool>(),
             unenc_rtp in any::<bool>(),
         ) {
             let suite = CryptoSuite::ALL[suite_idx];
             let master_key = MasterKey::from_key_salt(suite, &bytes[..suite.key_salt_len()]).unwrap();
-            let mki = mki.and_then(|(v, l)| Mki::new(v >> (8 * (4 - u32::from(l))), l));
+            let mki = mki.and_then(|(v, l)| {
+                let shift = 8 * (MKI_VALUE_LEN as u32).saturating_sub(u32::from(l));
+                Mki::new(v.checked_shr(shift).unwrap_or(0), l)
+            });
             let attr = CryptoAttribute {
                 tag,
                 suite,

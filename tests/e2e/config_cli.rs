@@ -143,7 +143,12 @@ port_max = 30000
     let out = run(&["check-config", "--config", cfg.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    // The wildcard does not cover sip.domain = "sbc.test" either: phones would refuse it.
+    assert!(stderr.contains("4 problem(s)"), "{stderr}");
+    assert!(
+        stderr.contains("sip.domain") && stderr.contains("\"sbc.test\" in its subjectAltName"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("tls.certificates[0].cert") && stderr.contains("missing.crt"),
         "{stderr}"
@@ -364,4 +369,132 @@ fn inspect_cert_explains_accepted_and_refused_devices() {
     );
     let missing = run(&["inspect-cert", "/nonexistent/device.pem", "--config", &cfg]);
     assert_eq!(missing.status.code(), Some(2));
+}
+
+/// A server certificate issued under a fresh root → intermediate for `names`, valid from a day
+/// ago for `days` more days (negative: expired). Returns (root, intermediate, leaf) PEMs and
+/// the leaf's key.
+fn server_pki(names: &[&str], days: i64) -> (String, String, String, String) {
+    let ca = |cn: &str| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        (p, rcgen::KeyPair::generate().unwrap())
+    };
+    let (root_p, root_k) = ca("Example Private Root");
+    let root = root_p.self_signed(&root_k).unwrap();
+    let root_issuer = rcgen::Issuer::new(root_p, root_k);
+    let (int_p, int_k) = ca("Example Private Intermediate");
+    let int = int_p.signed_by(&int_k, &root_issuer).unwrap();
+    let int_issuer = rcgen::Issuer::new(int_p, int_k);
+    let mut leaf_p =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ymd = |secs: i64| {
+        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+        let z = secs.div_euclid(86_400) + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+        let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+        rcgen::date_time_ymd(y, m, d)
+    };
+    leaf_p.not_before = ymd(now - 2 * 86_400);
+    leaf_p.not_after = ymd(now + days * 86_400);
+    let leaf_k = rcgen::KeyPair::generate().unwrap();
+    let leaf = leaf_p.signed_by(&leaf_k, &int_issuer).unwrap();
+    (root.pem(), int.pem(), leaf.pem(), leaf_k.serialize_pem())
+}
+
+/// check-config with the development PKI's config, its server certificate replaced by
+/// `chain_pem`/`key_pem` and `sip.domain` set.
+fn check_server_cert(pki: &edge::TestPki, chain_pem: &str, key_pem: &str, domain: &str) -> Output {
+    let dir = pki.dir.path();
+    std::fs::write(dir.join("edge-chain.crt"), chain_pem).unwrap();
+    std::fs::write(dir.join("edge.key"), key_pem).unwrap();
+    let text = std::fs::read_to_string(&pki.pki.config)
+        .unwrap()
+        .replace("sbc.test-chain.crt", "edge-chain.crt")
+        .replace("sbc.test.key", "edge.key")
+        .replace("domain = \"sbc.test\"", &format!("domain = \"{domain}\""));
+    let cfg = dir.join("server-cert.toml");
+    std::fs::write(&cfg, text).unwrap();
+    run(&["check-config", "--config", cfg.to_str().unwrap()])
+}
+
+/// Issue 12: the server certificate checked the way a phone checks it. Warnings (exit 0):
+/// expiring within 30 days, an intermediate missing from the file, a private CA the phones
+/// must be given. Problems (exit 2): the name phones use is not in the SAN, expired.
+#[test]
+fn check_config_judges_the_server_certificate_as_phones_do() {
+    let pki = edge::dev_pki();
+
+    // Expiring in 10 days and the intermediate missing from the file: warnings, exit 0.
+    let (_, _, leaf, key) = server_pki(&["sbc.example.com"], 10);
+    let out = check_server_cert(&pki, &leaf, &key, "sbc.example.com");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let warning = |needle: &str| {
+        stdout
+            .lines()
+            .any(|l| l.starts_with("warning: tls.certificates[0].cert") && l.contains(needle))
+    };
+    assert!(
+        warning("expires in 9 day(s)") || warning("expires in 10 day(s)"),
+        "{stdout}"
+    );
+    assert!(warning("CN=Example Private Intermediate"), "{stdout}");
+    assert!(warning("append it to the file"), "{stdout}");
+    assert!(warning("deploy/phones/README.md"), "{stdout}");
+
+    // The full chain up to the private root: no missing intermediate, but the phones need
+    // the private CA.
+    let (root, int, leaf, key) = server_pki(&["sbc.example.com"], 365);
+    let chain = format!("{leaf}{int}{root}");
+    let out = check_server_cert(&pki, &chain, &key, "sbc.example.com");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(warning_in(&stdout, "chains to the private CA"), "{stdout}");
+    assert!(warning_in(&stdout, "CN=Example Private Root"), "{stdout}");
+    assert!(!warning_in(&stdout, "append it"), "{stdout}");
+    assert!(!warning_in(&stdout, "expires in"), "{stdout}");
+
+    // The name phones use is not in the SAN: exit 2.
+    let out = check_server_cert(&pki, &chain, &key, "pbx.example.com");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sip.domain")
+            && stderr.contains("\"pbx.example.com\" in its subjectAltName"),
+        "{stderr}"
+    );
+
+    // Expired: exit 2.
+    let (root, int, leaf, key) = server_pki(&["sbc.example.com"], -1);
+    let out = check_server_cert(&pki, &format!("{leaf}{int}{root}"), &key, "sbc.example.com");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("tls.certificates[0].cert") && stderr.contains("expired"),
+        "{stderr}"
+    );
+}
+
+fn warning_in(stdout: &str, needle: &str) -> bool {
+    stdout
+        .lines()
+        .any(|l| l.starts_with("warning: tls.certificates[0].cert") && l.contains(needle))
 }
