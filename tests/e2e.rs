@@ -3,6 +3,7 @@
 mod support;
 
 mod e2e {
+    mod authorization;
     mod call;
     mod config_cli;
     mod identity_listener;

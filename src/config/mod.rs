@@ -313,6 +313,24 @@ pub struct SipConfig {
     /// Requests a device may send at once before the rate applies (a phone with many BLF
     /// keys subscribes to all of them after boot).
     pub phone_request_burst: u32,
+    /// What the edge does with the identity headers a phone sends (P-Asserted-Identity,
+    /// P-Preferred-Identity, Remote-Party-ID): see [`IdentityHeaders`].
+    pub identity_headers: IdentityHeaders,
+}
+
+/// `sip.identity_headers`: identity headers in requests from phones are never forwarded as
+/// the phone wrote them (a phone could name any user). `assert` (the default) also adds a
+/// `P-Asserted-Identity` naming the user the edge authorized (RFC 3325 §9.1), so a PBX that
+/// trusts the edge (Asterisk `trust_id_inbound = yes`) learns the caller from the edge, not
+/// from the phone; `strip` only removes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityHeaders {
+    /// Remove them and assert the authorized user.
+    #[default]
+    Assert,
+    /// Remove them only.
+    Strip,
 }
 
 impl Default for SipConfig {
@@ -328,6 +346,7 @@ impl Default for SipConfig {
             idle_timeout_secs: 900,
             phone_requests_per_second: 20,
             phone_request_burst: 100,
+            identity_headers: IdentityHeaders::Assert,
         }
     }
 }
