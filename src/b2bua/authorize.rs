@@ -374,13 +374,58 @@ pub fn rewrite_identity_headers(
         removed.push("Referred-By");
     }
     if let (IdentityHeaders::Assert, Some(user)) = (policy, &allowed.user) {
-        let value = match display {
-            Some(d) => format!("{d} <sip:{user}@{domain}>"),
-            None => format!("<sip:{user}@{domain}>"),
-        };
-        req.append_header("P-Asserted-Identity", &value);
+        req.append_header(
+            "P-Asserted-Identity",
+            &asserted(display.as_deref(), user, domain),
+        );
     }
     removed
+}
+
+/// The user a phone's response may assert (with [`rewrite_response_identity_headers`]): the
+/// To user — the party the PBX addressed, which the answering phone is — when the device
+/// may use it for the request's method; `None` otherwise.
+pub fn response_user(
+    resp: &SipMessage,
+    identity: &Identity,
+    inventory: &Inventory,
+) -> Option<String> {
+    let method = resp.cseq().ok()?.method;
+    let user = resp.to_user().ok().flatten()?;
+    (inventory.authorize(identity, &user, method.as_str()) == Authorization::Allow).then_some(user)
+}
+
+/// The identity rule for a phone's responses toward the PBX: a 2xx to an INVITE carrying
+/// `P-Asserted-Identity` is the connected party a PBX trusting the edge shows and bills
+/// (RFC 3325 §9.1 applies to responses too; Asterisk takes connected-line updates from it
+/// with `trust_id_inbound`). P-Asserted-Identity, P-Preferred-Identity and Remote-Party-ID are
+/// removed; under [`IdentityHeaders::Assert`] `<sip:USER@DOMAIN>` naming `user` (see
+/// [`response_user`]) is added with the To display name. Returns the headers removed.
+pub fn rewrite_response_identity_headers(
+    resp: &mut SipMessage,
+    user: Option<&str>,
+    policy: IdentityHeaders,
+    domain: &str,
+) -> Vec<&'static str> {
+    let display = resp.to().ok().and_then(|t| t.display_name);
+    let removed = IDENTITY_HEADERS
+        .into_iter()
+        .filter(|name| resp.remove_header(name) > 0)
+        .collect();
+    if let (IdentityHeaders::Assert, Some(user)) = (policy, user) {
+        resp.append_header(
+            "P-Asserted-Identity",
+            &asserted(display.as_deref(), user, domain),
+        );
+    }
+    removed
+}
+
+fn asserted(display: Option<&str>, user: &str, domain: &str) -> String {
+    match display {
+        Some(d) => format!("{d} <sip:{user}@{domain}>"),
+        None => format!("<sip:{user}@{domain}>"),
+    }
 }
 
 #[cfg(test)]
@@ -776,6 +821,35 @@ users = ["102"]
             rewrite_identity_headers(&mut m, &a, IdentityHeaders::Assert, "pbx");
             assert_eq!(m.header("Referred-By").is_some(), kept, "{by}");
         }
+    }
+
+    #[test]
+    fn a_phones_response_asserts_only_its_own_user() {
+        let me = device(D101);
+        let ok = |to: &str| {
+            SipMessage::parse(format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1\r\nFrom: <sip:200@pbx>;tag=p\r\nTo: {to};tag=q\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nP-Asserted-Identity: <sip:102@sbc.test>\r\nRemote-Party-ID: <sip:102@sbc.test>;party=called\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap()
+        };
+        let mut own = ok("\"Desk\" <sip:101@sbc.test>");
+        let user = response_user(&own, &me, &inventory());
+        assert_eq!(user.as_deref(), Some("101"));
+        let removed = rewrite_response_identity_headers(
+            &mut own,
+            user.as_deref(),
+            IdentityHeaders::Assert,
+            "pbx",
+        );
+        assert_eq!(removed, ["P-Asserted-Identity", "Remote-Party-ID"]);
+        assert_eq!(
+            own.header_values("P-Asserted-Identity"),
+            ["\"Desk\" <sip:101@pbx>"]
+        );
+        assert_eq!(own.header("Remote-Party-ID"), None);
+        // Answering a call addressed to a user it may not use: nothing asserted.
+        let mut other = ok("<sip:600@sbc.test>");
+        let user = response_user(&other, &me, &inventory());
+        assert_eq!(user, None);
+        rewrite_response_identity_headers(&mut other, None, IdentityHeaders::Assert, "pbx");
+        assert_eq!(other.header("P-Asserted-Identity"), None);
     }
 
     proptest! {

@@ -827,6 +827,27 @@ impl SipCore {
         }
     }
 
+    /// `sip.identity_headers` on a phone's response toward the PBX
+    /// (`authorize::rewrite_response_identity_headers`), each removed header counted.
+    fn rewrite_response_identity(&self, resp: &mut SipMessage, flow: FlowId) {
+        let user = self
+            .flows
+            .get(flow)
+            .and_then(|f| authz::response_user(resp, &f.identity, self.snapshot().inventory()));
+        let domain = host_of(self.pbx.pbx_addr().ip());
+        for name in authz::rewrite_response_identity_headers(
+            resp,
+            user.as_deref(),
+            self.settings.identity_headers,
+            &domain,
+        ) {
+            self.metrics
+                .headers_removed
+                .with_label_values(&[name])
+                .inc();
+        }
+    }
+
     /// Charges a new request to its device's budget; over budget it is answered 503 with
     /// Retry-After (RFC 3261 §21.5.4) and goes no further.
     fn within_budget(&mut self, m: &PhoneMessage) -> bool {
@@ -2030,6 +2051,9 @@ impl SipCore {
         }
         if leg == Leg::Phone && method != Method::Invite && method != Method::Update {
             self.hide_phone_contacts(&mut resp, flow);
+        }
+        if leg == Leg::Phone {
+            self.rewrite_response_identity(&mut resp, flow);
         }
         resp.remove_header("Record-Route");
         restore_vias(&mut resp, &vias);

@@ -457,3 +457,34 @@ async fn pbx_messages_with_a_repeated_header_are_refused_or_dropped() {
     );
     e.stop().await.expect("clean shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phones_response_asserts_only_the_user_it_answers_as() {
+    let (pki, pbx, e) = setup(&[]).await;
+    let mut ph = phone::snom(&pki, &e).await;
+    ph.send(&phone::register("101", 5099, 1, "resp-reg", ""))
+        .await;
+    let (reg, from) = pbx.recv().await.expect("REGISTER");
+    let edge_uri = pbx::contact_uri(&reg).expect("edge Contact");
+    pbx.send(from, &pbx::register_ok(&reg, &edge_uri, 600))
+        .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+
+    let options = format!("OPTIONS {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-resp1\r\nFrom: <sip:200@pbx>;tag=p1\r\nTo: <sip:101@sbc.test>\r\nCall-ID: resp-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx = pbx.addr());
+    pbx.send(e.pbx_local, &options).await;
+    let got = ph.recv().await.expect("OPTIONS reaches the phone");
+    // The phone answers claiming to be 102 (the connected party a trusting PBX would show).
+    let spoofed = phone::response(&got, 200).replace(
+        "Content-Length: 0",
+        "P-Asserted-Identity: <sip:102@sbc.test>\r\nRemote-Party-ID: <sip:102@sbc.test>;party=called\r\nContent-Length: 0",
+    );
+    ph.send(&spoofed).await;
+    let (resp, _) = pbx.recv().await.expect("200 reaches the PBX");
+    assert_eq!(resp.status(), Some(200));
+    assert_eq!(
+        resp.header_values("P-Asserted-Identity"),
+        [format!("<sip:101@{}>", pbx.addr().ip())]
+    );
+    assert_eq!(resp.header("Remote-Party-ID"), None);
+    e.stop().await.expect("clean shutdown");
+}
