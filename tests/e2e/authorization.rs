@@ -488,3 +488,99 @@ async fn a_phones_response_asserts_only_the_user_it_answers_as() {
     assert_eq!(resp.header("Remote-Party-ID"), None);
     e.stop().await.expect("clean shutdown");
 }
+
+/// Receives at the PBX until a request with `method` arrives (skipping the edge's 2xx
+/// repetitions toward a UDP PBX), bounded by the PBX's receive timeout.
+async fn pbx_request(
+    pbx: &Pbx,
+    method: &str,
+) -> (pbx_edge::sip::message::SipMessage, std::net::SocketAddr) {
+    for _ in 0..10 {
+        let (m, from) = pbx
+            .recv()
+            .await
+            .unwrap_or_else(|| panic!("{method} at the PBX"));
+        if m.method().map(|m| m.as_str()) == Some(method) {
+            return (m, from);
+        }
+    }
+    panic!("no {method} at the PBX");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callee_of_a_pbx_call_is_authorized_by_the_dialog_not_by_its_from_user() {
+    let (pki, pbx, e) = setup(&[]).await;
+    let mut ph = phone::snom(&pki, &e).await;
+    ph.send(&phone::register("101", 5099, 1, "callee-reg", ""))
+        .await;
+    let (reg, from) = pbx.recv().await.expect("REGISTER");
+    let edge_uri = pbx::contact_uri(&reg).expect("edge Contact");
+    pbx.send(from, &pbx::register_ok(&reg, &edge_uri, 600))
+        .await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+
+    // Like Asterisk, the PBX addresses the call To the registered Contact: the phone's own
+    // From in the dialog then carries the edge's flow token as user, no user of its device.
+    let sdp = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
+    let invite = format!("INVITE {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-callee1\r\nFrom: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nTo: <{edge_uri}>\r\nCall-ID: callee-1\r\nCSeq: 10 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:200@{pbx}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len(), pbx = pbx.addr());
+    pbx.send(e.pbx_local, &invite).await;
+    let inv = ph.recv().await.expect("phone gets the INVITE");
+    let offer = std::str::from_utf8(inv.body()).unwrap();
+    let tag = offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .find(|l| l.contains("AES_CM_128_HMAC_SHA1_80"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("an AES_CM_128_HMAC_SHA1_80 line")
+        .to_owned();
+    let answer = format!("v=0\r\no=phone 2 2 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/SAVP 0\r\na=crypto:{tag} AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n");
+    let to = inv.header("To").unwrap().to_owned();
+    let ok = phone::response(&inv, 200)
+        .replace(&format!("To: {to}"), &format!("To: {to};tag=phonetag"))
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!("Contact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{answer}", answer.len()),
+        );
+    ph.send(&ok).await;
+    let mut answered = None;
+    for _ in 0..5 {
+        // 100 Trying first; then the 200.
+        match pbx.recv().await {
+            Some((m, _)) if m.status() == Some(200) => {
+                answered = Some(m);
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let ok = answered.expect("PBX gets the 200");
+    let ack = format!("ACK {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-callee-ack\r\nFrom: \"Reception\" <sip:200@{pbx}>;tag=pbxtag\r\nTo: {}\r\nCall-ID: callee-1\r\nCSeq: 10 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", ok.header("To").unwrap(), pbx = pbx.addr());
+    pbx.send(e.pbx_local, &ack).await;
+    assert_eq!(
+        ph.recv().await.expect("ACK").method().map(|m| m.as_str()),
+        Some("ACK")
+    );
+
+    let info = |from: &str, to_tag: &str, n: u32| {
+        format!("INFO sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-callee-info{n}\r\nFrom: {from}\r\nTo: \"Reception\" <sip:200@{pbx}>;tag={to_tag}\r\nCall-ID: callee-1\r\nCSeq: {n} INFO\r\nMax-Forwards: 70\r\nContent-Type: application/dtmf-relay\r\nContent-Length: 10\r\n\r\nSignal=5\r\n", port = e.tls_addr.port(), pbx = pbx.addr())
+    };
+    let own_from = format!("{to};tag=phonetag");
+    // Attacks first: the other device with every identifier of this dialog, and this device
+    // with a To tag of no dialog on that Call-ID.
+    let mut other = yealink(&pki, &e).await;
+    other.send(&info(&own_from, "pbxtag", 1)).await;
+    assert_eq!(other.recv().await.unwrap().status(), Some(481));
+    ph.send(&info(&own_from, "guessed", 2)).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(481));
+    // The callee's own in-dialog request passes; nothing is asserted for the token user.
+    ph.send(&info(&own_from, "pbxtag", 3)).await;
+    let (got, _) = pbx_request(&pbx, "INFO").await;
+    assert_eq!(
+        got.cseq().unwrap().seq,
+        3,
+        "the refused INFOs never reached the PBX"
+    );
+    assert_eq!(got.header("P-Asserted-Identity"), None);
+    e.stop().await.expect("clean shutdown");
+}
