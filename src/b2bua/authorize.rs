@@ -128,6 +128,24 @@ pub trait KnownDialogs {
     fn call(&self, call_id: &str) -> Option<DialogOwner<'_>>;
 }
 
+/// Whether a request whose tags are `tag_a`/`tag_b` (either order) is in the call whose
+/// initial INVITE carried the caller tag `caller` and whose 2xx carried the callee tag
+/// `callee`. Before the 2xx the callee's tag is not settled (forking gives each early dialog
+/// its own, RFC 3261 §12.1): then the caller's tag must be one of the two. A caller tag that
+/// is missing matches nothing.
+pub fn call_tags_match(
+    caller: Option<&str>,
+    callee: Option<&str>,
+    tag_a: &str,
+    tag_b: &str,
+) -> bool {
+    match (caller, callee) {
+        (Some(c), Some(e)) => (tag_a == c && tag_b == e) || (tag_a == e && tag_b == c),
+        (Some(c), None) => tag_a == c || tag_b == c,
+        (None, _) => false,
+    }
+}
+
 /// The outcome of [`authorize`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -852,7 +870,29 @@ users = ["102"]
         assert_eq!(other.header("P-Asserted-Identity"), None);
     }
 
+    #[test]
+    fn call_tags() {
+        assert!(call_tags_match(Some("c"), Some("e"), "c", "e"));
+        assert!(call_tags_match(Some("c"), Some("e"), "e", "c"));
+        assert!(!call_tags_match(Some("c"), Some("e"), "c", "x"));
+        assert!(!call_tags_match(Some("c"), Some("e"), "c", "c"));
+        assert!(call_tags_match(Some("c"), None, "c", "any-early-tag"));
+        assert!(call_tags_match(Some("c"), None, "any-early-tag", "c"));
+        assert!(!call_tags_match(Some("c"), None, "x", "y"));
+        assert!(!call_tags_match(None, Some("e"), "", "e"));
+    }
+
     proptest! {
+        /// The single-header check never panics, whatever a header line holds.
+        #[test]
+        fn repeated_header_never_panics(name in prop::sample::select(vec!["From", "To", "Call-ID", "Content-Type", "Refer-To", "Replaces", "Date", "X-Any"]), value in "[ -~]{0,80}") {
+            let text = format!("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK-1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n{name}: {value}\r\nContent-Length: 0\r\n\r\n");
+            if let Ok(m) = SipMessage::parse(text.as_bytes()) {
+                let _ = repeated_header(&m);
+                let _ = replaced_dialogs(&m);
+            }
+        }
+
         /// Whatever users a phone puts in From and To, an out-of-dialog request is allowed
         /// only as a user of its own device, and never asserts anything else.
         #[test]

@@ -2464,14 +2464,7 @@ impl KnownDialogs for KnownDialogView<'_> {
         if let Some(d) = self.calls.get(call_id) {
             let caller = tag_of(&d.caller_from);
             let callee = d.callee_to.as_deref().and_then(tag_of);
-            let matches = match (caller.as_deref(), callee.as_deref()) {
-                (Some(c), Some(e)) => (tag_a == c && tag_b == e) || (tag_a == e && tag_b == c),
-                // Early dialog: the callee's tag is not settled before the 2xx (forking,
-                // RFC 3261 §12.1); the caller's tag must be one of the two.
-                (Some(c), None) => tag_a == c || tag_b == c,
-                _ => false,
-            };
-            if matches {
+            if authz::call_tags_match(caller.as_deref(), callee.as_deref(), tag_a, tag_b) {
                 return Some(DialogOwner {
                     flow: d.flow,
                     identity: &d.identity,
