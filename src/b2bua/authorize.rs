@@ -369,6 +369,8 @@ pub const REDIRECTION_HEADERS: [&str; 2] = ["Diversion", "History-Info"];
 /// - Diversion, History-Info: removed (see [`REDIRECTION_HEADERS`]).
 /// - Referred-By (RFC 3892): kept when it names a user the device may use (the transferor
 ///   of a REFER is the phone itself), removed otherwise.
+/// - Refer-To: identity and redirection headers embedded in its URI are removed
+///   (`strip_refer_to_headers`).
 /// - Replaces: checked by [`authorize`], kept.
 /// - Privacy (RFC 3323): kept. It asks the PBX to withhold the caller's identity from the
 ///   far end; honouring that needs no trust in the phone, and the asserted identity is the
@@ -391,12 +393,50 @@ pub fn rewrite_identity_headers(
     if allowed.foreign_referred_by && req.remove_header("Referred-By") > 0 {
         removed.push("Referred-By");
     }
+    removed.extend(strip_refer_to_headers(req));
     if let (IdentityHeaders::Assert, Some(user)) = (policy, &allowed.user) {
         req.append_header(
             "P-Asserted-Identity",
             &asserted(display.as_deref(), user, domain),
         );
     }
+    removed
+}
+
+/// A Refer-To URI may carry headers for the request it asks for (RFC 3515 §2.1: the
+/// referee copies them into its INVITE), so a phone could hand the PBX, as referee, an
+/// identity or redirection header inside a REFER: those are removed from the URI's header
+/// part (`Replaces` and the rest stay). Returns the names removed.
+fn strip_refer_to_headers(req: &mut SipMessage) -> Vec<&'static str> {
+    let Some(mut refer_to) = req.header("Refer-To").and_then(|v| NameAddr::parse(v).ok()) else {
+        return Vec::new();
+    };
+    let Some(headers) = refer_to.uri.headers.take() else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    let kept: Vec<&str> = headers
+        .split('&')
+        .filter(|h| {
+            let name = h.split_once('=').map_or(*h, |(n, _)| n).trim();
+            match IDENTITY_HEADERS
+                .into_iter()
+                .chain(REDIRECTION_HEADERS)
+                .find(|banned| banned.eq_ignore_ascii_case(name))
+            {
+                Some(banned) => {
+                    removed.push(banned);
+                    false
+                }
+                None => true,
+            }
+        })
+        .collect();
+    if removed.is_empty() {
+        return removed;
+    }
+    refer_to.uri.headers = (!kept.is_empty()).then(|| kept.join("&"));
+    req.set_header("Refer-To", &refer_to.to_string());
     removed
 }
 
@@ -868,6 +908,32 @@ users = ["102"]
         assert_eq!(user, None);
         rewrite_response_identity_headers(&mut other, None, IdentityHeaders::Assert, "pbx");
         assert_eq!(other.header("P-Asserted-Identity"), None);
+    }
+
+    #[test]
+    fn refer_to_cannot_smuggle_identity_headers() {
+        let me = device(D101);
+        let mut m = msg(
+            "REFER",
+            "<sip:101@sbc.test>;tag=a",
+            "<sip:200@sbc.test>",
+            "Refer-To: <sip:300@sbc.test?P-Asserted-Identity=%3Csip%3A102%40sbc.test%3E&Replaces=x%3Bto-tag%3D1%3Bfrom-tag%3D2&diversion=%3Csip%3A102%40pbx%3E>\r\n",
+        );
+        let a = allowed(verdict(&m, &me, 1, &Table::default()));
+        let removed = rewrite_identity_headers(&mut m, &a, IdentityHeaders::Assert, "pbx");
+        assert_eq!(removed, ["P-Asserted-Identity", "Diversion"]);
+        assert_eq!(
+            m.header("Refer-To"),
+            Some("<sip:300@sbc.test?Replaces=x%3Bto-tag%3D1%3Bfrom-tag%3D2>")
+        );
+        let mut plain = msg(
+            "REFER",
+            "<sip:101@sbc.test>;tag=a",
+            "<sip:200@sbc.test>",
+            "Refer-To: <sip:300@sbc.test>\r\n",
+        );
+        rewrite_identity_headers(&mut plain, &a, IdentityHeaders::Assert, "pbx");
+        assert_eq!(plain.header("Refer-To"), Some("<sip:300@sbc.test>"));
     }
 
     #[test]

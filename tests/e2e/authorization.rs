@@ -294,6 +294,18 @@ async fn identity_headers_from_a_phone_are_replaced_by_the_authorized_user() {
             .await;
         assert_eq!(ph.recv().await.unwrap().status(), Some(202));
     }
+    // Nor can the identity ride inside the Refer-To URI (RFC 3515 §2.1 headers).
+    ph.send(&request(
+        "REFER",
+        "refer-3",
+        FROM_101,
+        "<sip:200@sbc.test>",
+        "Refer-To: <sip:300@sbc.test?P-Asserted-Identity=%3Csip%3A102%40sbc.test%3E>\r\n",
+        "",
+    ))
+    .await;
+    let (got, _) = pbx.recv().await.expect("REFER forwarded");
+    assert_eq!(got.header("Refer-To"), Some("<sip:300@sbc.test>"));
     e.stop().await.expect("clean shutdown");
 }
 
