@@ -795,16 +795,23 @@ impl SipCore {
             Counter::Dropped => self.metrics.dropped.with_label_values(&["phone", r.label]),
         }
         .inc();
-        tracing::info!(
-            identity = %m.identity,
-            peer = %m.peer,
-            flow = %m.flow,
-            method = method.map(|m| m.as_str()).unwrap_or("other"),
-            status = r.status,
-            reason = r.label,
-            warning = %r.warning,
-            "phone request refused"
-        );
+        // Malformed requests (the repeated-header check runs before the budget) and ACKs
+        // (never budgeted) are logged at debug: a flood of them must not become a log flood.
+        // They are counted all the same.
+        if r.counter == Counter::Malformed || method == Some(Method::Ack) {
+            tracing::debug!(identity = %m.identity, peer = %m.peer, flow = %m.flow, status = r.status, reason = r.label, "phone request refused");
+        } else {
+            tracing::info!(
+                identity = %m.identity,
+                peer = %m.peer,
+                flow = %m.flow,
+                method = method.map(|m| m.as_str()).unwrap_or("other"),
+                status = r.status,
+                reason = r.label,
+                warning = %r.warning,
+                "phone request refused"
+            );
+        }
         if method == Some(Method::Ack) {
             return;
         }
