@@ -11,7 +11,9 @@
 //!    not (§20). Two From headers make the identity ambiguous (the edge would authorize one,
 //!    the PBX might believe the other): 400, counted `malformed{reason="repeated_header"}`,
 //!    never forwarded. The SIP core applies the same check to every message from the PBX.
-//! 2. **Anonymous phones** only from `anonymous.networks`.
+//! 2. **The device is still in the inventory** (a reload may have removed it after it
+//!    connected): otherwise 403, in-dialog requests included (BYE excepted: it only ends
+//!    the device's own call). **Anonymous phones** only from `anonymous.networks`.
 //! 3. **In-dialog requests** (a To tag, RFC 3261 §12.2; REGISTER never is, §10.2): allowed
 //!    only when the edge knows that dialog (Call-ID and both tags: an INVITE dialog, or a
 //!    subscription dialog created by a 2xx to SUBSCRIBE/REFER or by a NOTIFY, RFC 6665 §4.1)
@@ -193,6 +195,15 @@ fn decide(
             "anonymous_source",
             format!("anonymous devices are not admitted from {}", req.peer),
         ));
+    }
+    // "Only while that device is allowed at all": a device removed from the inventory by a
+    // reload loses its dialogs too, not only new requests — except BYE, which only ends its
+    // own call and frees its media ports.
+    if let (Identity::Device { vendor, mac }, false) = (req.identity, req.method == Method::Bye) {
+        if inventory.device(mac).is_none() && inventory.vendor_users(vendor).is_none() {
+            let reason = crate::identity::DenyReason::UnknownDevice { mac: *mac };
+            return Err(Refusal::forbidden(reason.label(), reason.text()));
+        }
     }
     let bad = |what: &'static str| Refusal::malformed("bad_header", format!("bad {what} header"));
     let call_id = msg.call_id().map_err(|_| bad("Call-ID"))?;
@@ -731,6 +742,30 @@ users = ["102"]
             refused(verdict(&m, &shared, 7, &on_shared)),
             (481, "foreign_dialog")
         );
+    }
+
+    #[test]
+    fn a_device_gone_from_the_inventory_loses_its_dialogs_too() {
+        let gone = device("000413FFFFFF");
+        let mine = Table::default().with("c1", "x", "a", 1, &gone, true);
+        let m = msg(
+            "INFO",
+            "<sip:101@sbc.test>;tag=a",
+            "<sip:200@sbc.test>;tag=x",
+            "",
+        );
+        assert_eq!(
+            refused(verdict(&m, &gone, 1, &mine)),
+            (403, "unknown_device")
+        );
+        // Its BYE still ends the call.
+        let bye = msg(
+            "BYE",
+            "<sip:101@sbc.test>;tag=a",
+            "<sip:200@sbc.test>;tag=x",
+            "",
+        );
+        assert!(matches!(verdict(&bye, &gone, 1, &mine), Verdict::Allow(_)));
     }
 
     #[test]
