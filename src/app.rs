@@ -335,6 +335,7 @@ impl Edge {
                     phone_advertised: self.config.media.phone_advertise,
                     pbx_local: self.config.media.pbx_bind,
                 },
+                identity_headers: sip.identity_headers,
                 phone_request_budget: RateBudget {
                     per_second: sip.phone_requests_per_second,
                     burst: sip.phone_request_burst,

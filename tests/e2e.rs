@@ -4,6 +4,7 @@ mod support;
 
 mod e2e {
     mod admin_api;
+    mod authorization;
     mod call;
     mod config_cli;
     mod device_caps;

@@ -8,12 +8,16 @@
 //! back through them, so retransmissions on the UDP leg are absorbed or repeated per §17,
 //! and the reliable TLS leg runs no retransmission timers.
 
+use super::authorize::{self as authz, Allowed, DialogOwner, KnownDialogs, PhoneRequest, Verdict};
 use super::call::CallMedia;
 use super::legs::{edge_contact_uri, forward_request, host_of, restore_vias};
 use super::metrics::CoreMetrics;
 use super::offer_answer::{is_reliable_provisional, Carrier, OfferAnswer};
+use super::refusal::{Counter, Refusal};
 use super::registrar::{Registrar, MAX_REGISTER_BINDINGS_PER_FLOW};
-use crate::identity::{Authorization, Identity, IdentitySnapshot};
+use super::subscriptions::{self, Subscriptions};
+use crate::config::IdentityHeaders;
+use crate::identity::IdentitySnapshot;
 use crate::media::{MediaControl, MediaEvent};
 use crate::sdp::{
     analyse_pbx_offer, analyse_phone_offer, rewrite_pbx_answer, rewrite_pbx_offer,
@@ -75,6 +79,8 @@ pub struct CoreSettings {
     pub max_calls_per_device: usize,
     /// `media.max_ports_per_device`: relay ports one device may hold over all its calls.
     pub max_ports_per_device: usize,
+    /// `sip.identity_headers`.
+    pub identity_headers: IdentityHeaders,
 }
 
 /// A registration as shown on the admin API.
@@ -302,6 +308,8 @@ pub struct SipCore {
     txns: HashMap<TxnId, Txn>,
     index: HashMap<(Leg, TransactionKey), TxnId>,
     dialogs: HashMap<String, Dialog>,
+    /// Subscription dialogs (SUBSCRIBE/REFER/NOTIFY), for authorizing in-dialog requests.
+    subscriptions: Subscriptions,
     timers: DelayQueue<(TxnId, Leg, Timer)>,
     timer_keys: HashMap<(TxnId, Leg, Timer), delay_queue::Key>,
     next_txn: TxnId,
@@ -335,6 +343,7 @@ impl SipCore {
             txns: HashMap::new(),
             index: HashMap::new(),
             dialogs: HashMap::new(),
+            subscriptions: Subscriptions::new(),
             timers: DelayQueue::new(),
             timer_keys: HashMap::new(),
             next_txn: 1,
@@ -489,6 +498,7 @@ impl SipCore {
         let now = tokio_now.into_std();
         self.registrar.sweep(now);
         self.rate_limiter.sweep(now);
+        self.subscriptions.sweep(now);
         self.publish();
     }
 
@@ -724,6 +734,13 @@ impl SipCore {
             }
             return;
         }
+        // Two From (or To, Call-ID, CSeq...) headers: which one counts would be the reader's
+        // accident (`authorize::repeated_header`). Before transaction matching, so no copy of
+        // such a message goes anywhere.
+        if let Err(r) = authz::repeated_header(&m.message) {
+            self.refuse_phone(&m, method, &r);
+            return;
+        }
         let Some(method) = method else {
             self.reply_phone(
                 m.flow,
@@ -749,55 +766,148 @@ impl SipCore {
                 return;
             }
         }
-        // A request naming a call of another device (its Call-ID learned somehow) is not
-        // that call's: 481 (RFC 3261 §12.2.2), nothing forwarded, no state touched.
-        if !self.owns_call(&m) {
-            self.metrics
-                .dropped
-                .with_label_values(&["phone", "foreign_dialog"])
-                .inc();
-            tracing::info!(identity = %m.identity, peer = %m.peer, method = method.as_str(), "request for another device's call refused");
-            if method != Method::Ack {
-                self.reply_phone(
-                    m.flow,
-                    &m.message,
-                    481,
-                    Some("no such call on this connection"),
-                );
-            }
-            return;
-        }
-        if method == Method::Ack {
-            self.forward_2xx_ack(Leg::Phone, m.message).await;
-            return;
-        }
         // Only new transactions draw from the budget: retransmissions, CANCEL and ACK were
-        // handled above (they free resources or cost nothing), and a BYE of a live call is
-        // free too — refusing it would keep the call and its media ports up.
+        // handled above or cost nothing, and a BYE of a live call is free too — refusing it
+        // would keep the call and its media ports up. Refusals below are charged.
         let ends_a_call = method == Method::Bye
             && m.message
                 .call_id()
                 .is_ok_and(|c| self.dialogs.contains_key(c));
-        if !ends_a_call && !self.within_budget(&m) {
+        if method != Method::Ack && !ends_a_call && !self.within_budget(&m) {
             return;
         }
-        if let Err(reason) = self.authorize(&m, method) {
-            self.reply_phone(m.flow, &m.message, 403, Some(&reason));
+        // Every phone request passes the one authorization (`authorize.rs`); the core only
+        // applies its verdict.
+        let allowed = match self.verdict(&m, method) {
+            Verdict::Allow(a) => a,
+            Verdict::Refuse(r) => {
+                self.refuse_phone(&m, Some(method), &r);
+                return;
+            }
+        };
+        if method == Method::Ack {
+            let mut ack = m.message;
+            self.rewrite_identity(&mut ack, &allowed);
+            self.forward_2xx_ack(Leg::Phone, ack).await;
             return;
         }
-        self.forward_from_phone(m, method).await;
+        self.forward_from_phone(m, method, allowed).await;
     }
 
-    /// Whether a phone request that names an existing call (by Call-ID) comes from that
-    /// call's phone: its connection, or — after a reconnect — the same device certificate.
-    /// Requests for no known call pass (new calls, out-of-dialog requests).
-    fn owns_call(&self, m: &PhoneMessage) -> bool {
-        let Some(d) = m.message.call_id().ok().and_then(|c| self.dialogs.get(c)) else {
-            return true;
+    /// Records the subscription dialog a 2xx to SUBSCRIBE/REFER or a NOTIFY (RFC 6665 §4.1)
+    /// sets up or refreshes for the phone on `flow`.
+    fn learn_subscription(&mut self, msg: &SipMessage, flow: FlowId) {
+        let (Ok(call_id), Ok(Some(a)), Ok(Some(b))) = (msg.call_id(), msg.from_tag(), msg.to_tag())
+        else {
+            return;
         };
-        d.flow == m.flow
-            || (matches!(*m.identity, Identity::Device { .. })
-                && d.identity == m.identity.to_string())
+        let Some(identity) = self.flows.get(flow).map(|f| f.identity.to_string()) else {
+            return;
+        };
+        let lifetime = subscriptions::lifetime(
+            msg.header("Subscription-State"),
+            msg.expires().ok().flatten(),
+            self.settings.timers.timeout(),
+        );
+        let now = Instant::now().into_std();
+        if !self
+            .subscriptions
+            .learn(call_id, (&a, &b), flow, &identity, now, lifetime)
+        {
+            tracing::info!(%flow, %identity, "subscription dialog not recorded: the connection holds {} already", subscriptions::MAX_SUBSCRIPTIONS_PER_FLOW);
+        }
+    }
+
+    /// The authorization verdict for a phone request against the current inventory and the
+    /// dialogs the edge relays.
+    fn verdict(&self, m: &PhoneMessage, method: Method) -> Verdict {
+        let snapshot = self.snapshot();
+        let request = PhoneRequest {
+            message: &m.message,
+            method,
+            identity: &m.identity,
+            peer: m.peer.ip(),
+            flow: m.flow,
+        };
+        let known = KnownDialogView {
+            calls: &self.dialogs,
+            subscriptions: &self.subscriptions,
+            now: Instant::now().into_std(),
+        };
+        authz::authorize(&request, snapshot.inventory(), &known)
+    }
+
+    /// Applies a refusal of a phone request: counted, logged, answered (an ACK never is,
+    /// RFC 3261 §17.1.1.3) within the device's budget like every response the edge composes
+    /// ([`Self::send_reply_phone`]).
+    fn refuse_phone(&mut self, m: &PhoneMessage, method: Option<Method>, r: &Refusal) {
+        match r.counter {
+            Counter::Malformed => self
+                .metrics
+                .malformed
+                .with_label_values(&["phone", r.label]),
+            Counter::Denied => self.metrics.denied.with_label_values(&[r.label]),
+            Counter::Dropped => self.metrics.dropped.with_label_values(&["phone", r.label]),
+        }
+        .inc();
+        // Malformed requests (the repeated-header check runs before the budget) and ACKs
+        // (never budgeted) are logged at debug: a flood of them must not become a log flood.
+        // They are counted all the same.
+        if r.counter == Counter::Malformed || method == Some(Method::Ack) {
+            tracing::debug!(identity = %m.identity, peer = %m.peer, flow = %m.flow, status = r.status, reason = r.label, "phone request refused");
+        } else {
+            tracing::info!(
+                identity = %m.identity,
+                peer = %m.peer,
+                flow = %m.flow,
+                method = method.map(|m| m.as_str()).unwrap_or("other"),
+                status = r.status,
+                reason = r.label,
+                warning = %r.warning,
+                "phone request refused"
+            );
+        }
+        if method == Some(Method::Ack) {
+            return;
+        }
+        if let Some(reply) = self.refusal(&m.message, r.status, &r.warning, r.retry_after) {
+            self.send_reply_phone(m.flow, &reply);
+        }
+    }
+
+    /// `sip.identity_headers` on an allowed request (`authorize::rewrite_identity_headers`),
+    /// each removed header counted.
+    fn rewrite_identity(&self, req: &mut SipMessage, allowed: &Allowed) {
+        let domain = host_of(self.pbx.pbx_addr().ip());
+        for name in
+            authz::rewrite_identity_headers(req, allowed, self.settings.identity_headers, &domain)
+        {
+            self.metrics
+                .headers_removed
+                .with_label_values(&[name])
+                .inc();
+        }
+    }
+
+    /// `sip.identity_headers` on a phone's response toward the PBX
+    /// (`authorize::rewrite_response_identity_headers`), each removed header counted.
+    fn rewrite_response_identity(&self, resp: &mut SipMessage, flow: FlowId) {
+        let user = self
+            .flows
+            .get(flow)
+            .and_then(|f| authz::response_user(resp, &f.identity, self.snapshot().inventory()));
+        let domain = host_of(self.pbx.pbx_addr().ip());
+        for name in authz::rewrite_response_identity_headers(
+            resp,
+            user.as_deref(),
+            self.settings.identity_headers,
+            &domain,
+        ) {
+            self.metrics
+                .headers_removed
+                .with_label_values(&[name])
+                .inc();
+        }
     }
 
     /// Charges a new request to its device's budget; over budget it is answered 503 with
@@ -836,65 +946,7 @@ impl SipCore {
         false
     }
 
-    /// MAC authorization (DESIGN.md): REGISTER by its To user, everything else by its From
-    /// user; an in-dialog request may come from the dialog's other party, so there the To user
-    /// counts too.
-    fn authorize(&self, m: &PhoneMessage, method: Method) -> Result<(), String> {
-        let snapshot = self.snapshot();
-        let inventory = snapshot.inventory();
-        let msg = &m.message;
-        let user = if method == Method::Register {
-            msg.to_user().ok().flatten()
-        } else {
-            msg.from_user().ok().flatten()
-        };
-        let Some(user) = user else {
-            self.metrics.denied.with_label_values(&["no_user"]).inc();
-            return Err("the request names no SIP user".into());
-        };
-        if let Identity::Anonymous = *m.identity {
-            if !inventory.admits_anonymous_from(m.peer.ip()) {
-                self.metrics
-                    .denied
-                    .with_label_values(&["anonymous_source"])
-                    .inc();
-                return Err(format!(
-                    "anonymous devices are not admitted from {}",
-                    m.peer.ip()
-                ));
-            }
-        }
-        match inventory.authorize(&m.identity, &user, method.as_str()) {
-            Authorization::Allow => Ok(()),
-            Authorization::Deny(reason) => {
-                let in_dialog = method != Method::Register && msg.to_tag().ok().flatten().is_some();
-                if in_dialog {
-                    if let Some(to) = msg.to_user().ok().flatten() {
-                        if inventory.authorize(&m.identity, &to, method.as_str())
-                            == Authorization::Allow
-                        {
-                            return Ok(());
-                        }
-                    }
-                }
-                self.metrics
-                    .denied
-                    .with_label_values(&[reason.label()])
-                    .inc();
-                tracing::info!(
-                    identity = %m.identity,
-                    peer = %m.peer,
-                    user = %user,
-                    method = method.as_str(),
-                    reason = reason.label(),
-                    "request refused by MAC authorization"
-                );
-                Err(reason.text())
-            }
-        }
-    }
-
-    async fn forward_from_phone(&mut self, m: PhoneMessage, method: Method) {
+    async fn forward_from_phone(&mut self, m: PhoneMessage, method: Method, allowed: Allowed) {
         let flow = m.flow;
         let mut req = m.message.clone();
         let names_edge = |u: &SipUri| self.names_edge(u);
@@ -909,6 +961,7 @@ impl SipCore {
                 return;
             }
         }
+        self.rewrite_identity(&mut req, &allowed);
         let call_id = m.message.call_id().unwrap_or_default().to_owned();
         let cseq = m.message.cseq().map(|c| c.seq).unwrap_or(0);
         let in_dialog = m.message.to_tag().ok().flatten().is_some();
@@ -1318,6 +1371,20 @@ impl SipCore {
             }
             return;
         }
+        // The PBX gets the same single-header rule as phones: a PBX bug must not hand a
+        // phone an ambiguous identity either.
+        if let Err(r) = authz::repeated_header(&m) {
+            self.metrics
+                .malformed
+                .with_label_values(&["pbx", r.label])
+                .inc();
+            if method != Some(Method::Ack) {
+                if let Some(reply) = self.refusal(&m, r.status, &r.warning, r.retry_after) {
+                    self.send_pbx(&reply).await;
+                }
+            }
+            return;
+        }
         let Some(method) = method else {
             self.reply_pbx(&m, 501, Some("method not supported by the edge"))
                 .await;
@@ -1377,6 +1444,16 @@ impl SipCore {
         let cseq = m.cseq().map(|c| c.seq).unwrap_or(0);
         if let Some(d) = self.dialogs.get_mut(&call_id) {
             d.pbx_cseq = d.pbx_cseq.max(cseq);
+        }
+        if method == Method::Notify && m.to_tag().ok().flatten().is_some() {
+            let state = m.header("Subscription-State");
+            if subscriptions::terminated(state) {
+                if let (Ok(Some(a)), Ok(Some(b))) = (m.from_tag(), m.to_tag()) {
+                    self.subscriptions.forget(&call_id, &a, &b);
+                }
+            } else {
+                self.learn_subscription(&m, flow);
+            }
         }
         if method == Method::Invite {
             // Toward the phone the edge is the remote target; the PBX's stays in the dialog.
@@ -1888,6 +1965,15 @@ impl SipCore {
                 .inc();
             return;
         }
+        // A response is never answered (RFC 3261 §8.1.3.3): one with a repeated single-valued
+        // header is dropped and counted, on either leg.
+        if let Err(r) = authz::repeated_header(&resp) {
+            self.metrics
+                .malformed
+                .with_label_values(&[leg.label(), r.label])
+                .inc();
+            return;
+        }
         let Ok(key) = TransactionKey::client_for_response(&resp) else {
             return;
         };
@@ -2064,8 +2150,14 @@ impl SipCore {
         }
         // What is sent from here on (the refusal replaces the response).
         let status = resp.status().unwrap_or(status);
+        if matches!(method, Method::Subscribe | Method::Refer) && (200..300).contains(&status) {
+            self.learn_subscription(&resp, flow);
+        }
         if leg == Leg::Phone && method != Method::Invite && method != Method::Update {
             self.hide_phone_contacts(&mut resp, flow);
+        }
+        if leg == Leg::Phone {
+            self.rewrite_response_identity(&mut resp, flow);
         }
         resp.remove_header("Record-Route");
         restore_vias(&mut resp, &vias);
@@ -2207,6 +2299,9 @@ impl SipCore {
             };
             if !d.established {
                 d.established = true;
+                // The callee's To (with its tag) comes from the 2xx to the initial INVITE; the
+                // 2xx to a re-INVITE from the callee carries the caller's tag in To.
+                d.callee_to = resp.header("To").map(str::to_owned);
                 let setup = Instant::now().saturating_duration_since(d.created);
                 self.metrics.setup_seconds.observe(setup.as_secs_f64());
                 self.metrics
@@ -2214,7 +2309,6 @@ impl SipCore {
                     .with_label_values(&["answered"])
                     .inc();
             }
-            d.callee_to = resp.header("To").map(str::to_owned);
             let codecs = rtpmap_names(resp.body());
             if !codecs.is_empty() {
                 d.codecs = codecs;
@@ -2453,6 +2547,51 @@ enum Analysed {
 
 fn sdp_error(e: RewriteError) -> (u16, String) {
     (e.sip_status(), format!("SDP: {e}"))
+}
+
+/// The dialogs the edge relays, as `authorize` sees them: calls (INVITE dialogs, by Call-ID
+/// and the tags of the initial INVITE and its 2xx) and subscription dialogs.
+struct KnownDialogView<'a> {
+    calls: &'a HashMap<String, Dialog>,
+    subscriptions: &'a Subscriptions,
+    now: std::time::Instant,
+}
+
+fn tag_of(header: &str) -> Option<String> {
+    NameAddr::parse(header)
+        .ok()
+        .and_then(|a| a.tag().map(str::to_owned))
+}
+
+impl KnownDialogs for KnownDialogView<'_> {
+    fn dialog(&self, call_id: &str, tag_a: &str, tag_b: &str) -> Option<DialogOwner<'_>> {
+        if let Some(d) = self.calls.get(call_id) {
+            let caller = tag_of(&d.caller_from);
+            let callee = d.callee_to.as_deref().and_then(tag_of);
+            if authz::call_tags_match(caller.as_deref(), callee.as_deref(), tag_a, tag_b) {
+                return Some(DialogOwner {
+                    flow: d.flow,
+                    identity: &d.identity,
+                    established: d.established,
+                });
+            }
+        }
+        self.subscriptions
+            .get(call_id, tag_a, tag_b, self.now)
+            .map(|s| DialogOwner {
+                flow: s.flow,
+                identity: &s.identity,
+                established: false,
+            })
+    }
+
+    fn call(&self, call_id: &str) -> Option<DialogOwner<'_>> {
+        self.calls.get(call_id).map(|d| DialogOwner {
+            flow: d.flow,
+            identity: &d.identity,
+            established: d.established,
+        })
+    }
 }
 
 /// The headers every request must carry, parsed (RFC 3261 §8.1.1): Via, From, To, Call-ID, a

@@ -31,6 +31,9 @@ pub struct CoreMetrics {
     pub calls_ended: IntCounterVec,
     /// `pbx_edge_call_setup_seconds`: INVITE to 2xx.
     pub setup_seconds: Histogram,
+    /// `pbx_edge_sip_headers_removed_total{header}`: identity and redirection headers removed
+    /// from phone requests (`sip.identity_headers`, `authorize::rewrite_identity_headers`).
+    pub headers_removed: IntCounterVec,
     /// `pbx_edge_sip_dropped_total{side, reason}`, shared with the transports.
     pub dropped: IntCounterVec,
     /// `pbx_edge_sip_malformed_total{side, reason}`, shared with the transports (registered
@@ -62,7 +65,7 @@ impl CoreMetrics {
             denied: IntCounterVec::new(
                 Opts::new(
                     "pbx_edge_sip_denied_total",
-                    "Phone requests refused by MAC authorization or the per-connection registration limit (403), or calls refused by the per-device caps (device_call_limit 486, device_port_limit 503), by reason.",
+                    "Phone requests refused by the authorization (authorize.rs) or the per-connection registration limit (403), or calls refused by the per-device caps (device_call_limit 486, device_port_limit 503), by reason.",
                 ),
                 &["reason"],
             )?,
@@ -110,9 +113,17 @@ impl CoreMetrics {
                 )
                 .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
             )?,
+            headers_removed: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_sip_headers_removed_total",
+                    "Headers removed from phone requests before they reach the PBX (identity: P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID; redirection: Diversion, History-Info; a foreign Referred-By), by header.",
+                ),
+                &["header"],
+            )?,
             dropped,
             malformed,
         };
+        registry.register(Box::new(m.headers_removed.clone()))?;
         registry.register(Box::new(m.calls_active.clone()))?;
         registry.register(Box::new(m.calls_started.clone()))?;
         registry.register(Box::new(m.calls_ended.clone()))?;

@@ -1,9 +1,12 @@
 //! The B2BUA: MAC authorization, the binding table and the per-leg rewrites, driven by the
 //! SIP core task. See `core.rs` for what is relayed.
 
+pub mod authorize;
 pub mod call;
 pub mod core;
 pub mod legs;
 pub mod metrics;
 pub mod offer_answer;
+pub mod refusal;
 pub mod registrar;
+pub mod subscriptions;

@@ -337,6 +337,24 @@ pub struct SipConfig {
     /// one connection for shared certificates and anonymous phones) may have at once. A new
     /// call beyond it is answered 486.
     pub max_calls_per_device: usize,
+    /// What the edge does with the identity headers a phone sends (P-Asserted-Identity,
+    /// P-Preferred-Identity, Remote-Party-ID): see [`IdentityHeaders`].
+    pub identity_headers: IdentityHeaders,
+}
+
+/// `sip.identity_headers`: identity headers in requests from phones are never forwarded as
+/// the phone wrote them (a phone could name any user). `assert` (the default) also adds a
+/// `P-Asserted-Identity` naming the user the edge authorized (RFC 3325 §9.1), so a PBX that
+/// trusts the edge (Asterisk `trust_id_inbound = yes`) learns the caller from the edge, not
+/// from the phone; `strip` only removes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityHeaders {
+    /// Remove them and assert the authorized user.
+    #[default]
+    Assert,
+    /// Remove them only.
+    Strip,
 }
 
 impl Default for SipConfig {
@@ -355,6 +373,7 @@ impl Default for SipConfig {
             write_timeout_secs: 10,
             write_queue_bytes: 1 << 20,
             max_calls_per_device: 16,
+            identity_headers: IdentityHeaders::Assert,
         }
     }
 }

@@ -375,6 +375,28 @@ impl SipMessage {
             .collect()
     }
 
+    /// How many values header `name` carries: one per header line, and one more per
+    /// top-level comma when `comma_separates` (RFC 3261 §7.3.1: `From: a, b` is the same as two
+    /// From lines; commas inside quotes or `<...>` do not count). Compact forms (`f:`, `t:`,
+    /// `i:`, `l:`, `c:`, §7.3.3) were expanded to the long name when the message was parsed
+    /// (`quirks::compact_header_names`), so `f:` and `From:` count as the same header.
+    /// `comma_separates = false` is for headers whose values hold literal commas (`Date`).
+    pub fn header_occurrences(&self, name: &str, comma_separates: bool) -> usize {
+        self.inner
+            .headers()
+            .iter()
+            .map(name_value)
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| {
+                if comma_separates && v.contains(',') {
+                    crate::sip::uri::split_top_level(v, b',').len()
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+
     /// `(name, value)` of every header line, in order.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.inner.headers().iter().map(name_value)
@@ -766,5 +788,31 @@ mod tests {
         assert_eq!(m.status(), Some(401));
         assert_eq!(m.method(), None);
         assert_eq!(m.request_uri(), Err(MessageError::NotARequest));
+    }
+
+    #[test]
+    fn header_occurrences_count_compact_forms_and_comma_lists() {
+        let two_from = REGISTER.replace(
+            "To: <sips:101@pbx.example.com>\r\n",
+            "To: <sips:101@pbx.example.com>\r\nf: <sips:102@pbx.example.com>;tag=x\r\n",
+        );
+        let m = SipMessage::parse(two_from.as_bytes()).unwrap();
+        assert_eq!(m.header_occurrences("From", true), 2);
+        assert_eq!(m.header_occurrences("from", false), 2);
+        assert_eq!(m.header_occurrences("To", true), 1);
+        assert_eq!(m.header_occurrences("Subject", true), 0);
+
+        let joined = REGISTER.replace(
+            "To: <sips:101@pbx.example.com>",
+            "To: <sips:101@pbx.example.com>, <sips:102@pbx.example.com>",
+        );
+        let m = SipMessage::parse(joined.as_bytes()).unwrap();
+        assert_eq!(m.header_occurrences("To", true), 2);
+        assert_eq!(m.header_occurrences("To", false), 1);
+
+        // Commas inside quotes or <...> separate nothing.
+        let quoted = REGISTER.replace("From: \"Reception\"", "From: \"Reception, desk\"");
+        let m = SipMessage::parse(quoted.as_bytes()).unwrap();
+        assert_eq!(m.header_occurrences("From", true), 1);
     }
 }

@@ -685,9 +685,13 @@ async fn prack_info_refer_notify_pass_and_media_timeout_ends_the_call_on_both_le
     assert_eq!(p183.status(), Some(183));
     assert_eq!(p183.header("RSeq"), Some("1"));
     let early_line = crypto_line(p183.body());
-    let to = p183.header("To").unwrap().to_owned();
+    let early_to = p183.header("To").unwrap().to_owned();
+    // In-dialog requests carry the tags of the dialog they belong to: the early dialog of
+    // the 183 for the PRACK, the dialog the 200 confirmed for the rest (RFC 3261 §12.2.1.1;
+    // this fake PBX tags each response differently, as a forking proxy would).
+    let to = std::cell::RefCell::new(early_to);
     let in_dialog = |method: &str, cseq: u32, extra: &str, body: &str| {
-        format!("{method} sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-{method}{cseq}\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {to}\r\nCall-ID: call-out-1\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}", e.tls_addr.port(), body.len())
+        format!("{method} sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-{method}{cseq}\r\nFrom: <sip:101@sbc.test>;tag=caller1\r\nTo: {}\r\nCall-ID: call-out-1\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}", e.tls_addr.port(), to.borrow(), body.len())
     };
     ph.send(&in_dialog("PRACK", 2, "RAck: 1 1 INVITE\r\n", ""))
         .await;
@@ -719,6 +723,7 @@ async fn prack_info_refer_notify_pass_and_media_timeout_ends_the_call_on_both_le
         crypto_line(ok.body()).keys[0].master_key,
         early_line.keys[0].master_key
     );
+    *to.borrow_mut() = ok.header("To").unwrap().to_owned();
     ph.send(&in_dialog("ACK", 1, "", "")).await;
     pbx.recv().await.expect("ACK");
 
@@ -752,6 +757,7 @@ async fn prack_info_refer_notify_pass_and_media_timeout_ends_the_call_on_both_le
         .await;
     assert_eq!(ph.recv().await.unwrap().status(), Some(202));
     let frag = "SIP/2.0 200 OK\r\n";
+    let to = to.borrow().clone();
     let notify = format!("NOTIFY {edge_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-ntf1\r\nFrom: {to}\r\nTo: <sip:101@sbc.test>;tag=caller1\r\nCall-ID: call-out-1\r\nCSeq: 20 NOTIFY\r\nMax-Forwards: 70\r\nEvent: refer\r\nSubscription-State: terminated;reason=noresource\r\nContent-Type: message/sipfrag;version=2.0\r\nContent-Length: {}\r\n\r\n{frag}", frag.len(), pbx = pbx.addr());
     pbx.send(e.pbx_local, &notify).await;
     let n = ph.recv().await.expect("NOTIFY reaches the phone");
