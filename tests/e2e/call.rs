@@ -633,6 +633,18 @@ async fn hold_resume_and_update_keep_the_srtp_context() {
             .await
             .unwrap();
         assert_eq!(recv(&pbx_sock).await.expect("relayed after resume"), plain);
+
+        // And PBX → phone: the edge's sending context carries on too (same key, same ROC),
+        // so the phone's receiving context, untouched since before the hold, authenticates it.
+        let plain = rtp(seq, 0x2222);
+        pbx_sock.send_to(&plain, edge_pbx_side).await.unwrap();
+        let mut got = recv(&phone_sock)
+            .await
+            .expect("phone receives SRTP after resume");
+        let n = phone_rx
+            .unprotect_rtp(&mut got)
+            .expect("the edge's SRTP after resume authenticates with the pre-hold context");
+        assert_eq!(&got[..n], &plain[..], "PBX → phone after resume");
     }
     e.stop().await.expect("clean shutdown");
 }
