@@ -541,13 +541,31 @@ async fn ports_return_to_the_pool_after_stop() {
 async fn media_timeout_is_reported_unless_on_hold() {
     let mut relay = relay_with(8, Duration::from_millis(100));
     let call = Call::new();
-    let mut held = relay.control.start(call.spec()).await.unwrap();
-    held.apply(StreamCommand::Hold).await.unwrap();
+    // A stalled machine may let 100 ms pass between starting the stream and the worker
+    // applying Hold, and the stream then rightly times out before it is held. The worker
+    // counts a timeout before it handles the next command, so after the Hold is acknowledged
+    // the counter says whether that happened; if so, that stream is discarded (its events
+    // ignored) and the setup is tried again, bounded.
+    let mut discarded = Vec::new();
+    let mut held = loop {
+        let mut held = relay.control.start(call.spec()).await.unwrap();
+        held.apply(StreamCommand::Hold).await.unwrap();
+        if held.counters().timeouts == 0 {
+            break held;
+        }
+        assert!(
+            discarded.len() < 20,
+            "the machine stalls > 100 ms every time"
+        );
+        discarded.push(held.id());
+        held.stop().await.unwrap();
+    };
     let silent = relay.control.start(call.spec()).await.unwrap();
 
     let mut sides = Vec::new();
     while sides.len() < 2 {
         match next_event(&mut relay.events).await {
+            MediaEvent::Timeout { stream, .. } if discarded.contains(&stream) => {}
             MediaEvent::Timeout { stream, side } => {
                 assert_eq!(stream, silent.id(), "a held stream never times out");
                 sides.push(side);
@@ -564,9 +582,13 @@ async fn media_timeout_is_reported_unless_on_hold() {
     held.apply(StreamCommand::Resume).await.unwrap();
     let mut count = 0;
     while count < 2 {
-        if let MediaEvent::Timeout { stream, .. } = next_event(&mut relay.events).await {
-            assert_eq!(stream, held.id());
-            count += 1;
+        match next_event(&mut relay.events).await {
+            MediaEvent::Timeout { stream, .. } if discarded.contains(&stream) => {}
+            MediaEvent::Timeout { stream, .. } => {
+                assert_eq!(stream, held.id());
+                count += 1;
+            }
+            _ => {}
         }
     }
     held.stop().await.unwrap();
