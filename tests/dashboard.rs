@@ -230,12 +230,15 @@ async fn dashboard_metrics_are_exposed_by_a_running_edge() {
     // Provisioning: one HTTPS request with the Snom's certificate.
     let snom = pki.snom(pki::SNOM_MAC);
     let tls = pki::client_config(&pki, Some((snom.chain.clone(), snom.key())));
-    let tcp = TcpStream::connect(e.provisioning_addr.expect("provisioning listener"))
+    let handshake = async {
+        let tcp = TcpStream::connect(e.provisioning_addr.expect("provisioning listener")).await?;
+        tokio_rustls::TlsConnector::from(Arc::clone(&tls))
+            .connect(ServerName::try_from("sbc.test").expect("name"), tcp)
+            .await
+    };
+    let mut https = tokio::time::timeout(support::tls_client::HANDSHAKE_BOUND, handshake)
         .await
-        .expect("connect");
-    let mut https = tokio_rustls::TlsConnector::from(Arc::clone(&tls))
-        .connect(ServerName::try_from("sbc.test").expect("name"), tcp)
-        .await
+        .expect("provisioning handshake within the bound")
         .expect("provisioning handshake");
     https
         .write_all(b"GET /common.cfg HTTP/1.1\r\nHost: sbc.test\r\nConnection: close\r\n\r\n")
