@@ -7,6 +7,7 @@ mod e2e {
     mod config_cli;
     mod identity_listener;
     mod limits;
+    mod listener_timeouts;
     mod out_of_dialog;
     mod pbx_tcp;
     mod provisioning;
