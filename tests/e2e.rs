@@ -5,6 +5,7 @@ mod support;
 mod e2e {
     mod call;
     mod config_cli;
+    mod file_reloads;
     mod identity_listener;
     mod limits;
     mod listener_timeouts;
