@@ -9,6 +9,7 @@ mod e2e {
     mod identity_listener;
     mod limits;
     mod listener_timeouts;
+    mod media_policy;
     mod out_of_dialog;
     mod pbx_tcp;
     mod provisioning;
