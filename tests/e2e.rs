@@ -3,6 +3,7 @@
 mod support;
 
 mod e2e {
+    mod admin_api;
     mod call;
     mod config_cli;
     mod file_reloads;
