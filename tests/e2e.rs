@@ -4,12 +4,16 @@ mod support;
 
 mod e2e {
     mod admin_api;
+    mod admin_api_unavailable;
     mod authorization;
     mod call;
     mod config_cli;
     mod device_caps;
+    mod file_reloads;
     mod identity_listener;
     mod limits;
+    mod listener_timeouts;
+    mod media_policy;
     mod out_of_dialog;
     mod pbx_tcp;
     mod provisioning;

@@ -9,7 +9,8 @@
 //! Addresses are RFC 5737: phones 192.0.2.x, PBX 198.51.100.20, edge 203.0.113.10 (phone
 //! side) / 198.51.100.10 (PBX side).
 //!
-//! To regenerate after an intended change: `UPDATE_GOLDEN=1 cargo test --test sdp_golden`,
+//! To regenerate after an intended change: `UPDATE_GOLDEN=1 cargo test --test sdp_golden`
+//! (refused when `CI` is set, as `.ci/run` sets it),
 //! then review the diff of the `.out.sdp` files.
 
 use std::path::PathBuf;
@@ -247,11 +248,37 @@ fn allocate(requests: &[PortRequest], next: &mut u16) -> Vec<StreamPorts> {
         .collect()
 }
 
-/// Compares line by line; with `UPDATE_GOLDEN` set, writes the output instead.
+/// Whether golden files are rewritten (`UPDATE_GOLDEN` set) instead of compared. Refused
+/// when `CI` is set: there a rewrite would turn every comparison into a pass.
+fn update_golden(update: bool, ci: bool) -> Result<bool, String> {
+    match (update, ci) {
+        (true, true) => Err(
+            "UPDATE_GOLDEN is set while CI is set: in CI golden files are \
+             compared, never rewritten; regenerate them locally and commit them"
+                .to_owned(),
+        ),
+        (update, _) => Ok(update),
+    }
+}
+
+#[test]
+fn update_golden_is_refused_in_ci() {
+    assert_eq!(update_golden(false, false), Ok(false));
+    assert_eq!(update_golden(false, true), Ok(false));
+    assert_eq!(update_golden(true, false), Ok(true));
+    assert!(update_golden(true, true).is_err());
+}
+
+/// Compares line by line; with `UPDATE_GOLDEN` set (and `CI` not), writes the output instead.
 fn check_golden(case: &str, got: &[u8]) -> Result<(), String> {
     let path = fixture(case, "out");
     let got = std::str::from_utf8(got).map_err(|e| format!("{case}: output not UTF-8: {e}"))?;
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    let update = update_golden(
+        std::env::var_os("UPDATE_GOLDEN").is_some(),
+        std::env::var_os("CI").is_some(),
+    )
+    .map_err(|e| format!("{case}: {e}"))?;
+    if update {
         std::fs::write(&path, got).map_err(|e| format!("{case}: {e}"))?;
         return Ok(());
     }

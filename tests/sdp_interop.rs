@@ -7,6 +7,10 @@
 #![cfg(feature = "interop")]
 
 mod sdp_support;
+// The interop suite's free-port helpers (this file only needs some of them).
+#[allow(dead_code)]
+#[path = "interop/net.rs"]
+mod net;
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -23,14 +27,44 @@ struct Baresip {
 }
 
 impl Baresip {
-    fn start(name: &str, extra_args: &[&str], answer_auto: bool) -> (Baresip, u16) {
+    /// What baresip printed so far (its stdout log, in its config dir).
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout.log")).unwrap_or_default()
+    }
+
+    /// Waits (bounded: 10 s) until baresip has printed every one of `lines`; returns its output.
+    fn wait_printed(&self, lines: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.output();
+            if lines.iter().all(|l| out.contains(l)) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "baresip never printed {lines:?}:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Baresip {
+    /// Starts baresip with RTP ports from `rtp_range` (each test owns its own range, so the
+    /// two tests running in parallel never share ports).
+    fn start(
+        name: &str,
+        extra_args: &[&str],
+        answer_auto: bool,
+        rtp_range: (u16, u16),
+    ) -> (Baresip, u16) {
         let dir = std::env::temp_dir().join(format!(
             "pbx-edge-sdp-interop-{name}-{}",
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let sip_port = free_udp_port();
-        let rtp = 20000 + (std::process::id() % 2000) as u16 * 10;
+        let sip_port = net::free_udp_port();
+        let (rtp, _) = net::free_range(rtp_range.0, rtp_range.1, 10);
         let config = format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nsip_transports udp\n\
              net_interface 127.0.0.1\ndns_server 127.0.0.1:53\nrtp_ports {rtp}-{}\n\
@@ -51,7 +85,7 @@ impl Baresip {
         let child = Command::new("baresip")
             .args(&args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .expect("baresip (Debian baresip-core) must be installed for --features interop");
@@ -67,12 +101,27 @@ impl Drop for Baresip {
     }
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Whether a UDP socket is bound on 127.0.0.1:`port` (read from /proc/net/udp: a probe
+/// bind could take the port from under baresip).
+fn udp_bound(port: u16) -> bool {
+    let needle = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(needle.as_str()))
+}
+
+/// Waits (bounded: 30 s, baresip starts slowly on a busy machine) until baresip has bound its
+/// SIP port.
+fn wait_bound(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !udp_bound(port) {
+        assert!(
+            Instant::now() < deadline,
+            "baresip did not bind udp {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Receives SIP messages until one starts with `start`, for at most 30 s (a bound, not a
@@ -118,7 +167,7 @@ fn baresip_offer_through_the_edge_and_back() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
     let dial = format!("/dial sip:pbx@127.0.0.1:{port}");
-    let (_phone, _) = Baresip::start("offer", &["-e", &dial], false);
+    let (phone, _) = Baresip::start("offer", &["-e", &dial], false, (20000, 24999));
     let (invite, from) = receive(&sock, "INVITE ");
 
     let mut call = Call::new(SrtpMode::Mandatory);
@@ -141,24 +190,81 @@ fn baresip_offer_through_the_edge_and_back() {
         sdp.len()
     );
     sock.send_to(response.as_bytes(), from).unwrap();
-    // baresip ACKs a 200 whose SDP it accepted (a refused answer gets a BYE right after).
+    // baresip ACKs our 200: same dialog, same CSeq number (RFC 3261 §17.1.1.3).
     let (ack, _) = receive(&sock, "ACK ");
-    assert!(ack.contains("Call-ID"));
-    sock.set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
+    assert_eq!(header(&ack, "Call-ID"), header(&invite, "Call-ID"));
+    assert!(header(&ack, "To").contains("tag=edge1"), "{ack}");
+    let cseq = |m: &str| {
+        header(m, "CSeq")
+            .split_whitespace()
+            .nth(1)
+            .map(str::to_owned)
+    };
+    assert_eq!(cseq(&ack), cseq(&invite), "{ack}");
+    // baresip's own account of the call: established, with SRTP on the suite the edge chose
+    // (baresip 1.0 keeps a `srtp-mand` call up even when the answer has no a=crypto, so the
+    // ACK alone proves nothing about the answer's key).
+    let suite = match &relay.security {
+        Security::Srtp(keys) => keys.phone.as_ref().expect("phone key").suite.sdes_name(),
+        other => panic!("not SRTP: {other:?}"),
+    };
+    phone.wait_printed(&[
+        &format!("SRTP is Enabled (cryptosuite={suite})"),
+        "Call established",
+    ]);
+    // Whether baresip kept the call (it accepted the edge's answer) is its state, not a
+    // silence: a phone that refused the answer has already sent BYE and ended the dialog, so
+    // our BYE gets 481 (RFC 3261 §15.1.2); a phone in the call answers it 200.
+    let bye = format!(
+        "BYE {} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-edge-bye;rport\r\n\
+         Max-Forwards: 70\r\n{};tag=edge1\r\n{}\r\n{}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        contact_uri(&invite),
+        header(&invite, "To").replacen("To:", "From:", 1),
+        header(&invite, "From").replacen("From:", "To:", 1),
+        header(&invite, "Call-ID"),
+    );
+    let answer = transact(&sock, &bye, from, "BYE");
+    assert!(
+        answer.starts_with("SIP/2.0 200"),
+        "baresip must still be in the call (it accepted the edge's answer): {answer}"
+    );
+}
+
+/// The URI in the Contact header of `msg` (`<...>` form).
+fn contact_uri(msg: &str) -> &str {
+    let contact = header(msg, "Contact");
+    let start = contact.find('<').expect("Contact in <>") + 1;
+    let end = contact[start..].find('>').expect("Contact in <>") + start;
+    &contact[start..end]
+}
+
+/// Sends `request` to `to` and retransmits it every 500 ms (RFC 3261 §17.1.2.2 timer E with
+/// T1 = 500 ms, not doubling: loopback) until a final response for `method` arrives; returns
+/// it. Bounded: 30 s. A BYE from baresip on the way is answered 200 and reported.
+fn transact(sock: &UdpSocket, request: &str, to: std::net::SocketAddr, method: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut buf = vec![0u8; 65535];
-    if let Ok((n, _)) = sock.recv_from(&mut buf) {
-        assert!(
-            !buf[..n].starts_with(b"BYE "),
-            "baresip hung up: it refused the edge's answer"
-        );
+    while Instant::now() < deadline {
+        sock.send_to(request.as_bytes(), to).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let final_for_method = msg.starts_with("SIP/2.0 ")
+                && !msg.starts_with("SIP/2.0 1")
+                && header(&msg, "CSeq").ends_with(method);
+            if final_for_method {
+                return msg;
+            }
+        }
     }
+    panic!("no final response to {method} within 30 s");
 }
 
 #[test]
 fn edge_offer_answered_by_baresip() {
-    let (_phone, phone_port) = Baresip::start("answer", &[], true);
-    std::thread::sleep(Duration::from_millis(500));
+    let (_phone, phone_port) = Baresip::start("answer", &[], true, (25000, 29999));
+    wait_bound(phone_port);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
 
@@ -176,9 +282,14 @@ fn edge_offer_answered_by_baresip() {
          Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         sdp.len()
     );
-    sock.send_to(invite.as_bytes(), ("127.0.0.1", phone_port))
-        .unwrap();
-    let (ok, _) = receive(&sock, "SIP/2.0 200");
+    // Retransmitted until answered: a datagram sent while baresip is still starting is lost.
+    let ok = transact(
+        &sock,
+        &invite,
+        std::net::SocketAddr::from(([127, 0, 0, 1], phone_port)),
+        "INVITE",
+    );
+    assert!(ok.starts_with("SIP/2.0 200"), "baresip answers 200: {ok}");
     let answer = call
         .phone_answer(&offer.plan, body(&ok))
         .expect("baresip's answer to the edge's offer is accepted");

@@ -9,8 +9,14 @@
 //!
 //! The Python side runs one batch: it reads commands (`rtp_protect HEX`, `rtp_unprotect
 //! HEX`, `rtcp_protect HEX`, `rtcp_unprotect HEX`) from a file and writes one answer line per
-//! command (`ok HEX` / `err TEXT`) to another file. The child is bounded in time and killed by
-//! its PID if it overruns.
+//! command (`ok HEX` / `err TEXT`, TEXT being libsrtp's own error string) to another file. The
+//! child is bounded in time and killed by its PID if it overruns.
+//!
+//! A tampered packet is always one whose index was never delivered before: otherwise the
+//! replay check (RFC 3711 §3.3.2) rejects it before the tag is ever looked at, and the test
+//! would pass even with authentication switched off. Each side must report exactly an
+//! authentication failure, and the genuine packet with that index must still be accepted
+//! afterwards (a packet that failed authentication must not move the replay window).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -78,13 +84,16 @@ else:
         assert lib.srtp_create(ctypes.byref(s), ctypes.byref(p)) == 0
         return s
     tx, rx = session(3), session(2)  # ssrc_any_outbound, ssrc_any_inbound
+    # srtp_err_status_t values (srtp.h), spelled as pylibsrtp spells them.
+    errors = {7: "authentication failure", 9: "replay check failed (bad index)",
+              10: "replay check failed (index too old)"}
     def op(fn, sess, *extra):
         def run(data):
             buf = ctypes.create_string_buffer(data, len(data) + 256)
             n = ctypes.c_int(len(data))
             rc = fn(sess, buf, ctypes.byref(n), *extra)
             if rc != 0:
-                raise RuntimeError("srtp_err_status %d" % rc)
+                raise RuntimeError(errors.get(rc, "srtp_err_status %d" % rc))
             return buf.raw[:n.value]
         return run
     if mki is None:
@@ -100,7 +109,7 @@ with open(cmd_path) as cmds, open(out_path, "w") as out:
         try:
             out.write("ok " + binascii.hexlify(ops[op_name](binascii.unhexlify(data))).decode() + "\n")
         except Exception as e:
-            out.write("err " + type(e).__name__ + "\n")
+            out.write("err " + type(e).__name__ + ": " + str(e) + "\n")
 "#;
 
 /// (our suite, how the Python side sets libsrtp up: a pylibsrtp profile, or the libsrtp
@@ -139,6 +148,8 @@ const SUITES: [(CryptoSuite, &str); 6] = [
 ];
 
 const PACKETS: usize = 120;
+/// RTCP packets each side protects; the last one is delivered only tampered, then genuine.
+const RTCP_PACKETS: u32 = 21;
 const START_SEQ: u16 = 65500;
 const SSRC: u32 = 0x5eed_0001;
 
@@ -231,6 +242,19 @@ fn rtcp(n: u32) -> Vec<u8> {
     p
 }
 
+/// An index `delivery_order` loses: its packet was never delivered, so a tampered copy reaches
+/// the authentication check instead of being refused as a replay.
+const LOST: usize = 112;
+
+/// libsrtp's answer must be an authentication failure (`srtp_err_status_auth_fail`), not a
+/// replay or any other refusal.
+fn assert_auth_failure(answer: &Result<Vec<u8>, String>, what: &str) {
+    match answer {
+        Err(e) if e.ends_with(": authentication failure") => {}
+        other => panic!("{what}: libsrtp must fail authentication, got {other:?}"),
+    }
+}
+
 /// Delivery order: ~1 in 9 lost, neighbours swapped every 4th step, one late packet.
 fn delivery_order(n: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).filter(|i| i % 9 != 4).collect();
@@ -260,6 +284,7 @@ fn cross_check_with_libsrtp() {
             .map(|i| START_SEQ.wrapping_add(i as u16))
             .collect();
         let order = delivery_order(PACKETS);
+        assert!(!order.contains(&LOST), "LOST must be a lost index");
 
         // ours -> libsrtp (RTP): protect in sequence, deliver lossy/reordered, then a replay.
         let protected: Vec<Vec<u8>> = seqs
@@ -273,7 +298,7 @@ fn cross_check_with_libsrtp() {
                 b
             })
             .collect();
-        let rtcp_protected: Vec<Vec<u8>> = (0..20u32)
+        let rtcp_protected: Vec<Vec<u8>> = (0..RTCP_PACKETS)
             .map(|i| {
                 let mut b = rtcp(i);
                 let n = b.len();
@@ -289,20 +314,26 @@ fn cross_check_with_libsrtp() {
             cmds.push(("rtp_unprotect", protected[i].clone()));
         }
         cmds.push(("rtp_unprotect", protected[order[5]].clone())); // replay
-        let mut tampered = protected[PACKETS - 1].clone();
-        tampered[20] ^= 0x01;
+        let mut tampered = protected[LOST].clone();
+        tampered[20] ^= 0x01; // one payload bit
         cmds.push(("rtp_unprotect", tampered));
-        for p in rtcp_protected.iter().rev() {
+        cmds.push(("rtp_unprotect", protected[LOST].clone())); // the genuine one, still fresh
+        let last_rtcp = rtcp_protected.len() - 1;
+        for p in rtcp_protected[..last_rtcp].iter().rev() {
             cmds.push(("rtcp_unprotect", p.clone())); // reversed order: all inside the window
         }
         cmds.push(("rtcp_unprotect", rtcp_protected[3].clone())); // replay
-                                                                  // libsrtp -> ours: plain packets for libsrtp to protect, in sequence.
+        let mut tampered = rtcp_protected[last_rtcp].clone();
+        tampered[10] ^= 0x01; // inside the (encrypted) sender info
+        cmds.push(("rtcp_unprotect", tampered));
+        cmds.push(("rtcp_unprotect", rtcp_protected[last_rtcp].clone()));
+        // libsrtp -> ours: plain packets for libsrtp to protect, in sequence.
         let first_protect = cmds.len();
         for &s in &seqs {
             cmds.push(("rtp_protect", rtp(s, 160)));
         }
         let first_rtcp_protect = cmds.len();
-        for i in 0..20u32 {
+        for i in 0..RTCP_PACKETS {
             cmds.push(("rtcp_protect", rtcp(i)));
         }
 
@@ -324,23 +355,35 @@ fn cross_check_with_libsrtp() {
         }
         let k = order.len();
         assert!(
-            answers[k].is_err(),
-            "{suite}: libsrtp accepted a replayed packet"
+            matches!(&answers[k], Err(e) if e.contains("replay check failed")),
+            "{suite}: libsrtp on a replayed packet: {:?}",
+            answers[k]
         );
-        assert!(
-            answers[k + 1].is_err(),
-            "{suite}: libsrtp accepted a tampered packet"
+        assert_auth_failure(&answers[k + 1], &format!("{suite}: tampered SRTP"));
+        assert_eq!(
+            answers[k + 2].as_deref(),
+            Ok(&rtp(seqs[LOST], 160)[..]),
+            "{suite}: libsrtp on the genuine packet after its tampered copy"
         );
-        for (j, a) in answers[k + 2..k + 22].iter().enumerate() {
+        let k = k + 3;
+        let n = RTCP_PACKETS as usize - 1;
+        for (j, a) in answers[k..k + n].iter().enumerate() {
             assert_eq!(
                 a.as_deref(),
-                Ok(&rtcp(19 - j as u32)[..]),
+                Ok(&rtcp((n - 1 - j) as u32)[..]),
                 "{suite}: libsrtp on our RTCP"
             );
         }
         assert!(
-            answers[k + 22].is_err(),
-            "{suite}: libsrtp accepted a replayed SRTCP packet"
+            matches!(&answers[k + n], Err(e) if e.contains("replay check failed")),
+            "{suite}: libsrtp on a replayed SRTCP packet: {:?}",
+            answers[k + n]
+        );
+        assert_auth_failure(&answers[k + n + 1], &format!("{suite}: tampered SRTCP"));
+        assert_eq!(
+            answers[k + n + 2].as_deref(),
+            Ok(&rtcp(n as u32)[..]),
+            "{suite}: libsrtp on the genuine SRTCP after its tampered copy"
         );
 
         // Ours unprotects libsrtp's.
@@ -361,18 +404,24 @@ fn cross_check_with_libsrtp() {
             Err(SrtpError::Replayed),
             "{suite}"
         );
-        let mut tampered = theirs[PACKETS - 2].clone();
-        tampered[13] ^= 0x80;
-        let r = ours_rx.unprotect_rtp(&mut tampered);
-        assert!(
-            matches!(r, Err(SrtpError::AuthFailed | SrtpError::Replayed)),
-            "{suite}: {r:?}"
+        let mut tampered = theirs[LOST].clone();
+        tampered[20] ^= 0x01; // one payload bit of a never-delivered index
+        assert_eq!(
+            ours_rx.unprotect_rtp(&mut tampered),
+            Err(SrtpError::AuthFailed),
+            "{suite}: ours on tampered libsrtp SRTP"
         );
+        let mut genuine = theirs[LOST].clone();
+        let n = ours_rx
+            .unprotect_rtp(&mut genuine)
+            .unwrap_or_else(|e| panic!("{suite}: ours on the genuine packet after tampering: {e}"));
+        assert_eq!(&genuine[..n], &rtp(seqs[LOST], 160)[..]);
 
         let theirs_rtcp: Vec<Vec<u8>> = answers[first_rtcp_protect..]
             .iter()
             .map(|a| a.clone().expect("libsrtp protect_rtcp"))
             .collect();
+        let (last_rtcp, theirs_rtcp) = theirs_rtcp.split_last().expect("RTCP answers");
         for (i, p) in theirs_rtcp.iter().enumerate().rev() {
             let mut b = p.clone();
             let r = ours_rx
@@ -387,6 +436,18 @@ fn cross_check_with_libsrtp() {
             Err(SrtpError::Replayed),
             "{suite}"
         );
+        let mut tampered = last_rtcp.clone();
+        tampered[10] ^= 0x01;
+        assert_eq!(
+            ours_rx.unprotect_rtcp(&mut tampered).map(|r| r.len),
+            Err(SrtpError::AuthFailed),
+            "{suite}: ours on tampered libsrtp SRTCP"
+        );
+        let mut genuine = last_rtcp.clone();
+        let r = ours_rx
+            .unprotect_rtcp(&mut genuine)
+            .unwrap_or_else(|e| panic!("{suite}: ours on genuine SRTCP after tampering: {e}"));
+        assert_eq!(&genuine[..r.len], &rtcp(RTCP_PACKETS - 1)[..]);
     }
 }
 

@@ -276,9 +276,140 @@ mod tests {
         );
     }
 
+    /// Absolute patterns from the pieces that matter: `*`, both placeholders, stray braces,
+    /// `.` and `/` (dot and empty segments), the refused characters, and file-name
+    /// characters. `"\\PC{0,40}"` almost never started with `/`, so nearly every case was
+    /// refused as not absolute and matching was hardly ever exercised.
+    fn pattern_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy as _;
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                6 => proptest::sample::select(vec!["a", "b", "x", "0", "-", "_", "\u{e9}", "%"]),
+                3 => proptest::sample::select(vec!["*", "{mac}", "{MAC}"]),
+                2 => proptest::sample::select(vec!["/", "."]),
+                1 => proptest::sample::select(vec!["{", "}", "{Mac}", "\\", "?", "#", "\u{1}"]),
+            ],
+            0..12,
+        )
+        .prop_map(|parts| format!("/{}", parts.concat()))
+    }
+
+    /// What a `*` swallows when a path is built from a pattern.
+    fn star_fill() -> impl proptest::strategy::Strategy<Value = String> {
+        "[ab/.x]{0,4}"
+    }
+
+    /// The obvious recursive matcher: the oracle `glob` is compared with.
+    fn reference_match(pieces: &[Option<String>], text: &str) -> bool {
+        match pieces.split_first() {
+            None => text.is_empty(),
+            Some((Some(lit), rest)) => text
+                .strip_prefix(lit.as_str())
+                .is_some_and(|t| reference_match(rest, t)),
+            Some((None, rest)) => (0..=text.len())
+                .filter(|&i| text.is_char_boundary(i))
+                .any(|i| reference_match(rest, &text[i..])),
+        }
+    }
+
+    /// A path the pattern must match: each `*` replaced by a fill, placeholders by the MAC.
+    fn instantiate(p: &PathPattern, fills: &[String], mac: &str) -> String {
+        let mut out = String::new();
+        let mut fills = fills.iter().cycle();
+        for piece in &p.pieces {
+            match piece {
+                Piece::Literal(l) => out.push_str(l),
+                Piece::Star => out.push_str(fills.next().map_or("", String::as_str)),
+                Piece::MacLower => out.push_str(&mac.to_ascii_lowercase()),
+                Piece::MacUpper => out.push_str(&mac.to_ascii_uppercase()),
+            }
+        }
+        out
+    }
+
+    /// Accepted patterns satisfy the documented rules, paths built from them match (and only
+    /// with a MAC when they name it), and `glob` agrees with the reference matcher on paths
+    /// one edit away. Floors: a fifth of the patterns must parse and a fifth of the edited
+    /// paths must still match, or the generator has stopped testing anything.
+    #[test]
+    fn accepted_patterns_match_what_they_describe() {
+        use proptest::test_runner::{Config, TestRunner};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const CASES: u32 = 1024;
+        const MAC_HEX: &str = "000413a1B2c3";
+        let (parsed, edited_matches) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let strategy = (
+            pattern_text(),
+            proptest::collection::vec(star_fill(), 1..4),
+            0usize..64,
+            proptest::sample::select(vec!["", "", "", "", "a", "/", ".", "0", "B"]),
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: CASES,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&strategy, |(text, fills, at, insert)| {
+                let Ok(p) = PathPattern::parse(&text) else {
+                    return Ok(());
+                };
+                parsed.fetch_add(1, Ordering::Relaxed);
+                let body = &text[1..];
+                proptest::prop_assert!(!body
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == ".."));
+                proptest::prop_assert!(!text
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '\\' | '?' | '#')));
+                let path = instantiate(&p, &fills, MAC_HEX);
+                proptest::prop_assert!(p.matches(&path, Some(MAC_HEX)), "{} vs {}", text, path);
+                proptest::prop_assert_eq!(p.matches(&path, None), !p.uses_mac());
+                // One edit: insert a character (or nothing) somewhere in the path.
+                let mut edited = path.clone();
+                let at = (0..=edited.len())
+                    .filter(|&i| edited.is_char_boundary(i))
+                    .nth(at % (edited.chars().count() + 1))
+                    .unwrap_or(edited.len());
+                edited.insert_str(at, insert);
+                let expanded: Vec<Option<String>> = p
+                    .pieces
+                    .iter()
+                    .map(|piece| match piece {
+                        Piece::Literal(l) => Some(l.clone()),
+                        Piece::Star => None,
+                        Piece::MacLower => Some(MAC_HEX.to_ascii_lowercase()),
+                        Piece::MacUpper => Some(MAC_HEX.to_ascii_uppercase()),
+                    })
+                    .collect();
+                let want = reference_match(&expanded, &edited);
+                proptest::prop_assert_eq!(
+                    p.matches(&edited, Some(MAC_HEX)),
+                    want,
+                    "{} vs {}",
+                    text,
+                    edited
+                );
+                if want {
+                    edited_matches.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+            .unwrap();
+        let (parsed, edited_matches) = (parsed.into_inner(), edited_matches.into_inner());
+        assert!(
+            parsed >= CASES as usize / 5,
+            "only {parsed} of {CASES} generated patterns parsed"
+        );
+        assert!(
+            edited_matches >= parsed / 5,
+            "only {edited_matches} of {parsed} edited paths matched"
+        );
+    }
+
     proptest::proptest! {
         #[test]
-        fn parse_and_match_never_panic(pattern in "\\PC{0,40}", path in "\\PC{0,60}") {
+        fn parse_and_match_never_panic(pattern in pattern_text(), path in "\\PC{0,60}") {
             if let Ok(p) = PathPattern::parse(&pattern) {
                 let _ = p.matches(&path, Some("000413a1b2c3"));
                 let _ = p.matches(&path, None);

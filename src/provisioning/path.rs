@@ -185,19 +185,78 @@ mod tests {
         assert_eq!(encode_for_upstream("/y0000.cfg"), "/y0000.cfg");
     }
 
+    /// What every accepted path must satisfy, whatever it was decoded from.
+    fn accepted_path_is_clean(clean: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+        proptest::prop_assert!(clean.starts_with('/'));
+        proptest::prop_assert!(!clean.contains(".."));
+        proptest::prop_assert!(!clean.contains("//"));
+        proptest::prop_assert!(!clean.contains('\\'));
+        proptest::prop_assert!(!clean.chars().any(char::is_control));
+        proptest::prop_assert!(!clean.split('/').any(|s| s == "."));
+        // Encoding for the upstream and decoding again gives the same path.
+        let encoded = encode_for_upstream(clean);
+        let again = clean_request_path(&encoded);
+        proptest::prop_assert_eq!(again.as_deref(), Ok(clean), "re-encoded as {}", encoded);
+        Ok(())
+    }
+
+    /// Absolute request paths made of the characters a traversal is built from: `/`, `.`,
+    /// `\`, `%` (alone or as an escape of those, of a control character, of `%` itself) among
+    /// ordinary file-name characters. `"\\PC{0,80}"` almost never started with `/`, so nearly
+    /// every case was refused as not absolute and the properties on accepted paths never ran.
+    fn traversal_alphabet_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy as _;
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                4 => proptest::sample::select(vec![
+                    "a", "b", "x", "9", "-", "_", "~", " ", "\u{e9}", "?", "#", ":"
+                ]),
+                2 => proptest::sample::select(vec!["/", "."]),
+                1 => proptest::sample::select(vec![
+                    "\\", "%", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%25", "%00", "%0a",
+                    "%0D", "%7f", "%20", "%C3%A9", "%ff", "%2", "%g1",
+                ]),
+            ],
+            0..16,
+        )
+        .prop_map(|parts| format!("/{}", parts.concat()))
+    }
+
+    /// Both properties on accepted paths must actually run: at least a fifth of the generated
+    /// paths have to be accepted (the rest are the refusals the other properties check).
+    #[test]
+    fn accepted_paths_are_clean_and_round_trip() {
+        use proptest::test_runner::{Config, TestRunner};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const CASES: u32 = 1024;
+        let accepted = AtomicUsize::new(0);
+        let strategy = traversal_alphabet_path();
+        let mut runner = TestRunner::new(Config {
+            cases: CASES,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&strategy, |raw| {
+                if let Ok(clean) = clean_request_path(&raw) {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    accepted_path_is_clean(&clean)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let accepted = accepted.into_inner();
+        assert!(
+            accepted >= CASES as usize / 5,
+            "only {accepted} of {CASES} generated paths were accepted: the generator misses its aim"
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics_and_accepted_paths_are_clean(raw in "\\PC{0,80}") {
             if let Ok(clean) = clean_request_path(&raw) {
-                proptest::prop_assert!(clean.starts_with('/'));
-                proptest::prop_assert!(!clean.contains(".."));
-                proptest::prop_assert!(!clean.contains("//"));
-                proptest::prop_assert!(!clean.contains('\\'));
-                proptest::prop_assert!(!clean.chars().any(char::is_control));
-                proptest::prop_assert!(!clean.split('/').any(|s| s == "."));
-                // Encoding for the upstream and decoding again gives the same path.
-                let encoded = encode_for_upstream(&clean);
-                proptest::prop_assert_eq!(clean_request_path(&encoded), Ok(clean));
+                accepted_path_is_clean(&clean)?;
             }
         }
 

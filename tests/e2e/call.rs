@@ -280,10 +280,21 @@ async fn phone_calls_the_pbx_with_srtp_and_hangs_up() {
         "{calls}"
     );
 
-    // A forged SRTP packet is dropped, not relayed.
+    // A forged SRTP packet is dropped, not relayed. Wait until the relay has judged it:
+    // a BYE sent at once could close the stream before a loaded machine read the packet.
     let mut forged = rtp(99, 0x1111);
     forged.extend_from_slice(&[0u8; 10]);
     phone_sock.send_to(&forged, edge_phone_side).await.unwrap();
+    let mut judged = 0.0;
+    for _ in 0..50 {
+        let m = http::get(e.admin_addr, "/metrics").await.1;
+        judged = http::metric(&m, "pbx_edge_media_srtp_auth_failures_total");
+        if judged >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(judged, 1.0, "the forged packet fails authentication");
 
     // BYE from the phone.
     let bye = ack
@@ -633,6 +644,18 @@ async fn hold_resume_and_update_keep_the_srtp_context() {
             .await
             .unwrap();
         assert_eq!(recv(&pbx_sock).await.expect("relayed after resume"), plain);
+
+        // And PBX → phone: the edge's sending context carries on too (same key, same ROC),
+        // so the phone's receiving context, untouched since before the hold, authenticates it.
+        let plain = rtp(seq, 0x2222);
+        pbx_sock.send_to(&plain, edge_pbx_side).await.unwrap();
+        let mut got = recv(&phone_sock)
+            .await
+            .expect("phone receives SRTP after resume");
+        let n = phone_rx
+            .unprotect_rtp(&mut got)
+            .expect("the edge's SRTP after resume authenticates with the pre-hold context");
+        assert_eq!(&got[..n], &plain[..], "PBX → phone after resume");
     }
     e.stop().await.expect("clean shutdown");
 }

@@ -5,6 +5,7 @@ use crate::support::{edge, http};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
@@ -31,6 +32,25 @@ fn repo_file(rel: &str) -> PathBuf {
 struct Running {
     child: Child,
     admin: std::net::SocketAddr,
+    tls: std::net::SocketAddr,
+    /// Every line the process wrote to stderr (its log), as read so far.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The `(tls, admin)` addresses from the "pbx-edge ready" log line, text or JSON.
+fn ready_addresses(line: &str) -> Option<(String, String)> {
+    if !line.contains("pbx-edge ready") {
+        return None;
+    }
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        let field = |k: &str| v[k].as_str().map(str::to_owned);
+        return Some((field("tls")?, field("admin")?));
+    }
+    let field = |k: &str| {
+        let rest = line.split(&format!(" {k}=")).nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    };
+    Some((field("tls")?, field("admin")?))
 }
 
 impl Running {
@@ -42,33 +62,50 @@ impl Running {
             .spawn()
             .expect("spawn pbx-edge");
         let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("admin=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(addr);
+                if let Some(addrs) = ready_addresses(&line) {
+                    let _ = tx.send(addrs);
                 }
+                lines.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        let (tls, admin) = match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("pbx-edge did not become ready within 20 s");
+                panic!(
+                    "pbx-edge did not become ready within 20 s:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         };
         Self {
             child,
-            admin: addr.parse().expect("admin address in the ready line"),
+            admin: admin.parse().expect("admin address in the ready line"),
+            tls: tls.parse().expect("tls address in the ready line"),
+            log,
         }
     }
 
-    fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends `signal` (a `kill` name) to this PID.
+    fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(ok.map(|s| s.success()).unwrap_or(false), "kill -TERM {pid}");
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+        assert!(
+            ok.map(|s| s.success()).unwrap_or(false),
+            "kill -{signal} {pid}"
+        );
+    }
+
+    /// The exit status, waiting up to 15 s.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -80,6 +117,16 @@ impl Running {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// The log lines read so far.
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 }
 
@@ -497,4 +544,159 @@ fn warning_in(stdout: &str, needle: &str) -> bool {
     stdout
         .lines()
         .any(|l| l.starts_with("warning: tls.certificates[0].cert") && l.contains(needle))
+}
+
+/// `pbx-edge run` on the dev PKI's config, every listener on an ephemeral loopback port, plus
+/// `extra` environment overrides.
+fn run_dev(pki: &edge::TestPki, extra: &[(&str, &str)]) -> Running {
+    let mut cmd = bin();
+    cmd.args(["run", "--config", pki.pki.config.to_str().unwrap()])
+        .env("PBX_EDGE_TLS__LISTEN", "127.0.0.1:0")
+        .env("PBX_EDGE_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("PBX_EDGE_PBX__LISTEN", "127.0.0.1:0");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Running::start(cmd)
+}
+
+/// README "Command line": on SIGTERM the listeners close at once, `/readyz` turns 503, work
+/// in flight gets `shutdown.drain_timeout_secs` to finish, and the process exits 0. The work in
+/// flight is an OPTIONS the PBX has received but not yet answered when the signal arrives.
+#[test]
+fn sigterm_turns_readyz_503_at_once_lets_work_in_flight_finish_and_exits_0() {
+    let pki = edge::dev_pki();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pbx = rt.block_on(crate::support::pbx::Pbx::bind());
+    let pbx_addr = pbx.addr().to_string();
+    let mut running = run_dev(
+        &pki,
+        &[
+            ("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str()),
+            ("PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS", "10"),
+            ("PBX_EDGE_SIP__T4_MS", "100"),
+        ],
+    );
+    let (admin, tls) = (running.admin, running.tls);
+    rt.block_on(async {
+        assert_eq!(http::get(admin, "/readyz").await.0, 200);
+        let cfg = crate::support::tls_client::client_config(
+            &pki.pki.server_ca,
+            Some(&pki.pki.snom_device),
+        );
+        let mut phone = crate::support::phone::Phone::new(
+            crate::support::tls_client::connect(tls, "sbc.test", cfg)
+                .await
+                .expect("handshake"),
+        );
+        phone.send("OPTIONS sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-drain1\r\nFrom: <sip:101@sbc.test>;tag=drain\r\nTo: <sip:200@sbc.test>\r\nCall-ID: drain-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").await;
+        let (req, from) = pbx.recv().await.expect("the PBX gets the OPTIONS");
+
+        running.signal("TERM");
+        // Draining: the process is still up (the OPTIONS is unanswered), and says so.
+        let mut ready = 200;
+        for _ in 0..100 {
+            ready = http::get(admin, "/readyz").await.0;
+            if ready == 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(ready, 503, "/readyz turns 503 on SIGTERM");
+        assert!(
+            running.child.try_wait().expect("wait").is_none(),
+            "still draining while work is in flight"
+        );
+        // The listener no longer takes connections.
+        let again = tokio::net::TcpStream::connect(tls).await;
+        if let Ok(mut s) = again {
+            use tokio::io::AsyncReadExt;
+            let mut b = [0u8; 16];
+            let closed = matches!(
+                tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            );
+            assert!(closed, "a connection after SIGTERM is not served");
+        }
+
+        // The work in flight finishes: the PBX's answer still reaches the phone.
+        pbx.send(
+            from,
+            &crate::support::pbx::response(&req, 200, "OK", ""),
+        )
+        .await;
+        let answer = phone.recv().await.expect("the answer after SIGTERM");
+        assert_eq!(answer.status(), Some(200));
+        assert_eq!(answer.call_id().unwrap(), "drain-1");
+    });
+    let status = running.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", running.log().join("\n"));
+}
+
+/// README: the identity files reload on SIGHUP. No file changes here, so only the signal can
+/// have caused the reload the edge counts and logs.
+#[test]
+fn sighup_reloads_the_identity() {
+    let pki = edge::dev_pki();
+    let running = run_dev(&pki, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ok = "pbx_edge_identity_reloads_total{result=\"ok\"}";
+    let metrics = rt.block_on(http::get(running.admin, "/metrics")).1;
+    assert_eq!(http::metric(&metrics, ok), 0.0, "{metrics}");
+    running.signal("HUP");
+    let mut reloaded = 0.0;
+    for _ in 0..100 {
+        reloaded = http::metric(&rt.block_on(http::get(running.admin, "/metrics")).1, ok);
+        if reloaded >= 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(reloaded, 1.0, "{}", running.log().join("\n"));
+    assert!(
+        running
+            .log()
+            .iter()
+            .any(|l| l.contains("identity reloaded") && l.contains("SIGHUP")),
+        "{}",
+        running.log().join("\n")
+    );
+    assert_eq!(running.terminate().code(), Some(0));
+}
+
+/// README: `log.format = "json"` writes one JSON object per line (for log shippers).
+#[test]
+fn json_log_format_writes_one_object_per_line() {
+    let pki = edge::dev_pki();
+    let running = run_dev(&pki, &[("PBX_EDGE_LOG__FORMAT", "json")]);
+    let log = running.log.clone();
+    assert_eq!(running.terminate().code(), Some(0));
+    // The reader thread has seen EOF once the process exited; give it a bounded moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("pbx-edge stopped"))
+    {
+        assert!(Instant::now() < deadline, "no final log line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = log.lock().unwrap().clone();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line:?}"));
+        assert!(v.is_object(), "{line}");
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"message\":\"pbx-edge ready\"")),
+        "{lines:?}"
+    );
 }

@@ -43,11 +43,16 @@ impl Phone {
         device: Option<&Path>,
     ) -> std::io::Result<Self> {
         let config = tls_client::client_config(&pki.pki.server_ca, device);
-        let tcp = TcpStream::connect(addr).await?;
         let name = rustls::pki_types::ServerName::try_from("sbc.test").expect("name");
-        let stream = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await?;
+        let handshake = async {
+            let tcp = TcpStream::connect(addr).await?;
+            tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+        };
+        let stream = tokio::time::timeout(tls_client::HANDSHAKE_BOUND, handshake)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no handshake"))??;
         Ok(Self {
             stream,
             buffer: Vec::new(),

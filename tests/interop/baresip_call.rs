@@ -92,13 +92,18 @@ async fn assert_idle(e: &RunningEdge) {
     );
 }
 
+/// Packets per direction that prove audio flowed: 2 s of 20 ms audio. A call carries 5 s
+/// (250 packets), but a stalled, shared 2-core machine may delay baresip's audio timer or
+/// tshark's capture start; the check is that audio flowed both ways, not its rate.
+const MIN_PACKETS: u64 = 100;
+
 /// baresip's `rtp_stats` (printed at hangup: 1.0.0's callstat has no counters) show at least
-/// 200 packets (≥ 4 s of 20 ms audio) sent and received.
+/// [`MIN_PACKETS`] packets sent and received.
 fn assert_audio_both_ways(phone: &Baresip, what: &str, callstat: &str) {
     let stats = phone.rtp_stats();
     let packets = baresip::rtp_packets(&stats);
     assert!(
-        packets.is_some_and(|(tx, rx)| tx >= 200 && rx >= 200),
+        packets.is_some_and(|(tx, rx)| tx >= MIN_PACKETS && rx >= MIN_PACKETS),
         "{what}: {stats:?}\ncallstat {callstat}"
     );
 }
@@ -161,7 +166,7 @@ fn check_capture(packets: &[Datagram], phone_rtp: (u16, u16), sipp_media: u16, s
         .iter()
         .filter(|d| d.src_port == sipp_media && is_pcmu_rtp(d))
         .collect();
-    let min = 150; // 5 s of 20 ms packets is 250 per direction
+    let min = MIN_PACKETS as usize;
     assert!(
         phone_leg
             .iter()
@@ -336,6 +341,18 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
     let before = metrics(&e).await;
     ctrl.pump(TALK.saturating_sub(up_at.elapsed()));
     let during = metrics(&e).await;
+    // The call stayed up for the whole talk time: both peers still hold it now — baresip
+    // has reported no CALL_CLOSED, and the edge lists the call as established.
+    assert!(
+        !ctrl.events.iter().any(|(kind, _)| kind == "CALL_CLOSED"),
+        "the call closed before the hangup: {:?}",
+        ctrl.events
+    );
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    assert!(
+        calls.contains("\"established\":true"),
+        "the call is still up on the edge after {TALK:?}: {calls}"
+    );
     for dir in ["phone_to_pbx", "pbx_to_phone"] {
         assert!(
             media_packets(&during, dir) > media_packets(&before, dir) + 50.0,
@@ -352,7 +369,6 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
         "{:?}",
         ctrl.events
     );
-    assert!(up_at.elapsed() >= TALK, "the call stayed up ≥ 5 s");
     // The edge's Contact names it by sip.domain: ACK and BYE went there after resolving it.
     assert_eq!(
         dns.answered(),
@@ -389,7 +405,7 @@ async fn baresip_calls_sipp_through_the_edge_with_srtp_on_the_phone_leg_only() {
     phone_b.quit(&mut ctrl);
     assert_audio_both_ways(
         &phone_b,
-        "baresip sent and received ≥ 4 s of 20 ms audio",
+        "baresip sent and received ≥ 2 s of 20 ms audio",
         &callstat,
     );
 
@@ -549,7 +565,7 @@ async fn sipp_calls_the_registered_baresip_through_the_edge() {
     check_capture(&capture.finish(), phone_rtp, sipp_media, &suite);
     assert_audio_both_ways(
         &phone_b,
-        "baresip sent and received SIPp's echo for ≥ 4 s",
+        "baresip sent and received SIPp's echo for ≥ 2 s",
         &callstat,
     );
     e.stop().await.expect("clean shutdown");

@@ -1,12 +1,17 @@
 //! `openssl s_client` against the phone listener: the verdicts a real TLS stack sees.
 
-use super::process::{require, run_bounded};
+use super::process::{require, run_bounded, run_until_output, PeerOutput};
 use crate::support::{edge, http};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn s_client(addr: std::net::SocketAddr, ca: &Path, extra: &[&str]) -> super::process::PeerOutput {
+/// Bound on one s_client run. Not a verdict: the verdicts are the edge's counters, and a
+/// refused s_client ends by itself as soon as the edge closes the connection.
+const BOUND: Duration = Duration::from_secs(30);
+
+fn s_client(addr: SocketAddr, ca: &Path, extra: &[&str]) -> Command {
     require("openssl");
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &addr.to_string(), "-CAfile"])
@@ -18,41 +23,51 @@ fn s_client(addr: std::net::SocketAddr, ca: &Path, extra: &[&str]) -> super::pro
             "-ign_eof",
         ])
         .args(extra);
-    // Accepted connections stay open (the edge waits for SIP): bounded by killing s_client.
-    run_bounded(cmd, Duration::from_secs(4))
+    cmd
 }
 
-/// [`s_client`] (off the runtime's threads) with the device certificate `<device>.crt` and
-/// key `<device>.key`, checking the edge's certificate against `hostname`.
-async fn s_client_as_device(
-    addr: std::net::SocketAddr,
-    ca: &Path,
-    device: &Path,
-    hostname: &'static str,
-) -> super::process::PeerOutput {
-    let ca = ca.to_owned();
+/// The options presenting the device certificate `<device>.crt` and key `<device>.key`,
+/// checking the edge's certificate against `hostname`.
+fn device_args(device: &Path, hostname: &str) -> Vec<String> {
     let crt = device.with_extension("crt");
     let key = device.with_extension("key");
+    vec![
+        "-cert".into(),
+        crt.to_str().unwrap().into(),
+        "-key".into(),
+        key.to_str().unwrap().into(),
+        "-verify_hostname".into(),
+        hostname.into(),
+    ]
+}
+
+/// An s_client the edge refuses: it ends by itself when the edge closes (bounded, off the
+/// runtime's threads).
+async fn refused_s_client(addr: SocketAddr, ca: &Path, extra: Vec<String>) -> PeerOutput {
+    let ca = ca.to_owned();
     tokio::task::spawn_blocking(move || {
-        s_client(
-            addr,
-            &ca,
-            &[
-                "-cert",
-                crt.to_str().unwrap(),
-                "-key",
-                key.to_str().unwrap(),
-                "-verify_hostname",
-                hostname,
-            ],
-        )
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        run_bounded(s_client(addr, &ca, &extra), BOUND)
     })
     .await
     .unwrap()
 }
 
-async fn metric(admin: std::net::SocketAddr, name: &str) -> f64 {
-    http::metric(&http::get(admin, "/metrics").await.1, name)
+/// Polls /metrics (bounded: 10 s) until `name` reaches `at_least`; returns the exposition.
+async fn metric_at_least(admin: SocketAddr, name: &str, at_least: f64) -> String {
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = http::get(admin, "/metrics").await.1;
+        if http::metric(&body, name) >= at_least {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    body
+}
+
+fn failures(reason: &str, vendor: &str) -> String {
+    format!("pbx_edge_tls_handshake_failures_total{{reason=\"{reason}\",vendor=\"{vendor}\"}}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,55 +77,83 @@ async fn openssl_verdicts_match_the_edge() {
     let ca = pki.pki.server_ca.clone();
     let addr = e.tls_addr;
 
-    // A device certificate from a configured vendor CA, and the server verified by name.
+    // A device certificate from a configured vendor CA, and the server verified by name: the
+    // edge counts the handshake and holds the connection open (it waits for SIP) while
+    // s_client, once it has printed its verdict, is still connected; then stopped by PID.
     let device = pki.dir.path().join("snom-000413A1B2C3");
-    let ok = s_client_as_device(addr, &ca, &device, "sbc.test").await;
-    assert!(
-        ok.all().contains("Verify return code: 0 (ok)"),
-        "{}",
-        ok.all()
-    );
-    assert!(ok.killed, "an accepted connection stays open: {}", ok.all());
+    let args = device_args(&device, "sbc.test");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut ok, _dir, verdict) = run_until_output(s_client(addr, &ca, &args), BOUND, |out| {
+        out.contains("Verify return code:")
+    })
+    .await;
+    assert!(verdict, "s_client printed no verdict: {}", ok.output());
+    let body = metric_at_least(e.admin_addr, "pbx_edge_tls_handshakes_total", 1.0).await;
     assert_eq!(
-        metric(e.admin_addr, "pbx_edge_tls_handshakes_total").await,
-        1.0
+        http::metric(&body, "pbx_edge_tls_handshakes_total"),
+        1.0,
+        "{body}"
     );
+    assert_eq!(
+        http::metric(&body, "pbx_edge_tls_connections_active"),
+        1.0,
+        "the edge holds the accepted connection open: {body}"
+    );
+    assert!(
+        ok.wait_within(Duration::ZERO).is_none(),
+        "s_client is still connected: {}",
+        ok.output()
+    );
+    assert!(
+        ok.output().contains("Verify return code: 0 (ok)"),
+        "{}",
+        ok.output()
+    );
+    ok.stop(Duration::from_secs(2));
 
-    // No client certificate: TLS 1.3 alert 116 "certificate required".
-    let ca2 = ca.clone();
-    let none = tokio::task::spawn_blocking(move || s_client(addr, &ca2, &[]))
-        .await
-        .unwrap();
+    // No client certificate: TLS 1.3 alert 116 "certificate required", counted.
+    let none = refused_s_client(addr, &ca, Vec::new()).await;
+    assert!(
+        !none.killed,
+        "the edge closes the connection: {}",
+        none.all()
+    );
     assert!(
         none.all().contains("certificate required"),
         "{}",
         none.all()
     );
-    assert!(!none.killed, "the edge closes the connection");
+    let body = metric_at_least(e.admin_addr, &failures("no_certificate", "none"), 1.0).await;
+    assert_eq!(
+        http::metric(&body, &failures("no_certificate", "none")),
+        1.0,
+        "{body}"
+    );
 
-    // The server name the edge's certificate does not carry: s_client refuses the server.
-    let wrong = s_client_as_device(addr, &ca, &device, "other.test").await;
+    // The server name the edge's certificate does not carry: s_client refuses the server
+    // (the edge sees the client give up; that is not a device failure to count).
+    let wrong = refused_s_client(addr, &ca, device_args(&device, "other.test")).await;
+    assert!(!wrong.killed, "s_client gives up: {}", wrong.all());
     assert!(wrong.all().contains("hostname mismatch"), "{}", wrong.all());
 
-    // TLS 1.1 is not offered by the edge.
-    let ca2 = ca.clone();
-    let old = tokio::task::spawn_blocking(move || s_client(addr, &ca2, &["-tls1_1"]))
-        .await
-        .unwrap();
+    // TLS 1.1 is not offered by the edge: a protocol mismatch, counted as one.
+    let old = refused_s_client(addr, &ca, vec!["-tls1_1".into()]).await;
+    assert!(!old.killed, "the edge closes the connection: {}", old.all());
     assert!(
-        !old.killed && old.all().contains("Cipher is (NONE)") && old.all().contains("alert"),
+        old.all().contains("Cipher is (NONE)") && old.all().contains("alert"),
         "{}",
         old.all()
     );
-
-    let failures = http::get(e.admin_addr, "/metrics").await.1;
+    let body = metric_at_least(e.admin_addr, &failures("protocol_mismatch", "none"), 1.0).await;
     assert_eq!(
-        http::metric(
-            &failures,
-            "pbx_edge_tls_handshake_failures_total{reason=\"no_certificate\",vendor=\"none\"}"
-        ),
+        http::metric(&body, &failures("protocol_mismatch", "none")),
         1.0,
-        "{failures}"
+        "the TLS 1.1 attempt is counted as protocol_mismatch: {body}"
+    );
+    assert_eq!(
+        http::metric(&body, "pbx_edge_tls_handshakes_total"),
+        1.0,
+        "only the device completed a handshake: {body}"
     );
     e.stop().await.expect("clean shutdown");
 }

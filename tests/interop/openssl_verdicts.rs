@@ -2,7 +2,7 @@
 //! listener serving the rcgen vendor PKI: the same verdicts and `reason` labels the tokio-rustls
 //! probe in tests/e2e/identity_listener.rs sees.
 
-use super::process::{require, run_bounded, PeerOutput};
+use super::process::{require, run_bounded, run_until_output, PeerOutput};
 use crate::support::pki::{self, Pki};
 use crate::support::{http, vendor_edge};
 use rcgen::date_time_ymd;
@@ -14,9 +14,12 @@ use std::time::Duration;
 const INVENTORY: &str = "[[devices]]\nmac = \"000413a1b2c3\"\nusers = [\"101\"]\n\
                          [[devices]]\nmac = \"000413a1b2d5\"\nusers = [\"102\"]\n";
 
+/// Bound on one s_client run. Not a verdict: the verdicts are the edge's counters, and a
+/// refused s_client ends by itself as soon as the edge closes the connection.
+const BOUND: Duration = Duration::from_secs(30);
+
 /// `openssl s_client` presenting `cert` (+ `chain`) and `key`, verifying the edge as sbc.test.
-/// An accepted connection stays open (the edge waits for SIP): bounded by killing s_client.
-fn s_client(addr: SocketAddr, ca: &Path, cert: &Path, key: &Path, extra: &[String]) -> PeerOutput {
+fn s_client(addr: SocketAddr, ca: &Path, cert: &Path, key: &Path, extra: &[String]) -> Command {
     require("openssl");
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &addr.to_string(), "-CAfile"])
@@ -27,7 +30,7 @@ fn s_client(addr: SocketAddr, ca: &Path, cert: &Path, key: &Path, extra: &[Strin
         .arg("-key")
         .arg(key)
         .args(extra);
-    run_bounded(cmd, Duration::from_secs(4))
+    cmd
 }
 
 struct Files {
@@ -60,12 +63,16 @@ async fn failures(admin: SocketAddr, reason: &str, vendor: &str) -> f64 {
     value
 }
 
+/// An s_client the edge refuses: it ends by itself when the edge closes (bounded, off the
+/// runtime's threads).
 async fn run(addr: SocketAddr, ca: &Path, f: &Files, extra: &[&str]) -> PeerOutput {
     let (ca, cert, key) = (ca.to_owned(), f.cert.clone(), f.key.clone());
     let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-    tokio::task::spawn_blocking(move || s_client(addr, &ca, &cert, &key, &extra))
-        .await
-        .expect("s_client task")
+    tokio::task::spawn_blocking(move || {
+        run_bounded(s_client(addr, &ca, &cert, &key, &extra), BOUND)
+    })
+    .await
+    .expect("s_client task")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,19 +95,47 @@ async fn openssl_client_verdicts_on_the_running_listener() {
     let snom = files(dir.path(), "snom", &pki.snom(pki::SNOM_MAC));
     let chain = pki::write(dir.path(), "snom-phone.pem", &pki.snom_phone.pem);
     let chain = chain.to_str().unwrap();
-    let ok = run(addr, &ca, &snom, &["-cert_chain", chain]).await;
-    assert!(
-        ok.all().contains("Verify return code: 0 (ok)"),
-        "{}",
-        ok.all()
+    // The edge counts the handshake and holds the connection open (it waits for SIP) while
+    // s_client, once it has printed its verdict, is still connected; then stopped by PID.
+    let cmd = s_client(
+        addr,
+        &ca,
+        &snom.cert,
+        &snom.key,
+        &["-cert_chain".to_owned(), chain.to_owned()],
     );
-    assert!(ok.killed, "an accepted connection stays open: {}", ok.all());
-    let body = http::get(e.admin_addr, "/metrics").await.1;
+    let (mut ok, _peer_dir, verdict) =
+        run_until_output(cmd, BOUND, |out| out.contains("Verify return code:")).await;
+    assert!(verdict, "s_client printed no verdict: {}", ok.output());
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = http::get(e.admin_addr, "/metrics").await.1;
+        if http::metric(&body, "pbx_edge_tls_handshakes_total") >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         http::metric(&body, "pbx_edge_tls_handshakes_total"),
         1.0,
         "{body}"
     );
+    assert_eq!(
+        http::metric(&body, "pbx_edge_tls_connections_active"),
+        1.0,
+        "the edge holds the accepted connection open: {body}"
+    );
+    assert!(
+        ok.wait_within(Duration::ZERO).is_none(),
+        "s_client is still connected: {}",
+        ok.output()
+    );
+    assert!(
+        ok.output().contains("Verify return code: 0 (ok)"),
+        "{}",
+        ok.output()
+    );
+    ok.stop(Duration::from_secs(2));
 
     // Expired: refused with TLS alert 45 (certificate expired), counted as `expired`.
     let expired = pki.snom_with(pki::SNOM_MAC, |p| {

@@ -51,6 +51,25 @@ pub fn run_bounded(cmd: Command, limit: Duration) -> PeerOutput {
     }
 }
 
+/// Runs `cmd` with stdin held open until its output satisfies `ready` (bounded by `limit`),
+/// off the async runtime's threads; returns the still running peer (the caller checks the
+/// other side's state, then stops it by PID) and whether `ready` held. For peers that stay up
+/// once they succeeded (`openssl s_client -ign_eof` on an accepted connection).
+pub async fn run_until_output(
+    cmd: Command,
+    limit: Duration,
+    ready: impl Fn(&str) -> bool + Send + 'static,
+) -> (PeerProcess, tempfile::TempDir, bool) {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().expect("peer tempdir");
+        let mut peer = PeerProcess::start("peer", cmd, dir.path(), Stdio::piped());
+        let ready = peer.wait_output(limit, ready);
+        (peer, dir, ready)
+    })
+    .await
+    .expect("peer task")
+}
+
 pub struct PeerProcess {
     name: &'static str,
     child: Child,

@@ -124,15 +124,6 @@ impl Sipp {
         self.process.wait_within(limit)
     }
 
-    /// Asks SIPp to end gracefully (SIGUSR1 to its PID: no new calls, exit, flush its trace
-    /// files) and waits for it (bounded: 5 s); then stopped by PID (TERM, then KILL).
-    pub fn stop(&mut self) {
-        self.process.signal("USR1");
-        if self.wait(Duration::from_secs(5)).is_none() {
-            self.process.stop(Duration::from_secs(2));
-        }
-    }
-
     fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }

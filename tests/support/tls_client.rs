@@ -30,8 +30,31 @@ pub fn client_config(server_ca: &Path, device_pem: Option<&Path>) -> Arc<ClientC
     Arc::new(c)
 }
 
-/// Connects and completes the handshake (or returns the error).
+/// Bound on connecting and handshaking: an edge that never answers fails the test with
+/// `TimedOut` instead of hanging it.
+pub const HANDSHAKE_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects and completes the handshake (or returns the error), bounded by
+/// [`HANDSHAKE_BOUND`].
 pub async fn connect(
+    addr: SocketAddr,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    tokio::time::timeout(
+        HANDSHAKE_BOUND,
+        connect_unbounded(addr, server_name, config),
+    )
+    .await
+    .map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no TLS handshake with {addr} within {HANDSHAKE_BOUND:?}"),
+        )
+    })?
+}
+
+async fn connect_unbounded(
     addr: SocketAddr,
     server_name: &str,
     config: Arc<ClientConfig>,
