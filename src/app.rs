@@ -275,26 +275,7 @@ impl Edge {
         let (core_views, view_requests) = CoreViews::channel();
 
         // Admin port: its views are built by the SIP core task when asked.
-        let api = {
-            let registrations = core_views.clone();
-            let calls = core_views;
-            ApiRoutes {
-                registrations: Arc::new(move || {
-                    let views = registrations.clone();
-                    Box::pin(async move {
-                        let regs = views.registrations().await?;
-                        Some(serde_json::json!({ "registrations": regs }))
-                    })
-                }),
-                calls: Arc::new(move || {
-                    let views = calls.clone();
-                    Box::pin(async move {
-                        let calls = views.calls().await?;
-                        Some(serde_json::json!({ "calls": calls }))
-                    })
-                }),
-            }
-        };
+        let api = api_routes(core_views);
         let api_access = admin::ApiAccess::for_listener(
             self.admin_listener
                 .local_addr()
@@ -666,5 +647,28 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+    }
+}
+
+/// The admin port's `/api/*` routes over the SIP core's view handle: each request asks the
+/// core, which builds the view when asked (nothing is kept up to date between requests).
+pub fn api_routes(views: CoreViews) -> ApiRoutes {
+    let registrations = views.clone();
+    let calls = views;
+    ApiRoutes {
+        registrations: Arc::new(move || {
+            let views = registrations.clone();
+            Box::pin(async move {
+                let regs = views.registrations().await?;
+                Some(serde_json::json!({ "registrations": regs }))
+            })
+        }),
+        calls: Arc::new(move || {
+            let views = calls.clone();
+            Box::pin(async move {
+                let calls = views.calls().await?;
+                Some(serde_json::json!({ "calls": calls }))
+            })
+        }),
     }
 }

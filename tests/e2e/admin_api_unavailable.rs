@@ -5,37 +5,20 @@
 //! stuck in work), or dropped (a core that has stopped).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use pbx_edge::admin::{self, ApiRoutes, Readiness};
+use pbx_edge::admin::{self, Readiness};
 use pbx_edge::b2bua::core::{CoreViews, VIEW_TIMEOUT};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::http;
 
-/// The admin server on an ephemeral port, its API built from `views` as `app.rs` does.
+/// The admin server on an ephemeral port, its API built from `views` by the edge's own
+/// `app::api_routes`.
 async fn admin_over(views: CoreViews) -> (SocketAddr, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let registrations = views.clone();
-    let calls = views;
-    let api = ApiRoutes {
-        registrations: Arc::new(move || {
-            let views = registrations.clone();
-            Box::pin(async move {
-                let regs = views.registrations().await?;
-                Some(serde_json::json!({ "registrations": regs }))
-            })
-        }),
-        calls: Arc::new(move || {
-            let views = calls.clone();
-            Box::pin(async move {
-                let calls = views.calls().await?;
-                Some(serde_json::json!({ "calls": calls }))
-            })
-        }),
-    };
+    let api = pbx_edge::app::api_routes(views);
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(admin::serve(
