@@ -300,6 +300,41 @@ fn mac_rules() {
             vendor: "snom".into()
         }
     );
+    // Issue 11 point 9: a CN that is present but not a MAC is no_mac even when shared
+    // certificates are accepted, and a MAC CN beside a junk CN is ambiguous, not "the MAC".
+    let snom_device =
+        |dn: &[(rcgen::DnType, &str)]| pki.snom_phone.device(dn, |_| {}, &[&pki.snom_phone]);
+    refused(
+        &env,
+        &strict,
+        Some(&snom_device(&[(rcgen::DnType::CommonName, "snom 3xx")])),
+        HandshakeRejection::NoMac,
+        "snom",
+    );
+    refused(
+        &env,
+        &strict,
+        Some(&snom_device(&[
+            (rcgen::DnType::CommonName, pki::SNOM_MAC),
+            // A second CN (rcgen keeps one value per type; the CN OID as a custom type).
+            (rcgen::DnType::CustomDnType(vec![2, 5, 4, 3]), "junk"),
+        ])),
+        HandshakeRejection::AmbiguousSubject,
+        "snom",
+    );
+    // The operator may name the shared certificate's CN explicitly.
+    config.vendors.get_mut("snom").unwrap().shared_cert_names = vec!["snom 3xx".into()];
+    let named = env.load(&config);
+    assert_eq!(
+        accepted(
+            &env,
+            &named,
+            &snom_device(&[(rcgen::DnType::CommonName, "snom 3xx")])
+        ),
+        Identity::Shared {
+            vendor: "snom".into()
+        }
+    );
 }
 
 #[test]

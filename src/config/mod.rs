@@ -132,6 +132,10 @@ pub struct VendorConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ouis: Option<Vec<String>>,
     pub oui_policy: OuiPolicy,
+    /// Subject CNs that name the vendor's shared certificate although its MAC source holds a
+    /// value (exact, case-insensitive); empty = only a certificate with no value at all there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_cert_names: Vec<String>,
     /// `false` disables a built-in profile entirely.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,

@@ -36,6 +36,9 @@ pub enum HandshakeRejection {
     LegacyCryptoRefused,
     /// The certificate verified but carries no MAC where the vendor profile looks.
     NoMac,
+    /// The subject names the MAC ambiguously: a MAC attribute twice (two CNs), or two
+    /// different MACs in the places the vendor profile reads.
+    AmbiguousSubject,
     /// The vendor's shared non-unique certificate, and `shared_certs = "reject"`.
     SharedCertificateRefused,
     /// The MAC is outside the vendor's OUIs and `oui_policy = "refuse"`.
@@ -55,7 +58,7 @@ pub enum HandshakeRejection {
 
 impl HandshakeRejection {
     /// Every variant, for exporting zero-valued series and for tests.
-    pub const ALL: [HandshakeRejection; 15] = [
+    pub const ALL: [HandshakeRejection; 16] = [
         Self::UnknownIssuer,
         Self::UntrustedChain,
         Self::Expired,
@@ -64,6 +67,7 @@ impl HandshakeRejection {
         Self::Revoked,
         Self::LegacyCryptoRefused,
         Self::NoMac,
+        Self::AmbiguousSubject,
         Self::SharedCertificateRefused,
         Self::MacOutsideOuis,
         Self::MacNotInInventory,
@@ -84,6 +88,7 @@ impl HandshakeRejection {
             Self::Revoked => "revoked",
             Self::LegacyCryptoRefused => "legacy_crypto_refused",
             Self::NoMac => "no_mac",
+            Self::AmbiguousSubject => "ambiguous_subject",
             Self::SharedCertificateRefused => "shared_cert_refused",
             Self::MacOutsideOuis => "mac_outside_ouis",
             Self::MacNotInInventory => "mac_not_in_inventory",
@@ -107,6 +112,7 @@ impl HandshakeRejection {
                 "legacy crypto (SHA-1 or RSA < 2048) refused: vendor has no legacy_crypto = true"
             }
             Self::NoMac => "no MAC in certificate",
+            Self::AmbiguousSubject => "ambiguous subject: the MAC attribute twice, or two MACs",
             Self::SharedCertificateRefused => "shared non-unique certificate refused",
             Self::MacOutsideOuis => "MAC outside the vendor's OUIs",
             Self::MacNotInInventory => "MAC not in inventory",

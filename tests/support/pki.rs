@@ -310,13 +310,11 @@ impl Pki {
         )
     }
 
-    /// Snom 300/320/370/PA1/MP shared certificate: no MAC.
+    /// Snom 300/320/370/PA1/MP shared certificate: no value where Snom puts the MAC (no CN).
+    /// A CN that is not a MAC is a broken device certificate (`no_mac`), not this one.
     pub fn snom_shared(&self) -> Device {
         self.snom_phone.device(
-            &[
-                (DnType::OrganizationName, "snom technology AG"),
-                (DnType::CommonName, "snom 3xx"),
-            ],
+            &[(DnType::OrganizationName, "snom technology AG")],
             |_| {},
             &[&self.snom_phone],
         )
