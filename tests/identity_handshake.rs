@@ -659,3 +659,91 @@ fn garbage_certificate_is_other() {
         1
     );
 }
+
+/// Self-signed CA certificates carrying `dn` as subject (and issuer): same-name candidates
+/// whose signatures never verify.
+fn junk_cas(dn: &[(rcgen::DnType, &str)], count: usize) -> Vec<CertificateDer<'static>> {
+    (0..count).map(|_| pki::Ca::root(dn).der).collect()
+}
+
+const SNOM_PHONE_DN: [(rcgen::DnType, &str); 2] = [
+    (rcgen::DnType::OrganizationName, "Test snom technology AG"),
+    (rcgen::DnType::CommonName, "Snom Phone 1 SHA-256"),
+];
+
+/// `device` with `junk` inserted between its certificate and its genuine intermediate (the
+/// order that makes a path builder try every junk candidate first).
+fn padded(device: &Device, junk: Vec<CertificateDer<'static>>) -> Device {
+    let mut chain = vec![device.chain[0].clone()];
+    chain.extend(junk);
+    chain.extend(device.chain[1..].iter().cloned());
+    Device {
+        chain,
+        key_pem: device.key_pem.clone(),
+        serial: device.serial.clone(),
+    }
+}
+
+#[test]
+fn oversized_chains_are_refused_before_path_building() {
+    // Issue 11 point 6: ~100 junk intermediates named like the device's issuer.
+    let env = Env::new();
+    let mut config = env.config();
+    let snapshot = env.load(&config);
+    let device = env.pki.snom(pki::SNOM_MAC);
+    let worst = padded(&device, junk_cas(&SNOM_PHONE_DN, 100));
+    refused(
+        &env,
+        &snapshot,
+        Some(&worst),
+        HandshakeRejection::ChainTooLarge,
+        "unknown",
+    );
+    // The byte cap on its own: 5 certificates (under the count cap), over 1 KiB.
+    config.tls.max_client_chain_bytes = 1024;
+    let small = env.load(&config);
+    let five = padded(&device, junk_cas(&[(rcgen::DnType::CommonName, "x")], 3));
+    assert!(five.chain.iter().map(|c| c.len()).sum::<usize>() > 1024);
+    refused(
+        &env,
+        &small,
+        Some(&five),
+        HandshakeRejection::ChainTooLarge,
+        "unknown",
+    );
+    // The caps count: 8 certificates (the default) still pass.
+    let eight = padded(&device, junk_cas(&[(rcgen::DnType::CommonName, "x")], 6));
+    assert_eq!(eight.chain.len(), 8);
+    assert_eq!(
+        accepted(&env, &snapshot, &eight).mac(),
+        Some(mac(pki::SNOM_MAC))
+    );
+    let nine = padded(&device, junk_cas(&[(rcgen::DnType::CommonName, "x")], 7));
+    refused(
+        &env,
+        &snapshot,
+        Some(&nine),
+        HandshakeRejection::ChainTooLarge,
+        "unknown",
+    );
+}
+
+#[test]
+fn signature_checks_per_handshake_are_capped() {
+    // With the size caps lifted, the junk chain meets the signature budget instead: refused
+    // after MAX_SIGNATURE_CHECKS checks, not after one per junk certificate and vendor.
+    let env = Env::new();
+    let mut config = env.config();
+    config.tls.max_client_chain_certs = 1000;
+    config.tls.max_client_chain_bytes = 1 << 20;
+    let snapshot = env.load(&config);
+    let device = env.pki.snom(pki::SNOM_MAC);
+    let worst = padded(&device, junk_cas(&SNOM_PHONE_DN, 100));
+    refused(
+        &env,
+        &snapshot,
+        Some(&worst),
+        HandshakeRejection::SignatureBudgetExceeded,
+        "snom",
+    );
+}

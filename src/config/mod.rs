@@ -96,6 +96,11 @@ pub struct TlsConfig {
     /// Phone connections open at once from one source address (a NAT may hide a whole
     /// office of phones behind one address).
     pub max_connections_per_ip: usize,
+    /// Certificates a phone may present in its chain (device certificate included); more are
+    /// refused before any parsing (`chain_too_large`).
+    pub max_client_chain_certs: usize,
+    /// Bytes (sum of the DER certificates) a phone's chain may have.
+    pub max_client_chain_bytes: usize,
 }
 
 impl Default for TlsConfig {
@@ -109,6 +114,8 @@ impl Default for TlsConfig {
             mac_deny_list: None,
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            max_client_chain_certs: crate::identity::verify::ChainLimits::DEFAULT.max_certs,
+            max_client_chain_bytes: crate::identity::verify::ChainLimits::DEFAULT.max_bytes,
         }
     }
 }

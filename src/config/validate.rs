@@ -500,6 +500,13 @@ fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
     if config.tls.handshake_timeout_secs == 0 {
         r.problem("tls.handshake_timeout_secs", None, "must be at least 1");
     }
+    if config.tls.max_client_chain_certs == 0 {
+        r.problem("tls.max_client_chain_certs", None, "must be at least 1");
+    }
+    // One real device certificate is 0.5-2 KB: less than 1 KiB would refuse every phone.
+    if config.tls.max_client_chain_bytes < 1024 {
+        r.problem("tls.max_client_chain_bytes", None, "must be at least 1024");
+    }
     let sip = &config.sip;
     if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms {
         r.problem(

@@ -24,6 +24,12 @@ pub enum HandshakeRejection {
     /// The chain names a configured CA but does not verify (bad signature, broken path, a
     /// non-CA certificate used as issuer, path too long, unsupported algorithm).
     UntrustedChain,
+    /// The client presented more certificates or bytes than `tls.max_client_chain_certs` /
+    /// `tls.max_client_chain_bytes`.
+    ChainTooLarge,
+    /// Path building spent its signature checks (`chain::MAX_SIGNATURE_CHECKS`) without a
+    /// path: many candidate issuers with the same name.
+    SignatureBudgetExceeded,
     /// A certificate in the chain is past its notAfter.
     Expired,
     /// A certificate in the chain is before its notBefore.
@@ -58,9 +64,11 @@ pub enum HandshakeRejection {
 
 impl HandshakeRejection {
     /// Every variant, for exporting zero-valued series and for tests.
-    pub const ALL: [HandshakeRejection; 16] = [
+    pub const ALL: [HandshakeRejection; 18] = [
         Self::UnknownIssuer,
         Self::UntrustedChain,
+        Self::ChainTooLarge,
+        Self::SignatureBudgetExceeded,
         Self::Expired,
         Self::NotYetValid,
         Self::BadKeyUsage,
@@ -82,6 +90,8 @@ impl HandshakeRejection {
         match self {
             Self::UnknownIssuer => "issuer_unknown",
             Self::UntrustedChain => "untrusted_chain",
+            Self::ChainTooLarge => "chain_too_large",
+            Self::SignatureBudgetExceeded => "signature_budget_exceeded",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::BadKeyUsage => "bad_key_usage",
@@ -104,6 +114,10 @@ impl HandshakeRejection {
         match self {
             Self::UnknownIssuer => "issuer is not a configured vendor CA",
             Self::UntrustedChain => "certificate chain does not verify",
+            Self::ChainTooLarge => "client certificate chain too large",
+            Self::SignatureBudgetExceeded => {
+                "certificate chain needs too many signature checks to build a path"
+            }
             Self::Expired => "certificate expired",
             Self::NotYetValid => "certificate not yet valid",
             Self::BadKeyUsage => "key usage does not allow TLS client authentication",

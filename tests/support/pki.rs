@@ -491,12 +491,14 @@ pub fn handshake(
             client_conn.write_tls(&mut buf).unwrap();
         }
         if !buf.is_empty() {
+            // Processed after every read: rustls buffers a bounded amount of unprocessed TLS
+            // (a Certificate message near 64 KB takes several reads).
             let mut slice = &buf[..];
-            while !slice.is_empty() {
+            while !slice.is_empty() && server_result.is_ok() {
                 server_conn.read_tls(&mut slice).unwrap();
-            }
-            if let Err(e) = server_conn.process_new_packets() {
-                server_result = Err(e);
+                if let Err(e) = server_conn.process_new_packets() {
+                    server_result = Err(e);
+                }
             }
         }
         let mut buf = Vec::new();
