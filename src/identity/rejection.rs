@@ -53,6 +53,9 @@ pub enum HandshakeRejection {
     MacNotInInventory,
     /// The client sent no certificate and `client_cert = "required"`.
     NoCertificate,
+    /// No certificate (`client_cert = "optional"` or `"off"`), and the source address is not in
+    /// the inventory's `anonymous.networks` (or no anonymous users are configured).
+    AnonymousNotAllowed,
     /// No common TLS version, cipher suite or signature scheme, or not TLS at all.
     ProtocolMismatch,
     /// The phone refused pbx-edge's server certificate (its alert: bad/unknown/expired
@@ -64,7 +67,7 @@ pub enum HandshakeRejection {
 
 impl HandshakeRejection {
     /// Every variant, for exporting zero-valued series and for tests.
-    pub const ALL: [HandshakeRejection; 18] = [
+    pub const ALL: [HandshakeRejection; 19] = [
         Self::UnknownIssuer,
         Self::UntrustedChain,
         Self::ChainTooLarge,
@@ -80,6 +83,7 @@ impl HandshakeRejection {
         Self::MacOutsideOuis,
         Self::MacNotInInventory,
         Self::NoCertificate,
+        Self::AnonymousNotAllowed,
         Self::ProtocolMismatch,
         Self::PeerRefusedServerCertificate,
         Self::Other,
@@ -103,6 +107,7 @@ impl HandshakeRejection {
             Self::MacOutsideOuis => "mac_outside_ouis",
             Self::MacNotInInventory => "mac_not_in_inventory",
             Self::NoCertificate => "no_certificate",
+            Self::AnonymousNotAllowed => "anonymous_not_allowed",
             Self::ProtocolMismatch => "protocol_mismatch",
             Self::PeerRefusedServerCertificate => "peer_refused_server_certificate",
             Self::Other => "other",
@@ -131,6 +136,9 @@ impl HandshakeRejection {
             Self::MacOutsideOuis => "MAC outside the vendor's OUIs",
             Self::MacNotInInventory => "MAC not in inventory",
             Self::NoCertificate => "no client certificate",
+            Self::AnonymousNotAllowed => {
+                "no client certificate, and anonymous phones are not allowed from this source"
+            }
             Self::ProtocolMismatch => "TLS protocol or cipher mismatch",
             Self::PeerRefusedServerCertificate => "the phone refused the server certificate",
             Self::Other => "other handshake failure",
