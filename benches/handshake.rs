@@ -4,6 +4,9 @@
 //! junk intermediates whose subject equals the device's issuer (each one a candidate the path
 //! builder might try), and the genuine intermediate last.
 //!
+//! A third chain stays within the default caps (`tls.max_client_chain_certs = 8`): the device,
+//! 6 same-name junk intermediates, the genuine one.
+//!
 //! Two measurements per chain, both with four vendor profiles loaded (snom, yealink, polycom,
 //! cisco, as the tests' PKI):
 //! - `verify`: `TrustState::verify`, the whole verdict the client-certificate verifier runs on
@@ -100,6 +103,7 @@ struct Setup {
     device_key: PrivateKeyDer<'static>,
     server_ca: CertificateDer<'static>,
     legit: Vec<CertificateDer<'static>>,
+    padded: Vec<CertificateDer<'static>>,
     junk: Vec<CertificateDer<'static>>,
     _dir: tempfile::TempDir,
 }
@@ -170,6 +174,9 @@ fn setup() -> Setup {
         size += cert.len() + 3;
         junk.push(cert);
     }
+    // Within the default caps (8 certificates): 6 same-name junk, then the genuine one.
+    let mut padded = junk[..7].to_vec();
+    padded.push(snom_phone.der.clone());
     junk.push(snom_phone.der.clone());
 
     let server_ca = Ca::root(&[(DnType::CommonName, "Test pbx-edge server CA")]);
@@ -212,6 +219,7 @@ fn setup() -> Setup {
             .expect("key"),
         server_ca: server_ca.der.clone(),
         legit,
+        padded,
         junk,
         _dir: dir,
     }
@@ -287,6 +295,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     for (name, chain) in [
         ("legit_snom_chain", &setup.legit),
+        ("padded_8_certificates", &setup.padded),
         ("junk_intermediates_64k", &setup.junk),
     ] {
         let (end_entity, intermediates) = chain.split_first().expect("chain");

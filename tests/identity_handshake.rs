@@ -747,3 +747,21 @@ fn signature_checks_per_handshake_are_capped() {
         "snom",
     );
 }
+
+#[test]
+fn a_genuine_chain_padded_with_same_name_junk_is_verified_along_its_path_only() {
+    // Issue 11 point 6, within the default caps: 6 junk intermediates named like the device's
+    // issuer (8 certificates). The edge's path builder finds the genuine path by name and
+    // signature; webpki then verifies only that path. Handed every presented intermediate,
+    // webpki's own search over the junk permutations gives up (MaximumSignatureChecksExceeded,
+    // refused as `other`) after 100 signature checks.
+    let env = Env::new();
+    let snapshot = env.load(&env.config());
+    let device = env.pki.snom(pki::SNOM_MAC);
+    let padded = padded(&device, junk_cas(&SNOM_PHONE_DN, 6));
+    assert_eq!(padded.chain.len(), 8);
+    assert_eq!(
+        accepted(&env, &snapshot, &padded).mac(),
+        Some(mac(pki::SNOM_MAC))
+    );
+}

@@ -166,7 +166,20 @@ impl TrustState {
                     "no usable CA".into(),
                 )
             })?;
-            if let Err(error) = webpki.verify_client_cert(end_entity, intermediates, now) {
+            // webpki gets only the intermediates of the path found above, not everything the
+            // client sent: its own path search over many same-name candidates is
+            // combinatorial (it gives up after 100 signature checks, a cost an
+            // unauthenticated client could ask for on every handshake). It still verifies that
+            // path in full: signatures, validity, key usage, EKU, CRLs.
+            let path_intermediates: Vec<CertificateDer<'_>> = matched
+                .path
+                .certs
+                .get(1..matched.path.certs.len().saturating_sub(1))
+                .unwrap_or_default()
+                .iter()
+                .map(|der| CertificateDer::from(*der))
+                .collect();
+            if let Err(error) = webpki.verify_client_cert(end_entity, &path_intermediates, now) {
                 let reason = match &error {
                     TlsError::InvalidCertificate(e) => {
                         HandshakeRejection::from_certificate_error(e)
