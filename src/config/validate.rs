@@ -201,6 +201,20 @@ fn check_vendors(config: &Config, r: &mut ValidationReport) {
                  accepted for {name} device certificates"
             ));
         }
+        if v.shared_certs == crate::config::SharedCertPolicy::Shared {
+            let named = if v.shared_cert_names.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (also certificates whose only CN is one of {:?})",
+                    v.shared_cert_names
+                )
+            };
+            r.warnings.push(format!(
+                "vendors.{name}.shared_certs = \"shared\": {name}'s shared non-unique \
+                 certificate is accepted as identity \"shared\"{named}"
+            ));
+        }
     }
     match config.tls.client_cert {
         ClientCertMode::Required if !any_ca => r.problem(
@@ -622,6 +636,25 @@ mod tests {
         let r = validate(&f.config);
         assert!(r.is_ok(), "{:?}", r.problems);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn shared_certificates_and_their_names_are_a_warning() {
+        let mut f = good();
+        let snom = f.config.vendors.get_mut("snom").unwrap();
+        snom.shared_certs = crate::config::SharedCertPolicy::Shared;
+        snom.shared_cert_names = vec!["snom 3xx".into()];
+        let r = validate(&f.config);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("vendors.snom.shared_certs"));
+        assert!(r.warnings[0].contains("snom 3xx"));
+        f.config.tls.max_client_chain_certs = 0;
+        f.config.tls.max_client_chain_bytes = 1023;
+        assert_eq!(
+            keys(&validate(&f.config)),
+            ["tls.max_client_chain_certs", "tls.max_client_chain_bytes"]
+        );
     }
 
     #[test]
