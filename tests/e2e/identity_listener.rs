@@ -410,6 +410,78 @@ async fn a_connection_is_closed_when_its_certificate_expires() {
     e.stop().await.expect("clean shutdown");
 }
 
+/// Reads the CRLF answer to the keep-alive `tls_client::connect` sent (bounded: 5 s).
+async fn answered(stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut pong = [0u8; 2];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut pong)).await,
+        Ok(Ok(_)) if &pong == b"\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_cannot_come_back_by_resuming_its_tls_session() {
+    // A resumed TLS session skips the client-certificate verifier (RFC 8446 §2.2: the PSK
+    // stands for the earlier authentication); the verdict after the handshake still sees the
+    // session's certificate and its notAfter.
+    use crate::support::tls_client;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = vendor_edge::config(&pki, dir.path(), pki::INVENTORY, |_| {});
+    let e = vendor_edge::start(config).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let not_after = now + Duration::from_secs(6);
+    let short = pki.snom_with(pki::SNOM_MAC, |p| {
+        p.not_before = date_time_ymd(2020, 1, 1);
+        p.not_after = date_time_ymd(1970, 1, 1) + not_after;
+    });
+    // One client config for every connection: it keeps the session tickets.
+    let client = pki::client_config(&pki, Some((short.chain.clone(), short.key())));
+    let mut first = tls_client::connect(e.tls_addr, "sbc.test", client.clone())
+        .await
+        .expect("first handshake");
+    assert!(answered(&mut first).await, "accepted while valid");
+    drop(first);
+    let mut second = tls_client::connect(e.tls_addr, "sbc.test", client.clone())
+        .await
+        .expect("second handshake");
+    assert!(answered(&mut second).await, "still valid");
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed),
+        "the control: this client resumes its session"
+    );
+    drop(second);
+
+    // Past notAfter (+1 s: the validity period includes notAfter itself).
+    let wait = (not_after + Duration::from_secs(2)).saturating_sub(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap(),
+    );
+    tokio::time::sleep(wait).await;
+    match tls_client::connect(e.tls_addr, "sbc.test", client.clone()).await {
+        Err(_) => {}
+        Ok(mut third) => {
+            assert_eq!(
+                third.get_ref().1.handshake_kind(),
+                Some(rustls::HandshakeKind::Resumed)
+            );
+            assert!(
+                !answered(&mut third).await,
+                "the resumed session of an expired certificate is refused"
+            );
+        }
+    }
+    let label = failures("expired", "snom");
+    let body = metrics_when(e.admin_addr, &label, 1.0, Duration::from_secs(5)).await;
+    assert_eq!(http::metric(&body, &label), 1.0, "{body}");
+    e.stop().await.expect("clean shutdown");
+}
+
 /// Connects from `source` (a loopback address) without a client certificate; `Ok` when the
 /// edge answers the keep-alive.
 async fn anonymous_probe(
