@@ -99,6 +99,35 @@ async fn every_verdict_on_the_running_listener_has_its_reason_label() {
         ("no_mac", "polycom", pki.polycom("Polycom VVX 450")),
         ("shared_cert_refused", "snom", pki.snom_shared()),
         ("mac_not_in_inventory", "snom", pki.snom("000413000001")),
+        // Issue 11 point 9: a MAC CN beside a second, junk CN.
+        (
+            "ambiguous_subject",
+            "snom",
+            pki.snom_phone.device(
+                &[
+                    (rcgen::DnType::CommonName, pki::SNOM_MAC),
+                    (rcgen::DnType::CustomDnType(vec![2, 5, 4, 3]), "junk"),
+                ],
+                |_| {},
+                &[&pki.snom_phone],
+            ),
+        ),
+        // Issue 11 point 6: ~100 junk intermediates named like the device's issuer.
+        ("chain_too_large", "unknown", {
+            let mut device = pki.snom(pki::SNOM_MAC);
+            let genuine = device.chain.pop().unwrap();
+            for _ in 0..100 {
+                device.chain.push(
+                    pki::Ca::root(&[
+                        (rcgen::DnType::OrganizationName, "Test snom technology AG"),
+                        (rcgen::DnType::CommonName, "Snom Phone 1 SHA-256"),
+                    ])
+                    .der,
+                );
+            }
+            device.chain.push(genuine);
+            device
+        }),
     ];
     for (reason, vendor, device) in &refused {
         let verdict = probe(&pki, addr, device).await;
@@ -129,7 +158,7 @@ async fn every_verdict_on_the_running_listener_has_its_reason_label() {
         .filter(|l| l.starts_with("pbx_edge_tls_handshake_failures_total{"))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
-    assert_eq!(total_failures, 8.0, "{body}");
+    assert_eq!(total_failures, 10.0, "{body}");
     assert_eq!(
         http::metric(&body, "pbx_edge_tls_handshakes_total"),
         4.0,
