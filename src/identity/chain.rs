@@ -45,7 +45,7 @@ pub struct CertPath<'a> {
 }
 
 /// Signature checks one handshake verdict may spend on path building, over every vendor
-/// profile. A genuine chain needs one per certificate on the path (at most [`MAX_PATH_LEN`]),
+/// profile. A genuine chain needs one per certificate on the path (at most `MAX_PATH_LEN`, 6),
 /// plus one per bundle CA that shares a subject with the right one (a re-keyed root); a client
 /// that sends many intermediates with the same subject (each a candidate issuer) must not make
 /// the edge verify a signature for each of them before it is authenticated (issue 11 point 6).

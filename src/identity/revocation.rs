@@ -1,6 +1,7 @@
-//! Revocation: the MAC deny-list (`tls.mac_deny_list`, one MAC per line, `#` comments) and the
-//! checks the caller runs on live connections after a reload, so a revoked device is cut off
-//! (CRLs themselves are applied in [`crate::identity::verify`]).
+//! Revocation: the MAC deny-list (`tls.mac_deny_list`, one MAC per line, `#` comments), and
+//! [`admit`], the verdict the TLS listener runs right after each handshake, on every reload and
+//! at a certificate's notAfter, so a revoked or expired device is cut off (CRLs themselves are
+//! applied in [`crate::identity::verify`]).
 
 use std::collections::BTreeSet;
 
@@ -59,9 +60,9 @@ impl MacDenyList {
     }
 }
 
-/// PURE: whether `identity` is revoked in `snapshot` by the MAC deny-list. The caller runs this
-/// for every live connection after each reload and closes those that are (DESIGN.md:
-/// "revoking a device closes its live connections").
+/// PURE: whether `identity` is revoked in `snapshot` by the MAC deny-list alone. Live
+/// connections are held to the whole verdict instead ([`admit`], run by the TLS listener on
+/// every reload; DESIGN.md: "revoking a device closes its live connections").
 pub fn is_revoked(identity: &Identity, snapshot: &IdentitySnapshot) -> bool {
     identity
         .mac()
