@@ -439,6 +439,7 @@ impl Edge {
                 handshakes_ok: p.metrics.handshakes_ok.clone(),
                 handshake_failures_local: self.tls_metrics.handshake_failures_local.clone(),
                 connections_refused: self.tls_metrics.connections_refused.clone(),
+                connections_revoked: self.tls_metrics.connections_revoked.clone(),
             };
             tokio::spawn(tls::accept_loop(
                 p.listener,
@@ -465,7 +466,6 @@ impl Edge {
             self.options.clone(),
             self.identity.clone(),
             self.counters.clone(),
-            flows.clone(),
             self.reloads.clone(),
             core_cancel.clone(),
         ));
@@ -580,7 +580,6 @@ async fn reload_loop(
     options: EdgeOptions,
     identity: watch::Sender<Arc<IdentitySnapshot>>,
     counters: Arc<HandshakeCounters>,
-    flows: Arc<FlowTable>,
     reloads: IntCounterVec,
     cancel: CancellationToken,
 ) {
@@ -605,19 +604,12 @@ async fn reload_loop(
         {
             Ok(snapshot) => {
                 reloads.with_label_values(&["ok"]).inc();
-                let snapshot = Arc::new(snapshot);
-                identity.send_replace(snapshot.clone());
-                let now = rustls_pki_types::UnixTime::now();
-                let closed = flows.close_where(|f| {
-                    crate::identity::revocation::recheck(Some(&f.certificates), &snapshot, now)
-                        .is_err()
-                        || crate::identity::is_revoked(&f.identity, &snapshot)
-                });
-                tracing::info!(
-                    trigger = why,
-                    closed_connections = closed,
-                    "identity reloaded"
-                );
+                // Every open phone connection watches this channel and re-runs its verdict
+                // against the new snapshot (transport::tls::supervise): revoked devices,
+                // removed MACs and anonymous sources no longer allowed are closed and counted
+                // there, on both TLS listeners.
+                identity.send_replace(Arc::new(snapshot));
+                tracing::info!(trigger = why, "identity reloaded");
             }
             Err(e) => {
                 reloads.with_label_values(&["failed"]).inc();

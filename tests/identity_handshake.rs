@@ -300,6 +300,41 @@ fn mac_rules() {
             vendor: "snom".into()
         }
     );
+    // Issue 11 point 9: a CN that is present but not a MAC is no_mac even when shared
+    // certificates are accepted, and a MAC CN beside a junk CN is ambiguous, not "the MAC".
+    let snom_device =
+        |dn: &[(rcgen::DnType, &str)]| pki.snom_phone.device(dn, |_| {}, &[&pki.snom_phone]);
+    refused(
+        &env,
+        &strict,
+        Some(&snom_device(&[(rcgen::DnType::CommonName, "snom 3xx")])),
+        HandshakeRejection::NoMac,
+        "snom",
+    );
+    refused(
+        &env,
+        &strict,
+        Some(&snom_device(&[
+            (rcgen::DnType::CommonName, pki::SNOM_MAC),
+            // A second CN (rcgen keeps one value per type; the CN OID as a custom type).
+            (rcgen::DnType::CustomDnType(vec![2, 5, 4, 3]), "junk"),
+        ])),
+        HandshakeRejection::AmbiguousSubject,
+        "snom",
+    );
+    // The operator may name the shared certificate's CN explicitly.
+    config.vendors.get_mut("snom").unwrap().shared_cert_names = vec!["snom 3xx".into()];
+    let named = env.load(&config);
+    assert_eq!(
+        accepted(
+            &env,
+            &named,
+            &snom_device(&[(rcgen::DnType::CommonName, "snom 3xx")])
+        ),
+        Identity::Shared {
+            vendor: "snom".into()
+        }
+    );
 }
 
 #[test]
@@ -622,5 +657,111 @@ fn garbage_certificate_is_other() {
         env.counters
             .failure_count(HandshakeRejection::Other, "unknown"),
         1
+    );
+}
+
+/// Self-signed CA certificates carrying `dn` as subject (and issuer): same-name candidates
+/// whose signatures never verify.
+fn junk_cas(dn: &[(rcgen::DnType, &str)], count: usize) -> Vec<CertificateDer<'static>> {
+    (0..count).map(|_| pki::Ca::root(dn).der).collect()
+}
+
+const SNOM_PHONE_DN: [(rcgen::DnType, &str); 2] = [
+    (rcgen::DnType::OrganizationName, "Test snom technology AG"),
+    (rcgen::DnType::CommonName, "Snom Phone 1 SHA-256"),
+];
+
+/// `device` with `junk` inserted between its certificate and its genuine intermediate (the
+/// order that makes a path builder try every junk candidate first).
+fn padded(device: &Device, junk: Vec<CertificateDer<'static>>) -> Device {
+    let mut chain = vec![device.chain[0].clone()];
+    chain.extend(junk);
+    chain.extend(device.chain[1..].iter().cloned());
+    Device {
+        chain,
+        key_pem: device.key_pem.clone(),
+        serial: device.serial.clone(),
+    }
+}
+
+#[test]
+fn oversized_chains_are_refused_before_path_building() {
+    // Issue 11 point 6: ~100 junk intermediates named like the device's issuer.
+    let env = Env::new();
+    let mut config = env.config();
+    let snapshot = env.load(&config);
+    let device = env.pki.snom(pki::SNOM_MAC);
+    let worst = padded(&device, junk_cas(&SNOM_PHONE_DN, 100));
+    refused(
+        &env,
+        &snapshot,
+        Some(&worst),
+        HandshakeRejection::ChainTooLarge,
+        "unknown",
+    );
+    // The byte cap on its own: 5 certificates (under the count cap), over 1 KiB.
+    config.tls.max_client_chain_bytes = 1024;
+    let small = env.load(&config);
+    let five = padded(&device, junk_cas(&[(rcgen::DnType::CommonName, "x")], 3));
+    assert!(five.chain.iter().map(|c| c.len()).sum::<usize>() > 1024);
+    refused(
+        &env,
+        &small,
+        Some(&five),
+        HandshakeRejection::ChainTooLarge,
+        "unknown",
+    );
+    // The caps count: 8 certificates (the default) still pass.
+    let eight = padded(&device, junk_cas(&[(rcgen::DnType::CommonName, "x")], 6));
+    assert_eq!(eight.chain.len(), 8);
+    assert_eq!(
+        accepted(&env, &snapshot, &eight).mac(),
+        Some(mac(pki::SNOM_MAC))
+    );
+    let nine = padded(&device, junk_cas(&[(rcgen::DnType::CommonName, "x")], 7));
+    refused(
+        &env,
+        &snapshot,
+        Some(&nine),
+        HandshakeRejection::ChainTooLarge,
+        "unknown",
+    );
+}
+
+#[test]
+fn signature_checks_per_handshake_are_capped() {
+    // With the size caps lifted, the junk chain meets the signature budget instead: refused
+    // after MAX_SIGNATURE_CHECKS checks, not after one per junk certificate and vendor.
+    let env = Env::new();
+    let mut config = env.config();
+    config.tls.max_client_chain_certs = 1000;
+    config.tls.max_client_chain_bytes = 1 << 20;
+    let snapshot = env.load(&config);
+    let device = env.pki.snom(pki::SNOM_MAC);
+    let worst = padded(&device, junk_cas(&SNOM_PHONE_DN, 100));
+    refused(
+        &env,
+        &snapshot,
+        Some(&worst),
+        HandshakeRejection::SignatureBudgetExceeded,
+        "snom",
+    );
+}
+
+#[test]
+fn a_genuine_chain_padded_with_same_name_junk_is_verified_along_its_path_only() {
+    // Issue 11 point 6, within the default caps: 6 junk intermediates named like the device's
+    // issuer (8 certificates). The edge's path builder finds the genuine path by name and
+    // signature; webpki then verifies only that path. Handed every presented intermediate,
+    // webpki's own search over the junk permutations gives up (MaximumSignatureChecksExceeded,
+    // refused as `other`) after 100 signature checks.
+    let env = Env::new();
+    let snapshot = env.load(&env.config());
+    let device = env.pki.snom(pki::SNOM_MAC);
+    let padded = padded(&device, junk_cas(&SNOM_PHONE_DN, 6));
+    assert_eq!(padded.chain.len(), 8);
+    assert_eq!(
+        accepted(&env, &snapshot, &padded).mac(),
+        Some(mac(pki::SNOM_MAC))
     );
 }

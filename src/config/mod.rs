@@ -98,6 +98,11 @@ pub struct TlsConfig {
     /// Phone connections open at once from one source address (a NAT may hide a whole
     /// office of phones behind one address).
     pub max_connections_per_ip: usize,
+    /// Certificates a phone may present in its chain (device certificate included); more are
+    /// refused before any parsing (`chain_too_large`).
+    pub max_client_chain_certs: usize,
+    /// Bytes (sum of the DER certificates) a phone's chain may have.
+    pub max_client_chain_bytes: usize,
 }
 
 impl Default for TlsConfig {
@@ -111,6 +116,8 @@ impl Default for TlsConfig {
             mac_deny_list: None,
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            max_client_chain_certs: crate::identity::verify::ChainLimits::DEFAULT.max_certs,
+            max_client_chain_bytes: crate::identity::verify::ChainLimits::DEFAULT.max_bytes,
         }
     }
 }
@@ -134,6 +141,10 @@ pub struct VendorConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ouis: Option<Vec<String>>,
     pub oui_policy: OuiPolicy,
+    /// Subject CNs that name the vendor's shared certificate although its MAC source holds a
+    /// value (exact, case-insensitive); empty = only a certificate with no value at all there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_cert_names: Vec<String>,
     /// `false` disables a built-in profile entirely.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,

@@ -327,6 +327,20 @@ fn check_vendors(config: &Config, r: &mut ValidationReport) {
                  accepted for {name} device certificates"
             ));
         }
+        if v.shared_certs == crate::config::SharedCertPolicy::Shared {
+            let named = if v.shared_cert_names.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (also certificates whose only CN is one of {:?})",
+                    v.shared_cert_names
+                )
+            };
+            r.warnings.push(format!(
+                "vendors.{name}.shared_certs = \"shared\": {name}'s shared non-unique \
+                 certificate is accepted as identity \"shared\"{named}"
+            ));
+        }
     }
     match config.tls.client_cert {
         ClientCertMode::Required if !any_ca => r.problem(
@@ -657,6 +671,13 @@ fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
     if config.tls.handshake_timeout_secs == 0 {
         r.problem("tls.handshake_timeout_secs", None, "must be at least 1");
     }
+    if config.tls.max_client_chain_certs == 0 {
+        r.problem("tls.max_client_chain_certs", None, "must be at least 1");
+    }
+    // One real device certificate is 0.5-2 KB: less than 1 KiB would refuse every phone.
+    if config.tls.max_client_chain_bytes < 1024 {
+        r.problem("tls.max_client_chain_bytes", None, "must be at least 1024");
+    }
     let sip = &config.sip;
     if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms {
         r.problem(
@@ -835,6 +856,25 @@ mod tests {
         let r = check(&f);
         assert!(r.is_ok(), "{:?}", r.problems);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn shared_certificates_and_their_names_are_a_warning() {
+        let mut f = good();
+        let snom = f.config.vendors.get_mut("snom").unwrap();
+        snom.shared_certs = crate::config::SharedCertPolicy::Shared;
+        snom.shared_cert_names = vec!["snom 3xx".into()];
+        let r = validate(&f.config);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].contains("vendors.snom.shared_certs"));
+        assert!(r.warnings[0].contains("snom 3xx"));
+        f.config.tls.max_client_chain_certs = 0;
+        f.config.tls.max_client_chain_bytes = 1023;
+        assert_eq!(
+            keys(&validate(&f.config)),
+            ["tls.max_client_chain_certs", "tls.max_client_chain_bytes"]
+        );
     }
 
     #[test]

@@ -44,6 +44,51 @@ pub struct CertPath<'a> {
     pub certs: Vec<&'a [u8]>,
 }
 
+/// Signature checks one handshake verdict may spend on path building, over every vendor
+/// profile. A genuine chain needs one per certificate on the path (at most `MAX_PATH_LEN`, 6),
+/// plus one per bundle CA that shares a subject with the right one (a re-keyed root); a client
+/// that sends many intermediates with the same subject (each a candidate issuer) must not make
+/// the edge verify a signature for each of them before it is authenticated (issue 11 point 6).
+pub const MAX_SIGNATURE_CHECKS: usize = 16;
+
+/// The signature checks left for one verdict; see [`MAX_SIGNATURE_CHECKS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureBudget {
+    remaining: usize,
+    spent: usize,
+}
+
+impl SignatureBudget {
+    /// A budget of `checks` signature verifications.
+    pub const fn new(checks: usize) -> Self {
+        Self {
+            remaining: checks,
+            spent: 0,
+        }
+    }
+
+    /// Takes one check; false when none is left.
+    fn take(&mut self) -> bool {
+        if self.remaining == 0 {
+            return false;
+        }
+        self.remaining -= 1;
+        self.spent += 1;
+        true
+    }
+
+    /// Signature checks spent so far.
+    pub const fn spent(&self) -> usize {
+        self.spent
+    }
+}
+
+impl Default for SignatureBudget {
+    fn default() -> Self {
+        Self::new(MAX_SIGNATURE_CHECKS)
+    }
+}
+
 /// Result of walking a chain against one vendor's CA bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathOutcome<'a> {
@@ -53,6 +98,8 @@ pub enum PathOutcome<'a> {
     Broken(String),
     /// Nothing in the chain names a bundle CA.
     NoIssuer,
+    /// The [`SignatureBudget`] ran out before a path was found.
+    BudgetExhausted,
 }
 
 /// Why a path is legacy crypto.
@@ -82,11 +129,29 @@ pub fn parse_certificate(der: &[u8]) -> Option<X509Certificate<'_>> {
 }
 
 /// Walks from `end_entity` up through `presented` intermediates and the bundle's own
-/// certificates until a certificate of `bundle` signs the current one.
+/// certificates until a certificate of `bundle` signs the current one, with a fresh
+/// [`SignatureBudget`].
 pub fn build_path<'a>(
     end_entity: &'a [u8],
     presented: &[&'a [u8]],
     bundle: &[&'a [u8]],
+) -> PathOutcome<'a> {
+    build_path_within(
+        end_entity,
+        presented,
+        bundle,
+        &mut SignatureBudget::default(),
+    )
+}
+
+/// [`build_path`] spending signature checks from `budget` (shared by every vendor tried for
+/// one handshake). A candidate issuer is chosen by name first (its subject is the current
+/// certificate's issuer, RFC 5280 §6.1): a signature is checked only for such a candidate.
+pub fn build_path_within<'a>(
+    end_entity: &'a [u8],
+    presented: &[&'a [u8]],
+    bundle: &[&'a [u8]],
+    budget: &mut SignatureBudget,
 ) -> PathOutcome<'a> {
     let Some(leaf) = parse_certificate(end_entity) else {
         return PathOutcome::Broken("end-entity certificate is not valid X.509".into());
@@ -110,6 +175,9 @@ pub fn build_path<'a>(
                 continue;
             }
             name_matched = true;
+            if !budget.take() {
+                return PathOutcome::BudgetExhausted;
+            }
             match verify_signed_by(&current, anchor) {
                 Ok(()) => {
                     certs.push(der);
@@ -124,11 +192,19 @@ pub fn build_path<'a>(
                 }
             }
         }
-        let next = intermediates.iter().find(|(der, candidate)| {
-            candidate.subject().as_raw() == current.issuer().as_raw()
-                && !certs.contains(der)
-                && verify_signed_by(&current, candidate).is_ok()
-        });
+        let mut next = None;
+        for (der, candidate) in &intermediates {
+            if candidate.subject().as_raw() != current.issuer().as_raw() || certs.contains(der) {
+                continue;
+            }
+            if !budget.take() {
+                return PathOutcome::BudgetExhausted;
+            }
+            if verify_signed_by(&current, candidate).is_ok() {
+                next = Some((*der, candidate));
+                break;
+            }
+        }
         let Some((der, next)) = next else {
             break;
         };
@@ -153,6 +229,24 @@ pub fn build_path<'a>(
     } else {
         PathOutcome::NoIssuer
     }
+}
+
+/// Whether a certificate of `bundle` has as subject the issuer name of `end_entity` or of one
+/// of `presented`: the name-only test (no signature) that picks the vendor profiles worth
+/// building a path for.
+pub fn names_a_bundle_ca(end_entity: &[u8], presented: &[&[u8]], bundle: &[&[u8]]) -> bool {
+    let issuers: Vec<X509Certificate<'_>> = std::iter::once(end_entity)
+        .chain(presented.iter().copied())
+        .filter_map(parse_certificate)
+        .collect();
+    bundle
+        .iter()
+        .filter_map(|der| parse_certificate(der))
+        .any(|ca| {
+            issuers
+                .iter()
+                .any(|c| c.issuer().as_raw() == ca.subject().as_raw())
+        })
 }
 
 /// Legacy-crypto findings on a path (SHA-1 below the anchor, RSA < 2048 anywhere).

@@ -185,6 +185,8 @@ fn is_chain_reason(rejection: &CertificateRejection) -> bool {
         rejection.reason,
         R::UnknownIssuer
             | R::UntrustedChain
+            | R::ChainTooLarge
+            | R::SignatureBudgetExceeded
             | R::Expired
             | R::NotYetValid
             | R::BadKeyUsage

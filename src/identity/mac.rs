@@ -248,18 +248,24 @@ impl fmt::Display for MacSource {
 }
 
 /// Reads the MAC from `cert` trying `sources` in order: the first source holding a MAC wins
-/// (so an operator profile can read `cn, san_uri` where the CN is a descriptive name). Several
-/// different MACs in one source is an error at once. Without any MAC, the error of the first
-/// source that had a value (a malformed MAC says more than an absent attribute) is returned.
+/// (so an operator profile can read `cn, san_uri` where the CN is a descriptive name), but every
+/// other source is read as well and a different MAC anywhere makes the certificate
+/// [`MacError::Ambiguous`]: which of two MACs a certificate "means" must never depend on the
+/// order of `mac_from`. Without any MAC, the error of the first source that had a value (a
+/// malformed MAC says more than an absent attribute) is returned.
 pub fn mac_from_certificate(
     cert: &X509Certificate<'_>,
     sources: &[MacSource],
 ) -> Result<MacAddress, MacError> {
+    let mut found: Option<MacAddress> = None;
     let mut missing = None;
     let mut malformed = None;
     for &source in sources {
         match mac_from_source(cert, source) {
-            Ok(mac) => return Ok(mac),
+            Ok(mac) => match found {
+                Some(previous) if previous != mac => return Err(MacError::Ambiguous(source)),
+                _ => found = Some(mac),
+            },
             Err(error @ MacError::Ambiguous(_)) => return Err(error),
             Err(MacError::Missing(_)) => {
                 missing.get_or_insert(MacError::Missing(source));
@@ -269,12 +275,20 @@ pub fn mac_from_certificate(
             }
         }
     }
+    if let Some(mac) = found {
+        return Ok(mac);
+    }
     Err(malformed
         .or(missing)
         .unwrap_or(MacError::Missing(MacSource::CommonName)))
 }
 
 /// Reads the MAC from one place in `cert`.
+///
+/// A subject attribute (CN, serialNumber, ST, OU) must appear once: a DN with two CNs, say
+/// one MAC and one junk value, is [`MacError::Ambiguous`], never read "on the MAC". SAN entries
+/// are a list by design (RFC 5280 §4.2.1.6), so there the entries that are not MACs are
+/// ignored, but two different MACs are still ambiguous.
 pub fn mac_from_source(
     cert: &X509Certificate<'_>,
     source: MacSource,
@@ -289,8 +303,12 @@ pub fn mac_from_source(
         MacSource::SanUri => san_values(cert, true),
         MacSource::SanDns => san_values(cert, false),
     };
-    if values.is_empty() {
+    let attributes = subject_attribute_count(cert, source);
+    if values.is_empty() && attributes == 0 {
         return Err(MacError::Missing(source));
+    }
+    if attributes > 1 {
+        return Err(MacError::Ambiguous(source));
     }
     let mut found: Option<MacAddress> = None;
     let mut rejected: Option<String> = None;
@@ -311,8 +329,26 @@ pub fn mac_from_source(
             from: source,
             value,
         }),
-        (None, None) => Err(MacError::Missing(source)),
+        // An attribute is there but in a string type x509-parser cannot render: present,
+        // and not a MAC.
+        (None, None) => Err(MacError::NotAMac {
+            from: source,
+            value: "(undecodable string)".to_owned(),
+        }),
     }
+}
+
+/// How many subject attributes of `source`'s type the certificate has (0 for SAN sources),
+/// counting those whose string type cannot be decoded too.
+fn subject_attribute_count(cert: &X509Certificate<'_>, source: MacSource) -> usize {
+    let oid = match source {
+        MacSource::CommonName | MacSource::CommonNameSep => &OID_X509_COMMON_NAME,
+        MacSource::SerialNumberSuffix => &OID_X509_SERIALNUMBER,
+        MacSource::StateOrProvince => &OID_X509_STATE_OR_PROVINCE_NAME,
+        MacSource::OrganizationalUnit => &OID_X509_ORGANIZATIONAL_UNIT,
+        MacSource::SanUri | MacSource::SanDns => return 0,
+    };
+    cert.subject().iter_by_oid(oid).count()
 }
 
 /// The MAC in one attribute/SAN value according to `source`'s shape.

@@ -51,9 +51,15 @@ pub struct VendorProfile {
     pub ouis: Vec<Oui>,
     /// What to do with a MAC outside `ouis`.
     pub oui_policy: OuiPolicy,
-    /// A certificate of this vendor without a MAC is the vendor's shared non-unique certificate
-    /// (true for snom and yealink); otherwise it is refused as "no MAC".
+    /// A certificate of this vendor with no value at all where the MAC is read is the
+    /// vendor's shared non-unique certificate (true for snom and yealink); otherwise it is
+    /// refused as "no MAC".
     pub has_shared_certificate: bool,
+    /// Subject CNs (exact, ASCII case-insensitive) that name the vendor's shared certificate
+    /// although the MAC source holds a value (`vendors.<name>.shared_cert_names`). Empty by
+    /// default: a value that is present but not a MAC is a broken device certificate, never
+    /// "shared" by accident (issue 11 point 9).
+    pub shared_cert_names: Vec<String>,
 }
 
 /// What a profile makes of a certificate whose chain already verified.
@@ -138,6 +144,7 @@ impl VendorProfile {
             ouis: ouis.iter().copied().map(Oui::new).collect(),
             oui_policy: OuiPolicy::Warn,
             has_shared_certificate: shared,
+            shared_cert_names: Vec::new(),
         })
     }
 
@@ -150,6 +157,7 @@ impl VendorProfile {
         self.legacy_crypto = config.legacy_crypto;
         self.shared_certs = config.shared_certs;
         self.oui_policy = config.oui_policy;
+        self.shared_cert_names = config.shared_cert_names.clone();
         if let Some(value) = &config.mac_from {
             self.mac_from =
                 MacSource::parse_list(value).map_err(|word| IdentityError::BadMacFrom {
@@ -175,7 +183,7 @@ impl VendorProfile {
     pub fn identify(&self, cert: &X509Certificate<'_>) -> Identification {
         let mac = match mac_from_certificate(cert, &self.mac_from) {
             Ok(mac) => mac,
-            Err(error) => return self.identify_without_mac(&error),
+            Err(error) => return self.identify_without_mac(cert, &error),
         };
         let outside_ouis = !self.ouis.is_empty() && !self.ouis.iter().any(|o| o.contains(&mac));
         if outside_ouis && self.oui_policy == OuiPolicy::Refuse {
@@ -187,12 +195,35 @@ impl VendorProfile {
         Identification::Device { mac, outside_ouis }
     }
 
-    fn identify_without_mac(&self, error: &MacError) -> Identification {
-        // Only a certificate with no value at all where the MAC belongs is the shared one; a
-        // malformed value is a broken device certificate.
-        let missing = matches!(error, MacError::Missing(_) | MacError::NotAMac { .. });
-        if !(self.has_shared_certificate && missing) {
-            return Identification::Refuse(HandshakeRejection::NoMac, error.to_string());
+    fn identify_without_mac(&self, cert: &X509Certificate<'_>, error: &MacError) -> Identification {
+        let shared = match error {
+            // Two CNs, two MACs: which one the certificate "means" is the attacker's choice.
+            MacError::Ambiguous(_) => {
+                return Identification::Refuse(
+                    HandshakeRejection::AmbiguousSubject,
+                    error.to_string(),
+                )
+            }
+            // Nothing at all where the MAC belongs: the vendor's shared certificate, if the
+            // vendor has one.
+            MacError::Missing(_) => self.has_shared_certificate,
+            // A value that is not a MAC is a broken (or foreign) device certificate, unless the
+            // operator named this exact subject as the vendor's shared certificate.
+            MacError::NotAMac { .. } | MacError::Malformed | MacError::MalformedOui => {
+                self.is_named_shared_certificate(cert)
+            }
+        };
+        if !shared {
+            let hint = if matches!(error, MacError::NotAMac { .. }) {
+                format!(
+                    "; if this is the vendor's shared certificate, list its CN in \
+                     vendors.{}.shared_cert_names",
+                    self.name
+                )
+            } else {
+                String::new()
+            };
+            return Identification::Refuse(HandshakeRejection::NoMac, format!("{error}{hint}"));
         }
         match self.shared_certs {
             SharedCertPolicy::Shared => Identification::Shared,
@@ -205,6 +236,23 @@ impl VendorProfile {
                 ),
             ),
         }
+    }
+
+    /// Whether the subject has exactly one CN and it is one of `shared_cert_names`.
+    fn is_named_shared_certificate(&self, cert: &X509Certificate<'_>) -> bool {
+        if self.shared_cert_names.is_empty() {
+            return false;
+        }
+        let mut names = cert.subject().iter_common_name();
+        let (Some(only), None) = (names.next(), names.next()) else {
+            return false;
+        };
+        let Ok(cn) = only.as_str() else {
+            return false;
+        };
+        self.shared_cert_names
+            .iter()
+            .any(|n| n.trim().eq_ignore_ascii_case(cn.trim()))
     }
 }
 
@@ -249,6 +297,7 @@ pub fn profiles_from_config(
                     ouis: Vec::new(),
                     oui_policy: OuiPolicy::Warn,
                     has_shared_certificate: false,
+                    shared_cert_names: Vec::new(),
                 }
             }
         };
@@ -373,5 +422,175 @@ mod tests {
         let profiles = profiles_from_config(&config, Path::new("x")).unwrap();
         let acme = profiles.iter().find(|p| p.name == "acme").unwrap();
         assert_eq!(acme.mac_from, [MacSource::OrganizationalUnit]);
+    }
+
+    /// A self-signed certificate with these subject attributes and SAN URIs (the chain is not
+    /// what `identify` looks at).
+    fn cert_der(subject: &[(rcgen::DnType, &str)], san_uris: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        for (ty, value) in subject {
+            dn.push(ty.clone(), *value);
+        }
+        params.distinguished_name = dn;
+        params.subject_alt_names = san_uris
+            .iter()
+            .map(|u| rcgen::SanType::URI((*u).try_into().unwrap()))
+            .collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn identify(profile: &VendorProfile, der: &[u8]) -> Identification {
+        let cert = crate::identity::chain::parse_certificate(der).unwrap();
+        profile.identify(&cert)
+    }
+
+    fn refusal(identification: Identification) -> HandshakeRejection {
+        match identification {
+            Identification::Refuse(reason, _) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn builtin(name: &str, shared: SharedCertPolicy) -> VendorProfile {
+        let mut profile = VendorProfile::builtin(name, Path::new("x")).unwrap();
+        profile.shared_certs = shared;
+        profile
+    }
+
+    use rcgen::DnType;
+
+    /// A second CN: rcgen keeps one value per attribute type, but a custom type with the CN
+    /// OID (2.5.4.3) is another map key and encodes as another CN.
+    fn second_cn() -> DnType {
+        DnType::CustomDnType(vec![2, 5, 4, 3])
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_mac_is_no_mac_even_when_shared_certificates_are_accepted() {
+        let snom = builtin("snom", SharedCertPolicy::Shared);
+        let junk = cert_der(
+            &[
+                (DnType::OrganizationName, "snom technology AG"),
+                (DnType::CommonName, "evil"),
+            ],
+            &[],
+        );
+        assert_eq!(refusal(identify(&snom, &junk)), HandshakeRejection::NoMac);
+        // Yealink reads serialNumber: present but not a MAC is no_mac too.
+        let yealink = builtin("yealink", SharedCertPolicy::Shared);
+        let junk = cert_der(
+            &[
+                (DnType::CommonName, "yealink.com"),
+                (DnType::CustomDnType(vec![2, 5, 4, 5]), "not-a-serial"),
+            ],
+            &[],
+        );
+        assert_eq!(
+            refusal(identify(&yealink, &junk)),
+            HandshakeRejection::NoMac
+        );
+    }
+
+    #[test]
+    fn the_genuine_shared_certificates_are_still_shared() {
+        // Snom 3xx/PA1/MP: no CN at all where Snom puts the MAC.
+        let snom_shared = cert_der(&[(DnType::OrganizationName, "snom technology AG")], &[]);
+        assert_eq!(
+            identify(&builtin("snom", SharedCertPolicy::Shared), &snom_shared),
+            Identification::Shared
+        );
+        assert_eq!(
+            refusal(identify(
+                &builtin("snom", SharedCertPolicy::Reject),
+                &snom_shared
+            )),
+            HandshakeRejection::SharedCertificateRefused
+        );
+        // Yealink's generic certificate: the constant CN, no serialNumber.
+        let yealink_generic = cert_der(&[(DnType::CommonName, "yealink.com")], &[]);
+        assert_eq!(
+            identify(
+                &builtin("yealink", SharedCertPolicy::Shared),
+                &yealink_generic
+            ),
+            Identification::Shared
+        );
+        // Polycom has no shared certificate: no CN is no_mac.
+        assert_eq!(
+            refusal(identify(
+                &builtin("polycom", SharedCertPolicy::Shared),
+                &snom_shared
+            )),
+            HandshakeRejection::NoMac
+        );
+        // A CN the operator named as the shared certificate (exactly one CN, any case).
+        let mut named = builtin("snom", SharedCertPolicy::Shared);
+        named.shared_cert_names = vec!["Snom 3xx".into()];
+        let listed = cert_der(&[(DnType::CommonName, "snom 3XX")], &[]);
+        assert_eq!(identify(&named, &listed), Identification::Shared);
+        let other = cert_der(&[(DnType::CommonName, "snom 3xx evil")], &[]);
+        assert_eq!(refusal(identify(&named, &other)), HandshakeRejection::NoMac);
+    }
+
+    #[test]
+    fn two_common_names_or_two_macs_are_ambiguous() {
+        let snom = builtin("snom", SharedCertPolicy::Shared);
+        for subject in [
+            vec![(DnType::CommonName, "000413A1B2C3"), (second_cn(), "junk")],
+            vec![(DnType::CommonName, "junk"), (second_cn(), "000413A1B2C3")],
+            vec![
+                (DnType::CommonName, "000413A1B2C3"),
+                (second_cn(), "000413A1B2C4"),
+            ],
+            vec![
+                (DnType::CommonName, "000413A1B2C3"),
+                (second_cn(), "000413A1B2C3"),
+            ],
+        ] {
+            let der = cert_der(&subject, &[]);
+            let parsed = crate::identity::chain::parse_certificate(&der).unwrap();
+            assert_eq!(parsed.subject().iter_common_name().count(), 2);
+            assert_eq!(
+                refusal(identify(&snom, &der)),
+                HandshakeRejection::AmbiguousSubject,
+                "{subject:?}"
+            );
+        }
+        // Two sources, two different MACs: ambiguous, whichever source comes first.
+        let mut operator = builtin("operator", SharedCertPolicy::Reject);
+        let der = cert_der(
+            &[(DnType::CommonName, "000413A1B2C3")],
+            &["urn:dev:mac:000413a1b2c4"],
+        );
+        assert_eq!(
+            refusal(identify(&operator, &der)),
+            HandshakeRejection::AmbiguousSubject
+        );
+        operator.mac_from = vec![MacSource::SanUri, MacSource::CommonName];
+        assert_eq!(
+            refusal(identify(&operator, &der)),
+            HandshakeRejection::AmbiguousSubject
+        );
+        // The same MAC in both places, or a descriptive CN beside the SAN MAC: one device.
+        let same = cert_der(
+            &[(DnType::CommonName, "000413A1B2C3")],
+            &["urn:dev:mac:000413a1b2c3"],
+        );
+        let descriptive = cert_der(
+            &[(DnType::CommonName, "Desk phone 4")],
+            &["urn:dev:mac:000413a1b2c3", "https://example.com/device"],
+        );
+        let mac = MacAddress::parse("000413a1b2c3").unwrap();
+        for der in [same, descriptive] {
+            assert_eq!(
+                identify(&operator, &der),
+                Identification::Device {
+                    mac,
+                    outside_ouis: false
+                }
+            );
+        }
     }
 }

@@ -24,6 +24,12 @@ pub enum HandshakeRejection {
     /// The chain names a configured CA but does not verify (bad signature, broken path, a
     /// non-CA certificate used as issuer, path too long, unsupported algorithm).
     UntrustedChain,
+    /// The client presented more certificates or bytes than `tls.max_client_chain_certs` /
+    /// `tls.max_client_chain_bytes`.
+    ChainTooLarge,
+    /// Path building spent its signature checks (`chain::MAX_SIGNATURE_CHECKS`) without a
+    /// path: many candidate issuers with the same name.
+    SignatureBudgetExceeded,
     /// A certificate in the chain is past its notAfter.
     Expired,
     /// A certificate in the chain is before its notBefore.
@@ -36,6 +42,9 @@ pub enum HandshakeRejection {
     LegacyCryptoRefused,
     /// The certificate verified but carries no MAC where the vendor profile looks.
     NoMac,
+    /// The subject names the MAC ambiguously: a MAC attribute twice (two CNs), or two
+    /// different MACs in the places the vendor profile reads.
+    AmbiguousSubject,
     /// The vendor's shared non-unique certificate, and `shared_certs = "reject"`.
     SharedCertificateRefused,
     /// The MAC is outside the vendor's OUIs and `oui_policy = "refuse"`.
@@ -44,6 +53,9 @@ pub enum HandshakeRejection {
     MacNotInInventory,
     /// The client sent no certificate and `client_cert = "required"`.
     NoCertificate,
+    /// No certificate (`client_cert = "optional"` or `"off"`), and the source address is not in
+    /// the inventory's `anonymous.networks` (or no anonymous users are configured).
+    AnonymousNotAllowed,
     /// No common TLS version, cipher suite or signature scheme, or not TLS at all.
     ProtocolMismatch,
     /// The phone refused pbx-edge's server certificate (its alert: bad/unknown/expired
@@ -55,19 +67,23 @@ pub enum HandshakeRejection {
 
 impl HandshakeRejection {
     /// Every variant, for exporting zero-valued series and for tests.
-    pub const ALL: [HandshakeRejection; 15] = [
+    pub const ALL: [HandshakeRejection; 19] = [
         Self::UnknownIssuer,
         Self::UntrustedChain,
+        Self::ChainTooLarge,
+        Self::SignatureBudgetExceeded,
         Self::Expired,
         Self::NotYetValid,
         Self::BadKeyUsage,
         Self::Revoked,
         Self::LegacyCryptoRefused,
         Self::NoMac,
+        Self::AmbiguousSubject,
         Self::SharedCertificateRefused,
         Self::MacOutsideOuis,
         Self::MacNotInInventory,
         Self::NoCertificate,
+        Self::AnonymousNotAllowed,
         Self::ProtocolMismatch,
         Self::PeerRefusedServerCertificate,
         Self::Other,
@@ -78,16 +94,20 @@ impl HandshakeRejection {
         match self {
             Self::UnknownIssuer => "issuer_unknown",
             Self::UntrustedChain => "untrusted_chain",
+            Self::ChainTooLarge => "chain_too_large",
+            Self::SignatureBudgetExceeded => "signature_budget_exceeded",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::BadKeyUsage => "bad_key_usage",
             Self::Revoked => "revoked",
             Self::LegacyCryptoRefused => "legacy_crypto_refused",
             Self::NoMac => "no_mac",
+            Self::AmbiguousSubject => "ambiguous_subject",
             Self::SharedCertificateRefused => "shared_cert_refused",
             Self::MacOutsideOuis => "mac_outside_ouis",
             Self::MacNotInInventory => "mac_not_in_inventory",
             Self::NoCertificate => "no_certificate",
+            Self::AnonymousNotAllowed => "anonymous_not_allowed",
             Self::ProtocolMismatch => "protocol_mismatch",
             Self::PeerRefusedServerCertificate => "peer_refused_server_certificate",
             Self::Other => "other",
@@ -99,6 +119,10 @@ impl HandshakeRejection {
         match self {
             Self::UnknownIssuer => "issuer is not a configured vendor CA",
             Self::UntrustedChain => "certificate chain does not verify",
+            Self::ChainTooLarge => "client certificate chain too large",
+            Self::SignatureBudgetExceeded => {
+                "certificate chain needs too many signature checks to build a path"
+            }
             Self::Expired => "certificate expired",
             Self::NotYetValid => "certificate not yet valid",
             Self::BadKeyUsage => "key usage does not allow TLS client authentication",
@@ -107,10 +131,14 @@ impl HandshakeRejection {
                 "legacy crypto (SHA-1 or RSA < 2048) refused: vendor has no legacy_crypto = true"
             }
             Self::NoMac => "no MAC in certificate",
+            Self::AmbiguousSubject => "ambiguous subject: the MAC attribute twice, or two MACs",
             Self::SharedCertificateRefused => "shared non-unique certificate refused",
             Self::MacOutsideOuis => "MAC outside the vendor's OUIs",
             Self::MacNotInInventory => "MAC not in inventory",
             Self::NoCertificate => "no client certificate",
+            Self::AnonymousNotAllowed => {
+                "no client certificate, and anonymous phones are not allowed from this source"
+            }
             Self::ProtocolMismatch => "TLS protocol or cipher mismatch",
             Self::PeerRefusedServerCertificate => "the phone refused the server certificate",
             Self::Other => "other handshake failure",

@@ -24,7 +24,7 @@ use crate::identity::profile::{profiles_from_config, CaSource, VendorProfile};
 use crate::identity::rejection::HandshakeCounters;
 use crate::identity::revocation::MacDenyList;
 use crate::identity::server_config::build_server_config;
-use crate::identity::verify::{DeviceCertVerifier, TrustState, VendorTrust};
+use crate::identity::verify::{ChainLimits, DeviceCertVerifier, TrustState, VendorTrust};
 
 /// Where the shipped vendor CAs live, relative to the working directory.
 pub const DEFAULT_CA_DIR: &str = "config/ca";
@@ -146,6 +146,10 @@ pub fn load_trust(config: &Config, ca_dir: &Path) -> Result<TrustState, Identity
         vendors,
         inventory,
         deny_list,
+        limits: ChainLimits {
+            max_certs: config.tls.max_client_chain_certs,
+            max_bytes: config.tls.max_client_chain_bytes,
+        },
     })
 }
 

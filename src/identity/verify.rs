@@ -1,8 +1,14 @@
 //! The client-certificate verifier for the phone listener, and [`identity_of`].
 //!
 //! [`TrustState::verify`] is the whole verdict, in this order:
+//! 0. the presented chain's size: more than `tls.max_client_chain_certs` certificates or
+//!    `tls.max_client_chain_bytes` bytes → `chain_too_large`, before anything is parsed;
 //! 1. path building against each enabled vendor's CA bundle (`chain::build_path`): no vendor CA
-//!    named → `issuer_unknown`; named but broken → `untrusted_chain`;
+//!    named → `issuer_unknown`; named but broken → `untrusted_chain`. Only vendors whose CA is
+//!    named as issuer somewhere in the chain are tried (a name comparison, no signature), and
+//!    all of them together spend at most `chain::MAX_SIGNATURE_CHECKS` signature checks
+//!    (`signature_budget_exceeded`), so an unauthenticated client cannot buy hundreds of
+//!    signature verifications with one Certificate message;
 //! 2. legacy crypto (SHA-1, RSA < 2048): refused unless the vendor has `legacy_crypto = true`,
 //!    then verified by `chain::verify_legacy_path` (webpki refuses SHA-1 outright); otherwise
 //!    webpki verifies (validity, key usage/EKU, CRLs);
@@ -25,7 +31,8 @@ use x509_parser::public_key::PublicKey;
 
 use crate::config::ClientCertMode;
 use crate::identity::chain::{
-    build_path, legacy_findings, parse_certificate, verify_legacy_path, LegacyFinding, PathOutcome,
+    build_path_within, legacy_findings, names_a_bundle_ca, parse_certificate, verify_legacy_path,
+    CertPath, LegacyFinding, PathOutcome, SignatureBudget,
 };
 use crate::identity::inventory::Inventory;
 use crate::identity::profile::{Identification, VendorProfile};
@@ -56,6 +63,59 @@ pub struct TrustState {
     pub inventory: Inventory,
     /// Revoked MACs.
     pub deny_list: MacDenyList,
+    /// Size caps on the chain a client presents.
+    pub limits: ChainLimits,
+}
+
+/// Caps on a presented client chain (`tls.max_client_chain_certs`,
+/// `tls.max_client_chain_bytes`), checked before any parsing or signature work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainLimits {
+    /// Certificates, the end entity included.
+    pub max_certs: usize,
+    /// Sum of the DER sizes.
+    pub max_bytes: usize,
+}
+
+impl ChainLimits {
+    /// Defaults: real device chains are 1-3 certificates of 0.5-2 KB (Snom: device +
+    /// "Snom Phone 1"; Cisco: MIC + manufacturing CA), so 8 certificates / 32 KiB leaves room
+    /// for a vendor that also sends its root or a longer operator chain.
+    pub const DEFAULT: Self = Self {
+        max_certs: 8,
+        max_bytes: 32 * 1024,
+    };
+
+    /// Why `end_entity` + `intermediates` exceed the caps, if they do.
+    pub fn exceeded(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Option<String> {
+        let count = intermediates.len().saturating_add(1);
+        let bytes = intermediates
+            .iter()
+            .fold(end_entity.len(), |sum, c| sum.saturating_add(c.len()));
+        if count > self.max_certs {
+            Some(format!(
+                "{count} certificates presented; tls.max_client_chain_certs = {}",
+                self.max_certs
+            ))
+        } else if bytes > self.max_bytes {
+            Some(format!(
+                "{bytes} bytes of certificates presented; tls.max_client_chain_bytes = {}",
+                self.max_bytes
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+impl Default for ChainLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// A certificate chain that passed every check.
@@ -69,9 +129,10 @@ pub struct VerifiedDevice {
     pub outside_ouis: bool,
 }
 
-/// The chain's vendor and what its profile reads, before time-dependent checks.
+/// The chain's vendor and its path, before time-dependent checks.
 struct Matched<'t> {
     vendor: &'t VendorTrust,
+    path: CertPath<'t>,
     legacy: Vec<LegacyFinding>,
 }
 
@@ -105,7 +166,20 @@ impl TrustState {
                     "no usable CA".into(),
                 )
             })?;
-            if let Err(error) = webpki.verify_client_cert(end_entity, intermediates, now) {
+            // webpki gets only the intermediates of the path found above, not everything the
+            // client sent: its own path search over many same-name candidates is
+            // combinatorial (it gives up after 100 signature checks, a cost an
+            // unauthenticated client could ask for on every handshake). It still verifies that
+            // path in full: signatures, validity, key usage, EKU, CRLs.
+            let path_intermediates: Vec<CertificateDer<'_>> = matched
+                .path
+                .certs
+                .get(1..matched.path.certs.len().saturating_sub(1))
+                .unwrap_or_default()
+                .iter()
+                .map(|der| CertificateDer::from(*der))
+                .collect();
+            if let Err(error) = webpki.verify_client_cert(end_entity, &path_intermediates, now) {
                 let reason = match &error {
                     TlsError::InvalidCertificate(e) => {
                         HandshakeRejection::from_certificate_error(e)
@@ -127,19 +201,10 @@ impl TrustState {
                     ),
                 ));
             }
-            let chain: Vec<&[u8]> = intermediates.iter().map(|c| c.as_ref()).collect();
-            let bundle: Vec<&[u8]> = vendor.cas.iter().map(|c| c.der.as_ref()).collect();
-            let PathOutcome::Found(path) = build_path(end_entity, &chain, &bundle) else {
-                // match_vendor found this path a moment ago from the same inputs.
-                return Err(reject(
-                    HandshakeRejection::UntrustedChain,
-                    Some(vendor),
-                    String::new(),
-                ));
-            };
+            let path = &matched.path;
             let crls: Vec<&[u8]> = vendor.crls.iter().map(|c| c.as_ref()).collect();
             let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-            verify_legacy_path(&path, &crls, now_secs)
+            verify_legacy_path(path, &crls, now_secs)
                 .map_err(|(reason, detail)| reject(reason, Some(vendor), detail))?;
         }
 
@@ -220,13 +285,28 @@ impl TrustState {
         }
     }
 
-    /// The first vendor whose CA bundle the chain leads to.
+    /// The first vendor whose CA bundle the chain leads to. Refuses an oversized chain before
+    /// parsing it, tries only the vendors whose CA the chain names (by DN), and spends one
+    /// [`SignatureBudget`] over all of them.
     #[allow(clippy::type_complexity)]
-    fn match_vendor(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-    ) -> Result<Matched<'_>, (HandshakeRejection, Option<&VendorTrust>, String)> {
+    fn match_vendor<'a>(
+        &'a self,
+        end_entity: &'a CertificateDer<'_>,
+        intermediates: &'a [CertificateDer<'_>],
+    ) -> Result<Matched<'a>, (HandshakeRejection, Option<&'a VendorTrust>, String)> {
+        self.match_vendor_within(end_entity, intermediates, &mut SignatureBudget::default())
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn match_vendor_within<'a>(
+        &'a self,
+        end_entity: &'a CertificateDer<'_>,
+        intermediates: &'a [CertificateDer<'_>],
+        budget: &mut SignatureBudget,
+    ) -> Result<Matched<'a>, (HandshakeRejection, Option<&'a VendorTrust>, String)> {
+        if let Some(detail) = self.limits.exceeded(end_entity, intermediates) {
+            return Err((HandshakeRejection::ChainTooLarge, None, detail));
+        }
         if parse_certificate(end_entity).is_none() {
             return Err((
                 HandshakeRejection::Other,
@@ -238,17 +318,34 @@ impl TrustState {
         let mut broken: Option<(&VendorTrust, String)> = None;
         for vendor in &self.vendors {
             let bundle: Vec<&[u8]> = vendor.cas.iter().map(|c| c.der.as_ref()).collect();
-            match build_path(end_entity, &chain, &bundle) {
+            if !names_a_bundle_ca(end_entity, &chain, &bundle) {
+                continue;
+            }
+            match build_path_within(end_entity, &chain, &bundle, budget) {
                 PathOutcome::Found(path) => {
+                    let legacy = legacy_findings(&path);
                     return Ok(Matched {
                         vendor,
-                        legacy: legacy_findings(&path),
+                        path,
+                        legacy,
                     });
                 }
                 PathOutcome::Broken(detail) => {
                     broken.get_or_insert((vendor, detail));
                 }
                 PathOutcome::NoIssuer => {}
+                PathOutcome::BudgetExhausted => {
+                    return Err((
+                        HandshakeRejection::SignatureBudgetExceeded,
+                        Some(vendor),
+                        format!(
+                            "no path after {} signature checks over {} presented \
+                             certificates",
+                            budget.spent(),
+                            chain.len() + 1
+                        ),
+                    ));
+                }
             }
         }
         Err(match broken {
@@ -471,5 +568,154 @@ impl ClientCertVerifier for DeviceCertVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::VendorConfig;
+    use crate::identity::profile::profiles_from_config;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    struct TestCa {
+        params: CertificateParams,
+        key: KeyPair,
+        der: CertificateDer<'static>,
+    }
+
+    fn ca(cn: &str, parent: Option<&TestCa>) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = match parent {
+            Some(p) => params
+                .signed_by(&key, &Issuer::from_params(&p.params, &p.key))
+                .unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        TestCa {
+            der: cert.der().clone(),
+            params,
+            key,
+        }
+    }
+
+    fn trust(vendors: Vec<(&str, &TestCa)>) -> TrustState {
+        let names: BTreeMap<String, VendorConfig> = vendors
+            .iter()
+            .map(|(name, _)| {
+                (
+                    (*name).to_owned(),
+                    VendorConfig {
+                        ca: vec![PathBuf::from("unused.pem")],
+                        mac_from: Some("cn".into()),
+                        ..VendorConfig::default()
+                    },
+                )
+            })
+            .collect();
+        let profiles = profiles_from_config(&names, Path::new("x")).unwrap();
+        TrustState {
+            vendors: vendors
+                .iter()
+                .map(|(name, root)| VendorTrust {
+                    profile: profiles.iter().find(|p| p.name == *name).unwrap().clone(),
+                    cas: vec![TrustedCa {
+                        der: root.der.clone(),
+                        file: PathBuf::from("unused.pem"),
+                    }],
+                    crls: Vec::new(),
+                    webpki: None,
+                })
+                .collect(),
+            inventory: Inventory::default(),
+            deny_list: MacDenyList::default(),
+            limits: ChainLimits::DEFAULT,
+        }
+    }
+
+    #[test]
+    fn only_vendors_whose_ca_the_chain_names_spend_signature_checks() {
+        // Issue 11 point 6: three vendors before the right one. Path building does not depend
+        // on the vendor until the anchor, so trying each would verify the device's signature
+        // under its intermediate once per vendor; picked by issuer name, only the right
+        // vendor's path is built: 2 checks (device by intermediate, intermediate by root).
+        let others: Vec<TestCa> = ["A root", "B root", "C root"]
+            .iter()
+            .map(|cn| ca(cn, None))
+            .collect();
+        let root = ca("Snom root", None);
+        let phone = ca("Snom Phone 1", Some(&root));
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "000413A1B2C3");
+        let leaf = params
+            .signed_by(&key, &Issuer::from_params(&phone.params, &phone.key))
+            .unwrap()
+            .der()
+            .clone();
+        let state = trust(vec![
+            ("acme", &others[0]),
+            ("bcme", &others[1]),
+            ("ccme", &others[2]),
+            ("snom", &root),
+        ]);
+        let intermediates = [phone.der.clone()];
+        let mut budget = SignatureBudget::default();
+        let matched = state
+            .match_vendor_within(&leaf, &intermediates, &mut budget)
+            .map_err(|(reason, _, detail)| format!("{reason:?}: {detail}"))
+            .unwrap();
+        assert_eq!(matched.vendor.profile.name, "snom");
+        assert_eq!(budget.spent(), 2);
+    }
+
+    #[test]
+    fn the_signature_budget_is_shared_by_all_vendors_of_one_verdict() {
+        // Junk intermediates named like the device's issuer, each also naming one vendor's
+        // CA as its issuer so that every vendor is a candidate: the verdict stops at
+        // MAX_SIGNATURE_CHECKS in total, with its own reason.
+        let roots: Vec<TestCa> = ["A root", "B root", "C root", "D root"]
+            .iter()
+            .map(|cn| ca(cn, None))
+            .collect();
+        let phone = ca("Phone CA", Some(&roots[3]));
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "000413A1B2C3");
+        let leaf = params
+            .signed_by(&key, &Issuer::from_params(&phone.params, &phone.key))
+            .unwrap()
+            .der()
+            .clone();
+        let mut junk = Vec::new();
+        for root in roots.iter().cycle().take(40) {
+            // Subject "Phone CA" (a candidate issuer of the leaf), issued by a vendor root.
+            junk.push(ca("Phone CA", Some(root)).der);
+        }
+        let mut state = trust(vec![
+            ("acme", &roots[0]),
+            ("bcme", &roots[1]),
+            ("ccme", &roots[2]),
+            ("dcme", &roots[3]),
+        ]);
+        state.limits = ChainLimits {
+            max_certs: 1000,
+            max_bytes: 1 << 20,
+        };
+        let mut budget = SignatureBudget::default();
+        let Err((reason, _, _)) = state.match_vendor_within(&leaf, &junk, &mut budget) else {
+            panic!("the junk chain must be refused");
+        };
+        assert_eq!(reason, HandshakeRejection::SignatureBudgetExceeded);
+        assert_eq!(budget.spent(), crate::identity::chain::MAX_SIGNATURE_CHECKS);
     }
 }

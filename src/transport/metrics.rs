@@ -134,6 +134,10 @@ pub struct TlsMetrics {
     /// `pbx_edge_tls_connections_refused_total{reason}`: closed at accept by the connection
     /// limits (`max_connections`, `max_connections_per_ip`).
     pub connections_refused: IntCounterVec,
+    /// `pbx_edge_tls_connections_revoked_total{reason}`: open connections closed because their
+    /// certificate (or anonymous source) no longer passes the verdict, after an identity
+    /// reload or at a certificate's notAfter; `reason` is the handshake reason label.
+    pub connections_revoked: IntCounterVec,
 }
 
 impl TlsMetrics {
@@ -158,9 +162,17 @@ impl TlsMetrics {
                 ),
                 &["reason"],
             )?,
+            connections_revoked: IntCounterVec::new(
+                Opts::new(
+                    "pbx_edge_tls_connections_revoked_total",
+                    "Open phone TLS connections closed because their certificate no longer passes (identity reload, or a certificate's notAfter passed), by reason.",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(m.connections_active.clone()))?;
         registry.register(Box::new(m.connections_refused.clone()))?;
+        registry.register(Box::new(m.connections_revoked.clone()))?;
         registry.register(Box::new(m.handshakes_ok.clone()))?;
         Ok(m)
     }

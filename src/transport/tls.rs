@@ -1,23 +1,40 @@
 //! The phone-facing TLS accept loop: takes the current `ServerConfig` for every accept (so a
 //! reload applies to new connections at once), bounds the handshake in time, classifies and
 //! counts failures, and hands every established connection to a handler.
+//!
+//! Revocation without a gap (issue 11 point 4): the verifier ran against the snapshot of the
+//! moment the connection was accepted, so once the handshake completes the whole verdict runs
+//! again against the newest snapshot ([`crate::identity::revocation::admit`]) before the
+//! handler reads a byte; a refusal is counted in `pbx_edge_tls_handshake_failures_total` under
+//! the verdict's reason. While a SIP connection is open it is re-verified on every identity
+//! reload and when a certificate of its chain reaches its notAfter; a refusal then closes it,
+//! counted in `pbx_edge_tls_connections_revoked_total{reason}` (the provisioning gateway
+//! re-verifies per HTTP request instead). Connections without a certificate are held to
+//! `anonymous.networks` the same way (point 8).
 
 use super::limits::ConnectionLimiter;
 use super::metrics::TlsMetrics;
 use crate::app::ServerConfigs;
-use crate::identity::HandshakeCounters;
+use crate::identity::revocation::{admit, next_expiry};
+use crate::identity::{HandshakeCounters, IdentitySnapshot};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Shortest gap between two log lines about refused connections.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Longest single wait for a certificate's notAfter: the deadline is re-read from the wall
+/// clock after each wait (tokio timers are monotonic; the certificate's end is wall-clock time).
+const EXPIRY_RECHECK: Duration = Duration::from_secs(3600);
 
 /// What runs an established phone connection; returns when the connection is done.
 pub type ConnectionHandler = Arc<
@@ -67,6 +84,10 @@ pub async fn accept_loop(
     let mut refusal_logged: Option<std::time::Instant> = None;
     let mut refused_since_log = 0u64;
     let listener_name = server_configs.1.label();
+    // SIP connections are long-lived and carry calls: they are re-verified while open. The
+    // provisioning gateway re-runs the whole verdict for every HTTP request (and answers 403),
+    // so an open HTTPS connection never serves a request past a revocation or a notAfter.
+    let supervised = server_configs.1 == crate::app::TlsListener::Sip;
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -108,6 +129,7 @@ pub async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(server_configs.current());
+        let snapshots = server_configs.0.clone();
         let metrics = metrics.clone();
         let counters = counters.clone();
         let handler = handler.clone();
@@ -143,10 +165,107 @@ pub async fn accept_loop(
                 }
                 Ok(Ok(s)) => s,
             };
+            let certificates: Vec<CertificateDer<'static>> = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
+            // The verdict again, against the newest snapshot, before any application byte;
+            // `borrow_and_update` marks that snapshot seen, so any later reload wakes the
+            // supervision below: there is no moment in which a reload goes unnoticed.
+            let mut snapshots = snapshots;
+            let snapshot = snapshots.borrow_and_update().clone();
+            if let Err(rejection) = admit(&certificates, &snapshot, peer.ip(), UnixTime::now()) {
+                counters.record_rejection(&rejection);
+                tracing::info!(listener = listener_name, %peer, reason = rejection.reason.label(), "connection refused after the TLS handshake by the current identity snapshot");
+                return;
+            }
+            drop(snapshot);
             metrics.handshakes_ok.inc();
             metrics.connections_active.inc();
-            handler(stream, peer, cancel).await;
+            let close = cancel.child_token();
+            let run = handler(stream, peer, close.clone());
+            if supervised {
+                supervise(
+                    run,
+                    close,
+                    &certificates,
+                    snapshots,
+                    peer,
+                    listener_name,
+                    &metrics,
+                )
+                .await;
+            } else {
+                run.await;
+            }
             metrics.connections_active.dec();
         });
     }
+}
+
+/// Runs an admitted connection's handler to its end, re-verifying the connection on every
+/// identity reload and when a certificate of its chain reaches notAfter; a refusal cancels
+/// `close` (the handler then ends the connection) and is counted and logged.
+async fn supervise(
+    run: Pin<Box<dyn Future<Output = ()> + Send>>,
+    close: CancellationToken,
+    certificates: &[CertificateDer<'static>],
+    mut snapshots: watch::Receiver<Arc<IdentitySnapshot>>,
+    peer: SocketAddr,
+    listener: &'static str,
+    metrics: &TlsMetrics,
+) {
+    let mut run = run;
+    let mut expiry = next_expiry(certificates, SystemTime::now());
+    loop {
+        let wait = expiry.map(|at| {
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(EXPIRY_RECHECK)
+        });
+        let trigger = tokio::select! {
+            _ = &mut run => return,
+            changed = snapshots.changed() => match changed {
+                Ok(()) => "identity reload",
+                // The reload side is gone (shutdown): nothing can change any more.
+                Err(_) => break,
+            },
+            _ = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                if expiry.is_some_and(|at| SystemTime::now() < at) {
+                    continue;
+                }
+                "certificate validity"
+            }
+        };
+        let snapshot = snapshots.borrow_and_update().clone();
+        match admit(certificates, &snapshot, peer.ip(), UnixTime::now()) {
+            Ok(_) => expiry = next_expiry(certificates, SystemTime::now()),
+            Err(rejection) => {
+                metrics
+                    .connections_revoked
+                    .with_label_values(&[rejection.reason.label()])
+                    .inc();
+                tracing::warn!(
+                    listener,
+                    %peer,
+                    trigger,
+                    reason = rejection.reason.label(),
+                    vendor = rejection.vendor_label(),
+                    subject = %rejection.subject,
+                    detail = %rejection.detail,
+                    "closing an open phone connection: its certificate no longer passes"
+                );
+                close.cancel();
+                break;
+            }
+        }
+    }
+    run.await;
 }

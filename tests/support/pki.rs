@@ -310,13 +310,11 @@ impl Pki {
         )
     }
 
-    /// Snom 300/320/370/PA1/MP shared certificate: no MAC.
+    /// Snom 300/320/370/PA1/MP shared certificate: no value where Snom puts the MAC (no CN).
+    /// A CN that is not a MAC is a broken device certificate (`no_mac`), not this one.
     pub fn snom_shared(&self) -> Device {
         self.snom_phone.device(
-            &[
-                (DnType::OrganizationName, "snom technology AG"),
-                (DnType::CommonName, "snom 3xx"),
-            ],
+            &[(DnType::OrganizationName, "snom technology AG")],
             |_| {},
             &[&self.snom_phone],
         )
@@ -493,12 +491,14 @@ pub fn handshake(
             client_conn.write_tls(&mut buf).unwrap();
         }
         if !buf.is_empty() {
+            // Processed after every read: rustls buffers a bounded amount of unprocessed TLS
+            // (a Certificate message near 64 KB takes several reads).
             let mut slice = &buf[..];
-            while !slice.is_empty() {
+            while !slice.is_empty() && server_result.is_ok() {
                 server_conn.read_tls(&mut slice).unwrap();
-            }
-            if let Err(e) = server_conn.process_new_packets() {
-                server_result = Err(e);
+                if let Err(e) = server_conn.process_new_packets() {
+                    server_result = Err(e);
+                }
             }
         }
         let mut buf = Vec::new();
