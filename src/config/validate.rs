@@ -864,7 +864,7 @@ mod tests {
         let snom = f.config.vendors.get_mut("snom").unwrap();
         snom.shared_certs = crate::config::SharedCertPolicy::Shared;
         snom.shared_cert_names = vec!["snom 3xx".into()];
-        let r = validate(&f.config);
+        let r = check(&f);
         assert!(r.is_ok(), "{:?}", r.problems);
         assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
         assert!(r.warnings[0].contains("vendors.snom.shared_certs"));
@@ -872,7 +872,7 @@ mod tests {
         f.config.tls.max_client_chain_certs = 0;
         f.config.tls.max_client_chain_bytes = 1023;
         assert_eq!(
-            keys(&validate(&f.config)),
+            keys(&check(&f)),
             ["tls.max_client_chain_certs", "tls.max_client_chain_bytes"]
         );
     }
