@@ -80,6 +80,13 @@ pub struct ServerCertConfig {
     pub key: PathBuf,
 }
 
+/// `tls.max_client_chain_certs` default: real device chains are 1-3 certificates (Snom: device
+/// + "Snom Phone 1"; Cisco: MIC + manufacturing CA); 8 leaves room for a vendor that also
+/// sends its root or a longer operator chain.
+pub const DEFAULT_MAX_CLIENT_CHAIN_CERTS: usize = 8;
+/// `tls.max_client_chain_bytes` default: 8 certificates of up to 4 KB.
+pub const DEFAULT_MAX_CLIENT_CHAIN_BYTES: usize = 32 * 1024;
+
 /// `[tls]`: the phone-facing SIP over TLS listener.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -116,8 +123,8 @@ impl Default for TlsConfig {
             mac_deny_list: None,
             max_connections: 10_000,
             max_connections_per_ip: 256,
-            max_client_chain_certs: crate::identity::verify::ChainLimits::DEFAULT.max_certs,
-            max_client_chain_bytes: crate::identity::verify::ChainLimits::DEFAULT.max_bytes,
+            max_client_chain_certs: DEFAULT_MAX_CLIENT_CHAIN_CERTS,
+            max_client_chain_bytes: DEFAULT_MAX_CLIENT_CHAIN_BYTES,
         }
     }
 }

@@ -82,8 +82,8 @@ impl ChainLimits {
     /// "Snom Phone 1"; Cisco: MIC + manufacturing CA), so 8 certificates / 32 KiB leaves room
     /// for a vendor that also sends its root or a longer operator chain.
     pub const DEFAULT: Self = Self {
-        max_certs: 8,
-        max_bytes: 32 * 1024,
+        max_certs: crate::config::DEFAULT_MAX_CLIENT_CHAIN_CERTS,
+        max_bytes: crate::config::DEFAULT_MAX_CLIENT_CHAIN_BYTES,
     };
 
     /// Why `end_entity` + `intermediates` exceed the caps, if they do.
