@@ -123,6 +123,15 @@ impl CoreMetrics {
             dropped,
             malformed,
         };
+        // Every header the rule can remove is exported from the start (0), so a dashboard
+        // panel and an alert on its rate see a series before the first removal.
+        for header in super::authorize::IDENTITY_HEADERS
+            .iter()
+            .chain(&super::authorize::REDIRECTION_HEADERS)
+            .chain(&["Referred-By"])
+        {
+            m.headers_removed.with_label_values(&[header]);
+        }
         registry.register(Box::new(m.headers_removed.clone()))?;
         registry.register(Box::new(m.calls_active.clone()))?;
         registry.register(Box::new(m.calls_started.clone()))?;

@@ -172,6 +172,12 @@ impl TlsMetrics {
         };
         registry.register(Box::new(m.connections_active.clone()))?;
         registry.register(Box::new(m.connections_refused.clone()))?;
+        // The reasons an open connection is closed for in practice (deny-list or CRL, removed
+        // from the inventory, certificate past notAfter) exist from the start (0), so a panel
+        // or an alert on their rate has a series before the first revocation.
+        for reason in ["revoked", "mac_not_in_inventory", "expired"] {
+            m.connections_revoked.with_label_values(&[reason]);
+        }
         registry.register(Box::new(m.connections_revoked.clone()))?;
         registry.register(Box::new(m.handshakes_ok.clone()))?;
         Ok(m)
