@@ -80,9 +80,9 @@ pub struct ServerCertConfig {
     pub key: PathBuf,
 }
 
-/// `tls.max_client_chain_certs` default: real device chains are 1-3 certificates (Snom: device
-/// + "Snom Phone 1"; Cisco: MIC + manufacturing CA); 8 leaves room for a vendor that also
-/// sends its root or a longer operator chain.
+/// `tls.max_client_chain_certs` default: real device chains are 1-3 certificates (Snom:
+/// device and "Snom Phone 1"; Cisco: MIC and manufacturing CA); 8 leaves room for a vendor
+/// that also sends its root or a longer operator chain.
 pub const DEFAULT_MAX_CLIENT_CHAIN_CERTS: usize = 8;
 /// `tls.max_client_chain_bytes` default: 8 certificates of up to 4 KB.
 pub const DEFAULT_MAX_CLIENT_CHAIN_BYTES: usize = 32 * 1024;
