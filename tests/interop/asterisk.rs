@@ -1,0 +1,662 @@
+//! In front of a real Asterisk 22 (issue 12): phone → pbx-edge → Asterisk → pbx-edge → phone,
+//! exactly as the README deploys it. Asterisk runs the shipped `deploy/asterisk/*.conf` as
+//! written (only `asterisk.conf`, which names this run's directories, and the empty files
+//! Asterisk's modules read at start are written here); two baresip phones (the dev PKI's
+//! Snom-style device as 101 and Yealink-style device as 102) connect over TLS with their device
+//! certificates and SDES-SRTP.
+//!
+//! Built only with `--features asterisk`; `ASTERISK_PREFIX` names an install made by
+//! `tests/asterisk/build.sh` (`.ci/run` runs these when it is set). Asterisk's SIP port
+//! (5060) and RTP range (20000-20999) are fixed by the shipped files, so the tests here take
+//! turns (one Asterisk at a time).
+
+use super::baresip::{Baresip, CallMedia, Ctrl, PhoneSetup};
+use super::capture::{Capture, Datagram};
+use super::dns::FakeDns;
+use super::process::{self, PeerProcess};
+use super::{net, tone};
+use crate::support::edge::{self, RunningEdge, TestPki};
+use crate::support::http;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The shipped Asterisk configuration, used unchanged.
+const SHIPPED: [&str; 5] = [
+    "pjsip.conf",
+    "extensions.conf",
+    "modules.conf",
+    "rtp.conf",
+    "logger.conf",
+];
+
+/// Asterisk's UDP transport (`deploy/asterisk/pjsip.conf`) and RTP range (`rtp.conf`).
+const ASTERISK_SIP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5060);
+const ASTERISK_RTP: (u16, u16) = (20000, 20999);
+
+/// Length of the WAV both phones play (longer than any call here).
+const WAV_SECS: u32 = 40;
+
+/// One Asterisk at a time: the shipped files fix its ports.
+static ONE_ASTERISK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A running Asterisk with its own directories; stopped (`core stop now`, then by PID) on drop.
+struct Asterisk {
+    prefix: PathBuf,
+    conf: PathBuf,
+    log: PathBuf,
+    process: PeerProcess,
+}
+
+fn prefix() -> PathBuf {
+    let p = std::env::var_os("ASTERISK_PREFIX").unwrap_or_else(|| {
+        panic!(
+            "ASTERISK_PREFIX is not set: build Asterisk 22 with `tests/asterisk/build.sh AST_SRC \
+             PJ_SRC PREFIX` and export ASTERISK_PREFIX=PREFIX (see INTEROP.md)"
+        )
+    });
+    let p = PathBuf::from(p);
+    assert!(
+        p.join("sbin/asterisk").is_file(),
+        "ASTERISK_PREFIX={} has no sbin/asterisk",
+        p.display()
+    );
+    p
+}
+
+impl Asterisk {
+    fn start(run: &Path) -> Self {
+        let prefix = prefix();
+        let etc = run.join("etc");
+        for d in ["etc", "lib", "spool", "log", "run", "agi-bin"] {
+            std::fs::create_dir_all(run.join(d)).expect("asterisk dir");
+        }
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/asterisk");
+        for f in SHIPPED {
+            std::fs::copy(deploy.join(f), etc.join(f))
+                .unwrap_or_else(|e| panic!("deploy/asterisk/{f}: {e}"));
+        }
+        // `[directories]` without `(!)`: with it, the section is a template and ignored.
+        let conf = etc.join("asterisk.conf");
+        let r = run.display();
+        let p = prefix.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "[directories]\n\
+                 astetcdir => {r}/etc\n\
+                 astmoddir => {p}/lib/asterisk/modules\n\
+                 astvarlibdir => {r}/lib\n\
+                 astdbdir => {r}/lib\n\
+                 astkeydir => {r}/lib\n\
+                 astdatadir => {p}/var/lib/asterisk\n\
+                 astagidir => {r}/agi-bin\n\
+                 astspooldir => {r}/spool\n\
+                 astrundir => {r}/run\n\
+                 astlogdir => {r}/log\n\
+                 astsbindir => {p}/sbin\n\
+                 [options]\n\
+                 verbose = 3\n"
+            ),
+        )
+        .expect("asterisk.conf");
+        // Files some modules read at start; empty means their defaults.
+        for f in [
+            "cdr.conf",
+            "cel.conf",
+            "acl.conf",
+            "udptl.conf",
+            "statsd.conf",
+        ] {
+            std::fs::write(etc.join(f), "").expect("empty conf");
+        }
+        std::fs::write(etc.join("features.conf"), "[general]\n").expect("features.conf");
+
+        let mut cmd = Command::new(prefix.join("sbin/asterisk"));
+        cmd.env("LD_LIBRARY_PATH", prefix.join("pj/lib"))
+            .arg("-f")
+            .arg("-C")
+            .arg(&conf);
+        let process = PeerProcess::spawn("asterisk", cmd, run);
+        let mut a = Self {
+            log: run.join("log/messages.log"),
+            prefix,
+            conf,
+            process,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = a.try_rx("core waitfullybooted");
+            if out.as_deref().is_some_and(|o| o.contains("fully booted")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline && a.process.wait_within(Duration::ZERO).is_none(),
+                "asterisk did not boot: {out:?}\n{}",
+                a.process.output()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let endpoints = a.rx("pjsip show endpoints");
+        assert!(
+            endpoints.contains("101") && endpoints.contains("102"),
+            "the shipped pjsip.conf loaded both endpoints: {endpoints}\n{}",
+            a.process.output()
+        );
+        a
+    }
+
+    fn try_rx(&self, command: &str) -> Option<String> {
+        let mut cmd = Command::new(self.prefix.join("sbin/asterisk"));
+        cmd.env("LD_LIBRARY_PATH", self.prefix.join("pj/lib"))
+            .arg("-C")
+            .arg(&self.conf)
+            .arg("-rx")
+            .arg(command);
+        let out = process::run_bounded(cmd, Duration::from_secs(10));
+        (!out.killed && !out.stdout.contains("Unable to connect")).then_some(out.stdout)
+    }
+
+    /// One CLI command (`asterisk -rx`), bounded.
+    fn rx(&self, command: &str) -> String {
+        self.try_rx(command)
+            .unwrap_or_else(|| panic!("asterisk -rx {command:?} failed"))
+    }
+
+    /// Polls a CLI command (bounded) until `pred` holds; returns the last output.
+    fn rx_until(&self, command: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = self.rx(command);
+            if pred(&out) || Instant::now() >= deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Asterisk's `messages.log` so far.
+    fn messages(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Asterisk {
+    fn drop(&mut self) {
+        let _ = self.try_rx("core stop now");
+        if self.process.wait_within(Duration::from_secs(5)).is_none() {
+            self.process.stop(Duration::from_secs(2));
+        }
+    }
+}
+
+/// The number in `core show channels`' "N active channel(s)" line.
+fn active_channels(out: &str) -> Option<u32> {
+    out.lines()
+        .find(|l| l.contains("active channel"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+struct Phones {
+    a: Baresip,
+    b: Baresip,
+    ctrl_a: Ctrl,
+    ctrl_b: Ctrl,
+    rtp_a: (u16, u16),
+    rtp_b: (u16, u16),
+    _dns: FakeDns,
+}
+
+/// Edge in front of Asterisk (its dev config already names 127.0.0.1:5060) with its media
+/// pool in `media`.
+async fn start_edge(pki: &TestPki, media: (u16, u16)) -> RunningEdge {
+    let (min, max) = (media.0.to_string(), media.1.to_string());
+    let env = [
+        ("PBX_EDGE_MEDIA__PORT_MIN", min.as_str()),
+        ("PBX_EDGE_MEDIA__PORT_MAX", max.as_str()),
+    ];
+    RunningEdge::start_with_pbx(pki, ASTERISK_SIP, &env).await
+}
+
+/// Both phones, registered through the edge to Asterisk (digest challenge answered), with
+/// 102 answering in `answermode_b`.
+fn start_phones(pki: &TestPki, e: &RunningEdge, wav: &Path, answermode_b: &str) -> Phones {
+    let dns = FakeDns::start("sbc.test");
+    let rtp_a = net::free_range(46000, 46499, 10);
+    let rtp_b = net::free_range(46500, 46999, 10);
+    let setup = |user, cert, pass, answermode, rtp_ports| PhoneSetup {
+        edge: e.tls_addr,
+        certificate: cert,
+        ca: &pki.pki.server_ca,
+        user,
+        regint: 120,
+        answermode,
+        auth_pass: Some(pass),
+        media: Some(CallMedia {
+            audio: wav,
+            rtp_ports,
+        }),
+        dns: dns.addr,
+        verbose: false,
+    };
+    let mut a = Baresip::start(
+        &setup("101", &pki.pki.snom_device, "change-me-101", "auto", rtp_a),
+        Duration::from_secs(120),
+    );
+    let mut b = Baresip::start(
+        &setup(
+            "102",
+            &pki.pki.yealink_device,
+            "change-me-102",
+            answermode_b,
+            rtp_b,
+        ),
+        Duration::from_secs(120),
+    );
+    let ctrl_a = a.ctrl();
+    let ctrl_b = b.ctrl();
+    Phones {
+        a,
+        b,
+        ctrl_a,
+        ctrl_b,
+        rtp_a,
+        rtp_b,
+        _dns: dns,
+    }
+}
+
+/// Waits (bounded) until Asterisk lists both phones' contacts as reachable (`Avail`: its
+/// qualify OPTIONS went through the edge to the phone and the 200 came back).
+fn wait_registered(ast: &Asterisk, p: &mut Phones) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut contacts = String::new();
+    while Instant::now() < deadline {
+        contacts = ast.rx("pjsip show contacts");
+        let avail = contacts
+            .lines()
+            .filter(|l| l.contains("Contact:") && l.contains("Avail"))
+            .count();
+        if avail >= 2 {
+            break;
+        }
+        p.ctrl_a.pump(Duration::from_millis(150));
+        p.ctrl_b.pump(Duration::from_millis(150));
+    }
+    for user in ["101", "102"] {
+        assert!(
+            contacts
+                .lines()
+                .any(|l| l.contains(&format!("Contact:  {user}/")) && l.contains("Avail")),
+            "Asterisk lists {user} as reachable: {contacts}\n{}\n{}",
+            p.a.log(),
+            p.b.log()
+        );
+    }
+    contacts
+}
+
+/// The SRTP suite of the call in `/api/calls` whose `direction` is `direction`
+/// (`phone_to_pbx` for the caller's leg, `pbx_to_phone` for the callee's).
+fn srtp_suite(calls: &str, direction: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(calls).ok()?;
+    v["calls"]
+        .as_array()?
+        .iter()
+        .find(|c| c["direction"].as_str() == Some(direction))?["srtp_suite"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Authentication tag length of an SDES suite (RFC 4568 §6.2, RFC 7714 §14.2).
+fn tag_len(suite: &str) -> usize {
+    match suite {
+        "AES_CM_128_HMAC_SHA1_80" => 10,
+        "AES_CM_128_HMAC_SHA1_32" => 4,
+        "AEAD_AES_128_GCM" | "AEAD_AES_256_GCM" => 16,
+        other => panic!("unexpected SRTP suite {other}"),
+    }
+}
+
+fn is_pcmu_rtp(d: &Datagram) -> bool {
+    d.payload.len() >= 12 + 160 && d.payload[0] >> 6 == 2 && d.payload[1] & 0x7f == 0
+}
+
+fn in_range(p: u16, r: (u16, u16)) -> bool {
+    (r.0..=r.1).contains(&p)
+}
+
+/// Minimum packets per direction and leg: 6 s of 20 ms audio out of the ≥ 10 s talked (a
+/// shared 2-core machine may start baresip's audio or tshark late).
+const MIN_PACKETS: usize = 300;
+
+/// On a capture of the edge's media pool: both phone legs carry SRTP of their leg's suite
+/// (every PCMU packet is RTP + 160 + tag, none is the plain tone), both Asterisk legs carry
+/// plain 160-byte PCMU that decodes as the tone, each in both directions. Each phone leg
+/// negotiates its own suite: the caller's offer is answered by the edge, the callee answers
+/// the edge's offer.
+fn check_call_capture(packets: &[Datagram], phones: [((u16, u16), &str); 2], asterisk: (u16, u16)) {
+    let wav_frames: std::collections::HashSet<Vec<u8>> = (0..WAV_SECS * 50)
+        .map(|k| tone::tone_pcmu(k * 160, 160))
+        .collect();
+    let audio = |d: &Datagram| d.payload[12..172].to_vec();
+    for (i, (range, suite)) in phones.iter().enumerate() {
+        let tag = tag_len(suite);
+        for from_phone in [true, false] {
+            let leg: Vec<&Datagram> = packets
+                .iter()
+                .filter(|d| is_pcmu_rtp(d))
+                .filter(|d| {
+                    if from_phone {
+                        in_range(d.src_port, *range)
+                    } else {
+                        in_range(d.dst_port, *range)
+                    }
+                })
+                .collect();
+            let what = format!(
+                "phone leg {} {}",
+                i + 1,
+                if from_phone { "→ edge" } else { "edge →" }
+            );
+            assert!(leg.len() >= MIN_PACKETS, "{what}: {} packets", leg.len());
+            let bad_len = leg
+                .iter()
+                .filter(|d| d.payload.len() != 12 + 160 + tag)
+                .count();
+            assert_eq!(
+                bad_len, 0,
+                "{what}: every packet is RTP 172 + {tag}-byte tag"
+            );
+            let plain = leg
+                .iter()
+                .filter(|d| wav_frames.contains(&audio(d)) || tone::tone_share(&audio(d)) > 0.5)
+                .count();
+            assert_eq!(plain, 0, "{what}: no payload is the plain tone");
+        }
+    }
+    for to_asterisk in [true, false] {
+        let leg: Vec<&Datagram> = packets
+            .iter()
+            .filter(|d| is_pcmu_rtp(d))
+            .filter(|d| {
+                if to_asterisk {
+                    in_range(d.dst_port, asterisk)
+                } else {
+                    in_range(d.src_port, asterisk)
+                }
+            })
+            .collect();
+        let what = if to_asterisk {
+            "edge → Asterisk"
+        } else {
+            "Asterisk → edge"
+        };
+        // Two Asterisk legs (one per phone): at least MIN_PACKETS each.
+        assert!(
+            leg.len() >= 2 * MIN_PACKETS,
+            "{what}: {} packets",
+            leg.len()
+        );
+        assert!(
+            leg.iter().all(|d| d.payload.len() == 12 + 160),
+            "{what}: plain 160-byte PCMU"
+        );
+        let toned = leg
+            .iter()
+            .filter(|d| tone::tone_share(&audio(d)) > 0.5)
+            .count();
+        assert!(
+            toned * 10 >= leg.len() * 9,
+            "{what}: the plain RTP carries the tone: {toned} of {}",
+            leg.len()
+        );
+    }
+}
+
+/// Waits (bounded) until neither the edge nor Asterisk has a call left; asserts so.
+async fn assert_nothing_left(e: &RunningEdge, ast: &Asterisk) {
+    let mut m = String::new();
+    for _ in 0..60 {
+        m = http::get(e.admin_addr, "/metrics").await.1;
+        if http::metric(&m, "pbx_edge_calls_active") == 0.0
+            && http::metric(&m, "pbx_edge_media_active_streams") == 0.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
+    assert_eq!(
+        http::metric(&m, "pbx_edge_media_active_streams"),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        http::get(e.admin_addr, "/api/calls").await.1,
+        "{\"calls\":[]}"
+    );
+    let channels = ast.rx_until("core show channels", Duration::from_secs(5), |o| {
+        active_channels(o) == Some(0)
+    });
+    assert_eq!(active_channels(&channels), Some(0), "{channels}");
+}
+
+/// Registration, qualify, and a bridged call: both phones register through the edge (Asterisk's
+/// digest challenge round-trips), Asterisk's qualify shows both reachable and a fresh qualify
+/// reaches the phone; 101 calls 102, 102 answers, ≥ 10 s of audio flows both ways — SRTP on
+/// both phone legs and plain RTP carrying the tone on both Asterisk legs, on the wire — while
+/// the edge and Asterisk agree on the call; 102 hangs up (BYE from the callee's side) and
+/// nothing is left on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_bridges_two_phones_with_srtp_on_the_phone_legs_only() {
+    let _turn = ONE_ASTERISK.lock().await;
+    let pki = edge::dev_pki();
+    let run = tempfile::tempdir().expect("tempdir");
+    let ast = Asterisk::start(run.path());
+    let media = net::free_range(45000, 45499, 20);
+    let e = start_edge(&pki, media).await;
+    let wav = run.path().join("tone.wav");
+    tone::write_wav(&wav, WAV_SECS);
+    let mut p = start_phones(&pki, &e, &wav, "auto");
+
+    wait_registered(&ast, &mut p);
+    for (ctrl, user) in [(&mut p.ctrl_a, "101"), (&mut p.ctrl_b, "102")] {
+        let info = ctrl.reginfo_until(Duration::from_secs(5), |i| i.contains("OK"));
+        assert!(info.contains("OK"), "{user} registered: {info}");
+    }
+    let regs = http::get(e.admin_addr, "/api/registrations").await.1;
+    assert!(
+        regs.contains("\"aor\":\"101\"") && regs.contains("\"aor\":\"102\""),
+        "{regs}"
+    );
+    // Asterisk challenged (401) and the phones answered it: its log of the REGISTER
+    // trail is not needed — a registration without a challenge cannot exist with `auth = 101`.
+    assert!(
+        p.a.log().contains("401 Unauthorized") && p.b.log().contains("401 Unauthorized"),
+        "Asterisk's digest challenge reached both phones"
+    );
+    // A fresh qualify goes through the edge to the phone and back.
+    let options_before = p.b.log().matches("OPTIONS sip:").count();
+    let _ = ast.rx("pjsip qualify 102");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.b.log().matches("OPTIONS sip:").count() <= options_before && Instant::now() < deadline {
+        p.ctrl_b.pump(Duration::from_millis(200));
+    }
+    assert!(
+        p.b.log().matches("OPTIONS sip:").count() > options_before,
+        "Asterisk's qualify OPTIONS reached 102 through the edge\n{}",
+        p.b.log()
+    );
+
+    let capture = Capture::start(
+        run.path(),
+        "tshark-edge-media",
+        &format!("udp portrange {}-{}", media.0, media.1),
+        Duration::from_secs(60),
+    );
+    assert!(p.ctrl_a.command("dial", Some("sip:102@sbc.test")).is_some());
+    let up_b = p
+        .ctrl_b
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(20));
+    let up_a = p
+        .ctrl_a
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+    assert!(
+        up_a.is_some() && up_b.is_some(),
+        "call established: {:?} / {:?}\n{}\n{}\n{}",
+        p.ctrl_a.events,
+        p.ctrl_b.events,
+        p.a.log(),
+        p.b.log(),
+        ast.messages()
+    );
+    let up_at = Instant::now();
+    p.ctrl_a.pump(Duration::from_secs(1));
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    // Two calls on the edge, one per phone leg, each with its SRTP suite.
+    let suite_a = srtp_suite(&calls, "phone_to_pbx").unwrap_or_else(|| panic!("{calls}"));
+    let suite_b = srtp_suite(&calls, "pbx_to_phone").unwrap_or_else(|| panic!("{calls}"));
+    let channels = ast.rx("core show channels");
+    assert_eq!(active_channels(&channels), Some(2), "{channels}");
+    let pjsip_channels = ast.rx("pjsip show channels");
+    assert!(
+        pjsip_channels.contains("PJSIP/101-") && pjsip_channels.contains("PJSIP/102-"),
+        "{pjsip_channels}"
+    );
+    while up_at.elapsed() < Duration::from_secs(11) {
+        p.ctrl_a.pump(Duration::from_millis(250));
+        p.ctrl_b.pump(Duration::from_millis(250));
+    }
+    assert!(
+        !p.ctrl_a
+            .events
+            .iter()
+            .chain(&p.ctrl_b.events)
+            .any(|(k, _)| k == "CALL_CLOSED"),
+        "the call stayed up for 10 s: {:?} / {:?}",
+        p.ctrl_a.events,
+        p.ctrl_b.events
+    );
+    // BYE from the callee.
+    assert!(p.ctrl_b.command("hangup", None).is_some());
+    let closed = p.ctrl_a.wait_event("CALL_CLOSED", Duration::from_secs(10));
+    assert!(closed.is_some(), "{:?}", p.ctrl_a.events);
+    assert_nothing_left(&e, &ast).await;
+    let m = http::get(e.admin_addr, "/metrics").await.1;
+    let drops: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("pbx_edge_media_dropped_total{"))
+        .collect();
+    eprintln!("media drops after the call: {drops:?}");
+    let packets = capture.finish();
+    // ASTERISK_KEEP_CAPTURE=DIR keeps the media capture for a closer look (INTEROP.md).
+    if let Some(dir) = std::env::var_os("ASTERISK_KEEP_CAPTURE") {
+        eprintln!(
+            "edge media {media:?}, phone 101 RTP {:?}, phone 102 RTP {:?}",
+            p.rtp_a, p.rtp_b
+        );
+        let _ = std::fs::copy(
+            run.path().join("tshark-edge-media.pcapng"),
+            Path::new(&dir).join("asterisk-call.pcapng"),
+        );
+    }
+    check_call_capture(
+        &packets,
+        [(p.rtp_a, &suite_a), (p.rtp_b, &suite_b)],
+        ASTERISK_RTP,
+    );
+    p.a.quit(&mut p.ctrl_a);
+    p.b.quit(&mut p.ctrl_b);
+    e.stop().await.expect("clean shutdown");
+}
+
+/// Calls Asterisk answers or refuses itself: the echo extension answers and returns audio,
+/// an always-busy extension answers 486, an unknown number 404, a call to 102 left ringing is
+/// CANCELled by the caller (487), and the caller's BYE ends an answered call. Nothing is left
+/// on the edge or in Asterisk after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_answers_rejects_and_cancels_through_the_edge() {
+    let _turn = ONE_ASTERISK.lock().await;
+    let pki = edge::dev_pki();
+    let run = tempfile::tempdir().expect("tempdir");
+    let ast = Asterisk::start(run.path());
+    let media = net::free_range(45500, 45999, 20);
+    let e = start_edge(&pki, media).await;
+    let wav = run.path().join("tone.wav");
+    tone::write_wav(&wav, WAV_SECS);
+    let mut p = start_phones(&pki, &e, &wav, "manual");
+    wait_registered(&ast, &mut p);
+
+    // Echo: Asterisk answers, the caller's BYE ends it.
+    assert!(p.ctrl_a.command("dial", Some("sip:600@sbc.test")).is_some());
+    let up = p
+        .ctrl_a
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(15));
+    assert!(
+        up.is_some(),
+        "echo answered: {:?}\n{}",
+        p.ctrl_a.events,
+        ast.messages()
+    );
+    let before = http::get(e.admin_addr, "/metrics").await.1;
+    p.ctrl_a.pump(Duration::from_secs(3));
+    let during = http::get(e.admin_addr, "/metrics").await.1;
+    for dir in ["phone_to_pbx", "pbx_to_phone"] {
+        let name = format!("pbx_edge_media_packets_total{{direction=\"{dir}\"}}");
+        assert!(
+            http::metric(&during, &name) > http::metric(&before, &name) + 50.0,
+            "echo: {dir} packets grew"
+        );
+    }
+    assert!(p.ctrl_a.command("hangup", None).is_some());
+    assert!(p
+        .ctrl_a
+        .wait_event("CALL_CLOSED", Duration::from_secs(10))
+        .is_some());
+    assert_nothing_left(&e, &ast).await;
+
+    // Busy and unknown: Asterisk's response reaches the phone.
+    for (number, status) in [("603", "486"), ("699", "404")] {
+        p.ctrl_a.events.clear();
+        assert!(p
+            .ctrl_a
+            .command("dial", Some(&format!("sip:{number}@sbc.test")))
+            .is_some());
+        let closed = p.ctrl_a.wait_event("CALL_CLOSED", Duration::from_secs(15));
+        assert!(
+            closed.as_deref().is_some_and(|c| c.contains(status)),
+            "{number}: {status} reaches the phone: {closed:?}\n{}",
+            p.a.log()
+        );
+        assert_nothing_left(&e, &ast).await;
+    }
+
+    // CANCEL while 102 rings.
+    p.ctrl_a.events.clear();
+    assert!(p.ctrl_a.command("dial", Some("sip:102@sbc.test")).is_some());
+    let ringing = p
+        .ctrl_b
+        .wait_event("CALL_INCOMING", Duration::from_secs(15));
+    assert!(ringing.is_some(), "102 rings: {:?}", p.ctrl_b.events);
+    p.ctrl_a.pump(Duration::from_millis(500));
+    assert!(p.ctrl_a.command("hangup", None).is_some());
+    let closed_b = p.ctrl_b.wait_event("CALL_CLOSED", Duration::from_secs(10));
+    assert!(
+        closed_b.is_some(),
+        "the CANCEL reached 102 through Asterisk and the edge: {:?}\n{}",
+        p.ctrl_b.events,
+        p.b.log()
+    );
+    assert!(p.b.log().contains("CANCEL sip:"), "{}", p.b.log());
+    assert_nothing_left(&e, &ast).await;
+
+    p.a.quit(&mut p.ctrl_a);
+    p.b.quit(&mut p.ctrl_b);
+    e.stop().await.expect("clean shutdown");
+}
