@@ -946,3 +946,278 @@ fn relay_check_rejects_audio_lost_in_the_edge() {
     });
     check_every_audio_packet_relayed(&packets, SYNTH_PHONES, (20000, 20999));
 }
+
+/// An SDES key (RFC 4568 §8.1's example): the raw phone's offer only has to be well formed.
+const KEY: &str = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR";
+
+/// A SIP connection of the raw attacker: the device's TLS connection to the edge, or (the
+/// control) plain UDP straight to Asterisk.
+enum Raw {
+    Tls(Box<crate::support::phone::Phone>, u16),
+    Udp(tokio::net::UdpSocket),
+}
+
+impl Raw {
+    fn via(&self) -> String {
+        match self {
+            Raw::Tls(_, port) => format!("SIP/2.0/TLS 127.0.0.1:{port}"),
+            Raw::Udp(s) => format!("SIP/2.0/UDP {}", s.local_addr().expect("udp local address")),
+        }
+    }
+
+    /// The SDP a phone offers: SRTP toward the edge, plain RTP straight to Asterisk.
+    fn sdp(&self) -> String {
+        let media = match self {
+            Raw::Tls(..) => {
+                format!("m=audio 46900 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n")
+            }
+            Raw::Udp(_) => "m=audio 46900 RTP/AVP 0\r\n".to_owned(),
+        };
+        format!("v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{media}a=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
+    }
+
+    async fn send(&mut self, text: &str) {
+        match self {
+            Raw::Tls(s, _) => s.send(text).await,
+            Raw::Udp(s) => {
+                s.send_to(text.as_bytes(), ASTERISK_SIP)
+                    .await
+                    .expect("udp send");
+            }
+        }
+    }
+
+    /// The next final response within 10 s (provisional ones skipped).
+    async fn final_response(&mut self) -> Option<pbx_edge::sip::message::SipMessage> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = match self {
+                Raw::Tls(s, _) => s.recv_within(left).await?,
+                Raw::Udp(s) => {
+                    let mut buf = vec![0u8; 65535];
+                    let (n, _) = tokio::time::timeout(left, s.recv_from(&mut buf))
+                        .await
+                        .ok()?
+                        .ok()?;
+                    pbx_edge::sip::message::SipMessage::parse(&buf[..n]).ok()?
+                }
+            };
+            if msg.status().is_some_and(|s| s >= 200) {
+                return Some(msg);
+            }
+        }
+    }
+}
+
+/// The MD5 `Authorization` answering `challenge` (RFC 2617 §3.2.2, qop=auth when offered).
+fn digest_authorization(
+    challenge: &str,
+    method: &str,
+    uri: &str,
+    user: &str,
+    pass: &str,
+) -> String {
+    use md5::{Digest, Md5};
+    let param = |name: &str| {
+        challenge.split(',').find_map(|p| {
+            let (k, v) = p.trim().trim_start_matches("Digest ").split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
+        })
+    };
+    let hex = |s: String| hex::encode(Md5::digest(s.as_bytes()));
+    let realm = param("realm").expect("challenge realm");
+    let nonce = param("nonce").expect("challenge nonce");
+    let ha1 = hex(format!("{user}:{realm}:{pass}"));
+    let ha2 = hex(format!("{method}:{uri}"));
+    let opaque = param("opaque")
+        .map(|o| format!(", opaque=\"{o}\""))
+        .unwrap_or_default();
+    match param("qop") {
+        Some(q) if q.split(',').any(|q| q.trim() == "auth") => {
+            let cnonce = "0a4f113b";
+            let response = hex(format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"));
+            format!("Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"{cnonce}\"{opaque}")
+        }
+        _ => {
+            let response = hex(format!("{ha1}:{nonce}:{ha2}"));
+            format!("Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5{opaque}")
+        }
+    }
+}
+
+/// An INVITE to extension 602 (which logs Asterisk's `CALLERID(num)` and answers busy) as
+/// 101 with `extra` headers (the forged identity), answering Asterisk's digest challenge with
+/// 101's password; returns the final status (ACKed).
+async fn call_602(raw: &mut Raw, call_id: &str, from: &str, extra: &str) -> u16 {
+    let uri = "sip:602@sbc.test";
+    let mut authorization = String::new();
+    for cseq in 1..=2u32 {
+        let branch = format!("z9hG4bK-{call_id}-{cseq}");
+        let via = raw.via();
+        let sdp = raw.sdp();
+        let invite = format!(
+            "INVITE {uri} SIP/2.0\r\n\
+             Via: {via};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             {from}\
+             To: <{uri}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} INVITE\r\n\
+             Contact: <sip:101@127.0.0.1:46901;transport=tls>\r\n\
+             {extra}{authorization}\
+             Content-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        raw.send(&invite).await;
+        let Some(resp) = raw.final_response().await else {
+            panic!("no final response to the INVITE {call_id}");
+        };
+        let status = resp.status().unwrap_or_default();
+        // ACK for a non-2xx final response: same branch, the response's To (RFC 3261 §17.1.1.3).
+        let ack = format!(
+            "ACK {uri} SIP/2.0\r\nVia: {via};branch={branch};rport\r\nMax-Forwards: 70\r\n{from}To: {}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+            resp.header("To").unwrap_or_default()
+        );
+        raw.send(&ack).await;
+        if status != 401 {
+            return status;
+        }
+        let challenge = resp
+            .header_values("WWW-Authenticate")
+            .into_iter()
+            .find(|c| !c.contains("SHA-256"))
+            .unwrap_or_else(|| panic!("401 without an MD5 challenge"))
+            .to_owned();
+        authorization = format!(
+            "Authorization: {}\r\n",
+            digest_authorization(&challenge, "INVITE", uri, "101", "change-me-101")
+        );
+    }
+    panic!("Asterisk challenged the authenticated INVITE {call_id} again");
+}
+
+/// The caller numbers Asterisk logged in extension 602 so far.
+fn callers_602(ast: &Asterisk) -> Vec<String> {
+    ast.messages()
+        .lines()
+        .filter(|l| l.contains("NOTICE[") && l.contains("CALLER-ID caller="))
+        .filter_map(|l| {
+            l.split("CALLER-ID caller=")
+                .nth(1)?
+                .split_whitespace()
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// [`callers_602`] once it has `n` entries (bounded): Asterisk's logger writes
+/// asynchronously, so the 486 can reach the caller before the line reaches the file.
+fn callers_602_after(ast: &Asterisk, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let callers = callers_602(ast);
+        if callers.len() >= n || Instant::now() >= deadline {
+            return callers;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The authorization attacks of issue 11, against the real Asterisk's view of the caller.
+/// Control first: the same INVITE sent straight to Asterisk (bypassing the edge) with
+/// `P-Asserted-Identity: 102` makes Asterisk (`trust_id_inbound = yes`) take 102 as the
+/// caller — so the attack is real. Through the edge, the device of 101: a forged PAI,
+/// P-Preferred-Identity and Remote-Party-ID naming 102 leave Asterisk's `CALLERID(num)` at
+/// 101; a second From naming 102 and a To tag on a fresh Call-ID are refused by the edge and
+/// never reach Asterisk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_sees_only_the_authorized_caller() {
+    let _turn = ONE_ASTERISK.lock().await;
+    let pki = edge::dev_pki();
+    let run = tempfile::tempdir().expect("tempdir");
+    let ast = Asterisk::start(run.path());
+    let media = net::free_range(45500, 45999, 20);
+    let e = start_edge(&pki, media).await;
+    let forged = "P-Asserted-Identity: <sip:102@sbc.test>\r\n\
+                  P-Preferred-Identity: <sip:102@sbc.test>\r\n\
+                  Remote-Party-ID: <sip:102@sbc.test>;party=calling;screen=yes;privacy=off\r\n";
+    let from_101 = "From: <sip:101@sbc.test>;tag=f101\r\n";
+
+    // Control: straight to Asterisk, the forged PAI wins.
+    let mut direct = Raw::Udp(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let status = call_602(&mut direct, "direct-pai", from_101, forged).await;
+    assert_eq!(status, 486, "{}", ast.messages());
+    assert_eq!(
+        callers_602_after(&ast, 1),
+        ["102"],
+        "control: without the edge, Asterisk believes the forged PAI"
+    );
+
+    // Through the edge: the forged identity headers are replaced.
+    let port = net::free_tcp_port();
+    let mut phone = Raw::Tls(Box::new(crate::support::phone::snom(&pki, &e).await), port);
+    let status = call_602(&mut phone, "edge-pai", from_101, forged).await;
+    assert_eq!(status, 486, "{}", ast.messages());
+    assert_eq!(
+        callers_602_after(&ast, 2),
+        ["102", "101"],
+        "through the edge Asterisk sees the authorized caller"
+    );
+
+    // A second From naming 102, and a To tag on a fresh Call-ID: refused by the edge.
+    for (call_id, from, extra) in [
+        (
+            "edge-two-froms",
+            "From: <sip:101@sbc.test>;tag=f101\r\nFrom: <sip:102@sbc.test>;tag=f102\r\n",
+            "",
+        ),
+        ("edge-to-tag", from_101, ""),
+    ] {
+        let status = if call_id == "edge-to-tag" {
+            // The To tag goes into the To header: build that INVITE by hand.
+            let sdp = phone.sdp();
+            let via = phone.via();
+            phone
+                .send(&format!(
+                    "INVITE sip:602@sbc.test SIP/2.0\r\nVia: {via};branch=z9hG4bK-{call_id};rport\r\nMax-Forwards: 70\r\n{from}To: <sip:602@sbc.test>;tag=guessed\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:101@127.0.0.1:46901;transport=tls>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                    sdp.len()
+                ))
+                .await;
+            phone
+                .final_response()
+                .await
+                .and_then(|r| r.status())
+                .unwrap_or_default()
+        } else {
+            call_602(&mut phone, call_id, from, extra).await
+        };
+        // Asterisk would have challenged (401) or answered busy (486): another 4xx is the
+        // edge's refusal.
+        eprintln!("{call_id}: {status}");
+        assert!(
+            (400..500).contains(&status) && status != 401 && status != 486,
+            "{call_id}: refused by the edge, not Asterisk: {status}"
+        );
+    }
+    let channels = ast.rx("core show channels");
+    assert_eq!(active_channels(&channels), Some(0), "{channels}");
+    assert_eq!(
+        callers_602(&ast),
+        ["102", "101"],
+        "neither attack reached Asterisk's dialplan"
+    );
+    let sip_history = ast.messages();
+    assert!(
+        !sip_history.contains("edge-two-froms") && !sip_history.contains("edge-to-tag"),
+        "{sip_history}"
+    );
+    assert_nothing_left(&e, &ast).await;
+    e.stop().await.expect("clean shutdown");
+}
