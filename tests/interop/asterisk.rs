@@ -23,7 +23,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The shipped Asterisk configuration, used unchanged.
-const SHIPPED: [&str; 5] = [
+const SHIPPED: [&str; 6] = [
+    "voicemail.conf",
     "pjsip.conf",
     "extensions.conf",
     "modules.conf",
@@ -1219,5 +1220,79 @@ async fn asterisk_sees_only_the_authorized_caller() {
         "{sip_history}"
     );
     assert_nothing_left(&e, &ast).await;
+    e.stop().await.expect("clean shutdown");
+}
+
+/// MWI: a message put into 102's voicemail INBOX (as app_voicemail stores one: a `.txt`
+/// description beside the recording) makes Asterisk (voicemail.conf polls the spool; the
+/// endpoint has `mailboxes = 102@default`) send an unsolicited NOTIFY `message-summary` with
+/// `Messages-Waiting: yes` that reaches 102 through the edge over its TLS connection; 101,
+/// whose mailbox is empty, gets no such NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_message_waiting_notify_reaches_the_phone() {
+    let _turn = ONE_ASTERISK.lock().await;
+    let pki = edge::dev_pki();
+    let run = tempfile::tempdir().expect("tempdir");
+    let ast = Asterisk::start(run.path());
+    let media = net::free_range(45000, 45499, 20);
+    let e = start_edge(&pki, media).await;
+    let wav = run.path().join("tone.wav");
+    tone::write_wav(&wav, 3);
+    let mut p = start_phones(&pki, &e, &wav, "auto");
+    wait_registered(&ast, &mut p);
+    assert!(
+        !p.b.log().contains("Messages-Waiting: yes"),
+        "no message yet\n{}",
+        p.b.log()
+    );
+
+    let inbox = run.path().join("spool/voicemail/default/102/INBOX");
+    std::fs::create_dir_all(&inbox).expect("inbox");
+    std::fs::copy(&wav, inbox.join("msg0000.wav")).expect("recording");
+    std::fs::write(
+        inbox.join("msg0000.txt"),
+        ";\n; Message Information file\n;\n[message]\norigmailbox=102\ncontext=phones\n\
+         macrocontext=\nexten=102\nrdnis=unknown\npriority=2\ncallerchan=PJSIP/101-00000000\n\
+         callerid=\"101\" <101>\norigdate=Mon Dec  7 00:00:00 AM UTC 2026\n\
+         origtime=1796601600\ncategory=\nmsg_id=1796601600-00000000\nflag=\nduration=3\n",
+    )
+    .expect("message description");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !p.b.log().contains("Messages-Waiting: yes") && Instant::now() < deadline {
+        p.ctrl_b.pump(Duration::from_millis(250));
+    }
+    let log_b = p.b.log();
+    assert!(
+        log_b.contains("NOTIFY sip:")
+            && log_b.contains("message-summary")
+            && log_b.contains("Messages-Waiting: yes"),
+        "Asterisk's message-summary NOTIFY reached 102 through the edge\n{log_b}\n{}\n{}\n{}",
+        ast.messages(),
+        ast.rx("voicemail show users"),
+        http::get(e.admin_addr, "/metrics")
+            .await
+            .1
+            .lines()
+            .filter(|l| !l.starts_with('#')
+                && (l.contains("refused") || l.contains("dropped"))
+                && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let users = ast.rx("voicemail show users");
+    assert!(
+        users
+            .lines()
+            .any(|l| l.contains("102") && l.split_whitespace().last() == Some("1")),
+        "Asterisk counts one new message for 102: {users}"
+    );
+    assert!(
+        !p.a.log().contains("Messages-Waiting: yes"),
+        "101's mailbox is empty\n{}",
+        p.a.log()
+    );
+    p.a.quit(&mut p.ctrl_a);
+    p.b.quit(&mut p.ctrl_b);
     e.stop().await.expect("clean shutdown");
 }
