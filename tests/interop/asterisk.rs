@@ -1296,3 +1296,137 @@ async fn asterisk_message_waiting_notify_reaches_the_phone() {
     p.b.quit(&mut p.ctrl_b);
     e.stop().await.expect("clean shutdown");
 }
+
+/// The `<state>` values of a dialog-info NOTIFY body (RFC 4235 §4.1), in order.
+fn dialog_states(body: &str) -> Vec<String> {
+    body.split("<state")
+        .skip(1)
+        .filter_map(|s| Some(s.split_once('>')?.1.split('<').next()?.trim().to_owned()))
+        .collect()
+}
+
+/// BLF: 101's device SUBSCRIBEs (Event: dialog, RFC 4235) to 102 through the edge, answering
+/// Asterisk's digest challenge; Asterisk's NOTIFYs come back over the same TLS connection: the
+/// initial one, then `early` while 102 rings and `confirmed` once 102 answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_dialog_notifies_reach_a_blf_subscriber() {
+    let _turn = ONE_ASTERISK.lock().await;
+    let pki = edge::dev_pki();
+    let run = tempfile::tempdir().expect("tempdir");
+    let ast = Asterisk::start(run.path());
+    let media = net::free_range(45500, 45999, 20);
+    let e = start_edge(&pki, media).await;
+    let wav = run.path().join("tone.wav");
+    tone::write_wav(&wav, WAV_SECS);
+    let mut p = start_phones(&pki, &e, &wav, "manual");
+    wait_registered(&ast, &mut p);
+
+    let port = net::free_tcp_port();
+    let mut blf = crate::support::phone::snom(&pki, &e).await;
+    let uri = "sip:102@sbc.test";
+    let mut authorization = String::new();
+    let mut states: Vec<String> = Vec::new();
+    for cseq in 1..=2u32 {
+        blf.send(&format!(
+            "SUBSCRIBE {uri} SIP/2.0\r\n\
+             Via: SIP/2.0/TLS 127.0.0.1:{port};branch=z9hG4bK-blf-{cseq};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:101@sbc.test>;tag=blf101\r\n\
+             To: <{uri}>\r\n\
+             Call-ID: blf-101-102\r\n\
+             CSeq: {cseq} SUBSCRIBE\r\n\
+             Contact: <sip:101@127.0.0.1:{port};transport=tls>\r\n\
+             Event: dialog\r\n\
+             Accept: application/dialog-info+xml\r\n\
+             Expires: 300\r\n\
+             {authorization}Content-Length: 0\r\n\r\n"
+        ))
+        .await;
+        let resp = loop {
+            let m = blf
+                .recv_within(Duration::from_secs(10))
+                .await
+                .expect("an answer to the SUBSCRIBE");
+            if m.is_request() {
+                // An early NOTIFY (RFC 6665 §4.1.2.4): answer and keep it.
+                states.extend(dialog_states(&String::from_utf8_lossy(m.body())));
+                blf.send(&crate::support::phone::response(&m, 200)).await;
+            } else if m.status().is_some_and(|s| s >= 200) {
+                break m;
+            }
+        };
+        match resp.status() {
+            Some(401) => {
+                let challenge = resp
+                    .header_values("WWW-Authenticate")
+                    .into_iter()
+                    .find(|c| !c.contains("SHA-256"))
+                    .expect("MD5 challenge")
+                    .to_owned();
+                authorization = format!(
+                    "Authorization: {}\r\n",
+                    digest_authorization(&challenge, "SUBSCRIBE", uri, "101", "change-me-101")
+                );
+            }
+            Some(s) if (200..300).contains(&s) => break,
+            other => panic!("SUBSCRIBE answered {other:?}\n{}", ast.messages()),
+        }
+    }
+
+    // Every NOTIFY within `limit`: answered 200, its states recorded.
+    async fn notifies(
+        blf: &mut crate::support::phone::Phone,
+        states: &mut Vec<String>,
+        limit: Duration,
+        until: &str,
+    ) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !states.iter().any(|s| s == until) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(m) = blf.recv_within(left).await else {
+                return;
+            };
+            if m.method().map(|m| m.as_str()) == Some("NOTIFY") {
+                assert_eq!(m.header("Event"), Some("dialog"), "RFC 4235 event package");
+                states.extend(dialog_states(&String::from_utf8_lossy(m.body())));
+                blf.send(&crate::support::phone::response(&m, 200)).await;
+            }
+        }
+    }
+    notifies(&mut blf, &mut states, Duration::from_secs(5), "terminated").await;
+    assert!(
+        !states.is_empty(),
+        "the initial NOTIFY reached the subscriber"
+    );
+
+    assert!(p.ctrl_a.command("dial", Some("sip:102@sbc.test")).is_some());
+    assert!(p
+        .ctrl_b
+        .wait_event("CALL_INCOMING", Duration::from_secs(15))
+        .is_some());
+    notifies(&mut blf, &mut states, Duration::from_secs(10), "early").await;
+    assert!(
+        states.iter().any(|s| s == "early"),
+        "102 ringing reached the BLF subscriber: {states:?}"
+    );
+    assert!(p.ctrl_b.command("accept", None).is_some());
+    assert!(p
+        .ctrl_b
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+        .is_some());
+    notifies(&mut blf, &mut states, Duration::from_secs(10), "confirmed").await;
+    assert!(
+        states.iter().any(|s| s == "confirmed"),
+        "102 answering reached the BLF subscriber: {states:?}"
+    );
+    eprintln!("BLF states seen by 101: {states:?}");
+    assert!(p.ctrl_a.command("hangup", None).is_some());
+    assert!(p
+        .ctrl_b
+        .wait_event("CALL_CLOSED", Duration::from_secs(10))
+        .is_some());
+    assert_nothing_left(&e, &ast).await;
+    p.a.quit(&mut p.ctrl_a);
+    p.b.quit(&mut p.ctrl_b);
+    e.stop().await.expect("clean shutdown");
+}
