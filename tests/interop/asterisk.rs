@@ -23,7 +23,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The shipped Asterisk configuration, used unchanged.
-const SHIPPED: [&str; 6] = [
+const SHIPPED: [&str; 7] = [
+    "musiconhold.conf",
     "voicemail.conf",
     "pjsip.conf",
     "extensions.conf",
@@ -79,6 +80,18 @@ impl Asterisk {
             std::fs::copy(deploy.join(f), etc.join(f))
                 .unwrap_or_else(|e| panic!("deploy/asterisk/{f}: {e}"));
         }
+        // The data directory: the install's, with a music-on-hold file of our own (the build
+        // downloads no sounds) — the tone, so the held phone has something to hear.
+        let data = run.join("data");
+        std::fs::create_dir_all(data.join("moh")).expect("moh dir");
+        for entry in std::fs::read_dir(prefix.join("var/lib/asterisk")).expect("astdatadir") {
+            let entry = entry.expect("astdatadir entry");
+            if entry.file_name() != "moh" {
+                std::os::unix::fs::symlink(entry.path(), data.join(entry.file_name()))
+                    .expect("astdatadir link");
+            }
+        }
+        tone::write_wav(&data.join("moh/tone.wav"), 30);
         // `[directories]` without `(!)`: with it, the section is a template and ignored.
         let conf = etc.join("asterisk.conf");
         let r = run.display();
@@ -92,7 +105,7 @@ impl Asterisk {
                  astvarlibdir => {r}/lib\n\
                  astdbdir => {r}/lib\n\
                  astkeydir => {r}/lib\n\
-                 astdatadir => {p}/var/lib/asterisk\n\
+                 astdatadir => {r}/data\n\
                  astagidir => {r}/agi-bin\n\
                  astspooldir => {r}/spool\n\
                  astrundir => {r}/run\n\
@@ -1420,6 +1433,102 @@ async fn asterisk_dialog_notifies_reach_a_blf_subscriber() {
         "102 answering reached the BLF subscriber: {states:?}"
     );
     eprintln!("BLF states seen by 101: {states:?}");
+    assert!(p.ctrl_a.command("hangup", None).is_some());
+    assert!(p
+        .ctrl_b
+        .wait_event("CALL_CLOSED", Duration::from_secs(10))
+        .is_some());
+    assert_nothing_left(&e, &ast).await;
+    p.a.quit(&mut p.ctrl_a);
+    p.b.quit(&mut p.ctrl_b);
+    e.stop().await.expect("clean shutdown");
+}
+
+/// Packets the edge relayed PBX → phone on the call in `/api/calls` whose direction is
+/// `direction`.
+fn pbx_to_phone_packets(calls: &str, direction: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(calls).unwrap_or_default();
+    v["calls"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|c| c["direction"].as_str() == Some(direction))
+        })
+        .and_then(|c| c["packets_pbx_to_phone"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Hold from a phone in a call between two phones: 101 holds (re-INVITE `a=sendonly` through
+/// the edge), Asterisk starts music on hold (`musiconhold.conf`) toward 102, and the edge
+/// keeps relaying packets to 102 (SRTP on its leg) while 101 holds; 101 resumes, Asterisk stops
+/// the music; the call ends cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_music_on_hold_reaches_the_held_phone() {
+    let _turn = ONE_ASTERISK.lock().await;
+    let pki = edge::dev_pki();
+    let run = tempfile::tempdir().expect("tempdir");
+    let ast = Asterisk::start(run.path());
+    let media = net::free_range(45000, 45499, 20);
+    let e = start_edge(&pki, media).await;
+    let wav = run.path().join("tone.wav");
+    tone::write_wav(&wav, WAV_SECS);
+    let mut p = start_phones(&pki, &e, &wav, "auto");
+    wait_registered(&ast, &mut p);
+
+    assert!(p.ctrl_a.command("dial", Some("sip:102@sbc.test")).is_some());
+    assert!(p
+        .ctrl_b
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(15))
+        .is_some());
+    assert!(p
+        .ctrl_a
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+        .is_some());
+    p.ctrl_a.pump(Duration::from_secs(1));
+    assert!(p.ctrl_a.command("hold", None).is_some());
+    assert!(
+        wait_log(
+            &ast,
+            "Started music on hold",
+            Duration::from_secs(10),
+            &mut p
+        ),
+        "Asterisk started music on hold for 102: {}",
+        ast.messages()
+    );
+    let started = ast
+        .messages()
+        .lines()
+        .find(|l| l.contains("Started music on hold"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(started.contains("PJSIP/102-"), "{started}");
+    let before = pbx_to_phone_packets(
+        &http::get(e.admin_addr, "/api/calls").await.1,
+        "pbx_to_phone",
+    );
+    p.ctrl_a.pump(Duration::from_secs(3));
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    let during = pbx_to_phone_packets(&calls, "pbx_to_phone");
+    assert!(
+        during >= before + 100,
+        "the music reached 102 through the edge while 101 held: {before} → {during}\n{calls}"
+    );
+    assert!(
+        srtp_suite(&calls, "pbx_to_phone").is_some(),
+        "102's leg is SRTP: {calls}"
+    );
+    assert!(p.ctrl_a.command("resume", None).is_some());
+    assert!(
+        wait_log(
+            &ast,
+            "Stopped music on hold",
+            Duration::from_secs(10),
+            &mut p
+        ),
+        "Asterisk stopped the music on resume: {}",
+        ast.messages()
+    );
     assert!(p.ctrl_a.command("hangup", None).is_some());
     assert!(p
         .ctrl_b
