@@ -852,6 +852,17 @@ async fn asterisk_gets_dtmf_hold_resume_and_blind_transfer_from_phones() {
         .wait_event("CALL_CLOSED", Duration::from_secs(10))
         .is_some());
     assert!(p.ctrl_b.events.iter().all(|(k, _)| k != "CALL_CLOSED"));
+    // 102's leg keeps its keys and ports across the transfer: Echo's audio reaches it.
+    let before = pbx_to_phone_packets(
+        &http::get(e.admin_addr, "/api/calls").await.1,
+        "pbx_to_phone",
+    );
+    p.ctrl_b.pump(Duration::from_secs(2));
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    assert!(
+        pbx_to_phone_packets(&calls, "pbx_to_phone") >= before + 50,
+        "Asterisk's Echo reaches 102 after the transfer: {before} → {calls}"
+    );
     assert!(p.ctrl_b.command("hangup", None).is_some());
     assert!(p
         .ctrl_b
