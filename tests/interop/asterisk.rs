@@ -71,6 +71,13 @@ fn prefix() -> PathBuf {
 impl Asterisk {
     fn start(run: &Path) -> Self {
         let prefix = prefix();
+        // The shipped transport binds 127.0.0.1:5060; anything else there would take
+        // Asterisk's place silently.
+        assert!(
+            std::net::UdpSocket::bind(ASTERISK_SIP).is_ok(),
+            "UDP {ASTERISK_SIP} (deploy/asterisk/pjsip.conf's transport) is in use: stop what \
+             listens there before running the Asterisk tests"
+        );
         let etc = run.join("etc");
         for d in ["etc", "lib", "spool", "log", "run", "agi-bin"] {
             std::fs::create_dir_all(run.join(d)).expect("asterisk dir");
