@@ -7,6 +7,9 @@
 mod support;
 
 mod interop {
+    // Needs an Asterisk build (ASTERISK_PREFIX, see INTEROP.md).
+    #[cfg(feature = "asterisk")]
+    mod asterisk;
     mod baresip;
     mod baresip_call;
     mod baresip_register;

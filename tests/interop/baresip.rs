@@ -26,6 +26,9 @@ pub struct PhoneSetup<'a> {
     pub regint: u32,
     /// `auto` answers incoming calls, `manual` leaves them ringing.
     pub answermode: &'a str,
+    /// Digest password for the registrar's challenges (`auth_pass`); `None` when nothing
+    /// behind the edge challenges (SIPp).
+    pub auth_pass: Option<&'a str>,
     /// Call media; `None` for a phone that only registers (no audio source, no SRTP).
     pub media: Option<CallMedia<'a>>,
     /// `dns_server`: resolves the edge's name (never the system resolver).
@@ -177,8 +180,12 @@ fn write_config(dir: &Path, s: &PhoneSetup, sip_port: u16, ctrl_port: u16) {
         srtp = media_modules.1,
     );
     std::fs::write(dir.join("config"), config).expect("baresip config");
+    let auth = s
+        .auth_pass
+        .map(|p| format!(";auth_pass={p}"))
+        .unwrap_or_default();
     let account = format!(
-        "<sip:{user}@sbc.test;transport=tls>;outbound=\"sip:{edge};transport=tls\";regint={regint}{account_media};answermode={answer}\n",
+        "<sip:{user}@sbc.test;transport=tls>;outbound=\"sip:{edge};transport=tls\";regint={regint}{account_media}{auth};answermode={answer}\n",
         user = s.user,
         edge = s.edge,
         regint = s.regint,

@@ -35,6 +35,7 @@ fn phone<'a>(
         user: "101",
         regint,
         answermode: "auto",
+        auth_pass: None,
         media: Some(CallMedia { audio, rtp_ports }),
         dns: dns.addr,
         verbose: true,

@@ -33,6 +33,7 @@ fn phone<'a>(pki: &'a TestPki, cert: &'a Path, user: &'a str, e: &RunningEdge) -
         user,
         regint: 60,
         answermode: "manual",
+        auth_pass: None,
         media: None,
         // The edge is given by address: no lookup is expected of this resolver.
         dns: SocketAddr::from(([127, 0, 0, 1], 53)),
