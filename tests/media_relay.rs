@@ -938,3 +938,52 @@ async fn several_workers_relay_every_stream_and_count_the_events_signalling_coul
         handle.stop().await.unwrap();
     }
 }
+
+/// Issue 11 point 10: a PBX that cycles through more SSRCs than an SRTP context tracks (32
+/// per direction) must not make the edge forget a sender. Before, the least recently used
+/// SSRC was evicted and, when it spoke again, restarted at ROC 0: the same keystream as its
+/// first packets (RFC 3711 §9.1). Now the 33rd SSRC is dropped and counted, and the first
+/// SSRC, past a sequence wrap (ROC 1), keeps its ROC: the phone, whose context tracks the ROC
+/// itself, authenticates what follows (the ROC is part of the authenticated data).
+#[tokio::test]
+async fn a_pbx_cycling_through_ssrcs_never_makes_the_edge_reuse_keystream() {
+    let relay = relay();
+    let call = Call::new();
+    let handle = relay.control.start(call.spec()).await.unwrap();
+    let pbx_local = handle.pbx_local();
+    let mut phone_rx = ctx(&call.edge_key);
+
+    // SSRC 0xA wraps its sequence: ROC 1 from here on.
+    for seq in [65534u16, 65535, 0] {
+        let plain = rtp(seq, 0xA, 1);
+        send(&call.pbx_rtp, &plain, pbx_local.rtp);
+        assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), plain);
+    }
+    // 31 more SSRCs fill the context (32 in all), each relayed.
+    for ssrc in 1..=31u32 {
+        let plain = rtp(7, 0x100 + ssrc, 2);
+        send(&call.pbx_rtp, &plain, pbx_local.rtp);
+        assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), plain);
+    }
+    // The 33rd is dropped and counted, not given 0xA's slot.
+    send(&call.pbx_rtp, &rtp(7, 0x999, 3), pbx_local.rtp);
+    wait_counters(&handle, |c| c.dropped(DropReason::TooManySsrcs) == 1);
+    // 0xA speaks again: still ROC 1, so the phone authenticates it (under the old eviction
+    // it was protected with ROC 0 and the phone refused it).
+    for seq in 1..4u16 {
+        let plain = rtp(seq, 0xA, 4);
+        send(&call.pbx_rtp, &plain, pbx_local.rtp);
+        assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), plain);
+    }
+    // Counters are bumped right after the send: wait (bounded) for the last one.
+    wait_counters(&handle, |c| c.pbx_to_phone_packets == 3 + 31 + 3);
+    assert_eq!(handle.counters().dropped(DropReason::TooManySsrcs), 1);
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&relay.registry.gather())
+        .unwrap();
+    assert!(
+        text.contains("pbx_edge_media_dropped_total{reason=\"too_many_ssrcs\"} 1"),
+        "{text}"
+    );
+    handle.stop().await.unwrap();
+}
