@@ -9,6 +9,7 @@ mod e2e {
     mod call;
     mod config_cli;
     mod device_caps;
+    mod drain;
     mod file_reloads;
     mod identity_listener;
     mod limits;
