@@ -16,6 +16,7 @@ mod e2e {
     mod listener_timeouts;
     mod media_policy;
     mod out_of_dialog;
+    mod pbx_faults;
     mod pbx_tcp;
     mod provisioning;
     mod register;

@@ -17,8 +17,8 @@ use std::time::Duration;
 const PHONE_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
 
 /// An established phone → PBX call through the binary.
-struct Call {
-    phone: Phone,
+pub(super) struct Call {
+    pub(super) phone: Phone,
     /// The phone's ACK (its BYE is built from it).
     ack: String,
     /// Where the edge sends the PBX leg from.
@@ -54,7 +54,7 @@ fn pbx_200(req: &SipMessage) -> String {
 }
 
 /// INVITE → 100 → (PBX) 200 → ACK: the call is up on both legs.
-async fn establish(pki: &TestPki, running: &Running, pbx: &Pbx, call_id: &str) -> Call {
+pub(super) async fn establish(pki: &TestPki, running: &Running, pbx: &Pbx, call_id: &str) -> Call {
     let mut phone = connect(pki, running).await;
     phone.send(&invite(call_id)).await;
     assert_eq!(phone.recv().await.expect("100 Trying").status(), Some(100));
@@ -74,7 +74,7 @@ async fn establish(pki: &TestPki, running: &Running, pbx: &Pbx, call_id: &str) -
 }
 
 /// The phone hangs up; the PBX answers its BYE; the phone gets the 200.
-async fn hang_up(call: &mut Call, pbx: &Pbx, call_id: &str) {
+pub(super) async fn hang_up(call: &mut Call, pbx: &Pbx, call_id: &str) {
     let bye = call
         .ack
         .replace("ACK sip", "BYE sip")
@@ -90,7 +90,7 @@ async fn hang_up(call: &mut Call, pbx: &Pbx, call_id: &str) {
     assert_eq!(ok.cseq().unwrap().seq, 2);
 }
 
-async fn metric(running: &Running, name: &str) -> f64 {
+pub(super) async fn metric(running: &Running, name: &str) -> f64 {
     http::metric(&http::get(running.admin, "/metrics").await.1, name)
 }
 
