@@ -1783,6 +1783,8 @@ impl SipCore {
                 "connection_lost"
             } else if why == "shutdown" {
                 "shutdown"
+            } else if why.starts_with("dialog gone") {
+                "dialog_gone"
             } else {
                 "ended"
             };
@@ -2218,6 +2220,21 @@ impl SipCore {
         }
         // What is sent from here on (the refusal replaces the response).
         let status = resp.status().unwrap_or(status);
+        // 481 to a request inside an established call: that side no longer has the dialog (a
+        // PBX that restarted and lost its state). The requester gets the 481 and ends the
+        // dialog itself (RFC 3261 §12.2.1.2; RFC 5057 §5.6: 481 ends the INVITE usage), so
+        // the edge releases the call and its media now instead of at the media timeout.
+        if status == 481
+            && matches!(
+                method,
+                Method::Invite | Method::Update | Method::Info | Method::Prack
+            )
+            && self.dialogs.get(&call_id).is_some_and(|d| d.established)
+        {
+            tracing::info!(%call_id, leg = leg.label(), %method, "481 inside the call: the other side lost the dialog");
+            self.end_call(&call_id, false, false, "dialog gone (481)")
+                .await;
+        }
         if matches!(method, Method::Subscribe | Method::Refer) && (200..300).contains(&status) {
             self.learn_subscription(&resp, flow);
         }

@@ -20,7 +20,7 @@ const PHONE_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
 pub(super) struct Call {
     pub(super) phone: Phone,
     /// The phone's ACK (its BYE is built from it).
-    ack: String,
+    pub(super) ack: String,
     /// Where the edge sends the PBX leg from.
     edge_pbx: SocketAddr,
 }

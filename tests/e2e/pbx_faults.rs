@@ -138,3 +138,109 @@ fn pbx_silent_mid_call_ends_the_call_cleanly_and_the_edge_recovers_when_it_retur
     });
     drop(running);
 }
+
+/// The PBX restarts and loses its state (dialogs and registrations). What the phone sees: its
+/// next request inside the call (here a re-INVITE putting the call on hold) gets the PBX's 481;
+/// the edge relays it and releases the call and its media at once (RFC 3261 §12.2.1.2), so the
+/// phone's own clean-up BYE is answered 481 by the edge and never reaches the PBX. The phone's
+/// next REGISTER recreates its binding and a new call works.
+#[test]
+fn pbx_restart_that_lost_the_call_releases_it_on_481_and_the_phone_recovers() {
+    let pki = edge::dev_pki();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pbx = rt.block_on(Pbx::bind());
+    let pbx_addr = pbx.addr().to_string();
+    let running = run_dev(
+        &pki,
+        &[
+            ("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str()),
+            ("PBX_EDGE_SIP__T1_MS", "50"),
+            ("PBX_EDGE_MEDIA__PORT_MIN", "44600"),
+            ("PBX_EDGE_MEDIA__PORT_MAX", "44699"),
+        ],
+    );
+    rt.block_on(async {
+        let mut call = establish(&pki, &running, &pbx, "pbx-restart").await;
+        assert_eq!(metric(&running, "pbx_edge_media_active_streams").await, 1.0);
+        let hold = call
+            .ack
+            .replace("ACK sip", "INVITE sip")
+            .replace("pbx-restart-ack", "pbx-restart-reinv")
+            .replace("CSeq: 1 ACK", "CSeq: 2 INVITE")
+            .replace("Content-Length: 0\r\n\r\n", "");
+        let sdp = format!("v=0\r\no=snom 1 2 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5004 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n", "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz");
+        let hold = format!(
+            "{hold}Contact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        call.phone.send(&hold).await;
+        assert_eq!(call.phone.recv().await.expect("100").status(), Some(100));
+        // The restarted PBX knows no such dialog.
+        let (reinv, from) = next_request(&pbx, "INVITE", 2).await;
+        pbx.send(
+            from,
+            &pbx::response(&reinv, 481, "Call/Transaction Does Not Exist", ""),
+        )
+        .await;
+        let gone = call.phone.recv().await.expect("the phone gets the 481");
+        assert_eq!(gone.status(), Some(481));
+        let (ack, _) = next_request(&pbx, "ACK", 2).await;
+        assert_eq!(ack.call_id().unwrap(), "pbx-restart", "the edge ACKs the 481");
+
+        // The edge has released the call and its media.
+        let mut m = String::new();
+        for _ in 0..50 {
+            m = http::get(running.admin, "/metrics").await.1;
+            if http::metric(&m, "pbx_edge_calls_active") == 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
+        assert_eq!(
+            http::metric(&m, "pbx_edge_calls_total{outcome=\"dialog_gone\"}"),
+            1.0,
+            "{m}"
+        );
+        let mut streams = 1.0;
+        for _ in 0..50 {
+            streams = metric(&running, "pbx_edge_media_active_streams").await;
+            if streams == 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(streams, 0.0, "the call's media is released");
+
+        // The phone ends the dialog on its side: the edge answers, the PBX sees nothing.
+        let bye = call
+            .ack
+            .replace("ACK sip", "BYE sip")
+            .replace("pbx-restart-ack", "pbx-restart-bye")
+            .replace("CSeq: 1 ACK", "CSeq: 3 BYE");
+        call.phone.send(&bye).await;
+        let r = call.phone.recv().await.expect("an answer to the BYE");
+        assert_eq!(r.status(), Some(481));
+        assert!(
+            pbx.recv_within(Duration::from_millis(500))
+                .await
+                .is_none_or(|(m, _)| m.method().map(|m| m.as_str()) != Some("BYE")),
+            "the BYE for a call the edge released is not forwarded"
+        );
+
+        // The phone re-registers (the PBX lost that too) and calls again.
+        call.phone
+            .send(&phone::register("101", 5099, 1, "reg-restart", ""))
+            .await;
+        let (req, from) = next_request(&pbx, "REGISTER", 1).await;
+        let uri = pbx::contact_uri(&req).expect("edge Contact");
+        pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
+        assert_eq!(
+            call.phone.recv().await.expect("200 to REGISTER").status(),
+            Some(200)
+        );
+        let mut again = establish(&pki, &running, &pbx, "pbx-restart-2").await;
+        hang_up(&mut again, &pbx, "pbx-restart-2").await;
+    });
+    drop(running);
+}
