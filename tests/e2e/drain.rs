@@ -1,8 +1,8 @@
 //! Graceful shutdown with calls (issue 16, edge faults), on the real binary: SIGTERM lets a
 //! call that ends within `shutdown.drain_timeout_secs` end normally, exits at once when nothing
 //! is in flight (transactions that only absorb retransmissions do not count), and ends calls
-//! still up at the deadline with a BYE on both legs. Every process is stopped by its PID
-//! (`Running` kills it on drop).
+//! still up at the deadline with a BYE on both legs; a SIGHUP reload during calls loses none.
+//! Every process is stopped by its PID (`Running` kills it on drop).
 
 use super::config_cli::{run_dev, Running};
 use crate::support::edge::{self, TestPki};
@@ -238,4 +238,61 @@ fn drain_timeout_ends_calls_left_with_bye_to_both_legs() {
     let log = running.log().join("\n");
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("calls ended by shutdown"), "{log}");
+}
+
+/// Issue 16, edge faults: a reload (SIGHUP: certificates, CAs, CRLs, inventory) while calls
+/// are in progress loses none of them. Ten calls (`sip.max_calls_per_device` allows 16 for the
+/// one device certificate) are up when the signal comes; after the reload every one still ends
+/// normally, its BYE passing authorization against the new inventory snapshot.
+#[test]
+fn sighup_reload_during_calls_loses_none() {
+    const CALLS: usize = 10;
+    let pki = edge::dev_pki();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pbx = rt.block_on(Pbx::bind());
+    let pbx_addr = pbx.addr().to_string();
+    let running = run_dev(
+        &pki,
+        &[
+            ("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str()),
+            ("PBX_EDGE_MEDIA__PORT_MIN", "44700"),
+            ("PBX_EDGE_MEDIA__PORT_MAX", "44799"),
+        ],
+    );
+    rt.block_on(async {
+        let mut calls = Vec::new();
+        for i in 0..CALLS {
+            calls.push(establish(&pki, &running, &pbx, &format!("hup-{i}")).await);
+        }
+        assert_eq!(
+            metric(&running, "pbx_edge_calls_active").await,
+            CALLS as f64
+        );
+        let ok = "pbx_edge_identity_reloads_total{result=\"ok\"}";
+        assert_eq!(metric(&running, ok).await, 0.0);
+        running.signal("HUP");
+        let mut reloaded = 0.0;
+        for _ in 0..100 {
+            reloaded = metric(&running, ok).await;
+            if reloaded >= 1.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(reloaded, 1.0, "{}", running.log().join("\n"));
+        assert_eq!(
+            metric(&running, "pbx_edge_calls_active").await,
+            CALLS as f64,
+            "no call lost to the reload"
+        );
+        for (i, call) in calls.iter_mut().enumerate() {
+            hang_up(call, &pbx, &format!("hup-{i}")).await;
+        }
+        assert_eq!(metric(&running, "pbx_edge_calls_active").await, 0.0);
+        assert_eq!(
+            metric(&running, "pbx_edge_calls_total{outcome=\"bye\"}").await,
+            CALLS as f64
+        );
+    });
+    drop(running);
 }
