@@ -10,6 +10,7 @@ mod e2e {
     mod config_cli;
     mod device_caps;
     mod drain;
+    mod edge_crash;
     mod file_reloads;
     mod identity_listener;
     mod limits;
