@@ -11,6 +11,7 @@ mod e2e {
     mod device_caps;
     mod drain;
     mod edge_crash;
+    mod failover;
     mod file_reloads;
     mod identity_listener;
     mod limits;
