@@ -275,7 +275,7 @@ impl Edge {
         let (core_views, view_requests) = CoreViews::channel();
 
         // Admin port: its views are built by the SIP core task when asked.
-        let api = api_routes(core_views);
+        let api = api_routes(core_views.clone());
         let api_access = admin::ApiAccess::for_listener(
             self.admin_listener
                 .local_addr()
@@ -492,10 +492,7 @@ impl Edge {
         if let Some(task) = provisioning_accept {
             let _ = task.await;
         }
-        let deadline = tokio::time::Instant::now() + drain;
-        while self.core_metrics.transactions.get() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        drain_core(&core_views, drain).await;
         conn_cancel.cancel();
         tracker.close();
         if tokio::time::timeout(Duration::from_secs(2), tracker.wait())
@@ -517,6 +514,58 @@ impl Edge {
         Ok(())
     }
 }
+
+/// The shutdown drain: waits up to `drain` for requests still waiting for a final response
+/// and for calls in progress, so that a call hung up within the drain time is not cut. With
+/// nothing in flight it returns at once: transactions that only absorb retransmissions
+/// (RFC 6026 §7.1 Timers L/M, up to 64·T1 after a call) hold up no rolling update. Calls
+/// still up at the deadline get a BYE on both legs, and their BYE transactions get
+/// [`BYE_GRACE`] to be answered before the connections close.
+async fn drain_core(views: &CoreViews, drain: Duration) {
+    let deadline = tokio::time::Instant::now() + drain;
+    let mut last = None;
+    loop {
+        // `None`: the core does not answer (stuck); only the deadline ends the wait then.
+        let now = views.in_flight().await;
+        if now.is_some_and(|w| w.is_idle()) {
+            tracing::info!("drained: nothing in flight");
+            return;
+        }
+        if now.is_some() {
+            last = now;
+        } else if views.is_closed() {
+            // The core ends once every phone connection and the PBX socket are gone: nothing
+            // can be in flight any more.
+            tracing::info!("drained: the SIP core has stopped");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = last.map(|w| w.calls).unwrap_or(0);
+    tracing::warn!(
+        transactions = last.map(|w| w.transactions).unwrap_or(0),
+        calls,
+        "drain timeout: ending what is left"
+    );
+    if calls == 0 {
+        return;
+    }
+    let ended = views.end_calls().await.unwrap_or(0);
+    tracing::info!(calls = ended, "calls ended by shutdown (BYE to both legs)");
+    let grace = tokio::time::Instant::now() + BYE_GRACE;
+    while tokio::time::Instant::now() < grace {
+        if views.in_flight().await.is_some_and(|w| w.is_idle()) || views.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long the BYEs of calls ended by a shutdown may wait for their answers.
+const BYE_GRACE: Duration = Duration::from_secs(4);
 
 /// Which TLS listener a [`ServerConfigs`] serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

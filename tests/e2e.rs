@@ -9,12 +9,16 @@ mod e2e {
     mod call;
     mod config_cli;
     mod device_caps;
+    mod drain;
+    mod edge_crash;
+    mod failover;
     mod file_reloads;
     mod identity_listener;
     mod limits;
     mod listener_timeouts;
     mod media_policy;
     mod out_of_dialog;
+    mod pbx_faults;
     mod pbx_tcp;
     mod provisioning;
     mod register;

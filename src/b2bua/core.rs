@@ -134,6 +134,26 @@ pub struct ViewRequests {
 enum ViewRequest {
     Registrations(oneshot::Sender<Vec<RegistrationView>>),
     Calls(oneshot::Sender<Vec<CallView>>),
+    InFlight(oneshot::Sender<InFlight>),
+    EndCalls(oneshot::Sender<usize>),
+}
+
+/// The work a graceful shutdown waits for ([`CoreViews::in_flight`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InFlight {
+    /// Transactions whose request has no final response yet, on either leg. Transactions
+    /// that only absorb retransmissions (RFC 3261 Timers D/I/J/K, RFC 6026 Timers L/M) are
+    /// not counted: nothing is lost when they stop.
+    pub transactions: usize,
+    /// Calls in progress (early or established dialogs).
+    pub calls: usize,
+}
+
+impl InFlight {
+    /// Nothing a phone or the PBX is waiting for.
+    pub fn is_idle(&self) -> bool {
+        self.transactions == 0 && self.calls == 0
+    }
 }
 
 impl CoreViews {
@@ -153,6 +173,23 @@ impl CoreViews {
     /// Calls in progress, or `None` as for [`CoreViews::registrations`].
     pub async fn calls(&self) -> Option<Vec<CallView>> {
         self.ask(ViewRequest::Calls).await
+    }
+
+    /// What a graceful shutdown still waits for, or `None` as for
+    /// [`CoreViews::registrations`].
+    pub async fn in_flight(&self) -> Option<InFlight> {
+        self.ask(ViewRequest::InFlight).await
+    }
+
+    /// Ends every call in progress with a BYE on both legs (the shutdown drain ran out of
+    /// time); the number of calls ended, or `None` as for [`CoreViews::registrations`].
+    pub async fn end_calls(&self) -> Option<usize> {
+        self.ask(ViewRequest::EndCalls).await
+    }
+
+    /// The core task has stopped (it answers nothing any more).
+    pub fn is_closed(&self) -> bool {
+        self.requests.is_closed()
     }
 
     async fn ask<T>(&self, request: impl FnOnce(oneshot::Sender<T>) -> ViewRequest) -> Option<T> {
@@ -376,7 +413,7 @@ impl SipCore {
                     None => break,
                 },
                 Some(ev) = media_rx.recv() => self.on_media_event(ev).await,
-                Some(request) = views.requests.recv() => self.answer_view(request),
+                Some(request) = views.requests.recv() => self.answer_view(request).await,
                 Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)), if !self.timers.is_empty() => {
                     let (id, leg, timer) = expired.into_inner();
                     self.timer_keys.remove(&(id, leg, timer));
@@ -426,7 +463,7 @@ impl SipCore {
         self.metrics.calls_active.set(self.dialogs.len() as i64);
     }
 
-    fn answer_view(&self, request: ViewRequest) {
+    async fn answer_view(&mut self, request: ViewRequest) {
         // The asker may have given up (timeout): nothing to do then.
         match request {
             ViewRequest::Registrations(tx) => {
@@ -435,6 +472,35 @@ impl SipCore {
             ViewRequest::Calls(tx) => {
                 let _ = tx.send(self.call_views());
             }
+            ViewRequest::InFlight(tx) => {
+                let _ = tx.send(self.in_flight());
+            }
+            ViewRequest::EndCalls(tx) => {
+                let calls: Vec<String> = self.dialogs.keys().cloned().collect();
+                for call_id in &calls {
+                    self.end_call(call_id, true, true, "shutdown").await;
+                }
+                let _ = tx.send(calls.len());
+            }
+        }
+    }
+
+    /// O(transactions): asked every 50 ms during a shutdown only.
+    fn in_flight(&self) -> InFlight {
+        let transactions = self
+            .txns
+            .values()
+            .filter(|t| {
+                !t.answered
+                    || [&t.pbx, &t.phone]
+                        .into_iter()
+                        .flatten()
+                        .any(Transaction::awaits_final_response)
+            })
+            .count();
+        InFlight {
+            transactions,
+            calls: self.dialogs.len(),
         }
     }
 
@@ -1715,6 +1781,10 @@ impl SipCore {
                 "media_timeout"
             } else if why.contains("lost") {
                 "connection_lost"
+            } else if why == "shutdown" {
+                "shutdown"
+            } else if why.starts_with("dialog gone") {
+                "dialog_gone"
             } else {
                 "ended"
             };
@@ -2150,6 +2220,21 @@ impl SipCore {
         }
         // What is sent from here on (the refusal replaces the response).
         let status = resp.status().unwrap_or(status);
+        // 481 to a request inside an established call: that side no longer has the dialog (a
+        // PBX that restarted and lost its state). The requester gets the 481 and ends the
+        // dialog itself (RFC 3261 §12.2.1.2; RFC 5057 §5.6: 481 ends the INVITE usage), so
+        // the edge releases the call and its media now instead of at the media timeout.
+        if status == 481
+            && matches!(
+                method,
+                Method::Invite | Method::Update | Method::Info | Method::Prack
+            )
+            && self.dialogs.get(&call_id).is_some_and(|d| d.established)
+        {
+            tracing::info!(%call_id, leg = leg.label(), %method, "481 inside the call: the other side lost the dialog");
+            self.end_call(&call_id, false, false, "dialog gone (481)")
+                .await;
+        }
         if matches!(method, Method::Subscribe | Method::Refer) && (200..300).contains(&status) {
             self.learn_subscription(&resp, flow);
         }

@@ -102,7 +102,7 @@ impl CoreMetrics {
             calls_ended: IntCounterVec::new(
                 Opts::new(
                     "pbx_edge_calls_total",
-                    "Call outcomes: answered, challenged, failed, cancelled, refused; and how answered calls ended: bye, media_timeout, connection_lost.",
+                    "Call outcomes: answered, challenged, failed, cancelled, refused; and how answered calls ended: bye, media_timeout, connection_lost, shutdown, dialog_gone.",
                 ),
                 &["outcome"],
             )?,

@@ -400,7 +400,8 @@ impl Default for SipConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
-    /// After a signal, listeners close at once; work in flight gets this long to finish.
+    /// After a signal, listeners close at once; requests waiting for a final response and
+    /// calls in progress get this long to finish. Calls left then get a BYE on both legs.
     pub drain_timeout_secs: u64,
 }
 

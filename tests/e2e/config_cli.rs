@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
+pub(super) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pbx-edge"));
     // The test must not inherit overrides from the environment it runs in.
     for (k, _) in std::env::vars() {
@@ -29,10 +29,10 @@ fn repo_file(rel: &str) -> PathBuf {
 }
 
 /// A started `pbx-edge run`, killed by PID on drop if still running.
-struct Running {
-    child: Child,
-    admin: std::net::SocketAddr,
-    tls: std::net::SocketAddr,
+pub(super) struct Running {
+    pub(super) child: Child,
+    pub(super) admin: std::net::SocketAddr,
+    pub(super) tls: std::net::SocketAddr,
     /// Every line the process wrote to stderr (its log), as read so far.
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -93,7 +93,7 @@ impl Running {
     }
 
     /// Sends `signal` (a `kill` name) to this PID.
-    fn signal(&self, signal: &str) {
+    pub(super) fn signal(&self, signal: &str) {
         let pid = self.child.id().to_string();
         let ok = Command::new("kill")
             .args([&format!("-{signal}"), &pid])
@@ -105,7 +105,7 @@ impl Running {
     }
 
     /// The exit status, waiting up to 15 s.
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub(super) fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -113,7 +113,8 @@ impl Running {
             }
             assert!(
                 Instant::now() < deadline,
-                "pbx-edge did not exit within 15 s of SIGTERM"
+                "pbx-edge did not exit within 15 s of SIGTERM:\n{}",
+                self.log().join("\n")
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -125,7 +126,7 @@ impl Running {
     }
 
     /// The log lines read so far.
-    fn log(&self) -> Vec<String> {
+    pub(super) fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 }
@@ -548,7 +549,7 @@ fn warning_in(stdout: &str, needle: &str) -> bool {
 
 /// `pbx-edge run` on the dev PKI's config, every listener on an ephemeral loopback port, plus
 /// `extra` environment overrides.
-fn run_dev(pki: &edge::TestPki, extra: &[(&str, &str)]) -> Running {
+pub(super) fn run_dev(pki: &edge::TestPki, extra: &[(&str, &str)]) -> Running {
     let mut cmd = bin();
     cmd.args(["run", "--config", pki.pki.config.to_str().unwrap()])
         .env("PBX_EDGE_TLS__LISTEN", "127.0.0.1:0")

@@ -295,3 +295,99 @@ async fn over_tcp_the_edge_says_tcp_and_never_retransmits() {
     assert_eq!(ph.recv().await.unwrap().status(), Some(200));
     e.stop().await.expect("clean shutdown");
 }
+
+/// Issue 16, PBX faults: the PBX's TCP connection is reset (RST) in the middle of a call. The
+/// call survives it: a request the PBX sends in the dialog on a new connection reaches the
+/// phone and is answered on that connection, and the phone's BYE reaches the PBX on a
+/// connection the edge opens again; nothing is left afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pbx_connection_reset_mid_call_loses_no_in_dialog_request() {
+    let (pki, pbx, e) = setup(&[
+        ("PBX_EDGE_MEDIA__PORT_MIN", "44500"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "44599"),
+    ])
+    .await;
+    let mut ph = snom(&pki, &e).await;
+    let sdp = "v=0\r\no=snom 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5004 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
+    ph.send(&format!("INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-rst-inv\r\nFrom: <sip:101@sbc.test>;tag=caller-rst\r\nTo: <sip:200@sbc.test>\r\nCall-ID: tcp-reset\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())).await;
+    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
+    let mut out = pbx.accept().await.expect("the edge connects to the PBX");
+    let inv = out.recv().await.expect("the PBX gets the INVITE");
+    let edge_contact = pbx::contact_uri(&inv).expect("edge Contact");
+    let answer = "v=0\r\no=asterisk 9 9 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6004 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
+    let ok = pbx::response(
+        &inv,
+        200,
+        "OK",
+        "Contact: <sip:200@127.0.0.1:5060;transport=tcp>\r\nContent-Type: application/sdp\r\n",
+    )
+    .replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Length: {}\r\n\r\n{answer}", answer.len()),
+    );
+    out.send(&ok).await;
+    let ok = ph.recv().await.expect("the phone gets the 200");
+    assert_eq!(ok.status(), Some(200));
+    let to = ok.header("To").unwrap().to_owned();
+    ph.send(&format!("ACK sip:sbc.test:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-rst-ack\r\nFrom: <sip:101@sbc.test>;tag=caller-rst\r\nTo: {to}\r\nCall-ID: tcp-reset\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port())).await;
+    let ack = out.recv().await.expect("the PBX gets the ACK");
+    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
+
+    // Reset: RST, not FIN (SO_LINGER 0), as a PBX restart or a middlebox does.
+    out.sip.stream.set_zero_linger().unwrap();
+    drop(out);
+    let metrics = wait_metric(&e, OUTBOUND, 0.0).await;
+    assert_eq!(http::metric(&metrics, OUTBOUND), 0.0, "{metrics}");
+    assert_eq!(
+        http::metric(&metrics, "pbx_edge_calls_active"),
+        1.0,
+        "{metrics}"
+    );
+
+    // The PBX sends an in-dialog INFO on a new connection to the edge's Contact.
+    let mut inbound = SipConn::connect_from(LOOPBACK, e.pbx_local)
+        .await
+        .expect("the PBX connects to the edge");
+    let pbx_side = inbound.local_addr();
+    inbound.send(&format!("INFO {edge_contact} SIP/2.0\r\nVia: SIP/2.0/TCP {pbx_side};branch=z9hG4bK-rst-info\r\nFrom: {to}\r\nTo: <sip:101@sbc.test>;tag=caller-rst\r\nCall-ID: tcp-reset\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\nContact: <sip:200@127.0.0.1:5060;transport=tcp>\r\nContent-Length: 0\r\n\r\n")).await;
+    let info = ph.recv().await.expect("the phone gets the INFO");
+    assert_eq!(info.method().map(|m| m.as_str()), Some("INFO"));
+    ph.send(&phone::response(&info, 200)).await;
+    let resp = inbound
+        .recv()
+        .await
+        .expect("the 200 on the PBX's connection");
+    assert_eq!(resp.status(), Some(200));
+    assert_eq!(resp.cseq().unwrap().seq, 1);
+
+    // The phone hangs up: the BYE reaches the PBX (on whichever live connection the edge
+    // picks: a new one of its own, or the PBX's).
+    ph.send(&format!("BYE sip:sbc.test:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-rst-bye\r\nFrom: <sip:101@sbc.test>;tag=caller-rst\r\nTo: {to}\r\nCall-ID: tcp-reset\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port())).await;
+    let (bye, conn) = tokio::select! {
+        c = pbx.accept() => {
+            let mut c = c.expect("a new connection from the edge");
+            (c.recv().await, c)
+        }
+        m = inbound.recv_within(Duration::from_secs(5)) => (m, inbound),
+    };
+    let mut conn = conn;
+    let bye = bye.expect("the PBX gets the BYE");
+    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"));
+    assert_eq!(bye.call_id().unwrap(), "tcp-reset");
+    conn.send(&pbx::response(&bye, 200, "OK", "")).await;
+    let done = ph.recv().await.expect("the phone gets the 200");
+    assert_eq!(done.status(), Some(200));
+    assert_eq!(done.cseq().unwrap().seq, 2);
+    let metrics = wait_metric(&e, "pbx_edge_calls_active", 0.0).await;
+    assert_eq!(
+        http::metric(&metrics, "pbx_edge_calls_active"),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        http::metric(&metrics, "pbx_edge_calls_total{outcome=\"bye\"}"),
+        1.0,
+        "{metrics}"
+    );
+    e.stop().await.expect("clean shutdown");
+}

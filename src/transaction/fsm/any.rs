@@ -41,6 +41,28 @@ impl Transaction {
         }
     }
 
+    /// Whether no final response has been sent (server) or received (client) yet: the
+    /// request is still being worked on. Completed, Confirmed and Accepted transactions only
+    /// absorb retransmissions (RFC 3261 §17.1.1.2, §17.2.1; RFC 6026 §7.1/§8.7); a graceful
+    /// shutdown does not wait for those timers.
+    pub fn awaits_final_response(&self) -> bool {
+        match self {
+            Self::ClientInvite(t) => matches!(
+                t.state(),
+                ClientInviteState::Calling | ClientInviteState::Proceeding
+            ),
+            Self::ClientNonInvite(t) => matches!(
+                t.state(),
+                ClientNonInviteState::Trying | ClientNonInviteState::Proceeding
+            ),
+            Self::ServerInvite(t) => t.state() == ServerInviteState::Proceeding,
+            Self::ServerNonInvite(t) => matches!(
+                t.state(),
+                ServerNonInviteState::Trying | ServerNonInviteState::Proceeding
+            ),
+        }
+    }
+
     /// A matching response arrived (client transactions; ignored by server ones).
     pub fn on_response<I: Moment>(&mut self, response: SipMessage, now: I) -> Vec<Action<I>> {
         match self {
@@ -123,5 +145,53 @@ mod tests {
         assert_eq!(terminated(&a), Some(Termination::Timeout(Timer::H)));
         assert!(t.is_terminated());
         assert!(t.on_transport_error::<Duration>().is_empty());
+    }
+
+    /// Only a transaction still waiting for its final response holds up a graceful shutdown;
+    /// one absorbing retransmissions (Timer K/J/D/L/M/I) does not.
+    #[test]
+    fn awaits_a_final_response_until_one_passes_not_while_absorbing() {
+        // Client non-INVITE over UDP: Trying → Proceeding → Completed (Timer K runs).
+        let (c, _) = ClientNonInvite::start(request("BYE"), false, TimerConfig::default(), T0);
+        let mut t = Transaction::ClientNonInvite(Box::new(c));
+        assert!(t.awaits_final_response());
+        t.on_response(response(&request("BYE"), 100), T0);
+        assert!(t.awaits_final_response(), "a provisional is not final");
+        t.on_response(response(&request("BYE"), 200), T0);
+        assert!(!t.is_terminated(), "Timer K still absorbs over UDP");
+        assert!(!t.awaits_final_response());
+
+        // Client INVITE over UDP: 2xx → Accepted (RFC 6026 Timer M runs).
+        let (c, _) = ClientInvite::start(request("INVITE"), false, TimerConfig::default(), T0);
+        let mut t = Transaction::ClientInvite(Box::new(c));
+        assert!(t.awaits_final_response());
+        t.on_response(response(&request("INVITE"), 180), T0);
+        assert!(t.awaits_final_response());
+        t.on_response(response(&request("INVITE"), 200), T0);
+        assert!(!t.is_terminated(), "Accepted absorbs 2xx retransmissions");
+        assert!(!t.awaits_final_response());
+
+        // Server INVITE over UDP: Proceeding until the TU answers; then Accepted or Completed.
+        for status in [200, 486] {
+            let (s, _) =
+                ServerInvite::start::<Duration>(request("INVITE"), false, TimerConfig::default())
+                    .unwrap();
+            let mut t = Transaction::ServerInvite(Box::new(s));
+            assert!(t.awaits_final_response());
+            t.send_response(response(&request("INVITE"), 180), T0);
+            assert!(t.awaits_final_response());
+            t.send_response(response(&request("INVITE"), status), T0);
+            assert!(!t.is_terminated(), "{status}: still absorbing");
+            assert!(!t.awaits_final_response(), "{status}");
+        }
+
+        // Server non-INVITE over UDP: Trying until answered; Completed (Timer J) after.
+        let (s, _) =
+            ServerNonInvite::start::<Duration>(request("BYE"), false, TimerConfig::default());
+        let mut t = Transaction::ServerNonInvite(Box::new(s));
+        assert!(t.awaits_final_response());
+        t.send_response(response(&request("BYE"), 200), T0);
+        assert!(!t.is_terminated(), "Timer J absorbs over UDP");
+        assert!(!t.awaits_final_response());
     }
 }
