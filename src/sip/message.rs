@@ -30,6 +30,11 @@ pub enum MessageError {
     /// rsip refused the start line or a header line (unknown method, bad status line, ...).
     #[error("message rejected by parser")]
     Unparsable,
+    /// The start line names no SIP/2.0 version, or a response's status code lies outside
+    /// 100-699 (RFC 3261 §7.1, §7.2, §21). rsip takes `SIP/1.0` and any 1-3 digit code, and
+    /// would then write a start line (`SIP/2.0 1 ...`) nobody can parse back.
+    #[error("bad start line (SIP version or status code)")]
+    BadStartLine,
     /// A header that must be present is missing (RFC 3261 §8.1.1).
     #[error("missing {0} header")]
     MissingHeader(&'static str),
@@ -68,6 +73,7 @@ impl MessageError {
             Self::BareLineBreak => "bare_line_break",
             Self::OrphanContinuation => "orphan_continuation",
             Self::Unparsable => "unparsable",
+            Self::BadStartLine => "bad_start_line",
             Self::MissingHeader(_) => "missing_header",
             Self::BadAddress { .. } => "bad_address",
             Self::BadHeader(_) => "bad_header",
@@ -258,6 +264,15 @@ impl SipMessage {
             (normalized.hidden_request_uri, &mut inner)
         {
             req.uri = quirks::ipv6_request_uri::to_rsip(&uri);
+        }
+        let start_line_ok = match &inner {
+            rsip::SipMessage::Request(r) => r.version == rsip::Version::V2,
+            rsip::SipMessage::Response(r) => {
+                r.version == rsip::Version::V2 && (100..=699).contains(&r.status_code.code())
+            }
+        };
+        if !start_line_ok {
+            return Err(MessageError::BadStartLine);
         }
         let msg = Self { inner };
         if let Some(len) = msg.number("Content-Length")? {
@@ -777,6 +792,32 @@ mod tests {
             SipMessage::parse(bad.as_bytes()),
             Err(MessageError::BadHeader("Content-Length"))
         );
+    }
+
+    #[test]
+    fn start_lines_rsip_would_take_but_not_write_back_are_refused() {
+        // Found by the sip_stream fuzz target: a status code of 001 parsed, serialised as
+        // `SIP/2.0 1 Unauthorized`, which did not parse again.
+        for bad in [
+            &b"SIP/2.0 001 Unauthorized\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"[..],
+            b"SIP/2.0 700 Odd\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n",
+            b"SIP/1.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n",
+            b"OPTIONS sip:a@b SIP/1.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert_eq!(
+                SipMessage::parse(bad).unwrap_err(),
+                MessageError::BadStartLine,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for good in [
+            &b"SIP/2.0 100 Trying\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"[..],
+            b"SIP/2.0 699 Custom\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let m = SipMessage::parse(good).unwrap();
+            assert!(SipMessage::parse(&m.to_bytes()).is_ok());
+        }
     }
 
     #[test]
