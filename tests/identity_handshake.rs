@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use pbx_edge::config::{ClientCertMode, Config, OuiPolicy, SharedCertPolicy};
 use pbx_edge::identity::{
-    identity_of, is_revoked, HandshakeCounters, HandshakeRejection, Identity, IdentitySnapshot,
-    MacAddress,
+    identity_of, HandshakeCounters, HandshakeRejection, Identity, IdentitySnapshot, MacAddress,
 };
 use rcgen::{date_time_ymd, ExtendedKeyUsagePurpose};
 use rustls::pki_types::CertificateDer;
@@ -222,18 +221,15 @@ fn revoked_by_crl_and_by_deny_list() {
 
     let listed = env.pki.snom(pki::SNOM_MAC);
     let before = env.load(&env.config());
-    let live = accepted(&env, &before, &listed);
+    accepted(&env, &before, &listed);
     config.tls.mac_deny_list = Some(pki::write(
         env.dir.path(),
         "deny.txt",
         "# stolen\n00-04-13-a1-b2-c3\n",
     ));
     let after = env.load(&config);
-    assert!(!is_revoked(&live, &before));
-    assert!(
-        is_revoked(&live, &after),
-        "a reload with the deny-list revokes the live connection"
-    );
+    // The same device under the new snapshot: refused (what `revocation::admit` runs for a
+    // live connection on every reload; tests/e2e/identity_listener.rs closes one for real).
     refused(
         &env,
         &after,

@@ -35,7 +35,6 @@ pub use error::IdentityError;
 pub use inventory::{authorize, Authorization, DenyReason, Inventory};
 pub use mac::{MacAddress, Oui};
 pub use rejection::{CertificateRejection, HandshakeCounters, HandshakeRejection};
-pub use revocation::is_revoked;
 pub use store::IdentitySnapshot;
 pub use verify::{identity_of, DeviceCertVerifier};
 

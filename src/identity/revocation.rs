@@ -60,15 +60,6 @@ impl MacDenyList {
     }
 }
 
-/// PURE: whether `identity` is revoked in `snapshot` by the MAC deny-list alone. Live
-/// connections are held to the whole verdict instead ([`admit`], run by the TLS listener on
-/// every reload; DESIGN.md: "revoking a device closes its live connections").
-pub fn is_revoked(identity: &Identity, snapshot: &IdentitySnapshot) -> bool {
-    identity
-        .mac()
-        .is_some_and(|mac| snapshot.deny_list().contains(&mac))
-}
-
 /// Re-runs the whole handshake verdict (chain, CRLs, deny-list, inventory) for a live
 /// connection's certificates against a new snapshot; `Err` means close the connection. Without
 /// certificates (anonymous) this always succeeds: the anonymous source check is the caller's

@@ -205,18 +205,6 @@ impl FlowTable {
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }
-
-    /// Closes every connection for which `pred` holds (revocation); returns how many.
-    pub fn close_where(&self, pred: impl Fn(&FlowHandle) -> bool) -> usize {
-        let mut n = 0;
-        for f in self.flows.iter() {
-            if pred(&f) {
-                f.close.cancel();
-                n += 1;
-            }
-        }
-        n
-    }
 }
 
 #[cfg(test)]
@@ -298,23 +286,5 @@ mod tests {
         assert_eq!(h.send(Bytes::from_static(b"1")), Err(FlowError::Full));
         assert!(close.is_cancelled());
         assert!(q.overflowed());
-    }
-
-    #[test]
-    fn close_where_cancels_matching_connections() {
-        let t = FlowTable::new();
-        let peer = "127.0.0.1:1".parse().unwrap();
-        let (h, _rx) = t.open(
-            peer,
-            Arc::new(Identity::Anonymous),
-            Arc::new(Vec::new()),
-            ONE,
-            CancellationToken::new(),
-        );
-        assert_eq!(
-            t.close_where(|f| matches!(*f.identity, Identity::Anonymous)),
-            1
-        );
-        assert!(h.close.is_cancelled());
     }
 }
