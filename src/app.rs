@@ -8,6 +8,7 @@ use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
 use crate::config::Config;
+use crate::identity::expiry::ExpiryCollector;
 use crate::identity::{identity_of, HandshakeCounters, IdentityError, IdentitySnapshot};
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
 use crate::provisioning::{Gateway, GatewayError, ProvisioningMetrics};
@@ -197,6 +198,8 @@ impl Edge {
             source,
         })?;
         let (identity, _) = watch::channel(Arc::new(snapshot));
+        registry.register(Box::new(ExpiryCollector::new(identity.subscribe())?))?;
+        registry.register(Box::new(admin::ReadyGauge::new(readiness.clone())?))?;
         let (media_tx, media_rx) = mpsc::channel(1024);
         let media = MediaControl::new(
             RelaySettings {

@@ -287,3 +287,116 @@ fn inspect_file_and_csv_inventory() {
         pbx_edge::identity::inspect::inspect_file(&junk, &snapshot, UnixTime::now()).unwrap_err();
     assert_eq!(error.label(), "not_a_certificate");
 }
+
+/// notAfter of a DER certificate, unix seconds (read independently of the edge's code).
+fn not_after(der: &[u8]) -> f64 {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    cert.validity().not_after.timestamp() as f64
+}
+
+/// `pbx_edge_tls_server_cert_expiry_timestamp_seconds{index,file}` of a registry.
+fn expiry_gauge(registry: &prometheus::Registry) -> Vec<(String, String, f64)> {
+    let families = registry.gather();
+    let family = families
+        .iter()
+        .find(|f| f.name() == pbx_edge::identity::expiry::METRIC)
+        .expect("the expiry family is exposed");
+    let mut series: Vec<(String, String, f64)> = family
+        .get_metric()
+        .iter()
+        .map(|m| {
+            let label = |n: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == n)
+                    .map(|l| l.value().to_owned())
+                    .unwrap()
+            };
+            (label("index"), label("file"), m.get_gauge().value())
+        })
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+    series
+}
+
+#[test]
+fn server_cert_expiry_gauge_shows_the_earliest_not_after_of_each_chain_in_force() {
+    use rcgen::DnType;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = pki::config(&pki, dir.path(), INVENTORY);
+    // Certificate 0: a leaf valid until 4100 under an intermediate that ends first (rcgen's
+    // default notAfter, 4096): the intermediate's end is when phones refuse the chain.
+    let intermediate = pki
+        .server_ca
+        .intermediate(&[(DnType::CommonName, "Test server intermediate")]);
+    let leaf = intermediate.device(
+        &[(DnType::CommonName, "sbc.test")],
+        |p| {
+            p.subject_alt_names = vec![rcgen::SanType::DnsName("sbc.test".try_into().unwrap())];
+            p.not_after = rcgen::date_time_ymd(4100, 1, 1);
+        },
+        &[&intermediate],
+    );
+    let cert0 = pki::write(dir.path(), "chained.pem", leaf.chain_pem());
+    config.tls.certificates[0] = ServerCertConfig {
+        cert: cert0.clone(),
+        key: pki::write(dir.path(), "chained.key", &leaf.key_pem),
+    };
+    // Certificate 1: a single certificate ending in 2031.
+    let other = pki.server_ca.device(
+        &[(DnType::CommonName, "pbx2.test")],
+        |p| p.not_after = rcgen::date_time_ymd(2031, 3, 1),
+        &[],
+    );
+    let cert1 = pki::write(dir.path(), "pbx2.pem", other.chain_pem());
+    config.tls.certificates.push(ServerCertConfig {
+        cert: cert1.clone(),
+        key: pki::write(dir.path(), "pbx2.key", &other.key_pem),
+    });
+    assert!(not_after(&leaf.chain[1]) < not_after(&leaf.chain[0]));
+
+    let (tx, rx) =
+        tokio::sync::watch::channel(std::sync::Arc::new(load(&config, dir.path()).unwrap()));
+    let registry = prometheus::Registry::new();
+    registry
+        .register(Box::new(
+            pbx_edge::identity::expiry::ExpiryCollector::new(rx).unwrap(),
+        ))
+        .unwrap();
+    assert_eq!(
+        expiry_gauge(&registry),
+        [
+            (
+                "0".to_owned(),
+                cert0.display().to_string(),
+                not_after(&leaf.chain[1])
+            ),
+            (
+                "1".to_owned(),
+                cert1.display().to_string(),
+                not_after(&other.chain[0])
+            ),
+        ]
+    );
+
+    // A reload with a renewed certificate 1 and without the chained one: the next scrape
+    // shows the snapshot now in force, and no series of the certificate that left.
+    let renewed = pki.server_ca.device(
+        &[(DnType::CommonName, "pbx2.test")],
+        |p| p.not_after = rcgen::date_time_ymd(2032, 3, 1),
+        &[],
+    );
+    pki::write(dir.path(), "pbx2.pem", renewed.chain_pem());
+    pki::write(dir.path(), "pbx2.key", &renewed.key_pem);
+    config.tls.certificates.remove(0);
+    tx.send_replace(std::sync::Arc::new(load(&config, dir.path()).unwrap()));
+    assert_eq!(
+        expiry_gauge(&registry),
+        [(
+            "0".to_owned(),
+            cert1.display().to_string(),
+            not_after(&renewed.chain[0])
+        )]
+    );
+}

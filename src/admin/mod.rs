@@ -9,4 +9,4 @@ mod readiness;
 
 pub use access::ApiAccess;
 pub use http::{serve, AdminError, ApiRoutes, JsonView};
-pub use readiness::{Latch, Readiness};
+pub use readiness::{Latch, Readiness, ReadyGauge};

@@ -44,6 +44,36 @@ impl Readiness {
     }
 }
 
+/// `pbx_edge_ready`: 1 while `/readyz` answers 200, 0 while starting or draining; read at
+/// scrape time. Alerting on it (with `up` for a process that is gone) catches an edge a load
+/// balancer has taken out of rotation.
+#[derive(Debug)]
+pub struct ReadyGauge {
+    readiness: Readiness,
+    gauge: prometheus::IntGauge,
+}
+
+impl ReadyGauge {
+    pub fn new(readiness: Readiness) -> prometheus::Result<Self> {
+        let gauge = prometheus::IntGauge::new(
+            "pbx_edge_ready",
+            "1 when the edge is ready (GET /readyz answers 200), 0 while starting or draining.",
+        )?;
+        Ok(Self { readiness, gauge })
+    }
+}
+
+impl prometheus::core::Collector for ReadyGauge {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge.set(i64::from(self.readiness.is_ready()));
+        self.gauge.collect()
+    }
+}
+
 impl Latch {
     pub fn release(mut self) {
         self.release_inner();
@@ -79,5 +109,19 @@ mod tests {
         assert!(r.is_ready());
         r.set_draining();
         assert!(!r.is_ready());
+    }
+
+    #[test]
+    fn the_ready_gauge_follows_readiness_at_each_scrape() {
+        use prometheus::core::Collector;
+        let r = Readiness::new();
+        let gauge = ReadyGauge::new(r.clone()).unwrap();
+        let value = |g: &ReadyGauge| g.collect()[0].get_metric()[0].get_gauge().value();
+        let latch = r.latch();
+        assert_eq!(value(&gauge), 0.0);
+        latch.release();
+        assert_eq!(value(&gauge), 1.0);
+        r.set_draining();
+        assert_eq!(value(&gauge), 0.0);
     }
 }

@@ -11,7 +11,8 @@
 //! - [`revocation`]: MAC deny-list, CRL checks on live connections;
 //! - [`server_config`]: the rustls `ServerConfig` for the phone listener (SNI, wildcard rule);
 //! - [`store`]: [`IdentitySnapshot::load`], reading every file into one immutable snapshot;
-//! - [`inspect`]: the `pbx-edge inspect-cert` report.
+//! - [`inspect`]: the `pbx-edge inspect-cert` report;
+//! - [`expiry`]: the server certificates' notAfter as a metric.
 //!
 //! Reloading is the caller's job: build a new snapshot with [`IdentitySnapshot::load`]; on error
 //! keep the old one (nothing here mutates a published snapshot).
@@ -19,6 +20,7 @@
 
 pub mod chain;
 pub mod error;
+pub mod expiry;
 pub mod inspect;
 pub mod inventory;
 pub mod mac;

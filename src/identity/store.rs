@@ -19,6 +19,7 @@ use rustls::{RootCertStore, ServerConfig};
 use crate::config::{ClientCertMode, Config};
 use crate::identity::chain::parse_certificate;
 use crate::identity::error::IdentityError;
+use crate::identity::expiry::{read_expiries, ServerCertExpiry};
 use crate::identity::inventory::{Inventory, InventoryFormat};
 use crate::identity::profile::{profiles_from_config, CaSource, VendorProfile};
 use crate::identity::rejection::HandshakeCounters;
@@ -36,6 +37,7 @@ pub struct IdentitySnapshot {
     server_config: Arc<ServerConfig>,
     provisioning_server_config: Arc<ServerConfig>,
     client_cert: ClientCertMode,
+    server_cert_expiries: Vec<ServerCertExpiry>,
 }
 
 impl IdentitySnapshot {
@@ -75,11 +77,13 @@ impl IdentitySnapshot {
         let mut provisioning_server_config =
             build_server_config(&provisioning_tls, provisioning_verifier)?;
         provisioning_server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_cert_expiries = read_expiries(&config.tls.certificates)?;
         Ok(Self {
             trust,
             server_config,
             provisioning_server_config: Arc::new(provisioning_server_config),
             client_cert,
+            server_cert_expiries,
         })
     }
 
@@ -92,6 +96,11 @@ impl IdentitySnapshot {
     /// certificates and device verification, client certificate always required.
     pub fn provisioning_server_config(&self) -> Arc<ServerConfig> {
         self.provisioning_server_config.clone()
+    }
+
+    /// When each configured server certificate chain expires (`tls.certificates` order).
+    pub fn server_cert_expiries(&self) -> &[ServerCertExpiry] {
+        &self.server_cert_expiries
     }
 
     /// The configured client certificate mode.
