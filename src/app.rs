@@ -197,6 +197,12 @@ impl Edge {
             addr: config.pbx.listen,
             source,
         })?;
+        pbx.set_dscp(config.sip.dscp)
+            .map_err(|source| AppError::Bind {
+                what: "the PBX-side SIP socket's DSCP (sip.dscp)",
+                addr: config.pbx.listen,
+                source,
+            })?;
         let (identity, _) = watch::channel(Arc::new(snapshot));
         registry.register(Box::new(ExpiryCollector::new(identity.subscribe())?))?;
         registry.register(Box::new(admin::ReadyGauge::new(readiness.clone())?))?;
@@ -208,6 +214,7 @@ impl Edge {
                 port_min: config.media.port_min,
                 port_max: config.media.port_max,
                 timeout: Duration::from_secs(config.media.timeout_secs),
+                dscp: config.media.dscp,
                 ..RelaySettings::default()
             },
             &registry,
@@ -418,6 +425,7 @@ impl Edge {
             self.tls_listener,
             ServerConfigs(self.identity.subscribe(), TlsListener::Sip),
             Duration::from_secs(self.config.tls.handshake_timeout_secs),
+            self.config.sip.dscp,
             ConnectionLimiter::new(
                 self.config.tls.max_connections,
                 self.config.tls.max_connections_per_ip,
@@ -448,6 +456,8 @@ impl Edge {
                 p.listener,
                 ServerConfigs(self.identity.subscribe(), TlsListener::Provisioning),
                 Duration::from_secs(self.config.tls.handshake_timeout_secs),
+                // HTTPS provisioning is bulk transfer, not signalling: left unmarked.
+                0,
                 // Its own slots (same limits): a flood of HTTPS connections cannot lock the
                 // phones out of SIP, nor the reverse.
                 ConnectionLimiter::new(

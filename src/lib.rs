@@ -7,6 +7,7 @@
 //! - [`transport`]: the phone-facing TLS listener.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`provisioning`]: the optional HTTPS provisioning gateway.
+//! - [`qos`]: DSCP marking of SIP and media sockets.
 //! - [`app`]: wiring, start-up and graceful shutdown; [`devpki`]: development PKI.
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod devpki;
 pub mod identity;
 pub mod media;
 pub mod provisioning;
+pub mod qos;
 pub mod sdp;
 pub mod sip;
 pub mod srtp;

@@ -21,6 +21,7 @@ mod interop {
     mod openssl_verdicts;
     mod pbx_tcp_sipp;
     mod process;
+    mod qos;
     mod sipp;
     mod tone;
 }

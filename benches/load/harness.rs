@@ -288,6 +288,8 @@ pub fn run(cfg: &LoadConfig) -> Report {
         timeout: Duration::from_secs(600),
         workers: cfg.workers,
         coalesce: cfg.coalesce,
+        // Marked as deployed: setting the DSCP costs nothing per packet.
+        dscp: pbx_edge::qos::DEFAULT_MEDIA_DSCP,
     };
     let registry = prometheus::Registry::new();
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(65536);

@@ -238,6 +238,9 @@ pub struct MediaConfig {
     /// RTCP toward the phone and toward the PBX), leased when the offer is made. An offer
     /// beyond it is answered 503.
     pub max_ports_per_device: usize,
+    /// DSCP (0..=63) of every relay socket, both sides: EF (46) by default, 0 = unmarked.
+    /// See [`crate::qos`].
+    pub dscp: u8,
 }
 
 impl Default for MediaConfig {
@@ -252,6 +255,7 @@ impl Default for MediaConfig {
             timeout_secs: 60,
             accept_unannounced_unencrypted_srtcp: false,
             max_ports_per_device: 128,
+            dscp: crate::qos::DEFAULT_MEDIA_DSCP,
         }
     }
 }
@@ -358,6 +362,9 @@ pub struct SipConfig {
     /// What the edge does with the identity headers a phone sends (P-Asserted-Identity,
     /// P-Preferred-Identity, Remote-Party-ID): see [`IdentityHeaders`].
     pub identity_headers: IdentityHeaders,
+    /// DSCP (0..=63) of the SIP sockets: accepted phone TLS connections and the PBX-side
+    /// UDP socket / TCP connections. CS3 (24) by default, 0 = unmarked. See [`crate::qos`].
+    pub dscp: u8,
 }
 
 /// `sip.identity_headers`: identity headers in requests from phones are never forwarded as
@@ -392,6 +399,7 @@ impl Default for SipConfig {
             write_queue_bytes: 1 << 20,
             max_calls_per_device: 16,
             identity_headers: IdentityHeaders::Assert,
+            dscp: crate::qos::DEFAULT_SIP_DSCP,
         }
     }
 }

@@ -378,8 +378,20 @@ fn check_other_files(config: &Config, r: &mut ValidationReport) {
     }
 }
 
+/// A DSCP is six bits (RFC 2474 §3): a larger value would spill into the ECN bits.
+fn check_dscp(key: &str, dscp: u8, r: &mut ValidationReport) {
+    if dscp > crate::qos::MAX_DSCP {
+        r.problem(
+            key,
+            None,
+            format!("DSCP {dscp} is outside 0..=63 (46 = EF, 24 = CS3, 0 = unmarked)"),
+        );
+    }
+}
+
 fn check_media(config: &Config, r: &mut ValidationReport) {
     let m = &config.media;
+    check_dscp("media.dscp", m.dscp, r);
     if m.port_min > m.port_max {
         r.problem(
             "media.port_min",
@@ -692,6 +704,7 @@ fn check_timeouts_and_log(config: &Config, r: &mut ValidationReport) {
     if sip.t4_ms == 0 {
         r.problem("sip.t4_ms", None, "must be at least 1");
     }
+    check_dscp("sip.dscp", sip.dscp, r);
     if sip.max_message_bytes < 1024 {
         r.problem("sip.max_message_bytes", None, "must be at least 1024");
     }
@@ -875,6 +888,17 @@ mod tests {
             keys(&check(&f)),
             ["tls.max_client_chain_certs", "tls.max_client_chain_bytes"]
         );
+    }
+
+    #[test]
+    fn dscp_must_fit_six_bits_and_zero_is_off() {
+        let mut f = good();
+        f.config.sip.dscp = 63;
+        f.config.media.dscp = 0;
+        assert!(check(&f).is_ok());
+        f.config.sip.dscp = 64;
+        f.config.media.dscp = 255;
+        assert_eq!(keys(&check(&f)), ["media.dscp", "sip.dscp"]);
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct RelaySettings {
     /// before polling again, so the next wake-up serves every packet that arrived meanwhile.
     /// Adds at most this much latency; zero disables it. See `benches/relay_load.rs`.
     pub coalesce: Duration,
+    /// DSCP of every relay socket, both sides (`media.dscp`; 0 = unmarked).
+    pub dscp: u8,
 }
 
 impl Default for RelaySettings {
@@ -93,6 +95,7 @@ impl Default for RelaySettings {
             timeout: Duration::from_secs(60),
             workers: 0,
             coalesce: Duration::from_micros(500),
+            dscp: crate::qos::DEFAULT_MEDIA_DSCP,
         }
     }
 }
@@ -276,6 +279,12 @@ impl MediaControl {
         let outbound = Outbound::from_spec(&spec.pbx_to_phone)?;
         let phone = inner.pool.bind_pair(inner.settings.phone_bind)?;
         let pbx = inner.pool.bind_pair(inner.settings.pbx_bind)?;
+        for socket in [&phone.rtp, &phone.rtcp, &pbx.rtp, &pbx.rtcp] {
+            // The media still flows unmarked: a QoS problem, not a reason to refuse the call.
+            if let Err(e) = crate::qos::mark(socket, inner.settings.dscp) {
+                tracing::warn!(local = ?socket.local_addr().ok(), dscp = inner.settings.dscp, error = %e, "cannot set the DSCP of a media socket");
+            }
+        }
         let local_addr = |s: &std::net::UdpSocket| s.local_addr().map_err(MediaError::Worker);
         let phone_local = LocalPorts {
             rtp: local_addr(&phone.rtp)?,

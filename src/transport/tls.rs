@@ -65,12 +65,13 @@ fn io_failure_reason(e: &std::io::Error) -> &'static str {
 
 /// Accepts phone connections until `cancel` fires; established connections get
 /// `connections` (cancelled later, after the drain). Connections beyond `limits` are closed
-/// at once, before any TLS work.
+/// at once, before any TLS work. Accepted connections are marked with `dscp` (0 = not).
 #[allow(clippy::too_many_arguments)]
 pub async fn accept_loop(
     listener: TcpListener,
     server_configs: ServerConfigs,
     handshake_timeout: Duration,
+    dscp: u8,
     limits: ConnectionLimiter,
     metrics: TlsMetrics,
     counters: Arc<HandshakeCounters>,
@@ -128,6 +129,11 @@ pub async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // Set on each accepted socket rather than inherited from the listener: with
+        // net.ipv4.tcp_reflect_tos the kernel would give it the phone's marking instead.
+        if let Err(e) = crate::qos::mark(&tcp, dscp) {
+            tracing::warn!(listener = listener_name, %peer, dscp, error = %e, "cannot set the DSCP of a phone connection");
+        }
         let acceptor = tokio_rustls::TlsAcceptor::from(server_configs.current());
         let snapshots = server_configs.0.clone();
         let metrics = metrics.clone();

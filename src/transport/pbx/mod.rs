@@ -95,6 +95,15 @@ impl PbxLink {
         }
     }
 
+    /// Marks the SIP the edge sends toward the PBX with `dscp` (`sip.dscp`; 0 = unmarked):
+    /// the UDP socket, or the TCP listener and every connection from now on.
+    pub fn set_dscp(&self, dscp: u8) -> std::io::Result<()> {
+        match &self.link {
+            Link::Udp(u) => u.set_dscp(dscp),
+            Link::Tcp(t) => t.set_dscp(dscp),
+        }
+    }
+
     /// The configured PBX address.
     pub fn pbx_addr(&self) -> SocketAddr {
         match &self.link {

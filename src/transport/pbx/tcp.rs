@@ -28,7 +28,7 @@ use crate::transport::metrics::SipTransportMetrics;
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -146,6 +146,8 @@ struct Shared {
     pbx: SocketAddr,
     local: SocketAddr,
     dead_peer: Option<DeadPeerDetection>,
+    /// DSCP of every connection (`sip.dscp`; 0 = unmarked), set by [`TcpLink::set_dscp`].
+    dscp: AtomicU8,
     /// Taken by `receive`.
     listener: Mutex<Option<TcpListener>>,
     outbound: tokio::sync::Mutex<Outbound>,
@@ -188,6 +190,7 @@ impl TcpLink {
                 pbx,
                 local,
                 dead_peer,
+                dscp: AtomicU8::new(0),
                 listener: Mutex::new(Some(listener)),
                 outbound: tokio::sync::Mutex::new(Outbound::default()),
                 conns: Mutex::new(HashMap::new()),
@@ -200,6 +203,17 @@ impl TcpLink {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local
+    }
+
+    /// Marks the listener and every connection opened or accepted from now on with `dscp`.
+    pub fn set_dscp(&self, dscp: u8) -> std::io::Result<()> {
+        if let Ok(listener) = self.shared.listener.lock() {
+            if let Some(l) = listener.as_ref() {
+                crate::qos::mark(l, dscp)?;
+            }
+        }
+        self.shared.dscp.store(dscp, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn pbx_addr(&self) -> SocketAddr {
@@ -294,6 +308,8 @@ impl TcpLink {
         if !local.is_unspecified() && local.is_ipv4() == pbx.is_ipv4() {
             socket.bind(SocketAddr::new(local, 0))?;
         }
+        // Before connecting, so the SYN is marked too.
+        crate::qos::mark(&socket, self.shared.dscp.load(Ordering::Relaxed))?;
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(pbx))
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
@@ -309,6 +325,10 @@ impl TcpLink {
                 // The connection still works, only a vanished PBX is noticed later.
                 tracing::warn!(%peer, error = %e, "cannot set TCP keep-alive toward the PBX");
             }
+        }
+        let dscp = self.shared.dscp.load(Ordering::Relaxed);
+        if let Err(e) = crate::qos::mark(&stream, dscp) {
+            tracing::warn!(%peer, dscp, error = %e, "cannot set the DSCP of a PBX connection");
         }
         let (read, write) = stream.into_split();
         let conn = Arc::new(Conn {
@@ -522,6 +542,37 @@ impl TcpLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_listener_and_each_connection_carry_the_dscp() {
+        let pbx = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let link = TcpLink::bind(any, pbx.local_addr().unwrap(), None)
+            .await
+            .unwrap();
+        link.set_dscp(24).unwrap();
+        {
+            let listener = link.shared.listener.lock().unwrap();
+            assert_eq!(crate::qos::marking(listener.as_ref().unwrap()).unwrap(), 24);
+        }
+        // The first send opens the outbound connection.
+        tokio::time::timeout(Duration::from_secs(5), link.send(b"\r\n\r\n"))
+            .await
+            .expect("connect within the bound")
+            .unwrap();
+        let conns: Vec<Arc<Conn>> = link
+            .shared
+            .conns
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        assert_eq!(conns.len(), 1);
+        let writer = conns[0].writer.lock().await;
+        let stream: &TcpStream = writer.as_ref();
+        assert_eq!(crate::qos::marking(stream).unwrap(), 24);
+    }
 
     #[tokio::test]
     async fn dead_peer_detection_sets_keepalive_and_user_timeout() {

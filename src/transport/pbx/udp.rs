@@ -32,6 +32,16 @@ impl UdpLink {
         self.socket.local_addr()
     }
 
+    /// Marks what the socket sends with `dscp` (0 = unmarked).
+    pub fn set_dscp(&self, dscp: u8) -> std::io::Result<()> {
+        crate::qos::mark(self.socket.as_ref(), dscp)
+    }
+
+    /// The DSCP the socket marks with.
+    pub fn dscp(&self) -> std::io::Result<u8> {
+        crate::qos::marking(self.socket.as_ref())
+    }
+
     pub fn pbx_addr(&self) -> SocketAddr {
         self.pbx
     }
@@ -109,5 +119,21 @@ impl UdpLink {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_socket_carries_the_dscp() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let link = UdpLink::bind(any, "127.0.0.1:9".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(link.dscp().unwrap(), 0);
+        link.set_dscp(24).unwrap();
+        assert_eq!(link.dscp().unwrap(), 24);
     }
 }
