@@ -1,5 +1,7 @@
-//! The Grafana dashboard uses only metrics that exist: every `pbx_edge_*` name in
-//! `grafana/pbx-edge.json` must be a metric family a running edge exposes on `/metrics`.
+//! The Grafana dashboard and the Prometheus alert rules use only metrics that exist: every
+//! `pbx_edge_*` name in `grafana/pbx-edge.json` and in the `expr` of every rule in
+//! `deploy/prometheus/pbx-edge-rules.yml` must be a metric family a running edge exposes on
+//! `/metrics` (an alert on a misspelt metric never fires, and promtool cannot tell).
 //!
 //! Matching string literals in `src/` (the former check) counted a name that is merely
 //! mentioned — a comment, a test, a log line — or registered on a registry nobody scrapes.
@@ -46,6 +48,28 @@ fn metric_names(text: &str) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// The `pbx_edge_*` names in the `expr` of every rule of a Prometheus rules file, read as
+/// YAML (`groups[].rules[].expr`): names in comments or annotations do not count.
+fn rule_metric_names(rules: &str) -> (usize, Vec<String>) {
+    let docs = yaml_rust2::YamlLoader::load_from_str(rules).expect("the rules file is YAML");
+    let groups = docs[0]["groups"].as_vec().expect("groups");
+    let mut exprs = Vec::new();
+    for group in groups {
+        for rule in group["rules"].as_vec().expect("rules of a group") {
+            exprs.push(
+                rule["expr"]
+                    .as_str()
+                    .expect("every rule has an expr")
+                    .to_owned(),
+            );
+        }
+    }
+    let mut names: Vec<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    names.sort();
+    names.dedup();
+    (exprs.len(), names)
 }
 
 /// The metric families in a Prometheus text exposition (`# TYPE <name> <kind>` lines).
@@ -108,6 +132,10 @@ async fn dashboard_metrics_are_exposed_by_a_running_edge() {
     assert!(json["panels"].as_array().is_some_and(|p| !p.is_empty()));
     let used = metric_names(&dashboard);
     assert!(!used.is_empty());
+    let rules_file = root.join("deploy/prometheus/pbx-edge-rules.yml");
+    let (rules, used_by_rules) =
+        rule_metric_names(&std::fs::read_to_string(&rules_file).expect("alert rules"));
+    assert!(rules >= 9 && !used_by_rules.is_empty(), "{used_by_rules:?}");
 
     let pki = Pki::new();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -273,6 +301,15 @@ async fn dashboard_metrics_are_exposed_by_a_running_edge() {
     assert!(
         missing.is_empty(),
         "grafana/pbx-edge.json uses {missing:?}, which a running edge does not expose:\n{exposition}"
+    );
+    let missing: Vec<&String> = used_by_rules
+        .iter()
+        .filter(|name| !families.contains(name.strip_suffix("_bucket").unwrap_or(name)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} uses {missing:?}, which a running edge does not expose:\n{exposition}",
+        rules_file.display()
     );
     e.stop().await.expect("clean shutdown");
 }
