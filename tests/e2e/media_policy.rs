@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 
 use crate::support::http;
 use crate::support::media::{recv, udp_pair};
-use crate::support::offer::{crypto_line, media_addr, text, PHONE_KEY};
+use crate::support::offer::{crypto_line, media_addr, pbx_pcmu_sdp, text, PHONE_KEY};
 use crate::support::phone::Phone;
 use crate::support::rtp::voice;
 use crate::support::scenario::{ack, answer, dial, wait_metric, Lab};
@@ -28,11 +28,6 @@ fn rtcp_rr(ssrc: u32, fill: u8) -> Vec<u8> {
 /// The phone's offer: PCMU over `profile`, with the `crypto` lines given.
 fn offer(rtp_port: u16, profile: &str, crypto: &str) -> String {
     format!("v=0\r\no=snom 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} {profile} 0\r\n{crypto}a=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n")
-}
-
-/// The PBX's answer: PCMU over plain RTP.
-fn pbx_answer(rtp_port: u16) -> String {
-    format!("v=0\r\no=asterisk 9 9 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n")
 }
 
 /// An established call: the phone offered `profile` (+ `crypto`), the PBX answered plain.
@@ -65,7 +60,7 @@ async fn call(env: &[(&str, &str)], profile: &str, crypto: &str) -> Call {
     let sdp = offer(phone.0.local_addr().unwrap().port(), profile, crypto);
     let invite = d.invite("sip:200@sbc.test", "", &sdp);
     let (inv, from) = dial(&lab.pbx, &mut ph, &invite).await;
-    let sdp = pbx_answer(pbx_media.0.local_addr().unwrap().port());
+    let sdp = pbx_pcmu_sdp(pbx_media.0.local_addr().unwrap().port());
     let ok = answer(&lab.pbx, &mut ph, &inv, from, &sdp).await;
     d.confirmed_by(&ok);
     ack(&lab.pbx, &mut ph, &d, 1).await;

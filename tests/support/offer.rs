@@ -82,6 +82,11 @@ pub fn pbx_sdp(rtp_port: u16) -> String {
     format!("v=0\r\no=asterisk 9 9 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n")
 }
 
+/// The PBX's SDP with PCMU alone over plain RTP/AVP.
+pub fn pbx_pcmu_sdp(rtp_port: u16) -> String {
+    format!("v=0\r\no=asterisk 9 9 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n")
+}
+
 /// `msg` (ending in an empty body) with an SDP body instead.
 pub fn with_body(msg: &str, sdp: &str) -> String {
     msg.replace(

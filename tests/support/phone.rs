@@ -12,9 +12,14 @@ pub type Phone = SipStream<TlsStream<TcpStream>>;
 
 /// A Snom phone (the dev PKI's device certificate) connected to the edge over TLS.
 pub async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
+    snom_at(pki, e.tls_addr).await
+}
+
+/// A Snom phone connected to the edge's TLS listener at `tls` (the binary's, say).
+pub async fn snom_at(pki: &TestPki, tls: std::net::SocketAddr) -> Phone {
     let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
     Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
+        tls_client::connect(tls, "sbc.test", cfg)
             .await
             .expect("handshake"),
     )

@@ -307,13 +307,14 @@ pub fn is_response(m: &SipMessage, status: u16, method: &str) -> bool {
 }
 
 /// The next message on the PBX socket that `want` accepts (100 Trying, repeated 2xx and the
-/// like are skipped), bounded (20 messages, 10 s each).
+/// like are skipped, as are retransmissions a silent PBX ignored), bounded (50 messages,
+/// 10 s each).
 pub async fn pbx_recv_where(
     pbx: &Pbx,
     what: &str,
     want: impl Fn(&SipMessage) -> bool,
 ) -> (SipMessage, SocketAddr) {
-    for _ in 0..20 {
+    for _ in 0..50 {
         let (m, from) = pbx
             .recv_within(Duration::from_secs(10))
             .await
@@ -322,7 +323,7 @@ pub async fn pbx_recv_where(
             return (m, from);
         }
     }
-    panic!("PBX: no {what} among 20 messages");
+    panic!("PBX: no {what} among 50 messages");
 }
 
 /// The next message the phone receives that `want` accepts, bounded.
@@ -432,10 +433,10 @@ pub async fn metrics(admin: SocketAddr) -> String {
     http::get(admin, "/metrics").await.1
 }
 
-/// Polls `/metrics` (bounded: 50 × 100 ms) until `done` holds for `name`; the last text.
+/// Polls `/metrics` (bounded: 100 × 100 ms) until `done` holds for `name`; the last text.
 pub async fn wait_metric(admin: SocketAddr, name: &str, done: impl Fn(f64) -> bool) -> String {
     let mut m = String::new();
-    for _ in 0..50 {
+    for _ in 0..100 {
         m = metrics(admin).await;
         if done(http::metric(&m, name)) {
             break;
