@@ -2,7 +2,7 @@
 //! and the SRTP ⇄ RTP check both ways through the edge's relay (packets compared byte for
 //! byte; the phone side protected and checked with the edge's own SRTP engine).
 
-use super::offer::context;
+use super::offer::{context, media_addr, phone_key_line};
 use super::rtp::voice;
 use pbx_edge::srtp::{CryptoAttribute, SrtpContext};
 use std::net::SocketAddr;
@@ -89,6 +89,25 @@ impl Media {
 
     pub fn pbx_port(&self) -> u16 {
         self.pbx.local_addr().unwrap().port()
+    }
+
+    /// The relay the SDP each side received names (`to_phone` the edge sent the phone,
+    /// `to_pbx` the edge sent the PBX) carries 20 packets both ways ([`Self::both_ways`]),
+    /// the phone sending with its own key and receiving with the edge's `edge_line`.
+    pub async fn check(
+        &self,
+        to_phone: &[u8],
+        to_pbx: &[u8],
+        edge_line: &CryptoAttribute,
+    ) -> Relay {
+        let mut relay = Relay::new(
+            media_addr(to_phone),
+            media_addr(to_pbx),
+            &phone_key_line(1),
+            edge_line,
+        );
+        self.both_ways(&mut relay, 1..=20).await;
+        relay
     }
 
     /// Packets `seqs` both ways: the phone's SRTP reaches the PBX as byte-identical plain

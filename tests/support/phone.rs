@@ -4,6 +4,8 @@ use super::edge::{RunningEdge, TestPki};
 use super::sip_stream::SipStream;
 use super::tls_client;
 use pbx_edge::sip::message::SipMessage;
+use std::net::SocketAddr;
+use std::path::Path;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -16,8 +18,18 @@ pub async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
 }
 
 /// A Snom phone connected to the edge's TLS listener at `tls` (the binary's, say).
-pub async fn snom_at(pki: &TestPki, tls: std::net::SocketAddr) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
+pub async fn snom_at(pki: &TestPki, tls: SocketAddr) -> Phone {
+    device_at(pki, tls, &pki.pki.snom_device).await
+}
+
+/// A Yealink phone (the dev PKI's other device certificate: user 102, another MAC).
+pub async fn yealink(pki: &TestPki, e: &RunningEdge) -> Phone {
+    device_at(pki, e.tls_addr, &pki.pki.yealink_device).await
+}
+
+/// A phone presenting `device` (certificate and key, PEM) to the edge's listener at `tls`.
+pub async fn device_at(pki: &TestPki, tls: SocketAddr, device: &Path) -> Phone {
+    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(device));
     Phone::new(
         tls_client::connect(tls, "sbc.test", cfg)
             .await

@@ -461,27 +461,30 @@ pub async fn wait_idle(admin: SocketAddr) -> String {
     m
 }
 
+/// Each metric of `expected` (name with labels as written) has its value in `/metrics` text
+/// `m`.
+pub fn assert_metrics(m: &str, expected: &[(&str, f64)]) {
+    for (name, value) in expected {
+        assert_eq!(http::metric(m, name), *value, "{name}: {m}");
+    }
+}
+
 /// No call and no media stream is left (bounded wait); the last `/metrics` text.
 pub async fn assert_no_calls(admin: SocketAddr) -> String {
     let m = wait_idle(admin).await;
-    assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
-    assert_eq!(
-        http::metric(&m, "pbx_edge_media_active_streams"),
-        0.0,
-        "{m}"
+    assert_metrics(
+        &m,
+        &[
+            ("pbx_edge_calls_active", 0.0),
+            ("pbx_edge_media_active_streams", 0.0),
+        ],
     );
     m
 }
 
 /// Calls, streams and port pairs are all back to 0 (bounded wait).
 pub async fn assert_idle(admin: SocketAddr) -> String {
-    let m = wait_idle(admin).await;
-    for gauge in [
-        "pbx_edge_calls_active",
-        "pbx_edge_media_active_streams",
-        "pbx_edge_media_port_pairs_in_use",
-    ] {
-        assert_eq!(http::metric(&m, gauge), 0.0, "{gauge}: {m}");
-    }
+    let m = assert_no_calls(admin).await;
+    assert_metrics(&m, &[("pbx_edge_media_port_pairs_in_use", 0.0)]);
     m
 }
