@@ -44,6 +44,12 @@ fn invite(call_id: &str, from: &str, extra: &str) -> String {
     )
 }
 
+/// An OPTIONS from the PBX to the registered phone at `edge_uri`; `from` is the whole From
+/// value (or more than one header, for the attacks).
+fn pbx_options(edge_uri: &str, pbx: &Pbx, call_id: &str, from: &str) -> String {
+    format!("OPTIONS {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-{call_id}\r\nFrom: {from}\r\nTo: <sip:101@sbc.test>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx.addr())
+}
+
 const FROM_101: &str = "<sip:101@sbc.test>;tag=a101";
 const FROM_102: &str = "<sip:102@sbc.test>;tag=a102";
 
@@ -408,9 +414,7 @@ async fn pbx_messages_with_a_repeated_header_are_refused_or_dropped() {
     let edge_uri = register(&pbx, &mut ph, "pbx-dup-reg", 1, 600).await;
 
     // A request from the PBX with two From headers: 400 back to the PBX, nothing to the phone.
-    let options = |n: u32, from: &str| {
-        format!("OPTIONS {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-dup{n}\r\nFrom: {from}\r\nTo: <sip:101@sbc.test>\r\nCall-ID: pbx-dup-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx = pbx.addr())
-    };
+    let options = |n: u32, from: &str| pbx_options(&edge_uri, &pbx, &format!("pbx-dup-{n}"), from);
     pbx.send(
         e.pbx_local,
         &options(1, "<sip:200@pbx>;tag=p1\r\nFrom: <sip:102@pbx>;tag=p2"),
@@ -451,7 +455,7 @@ async fn a_phones_response_asserts_only_the_user_it_answers_as() {
     let mut ph = phone::snom(&pki, &e).await;
     let edge_uri = register(&pbx, &mut ph, "resp-reg", 1, 600).await;
 
-    let options = format!("OPTIONS {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-resp1\r\nFrom: <sip:200@pbx>;tag=p1\r\nTo: <sip:101@sbc.test>\r\nCall-ID: resp-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx = pbx.addr());
+    let options = pbx_options(&edge_uri, &pbx, "resp-1", "<sip:200@pbx>;tag=p1");
     pbx.send(e.pbx_local, &options).await;
     let got = ph.recv().await.expect("OPTIONS reaches the phone");
     // The phone answers claiming to be 102 (the connected party a trusting PBX would show).
