@@ -7,6 +7,10 @@
 //!
 //! Run: `cargo test --features interop --test media_libsrtp`.
 
+#[path = "support/rtp.rs"]
+mod rtp;
+use rtp::rtp;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -70,15 +74,6 @@ fn key(seed: u8) -> MasterKey {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn rtp(seq: u16, ssrc: u32, fill: u8) -> Vec<u8> {
-    let mut p = vec![0x80, 0];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&((u64::from(seq) * 160 % (1 << 32)) as u32).to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend(std::iter::repeat_n(fill, 160));
-    p
 }
 
 fn free_range() -> (u16, u16) {
@@ -168,7 +163,7 @@ async fn libsrtp_phone_through_relay_both_ways() {
     let mut buf = [0u8; 2048];
     for i in 0..PACKETS {
         let (n, _) = pbx.recv_from(&mut buf).expect("plain RTP at the PBX");
-        let expected = rtp(FIRST_SEQ.wrapping_add(i), 0x5157_A001, i as u8);
+        let expected = rtp(FIRST_SEQ.wrapping_add(i), 0x5157_A001, [i as u8; 160]);
         assert_eq!(hex(&buf[..n]), hex(&expected), "packet {i}");
     }
     let (n, _) = pbx.recv_from(&mut buf).expect("plain RTCP at the PBX");
@@ -197,7 +192,7 @@ async fn libsrtp_phone_through_relay_both_ways() {
     stdin.flush().unwrap();
     let mut sent = Vec::new();
     for i in 0..PACKETS {
-        let p = rtp(FIRST_SEQ.wrapping_add(i), 0x0BB0_0001, !(i as u8));
+        let p = rtp(FIRST_SEQ.wrapping_add(i), 0x0BB0_0001, [!(i as u8); 160]);
         pbx.send_to(&p, relay_pbx).unwrap();
         sent.push(p);
     }

@@ -3,6 +3,10 @@
 //!
 //! Every wait is bounded; nothing asserts on timing.
 
+#[path = "support/rtp.rs"]
+mod rtp;
+use rtp::rtp;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -81,15 +85,6 @@ fn socket() -> UdpSocket {
     let s = UdpSocket::bind((LOOPBACK, 0)).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     s
-}
-
-fn rtp(seq: u16, ssrc: u32, fill: u8) -> Vec<u8> {
-    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    p.extend(std::iter::repeat_n(fill, 160));
-    p
 }
 
 /// RTCP receiver report with one report block (RFC 3550 §6.4.2).
@@ -223,7 +218,7 @@ async fn srtp_to_rtp_and_back_byte_identical() {
     let mut phone_rx = ctx(&call.edge_key);
     for seq in 1000..1010u16 {
         // Phone → PBX: plain RTP at the PBX is exactly what the phone protected.
-        let plain = rtp(seq, 0xAAAA_0001, seq as u8);
+        let plain = rtp(seq, 0xAAAA_0001, [seq as u8; 160]);
         send(
             &call.phone_rtp,
             &protect_rtp(&mut phone_tx, &plain),
@@ -236,7 +231,7 @@ async fn srtp_to_rtp_and_back_byte_identical() {
         );
 
         // PBX → phone: SRTP at the phone that unprotects to what the PBX sent.
-        let plain = rtp(seq, 0xBBBB_0002, !(seq as u8));
+        let plain = rtp(seq, 0xBBBB_0002, [!(seq as u8); 160]);
         send(&call.pbx_rtp, &plain, pbx_local.rtp);
         assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), plain);
     }
@@ -296,22 +291,22 @@ async fn forged_replayed_and_spoofed_packets_are_dropped_and_counted() {
     let pbx_local = handle.pbx_local();
     let mut phone_tx = ctx(&call.phone_key);
 
-    let first = protect_rtp(&mut phone_tx, &rtp(1, 7, 1));
+    let first = protect_rtp(&mut phone_tx, &rtp(1, 7, [1; 160]));
     send(&call.phone_rtp, &first, phone_local.rtp);
-    expect_next(&call.pbx_rtp, &rtp(1, 7, 1));
+    expect_next(&call.pbx_rtp, &rtp(1, 7, [1; 160]));
 
     // Forged: payload bit flipped.
-    let mut forged = protect_rtp(&mut phone_tx, &rtp(2, 7, 2));
+    let mut forged = protect_rtp(&mut phone_tx, &rtp(2, 7, [2; 160]));
     forged[20] ^= 0x01;
     send(&call.phone_rtp, &forged, phone_local.rtp);
     // Replayed: the first packet again.
     send(&call.phone_rtp, &first, phone_local.rtp);
     // Garbage and a plain (unprotected) RTP packet on the SRTP side.
     send(&call.phone_rtp, b"hello", phone_local.rtp);
-    send(&call.phone_rtp, &rtp(3, 7, 3), phone_local.rtp);
+    send(&call.phone_rtp, &rtp(3, 7, [3; 160]), phone_local.rtp);
     // Spoofed PBX: right IP, wrong port.
     let intruder = socket();
-    send(&intruder, &rtp(50, 9, 9), pbx_local.rtp);
+    send(&intruder, &rtp(50, 9, [9; 160]), pbx_local.rtp);
     send(&intruder, &rtcp_rr(9, 9), pbx_local.rtcp);
 
     wait_counters(&handle, |c| {
@@ -321,14 +316,14 @@ async fn forged_replayed_and_spoofed_packets_are_dropped_and_counted() {
     });
 
     // Nothing of that reached either side: the next packets are the genuine ones.
-    let good = rtp(4, 7, 4);
+    let good = rtp(4, 7, [4; 160]);
     send(
         &call.phone_rtp,
         &protect_rtp(&mut phone_tx, &good),
         phone_local.rtp,
     );
     expect_next(&call.pbx_rtp, &good);
-    let down = rtp(60, 5, 6);
+    let down = rtp(60, 5, [6; 160]);
     send(&call.pbx_rtp, &down, pbx_local.rtp);
     let mut phone_rx = ctx(&call.edge_key);
     assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), down);
@@ -379,33 +374,33 @@ async fn ssrc_change_mid_stream_and_roc_wrap() {
     // Sequence numbers cross 65535 → 0 (ROC 0 → 1, RFC 3711 §3.3.1) in both directions.
     let seqs: Vec<u16> = (65530..=65535).chain(0..6).collect();
     for &seq in &seqs {
-        let up = rtp(seq, 0x0101_0101, seq as u8);
+        let up = rtp(seq, 0x0101_0101, [seq as u8; 160]);
         send(
             &call.phone_rtp,
             &protect_rtp(&mut phone_tx, &up),
             phone_local.rtp,
         );
         expect_next(&call.pbx_rtp, &up);
-        let down = rtp(seq, 0x0202_0202, seq as u8 ^ 0xff);
+        let down = rtp(seq, 0x0202_0202, [seq as u8 ^ 0xff; 160]);
         send(&call.pbx_rtp, &down, pbx_local.rtp);
         assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), down);
     }
 
     // New SSRCs (Asterisk does this on transfers), same master keys, no signalling.
     for seq in 100..105u16 {
-        let up = rtp(seq, 0x0303_0303, 3);
+        let up = rtp(seq, 0x0303_0303, [3; 160]);
         send(
             &call.phone_rtp,
             &protect_rtp(&mut phone_tx, &up),
             phone_local.rtp,
         );
         expect_next(&call.pbx_rtp, &up);
-        let down = rtp(seq.wrapping_mul(7), 0x0404_0404, 4);
+        let down = rtp(seq.wrapping_mul(7), 0x0404_0404, [4; 160]);
         send(&call.pbx_rtp, &down, pbx_local.rtp);
         assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), down);
     }
     // The old SSRC continues after the wrap.
-    let up = rtp(6, 0x0101_0101, 6);
+    let up = rtp(6, 0x0101_0101, [6; 160]);
     send(
         &call.phone_rtp,
         &protect_rtp(&mut phone_tx, &up),
@@ -429,27 +424,27 @@ async fn phone_address_is_learned_only_from_authenticated_packets() {
     let attacker = socket();
 
     // Before any phone packet, media goes to the SDP address.
-    let down = rtp(1, 5, 1);
+    let down = rtp(1, 5, [1; 160]);
     send(&call.pbx_rtp, &down, pbx_local.rtp);
     assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), down);
 
     // RTP bleed: the attacker sends unauthenticated packets (plain RTP, garbage, a forged
     // tag) to the relay's phone port; media must keep going to the SDP address.
-    send(&attacker, &rtp(2, 66, 6), phone_local.rtp);
+    send(&attacker, &rtp(2, 66, [6; 160]), phone_local.rtp);
     send(&attacker, &[0x80u8; 200], phone_local.rtp);
-    let mut forged = protect_rtp(&mut ctx(&key(0x99)), &rtp(3, 66, 6));
+    let mut forged = protect_rtp(&mut ctx(&key(0x99)), &rtp(3, 66, [6; 160]));
     forged[2] ^= 0xff;
     send(&attacker, &forged, phone_local.rtp);
     wait_counters(&handle, |c| {
         c.dropped(DropReason::AuthFailed) + c.dropped(DropReason::Malformed) >= 3
     });
-    let down = rtp(2, 5, 2);
+    let down = rtp(2, 5, [2; 160]);
     send(&call.pbx_rtp, &down, pbx_local.rtp);
     assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), down);
     assert_eq!(handle.counters().latch_events, 0);
 
     // The real phone, behind NAT, sends an authenticated packet from another address: learned.
-    let up = rtp(10, 7, 1);
+    let up = rtp(10, 7, [1; 160]);
     let genuine = protect_rtp(&mut phone_tx, &up);
     send(&behind_nat, &genuine, phone_local.rtp);
     expect_next(&call.pbx_rtp, &up);
@@ -463,24 +458,24 @@ async fn phone_address_is_learned_only_from_authenticated_packets() {
             address: behind_nat.local_addr().unwrap(),
         }
     );
-    let down = rtp(3, 5, 3);
+    let down = rtp(3, 5, [3; 160]);
     send(&call.pbx_rtp, &down, pbx_local.rtp);
     assert_eq!(unprotect_next_rtp(&behind_nat, &mut phone_rx), down);
 
     // The attacker replays the genuine packet from its own address: refused, no redirect.
     send(&attacker, &genuine, phone_local.rtp);
     wait_counters(&handle, |c| c.dropped(DropReason::Replayed) >= 1);
-    let down = rtp(4, 5, 4);
+    let down = rtp(4, 5, [4; 160]);
     send(&call.pbx_rtp, &down, pbx_local.rtp);
     assert_eq!(unprotect_next_rtp(&behind_nat, &mut phone_rx), down);
     assert_eq!(handle.counters().latch_events, 1);
 
     // NAT rebinding: a fresh authenticated packet from a new port re-latches.
     let rebound = socket();
-    let up = rtp(11, 7, 2);
+    let up = rtp(11, 7, [2; 160]);
     send(&rebound, &protect_rtp(&mut phone_tx, &up), phone_local.rtp);
     expect_next(&call.pbx_rtp, &up);
-    let down = rtp(5, 5, 5);
+    let down = rtp(5, 5, [5; 160]);
     send(&call.pbx_rtp, &down, pbx_local.rtp);
     assert_eq!(unprotect_next_rtp(&rebound, &mut phone_rx), down);
     assert_eq!(handle.counters().latch_events, 2);
@@ -520,7 +515,7 @@ async fn ports_return_to_the_pool_after_stop() {
     again.sort();
     before.sort();
     assert_eq!(again, before);
-    let up = rtp(1, 1, 1);
+    let up = rtp(1, 1, [1; 160]);
     send(
         &call.phone_rtp,
         &protect_rtp(&mut ctx(&call.phone_key), &up),
@@ -616,7 +611,7 @@ async fn rtcp_mux_on_phone_side_is_demultiplexed() {
     );
     let from = expect_next(&call.pbx_rtcp, &rr);
     assert_eq!(from, pbx_local.rtcp);
-    let up = rtp(1, 1, 1);
+    let up = rtp(1, 1, [1; 160]);
     send(
         &call.phone_rtp,
         &protect_rtp(&mut phone_tx, &up),
@@ -645,18 +640,18 @@ async fn best_effort_plain_stream_learns_first_source_only() {
     let phone_local = handle.phone_local();
     let pbx_local = handle.pbx_local();
 
-    let up = rtp(1, 1, 1);
+    let up = rtp(1, 1, [1; 160]);
     send(&call.phone_rtp, &up, phone_local.rtp);
     expect_next(&call.pbx_rtp, &up);
-    let down = rtp(1, 2, 2);
+    let down = rtp(1, 2, [2; 160]);
     send(&call.pbx_rtp, &down, pbx_local.rtp);
     expect_next(&call.phone_rtp, &down);
 
     // Another source cannot take over a plain stream once it has latched.
     let attacker = socket();
-    send(&attacker, &rtp(2, 1, 9), phone_local.rtp);
+    send(&attacker, &rtp(2, 1, [9; 160]), phone_local.rtp);
     wait_counters(&handle, |c| c.dropped(DropReason::SpoofedSource) >= 1);
-    let down = rtp(2, 2, 3);
+    let down = rtp(2, 2, [3; 160]);
     send(&call.pbx_rtp, &down, pbx_local.rtp);
     expect_next(&call.phone_rtp, &down);
     handle.stop().await.unwrap();
@@ -678,7 +673,7 @@ async fn rekey_and_retarget() {
     let mut phone_tx = ctx(&call.phone_key);
     send(
         &call.phone_rtp,
-        &protect_rtp(&mut phone_tx, &rtp(1, 1, 1)),
+        &protect_rtp(&mut phone_tx, &rtp(1, 1, [1; 160])),
         phone_local.rtp,
     );
     wait_counters(&handle, |c| c.dropped(DropReason::NotKeyed) >= 1);
@@ -698,7 +693,7 @@ async fn rekey_and_retarget() {
         })
         .await
         .unwrap();
-    let up = rtp(2, 1, 2);
+    let up = rtp(2, 1, [2; 160]);
     send(
         &call.phone_rtp,
         &protect_rtp(&mut phone_tx, &up),
@@ -717,11 +712,11 @@ async fn rekey_and_retarget() {
         .unwrap();
     send(
         &call.phone_rtp,
-        &protect_rtp(&mut phone_tx, &rtp(3, 1, 3)),
+        &protect_rtp(&mut phone_tx, &rtp(3, 1, [3; 160])),
         phone_local.rtp,
     );
     wait_counters(&handle, |c| c.dropped(DropReason::AuthFailed) >= 1);
-    let up = rtp(4, 1, 4);
+    let up = rtp(4, 1, [4; 160]);
     send(
         &call.phone_rtp,
         &protect_rtp(&mut ctx(&new_key), &up),
@@ -739,14 +734,14 @@ async fn rekey_and_retarget() {
         .await
         .unwrap();
     // Commands are handled in order, so once this packet arrives the retarget is in force.
-    let up = rtp(5, 1, 5);
+    let up = rtp(5, 1, [5; 160]);
     send(
         &call.phone_rtp,
         &protect_rtp(&mut ctx(&new_key), &up),
         phone_local.rtp,
     );
     expect_next(&new_pbx, &up);
-    send(&call.pbx_rtp, &rtp(9, 9, 9), pbx_local.rtp);
+    send(&call.pbx_rtp, &rtp(9, 9, [9; 160]), pbx_local.rtp);
     wait_counters(&handle, |c| c.dropped(DropReason::SpoofedSource) >= 1);
     handle.stop().await.unwrap();
 }
@@ -816,7 +811,7 @@ async fn stray_rtcp_on_the_rtp_port_is_relayed_as_rtcp_without_moving_rtp() {
     let mut phone_rx = ctx(&call.edge_key);
 
     // The phone latches its RTP address.
-    let up = rtp(1, 1, 1);
+    let up = rtp(1, 1, [1; 160]);
     send(
         &call.phone_rtp,
         &protect_rtp(&mut phone_tx, &up),
@@ -841,7 +836,7 @@ async fn stray_rtcp_on_the_rtp_port_is_relayed_as_rtcp_without_moving_rtp() {
     assert_eq!(&got[..n], &rr[..]);
 
     // RTP toward the phone still goes to its RTP address.
-    let down = rtp(3, 2, 7);
+    let down = rtp(3, 2, [7; 160]);
     send(&call.pbx_rtp, &down, pbx_local.rtp);
     assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), down);
     assert_eq!(handle.counters().dropped.iter().sum::<u64>(), 0);
@@ -880,14 +875,14 @@ async fn several_workers_relay_every_stream_and_count_the_events_signalling_coul
     for seq in 1..=5u16 {
         for (i, (call, handle)) in calls.iter().zip(&handles).enumerate() {
             let ssrc = 0x5000 + i as u32;
-            let plain = rtp(seq, ssrc, seq as u8 ^ i as u8);
+            let plain = rtp(seq, ssrc, [seq as u8 ^ i as u8; 160]);
             send(
                 &call.phone_rtp,
                 &protect_rtp(&mut phone_tx[i], &plain),
                 handle.phone_local().rtp,
             );
             expect_next(&call.pbx_rtp, &plain);
-            let plain = rtp(seq, ssrc | 0x10000, !(seq as u8) ^ i as u8);
+            let plain = rtp(seq, ssrc | 0x10000, [!(seq as u8) ^ i as u8; 160]);
             send(&call.pbx_rtp, &plain, handle.pbx_local().rtp);
             assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx[i]), plain);
         }
@@ -955,23 +950,23 @@ async fn a_pbx_cycling_through_ssrcs_never_makes_the_edge_reuse_keystream() {
 
     // SSRC 0xA wraps its sequence: ROC 1 from here on.
     for seq in [65534u16, 65535, 0] {
-        let plain = rtp(seq, 0xA, 1);
+        let plain = rtp(seq, 0xA, [1; 160]);
         send(&call.pbx_rtp, &plain, pbx_local.rtp);
         assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), plain);
     }
     // 31 more SSRCs fill the context (32 in all), each relayed.
     for ssrc in 1..=31u32 {
-        let plain = rtp(7, 0x100 + ssrc, 2);
+        let plain = rtp(7, 0x100 + ssrc, [2; 160]);
         send(&call.pbx_rtp, &plain, pbx_local.rtp);
         assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), plain);
     }
     // The 33rd is dropped and counted, not given 0xA's slot.
-    send(&call.pbx_rtp, &rtp(7, 0x999, 3), pbx_local.rtp);
+    send(&call.pbx_rtp, &rtp(7, 0x999, [3; 160]), pbx_local.rtp);
     wait_counters(&handle, |c| c.dropped(DropReason::TooManySsrcs) == 1);
     // 0xA speaks again: still ROC 1, so the phone authenticates it (under the old eviction
     // it was protected with ROC 0 and the phone refused it).
     for seq in 1..4u16 {
-        let plain = rtp(seq, 0xA, 4);
+        let plain = rtp(seq, 0xA, [4; 160]);
         send(&call.pbx_rtp, &plain, pbx_local.rtp);
         assert_eq!(unprotect_next_rtp(&call.phone_rtp, &mut phone_rx), plain);
     }

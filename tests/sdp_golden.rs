@@ -13,12 +13,14 @@
 //! (refused when `CI` is set, as `.ci/run` sets it),
 //! then review the diff of the `.out.sdp` files.
 
+mod sdp_support;
+
 use std::path::PathBuf;
 
 use pbx_edge::sdp::{
     analyse_pbx_offer, analyse_phone_offer, rewrite_pbx_answer, rewrite_pbx_offer,
     rewrite_phone_answer, rewrite_phone_offer, EdgeAddresses, KeySource, LegOrigin, MediaPlan,
-    PortPair, PortRequest, RewriteContext, SrtpMode, SrtpPolicy, Stage, StreamPorts,
+    RewriteContext, SrtpMode, SrtpPolicy, Stage,
 };
 use pbx_edge::srtp::suite::CryptoSuite;
 
@@ -58,132 +60,92 @@ const AES_CM_128: &[CryptoSuite] = &[
     CryptoSuite::AesCm128HmacSha1_32,
 ];
 
+use Step::*;
+
+/// A flow under the default policy: SRTP mandatory, every suite allowed.
+const fn mandatory(steps: &'static [Step]) -> Flow {
+    Flow {
+        mode: SrtpMode::Mandatory,
+        suites: ALL,
+        steps,
+    }
+}
+
 const FLOWS: &[Flow] = &[
     // Snom D785 calls out, holds (sendonly), resumes with a new key.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PhoneOffer("snom-d785-offer"),
-            Step::PbxAnswer("snom-d785-pbx-answer"),
-            Step::PhoneOffer("snom-d785-hold-offer"),
-            Step::PbxAnswer("snom-d785-hold-pbx-answer"),
-            Step::PhoneOffer("snom-d785-resume-offer"),
-            Step::PbxAnswer("snom-d785-resume-pbx-answer"),
-        ],
-    },
+    mandatory(&[
+        PhoneOffer("snom-d785-offer"),
+        PbxAnswer("snom-d785-pbx-answer"),
+        PhoneOffer("snom-d785-hold-offer"),
+        PbxAnswer("snom-d785-hold-pbx-answer"),
+        PhoneOffer("snom-d785-resume-offer"),
+        PbxAnswer("snom-d785-resume-pbx-answer"),
+    ]),
     // Yealink T46U calls out through Asterisk chan_sip.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PhoneOffer("yealink-t46u-offer"),
-            Step::PbxAnswer("yealink-t46u-pbx-answer"),
-        ],
-    },
+    mandatory(&[
+        PhoneOffer("yealink-t46u-offer"),
+        PbxAnswer("yealink-t46u-pbx-answer"),
+    ]),
     // Polycom VVX 450: session-level a=sendrecv, lifetime 2^31.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PhoneOffer("polycom-vvx450-offer"),
-            Step::PbxAnswer("polycom-vvx450-pbx-answer"),
-        ],
-    },
+    mandatory(&[
+        PhoneOffer("polycom-vvx450-offer"),
+        PbxAnswer("polycom-vvx450-pbx-answer"),
+    ]),
     // Digium D65: one AES_CM_128_HMAC_SHA1_80 line, pjsip-style a=rtcp with address.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PhoneOffer("digium-d65-offer"),
-            Step::PbxAnswer("digium-d65-pbx-answer"),
-        ],
-    },
+    mandatory(&[
+        PhoneOffer("digium-d65-offer"),
+        PbxAnswer("digium-d65-pbx-answer"),
+    ]),
     // Grandstream GXV3350: audio + video, trailing spaces on every line, MKI 1:4, 2^20.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PhoneOffer("grandstream-gxv3350-offer"),
-            Step::PbxAnswer("grandstream-gxv3350-pbx-answer"),
-        ],
-    },
+    mandatory(&[
+        PhoneOffer("grandstream-gxv3350-offer"),
+        PbxAnswer("grandstream-gxv3350-pbx-answer"),
+    ]),
     // baresip 1.0.0, captured from the Debian package (tests/sdp_interop.rs).
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PhoneOffer("baresip-offer"),
-            Step::PbxAnswer("baresip-pbx-answer"),
-        ],
-    },
+    mandatory(&[PhoneOffer("baresip-offer"), PbxAnswer("baresip-pbx-answer")]),
     // A WebRTC-leaning softphone: ICE attributes, rtcp-mux, four suites with GCM first.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PhoneOffer("softphone-ice-offer"),
-            Step::PbxAnswer("softphone-ice-pbx-answer"),
-        ],
-    },
+    mandatory(&[
+        PhoneOffer("softphone-ice-offer"),
+        PbxAnswer("softphone-ice-pbx-answer"),
+    ]),
     // Asterisk chan_pjsip calls a Snom.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PbxOffer("asterisk-pjsip-offer"),
-            Step::PhoneAnswer("snom-d785-answer"),
-        ],
-    },
+    mandatory(&[
+        PbxOffer("asterisk-pjsip-offer"),
+        PhoneAnswer("snom-d785-answer"),
+    ]),
     // Asterisk calls a Digium D65 (takes the AES_CM_128_HMAC_SHA1_80 line).
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PbxOffer("asterisk-pjsip-to-digium-offer"),
-            Step::PhoneAnswer("digium-d65-answer"),
-        ],
-    },
+    mandatory(&[
+        PbxOffer("asterisk-pjsip-to-digium-offer"),
+        PhoneAnswer("digium-d65-answer"),
+    ]),
     // Asterisk chan_sip calls a Yealink (policy: AES_CM_128 only), then holds it.
     Flow {
         mode: SrtpMode::Mandatory,
         suites: AES_CM_128,
         steps: &[
-            Step::PbxOffer("asterisk-chansip-offer"),
-            Step::PhoneAnswer("yealink-t46u-answer"),
-            Step::PbxOffer("asterisk-chansip-hold-offer"),
-            Step::PhoneAnswer("yealink-t46u-hold-answer"),
+            PbxOffer("asterisk-chansip-offer"),
+            PhoneAnswer("yealink-t46u-answer"),
+            PbxOffer("asterisk-chansip-hold-offer"),
+            PhoneAnswer("yealink-t46u-hold-answer"),
         ],
     },
     // Asterisk with rtcp_mux=yes calls baresip; its real answer takes AEAD_AES_256_GCM (tag 1)
     // and no rtcp-mux.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PbxOffer("asterisk-pjsip-mux-offer"),
-            Step::PhoneAnswer("baresip-answer"),
-        ],
-    },
+    mandatory(&[
+        PbxOffer("asterisk-pjsip-mux-offer"),
+        PhoneAnswer("baresip-answer"),
+    ]),
     // Asterisk calls a Polycom, which answers with two crypto lines (the first one's tag was
     // never offered).
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PbxOffer("asterisk-pjsip-offer"),
-            Step::PhoneAnswer("polycom-vvx450-answer"),
-        ],
-    },
+    mandatory(&[
+        PbxOffer("asterisk-pjsip-offer"),
+        PhoneAnswer("polycom-vvx450-answer"),
+    ]),
     // Asterisk offers audio + video to a Grandstream GXP2170, which rejects video.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PbxOffer("asterisk-pjsip-video-offer"),
-            Step::PhoneAnswer("grandstream-gxp2170-answer"),
-        ],
-    },
+    mandatory(&[
+        PbxOffer("asterisk-pjsip-video-offer"),
+        PhoneAnswer("grandstream-gxp2170-answer"),
+    ]),
     // pjsua 2.x with `--use-srtp=3` (optional, duplicated offer): `RTP/SAVP` with four crypto
     // lines and an `RTP/AVP` twin on the same port. The PBX sees one audio line; the phone gets
     // the twin back rejected. Asterisk then re-INVITEs (after a transfer): the phone's offer
@@ -193,25 +155,21 @@ const FLOWS: &[Flow] = &[
         mode: SrtpMode::Optional,
         suites: ALL,
         steps: &[
-            Step::PhoneOffer("pjsua-dup-offer"),
-            Step::PbxAnswer("pjsua-dup-pbx-answer"),
-            Step::PbxOffer("pjsua-dup-asterisk-reinvite"),
-            Step::PhoneAnswer("pjsua-dup-reinvite-answer"),
-            Step::PhoneOffer("pjsua-dup-hold-offer"),
-            Step::PbxAnswer("pjsua-dup-hold-pbx-answer"),
+            PhoneOffer("pjsua-dup-offer"),
+            PbxAnswer("pjsua-dup-pbx-answer"),
+            PbxOffer("pjsua-dup-asterisk-reinvite"),
+            PhoneAnswer("pjsua-dup-reinvite-answer"),
+            PhoneOffer("pjsua-dup-hold-offer"),
+            PbxAnswer("pjsua-dup-hold-pbx-answer"),
         ],
     },
     // Grandstream GXP2170, SRTP "Enabled but not forced", under a mandatory policy: the
     // `RTP/SAVP` line (MKI 1:32) and its `RTP/AVP` twin on the same port; the twin is refused
     // toward the phone and never offered to the PBX.
-    Flow {
-        mode: SrtpMode::Mandatory,
-        suites: ALL,
-        steps: &[
-            Step::PhoneOffer("grandstream-gxp2170-besteffort-offer"),
-            Step::PbxAnswer("grandstream-gxp2170-besteffort-pbx-answer"),
-        ],
-    },
+    mandatory(&[
+        PhoneOffer("grandstream-gxp2170-besteffort-offer"),
+        PbxAnswer("grandstream-gxp2170-besteffort-pbx-answer"),
+    ]),
 ];
 
 fn fixture(name: &str, ext: &str) -> PathBuf {
@@ -223,29 +181,6 @@ fn edge() -> EdgeAddresses {
         phone_advertised: "203.0.113.10".parse().unwrap(),
         pbx_local: "198.51.100.10".parse().unwrap(),
     }
-}
-
-/// Even RTP ports, RTCP = RTP + 1; the phone pair then the PBX pair; reused when asked.
-fn allocate(requests: &[PortRequest], next: &mut u16) -> Vec<StreamPorts> {
-    requests
-        .iter()
-        .map(|r| {
-            r.reuse.unwrap_or_else(|| {
-                let p = *next;
-                *next += 4;
-                StreamPorts {
-                    phone: PortPair {
-                        rtp: p,
-                        rtcp: p + 1,
-                    },
-                    pbx: PortPair {
-                        rtp: p + 2,
-                        rtcp: p + 3,
-                    },
-                }
-            })
-        })
-        .collect()
 }
 
 /// Whether golden files are rewritten (`UPDATE_GOLDEN` set) instead of compared. Refused
@@ -382,12 +317,12 @@ fn run_flow(flow: &Flow) -> Result<(), String> {
             Step::PhoneOffer(_) => {
                 let offer =
                     analyse_phone_offer(&input, &ctx).map_err(|e| format!("{case}: {e}"))?;
-                let ports = allocate(offer.port_requests(), &mut next_port);
+                let ports = sdp_support::allocate(&mut next_port, true, offer.port_requests());
                 rewrite_phone_offer(offer, &ports, &mut ctx)
             }
             Step::PbxOffer(_) => {
                 let offer = analyse_pbx_offer(&input, &ctx).map_err(|e| format!("{case}: {e}"))?;
-                let ports = allocate(offer.port_requests(), &mut next_port);
+                let ports = sdp_support::allocate(&mut next_port, true, offer.port_requests());
                 rewrite_pbx_offer(offer, &ports, &mut ctx)
             }
             Step::PbxAnswer(_) => {

@@ -65,157 +65,143 @@ const fn with_mki(tag: u32, lifetime: Option<u64>, mki_len: usize) -> Expect {
 }
 
 // Key constants are spliced in by `offer_body` ({K0}, {K1}, {A0}, {G1}).
+/// A case under every suite the edge allows.
+const fn case(name: &'static str, lines: &'static [&'static str], expect: Expect) -> Case {
+    Case {
+        name,
+        suites: ALL,
+        lines,
+        expect,
+    }
+}
+
 const CASES: &[Case] = &[
-    Case {
-        name: "plain standard line",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}"],
-        expect: chosen(1, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "suite in lower case",
-        suites: ALL,
-        lines: &["1 aes_cm_128_hmac_sha1_80 inline:{K0}"],
-        expect: chosen(1, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "suite in mixed case",
-        suites: ALL,
-        lines: &["3 Aes_Cm_128_Hmac_Sha1_32 inline:{K0}"],
-        expect: chosen(3, AesCm128HmacSha1_32),
-    },
-    Case {
-        name: "AES_CM_256 spelling",
-        suites: ALL,
-        lines: &["1 AES_CM_256_HMAC_SHA1_80 inline:{A0}"],
-        expect: chosen(1, Aes256CmHmacSha1_80),
-    },
-    Case {
-        name: "AES_128_CM spelling",
-        suites: ALL,
-        lines: &["1 AES_128_CM_HMAC_SHA1_80 inline:{K0}"],
-        expect: chosen(1, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "tag 0",
-        suites: ALL,
-        lines: &["0 AES_CM_128_HMAC_SHA1_80 inline:{K0}"],
-        expect: chosen(0, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "duplicate tags: first usable wins",
-        suites: ALL,
-        lines: &[
+    case(
+        "plain standard line",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}"],
+        chosen(1, AesCm128HmacSha1_80),
+    ),
+    case(
+        "suite in lower case",
+        &["1 aes_cm_128_hmac_sha1_80 inline:{K0}"],
+        chosen(1, AesCm128HmacSha1_80),
+    ),
+    case(
+        "suite in mixed case",
+        &["3 Aes_Cm_128_Hmac_Sha1_32 inline:{K0}"],
+        chosen(3, AesCm128HmacSha1_32),
+    ),
+    case(
+        "AES_CM_256 spelling",
+        &["1 AES_CM_256_HMAC_SHA1_80 inline:{A0}"],
+        chosen(1, Aes256CmHmacSha1_80),
+    ),
+    case(
+        "AES_128_CM spelling",
+        &["1 AES_128_CM_HMAC_SHA1_80 inline:{K0}"],
+        chosen(1, AesCm128HmacSha1_80),
+    ),
+    case(
+        "tag 0",
+        &["0 AES_CM_128_HMAC_SHA1_80 inline:{K0}"],
+        chosen(0, AesCm128HmacSha1_80),
+    ),
+    case(
+        "duplicate tags: first usable wins",
+        &[
             "1 AES_CM_128_HMAC_SHA1_80 inline:{K0}",
             "1 AES_CM_128_HMAC_SHA1_32 inline:{K1}",
         ],
-        expect: chosen(1, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "base64 without = padding",
-        suites: ALL,
-        lines: &["1 AES_256_CM_HMAC_SHA1_80 inline:{A0-unpadded}"],
-        expect: chosen(1, Aes256CmHmacSha1_80),
-    },
-    Case {
-        name: "GCM base64 without = padding",
-        suites: ALL,
-        lines: &["1 AEAD_AES_128_GCM inline:{G1-unpadded}"],
-        expect: chosen(1, AeadAes128Gcm),
-    },
-    Case {
-        name: "trailing spaces",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20   "],
-        expect: with_lifetime(1, AesCm128HmacSha1_80, 1 << 20),
-    },
-    Case {
-        name: "extra spaces between fields",
-        suites: ALL,
-        lines: &["1   AES_CM_128_HMAC_SHA1_80 \t inline:{K0}"],
-        expect: chosen(1, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "lifetime 2^31",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^31"],
-        expect: with_lifetime(1, AesCm128HmacSha1_80, 1 << 31),
-    },
-    Case {
-        name: "lifetime decimal",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|1048576"],
-        expect: with_lifetime(1, AesCm128HmacSha1_80, 1 << 20),
-    },
-    Case {
-        name: "lifetime 2^48",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^48"],
-        expect: with_lifetime(1, AesCm128HmacSha1_80, 1 << 48),
-    },
-    Case {
-        name: "lifetime 2^49 refused, next line taken",
-        suites: ALL,
-        lines: &[
+        chosen(1, AesCm128HmacSha1_80),
+    ),
+    case(
+        "base64 without = padding",
+        &["1 AES_256_CM_HMAC_SHA1_80 inline:{A0-unpadded}"],
+        chosen(1, Aes256CmHmacSha1_80),
+    ),
+    case(
+        "GCM base64 without = padding",
+        &["1 AEAD_AES_128_GCM inline:{G1-unpadded}"],
+        chosen(1, AeadAes128Gcm),
+    ),
+    case(
+        "trailing spaces",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20   "],
+        with_lifetime(1, AesCm128HmacSha1_80, 1 << 20),
+    ),
+    case(
+        "extra spaces between fields",
+        &["1   AES_CM_128_HMAC_SHA1_80 \t inline:{K0}"],
+        chosen(1, AesCm128HmacSha1_80),
+    ),
+    case(
+        "lifetime 2^31",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^31"],
+        with_lifetime(1, AesCm128HmacSha1_80, 1 << 31),
+    ),
+    case(
+        "lifetime decimal",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|1048576"],
+        with_lifetime(1, AesCm128HmacSha1_80, 1 << 20),
+    ),
+    case(
+        "lifetime 2^48",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^48"],
+        with_lifetime(1, AesCm128HmacSha1_80, 1 << 48),
+    ),
+    case(
+        "lifetime 2^49 refused, next line taken",
+        &[
             "1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^49",
             "2 AES_CM_128_HMAC_SHA1_32 inline:{K1}",
         ],
-        expect: chosen(2, AesCm128HmacSha1_32),
-    },
-    Case {
-        name: "lifetime above 2^48 decimal refused",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|281474976710657"],
-        expect: Expect::Refused("lifetime_too_large"),
-    },
-    Case {
-        name: "MKI 1:1",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:1"],
-        expect: with_mki(1, Some(1 << 20), 1),
-    },
-    Case {
-        name: "MKI 2:2",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|2:2"],
-        expect: with_mki(1, Some(1 << 20), 2),
-    },
-    Case {
-        name: "MKI 3:3",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|3:3"],
-        expect: with_mki(1, Some(1 << 20), 3),
-    },
-    Case {
-        name: "MKI 1:4",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:4"],
-        expect: with_mki(1, Some(1 << 20), 4),
-    },
-    Case {
-        name: "MKI 4294967295:4",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|4294967295:4"],
-        expect: with_mki(1, Some(1 << 20), 4),
-    },
-    Case {
-        name: "MKI without lifetime",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|1:4"],
-        expect: with_mki(1, None, 4),
-    },
-    Case {
-        name: "MKI value too large for its length",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|256:1"],
-        expect: Expect::Refused("bad_mki"),
-    },
-    Case {
-        name: "MKI length 5",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:5"],
-        expect: with_mki(1, Some(1 << 20), 5),
-    },
+        chosen(2, AesCm128HmacSha1_32),
+    ),
+    case(
+        "lifetime above 2^48 decimal refused",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|281474976710657"],
+        Expect::Refused("lifetime_too_large"),
+    ),
+    case(
+        "MKI 1:1",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:1"],
+        with_mki(1, Some(1 << 20), 1),
+    ),
+    case(
+        "MKI 2:2",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|2:2"],
+        with_mki(1, Some(1 << 20), 2),
+    ),
+    case(
+        "MKI 3:3",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|3:3"],
+        with_mki(1, Some(1 << 20), 3),
+    ),
+    case(
+        "MKI 1:4",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:4"],
+        with_mki(1, Some(1 << 20), 4),
+    ),
+    case(
+        "MKI 4294967295:4",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|4294967295:4"],
+        with_mki(1, Some(1 << 20), 4),
+    ),
+    case(
+        "MKI without lifetime",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|1:4"],
+        with_mki(1, None, 4),
+    ),
+    case(
+        "MKI value too large for its length",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|256:1"],
+        Expect::Refused("bad_mki"),
+    ),
+    case(
+        "MKI length 5",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:5"],
+        with_mki(1, Some(1 << 20), 5),
+    ),
     Case {
         // The RFC 4568 §6.1-style line copied by many stacks; rtpengine and Asterisk take it.
         name: "MKI 1:32",
@@ -223,30 +209,26 @@ const CASES: &[Case] = &[
         lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:32"],
         expect: with_mki(1, Some(1 << 20), 32),
     },
-    Case {
-        name: "MKI 1:128 (RFC 4568 §9.1 maximum)",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:128"],
-        expect: with_mki(1, Some(1 << 20), 128),
-    },
-    Case {
-        name: "MKI length 129",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:129"],
-        expect: Expect::Refused("mki_length"),
-    },
-    Case {
-        name: "two keys with MKIs (one context holds one key)",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:4;inline:{K1}|2^20|2:4"],
-        expect: Expect::Refused("several_keys"),
-    },
-    Case {
-        name: "two keys without MKIs",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0};inline:{K1}"],
-        expect: Expect::Refused("mki_mismatch"),
-    },
+    case(
+        "MKI 1:128 (RFC 4568 §9.1 maximum)",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:128"],
+        with_mki(1, Some(1 << 20), 128),
+    ),
+    case(
+        "MKI length 129",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:129"],
+        Expect::Refused("mki_length"),
+    ),
+    case(
+        "two keys with MKIs (one context holds one key)",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0}|2^20|1:4;inline:{K1}|2^20|2:4"],
+        Expect::Refused("several_keys"),
+    ),
+    case(
+        "two keys without MKIs",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0};inline:{K1}"],
+        Expect::Refused("mki_mismatch"),
+    ),
     Case {
         name: "one key reused across lines",
         suites: &[AesCm128HmacSha1_32],
@@ -256,99 +238,86 @@ const CASES: &[Case] = &[
         ],
         expect: chosen(2, AesCm128HmacSha1_32),
     },
-    Case {
-        name: "GCM_8 refused, next line taken",
-        suites: ALL,
-        lines: &[
+    case(
+        "GCM_8 refused, next line taken",
+        &[
             "1 AEAD_AES_128_GCM_8 inline:{G1}",
             "2 AES_CM_128_HMAC_SHA1_80 inline:{K0}",
         ],
-        expect: chosen(2, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "GCM_8 only",
-        suites: ALL,
-        lines: &["1 AEAD_AES_256_GCM_8 inline:{G1}"],
-        expect: Expect::Refused("short_gcm_tag"),
-    },
-    Case {
-        name: "AEAD_AES_128_GCM",
-        suites: ALL,
-        lines: &["1 AEAD_AES_128_GCM inline:{G1}"],
-        expect: chosen(1, AeadAes128Gcm),
-    },
-    Case {
-        name: "unknown suite, next line taken",
-        suites: ALL,
-        lines: &[
+        chosen(2, AesCm128HmacSha1_80),
+    ),
+    case(
+        "GCM_8 only",
+        &["1 AEAD_AES_256_GCM_8 inline:{G1}"],
+        Expect::Refused("short_gcm_tag"),
+    ),
+    case(
+        "AEAD_AES_128_GCM",
+        &["1 AEAD_AES_128_GCM inline:{G1}"],
+        chosen(1, AeadAes128Gcm),
+    ),
+    case(
+        "unknown suite, next line taken",
+        &[
             "1 F8_128_HMAC_SHA1_80 inline:{K0}",
             "2 AES_CM_128_HMAC_SHA1_80 inline:{K1}",
         ],
-        expect: chosen(2, AesCm128HmacSha1_80),
-    },
+        chosen(2, AesCm128HmacSha1_80),
+    ),
     Case {
         name: "suite not allowed by policy",
         suites: &[AesCm128HmacSha1_80],
         lines: &["1 AES_CM_128_HMAC_SHA1_32 inline:{K0}"],
         expect: Expect::Refused("suite_not_allowed"),
     },
-    Case {
-        name: "UNENCRYPTED_SRTCP accepted",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} UNENCRYPTED_SRTCP"],
-        expect: chosen(1, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "WSH hint accepted",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} WSH=128"],
-        expect: chosen(1, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "KDR refused, next line taken",
-        suites: ALL,
-        lines: &[
+    case(
+        "UNENCRYPTED_SRTCP accepted",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} UNENCRYPTED_SRTCP"],
+        chosen(1, AesCm128HmacSha1_80),
+    ),
+    case(
+        "WSH hint accepted",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} WSH=128"],
+        chosen(1, AesCm128HmacSha1_80),
+    ),
+    case(
+        "KDR refused, next line taken",
+        &[
             "1 AES_CM_128_HMAC_SHA1_80 inline:{K0} KDR=1",
             "2 AES_CM_128_HMAC_SHA1_80 inline:{K1}",
         ],
-        expect: chosen(2, AesCm128HmacSha1_80),
-    },
-    Case {
-        name: "UNAUTHENTICATED_SRTP refused",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} UNAUTHENTICATED_SRTP"],
-        expect: Expect::Refused("unsupported_session_param"),
-    },
-    Case {
-        name: "UNENCRYPTED_SRTP refused",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} UNENCRYPTED_SRTP"],
-        expect: Expect::Refused("unencrypted_srtp"),
-    },
-    Case {
-        name: "FEC_ORDER refused",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} FEC_ORDER=FEC_SRTP"],
-        expect: Expect::Refused("unsupported_session_param"),
-    },
-    Case {
-        name: "bad base64",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 inline:!!notbase64!!"],
-        expect: Expect::Refused("bad_base64"),
-    },
-    Case {
-        name: "key too short for AES-256",
-        suites: ALL,
-        lines: &["1 AES_256_CM_HMAC_SHA1_80 inline:{K0}"],
-        expect: Expect::Refused("key_length"),
-    },
-    Case {
-        name: "non-inline key method",
-        suites: ALL,
-        lines: &["1 AES_CM_128_HMAC_SHA1_80 uri:https://example.com/key"],
-        expect: Expect::Refused("unsupported_key_method"),
-    },
+        chosen(2, AesCm128HmacSha1_80),
+    ),
+    case(
+        "UNAUTHENTICATED_SRTP refused",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} UNAUTHENTICATED_SRTP"],
+        Expect::Refused("unsupported_session_param"),
+    ),
+    case(
+        "UNENCRYPTED_SRTP refused",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} UNENCRYPTED_SRTP"],
+        Expect::Refused("unencrypted_srtp"),
+    ),
+    case(
+        "FEC_ORDER refused",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:{K0} FEC_ORDER=FEC_SRTP"],
+        Expect::Refused("unsupported_session_param"),
+    ),
+    case(
+        "bad base64",
+        &["1 AES_CM_128_HMAC_SHA1_80 inline:!!notbase64!!"],
+        Expect::Refused("bad_base64"),
+    ),
+    case(
+        "key too short for AES-256",
+        &["1 AES_256_CM_HMAC_SHA1_80 inline:{K0}"],
+        Expect::Refused("key_length"),
+    ),
+    case(
+        "non-inline key method",
+        &["1 AES_CM_128_HMAC_SHA1_80 uri:https://example.com/key"],
+        Expect::Refused("unsupported_key_method"),
+    ),
 ];
 
 fn expand(line: &str) -> String {

@@ -3,6 +3,10 @@
 //! the relay protects with `plan.edge` is unprotected by the phone with the key it read from
 //! the edge's `a=crypto` line — in both call directions, with an MKI.
 
+#[path = "support/rtp.rs"]
+mod rtp;
+use rtp::rtp;
+
 mod sdp_support;
 
 use pbx_edge::sdp::{MediaPlan, Rewritten, Security, SrtpMode};
@@ -28,17 +32,9 @@ fn crypto_in(sdp: &Rewritten) -> CryptoAttribute {
     CryptoAttribute::parse(&line).unwrap()
 }
 
-fn rtp(seq: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, 160, 0x12, 0x34, 0x56, 0x78]);
-    p.extend((0..160u8).map(|i| i.wrapping_mul(7)));
-    p
-}
-
 /// `from` protects, `to` unprotects; the plain packet must come out unchanged.
 fn roundtrip(from: &mut SrtpContext, to: &mut SrtpContext, seq: u16) {
-    let plain = rtp(seq);
+    let plain = rtp(seq, 0x1234_5678, (0..160u8).map(|i| i.wrapping_mul(7)));
     let mut buf = plain.clone();
     buf.resize(plain.len() + pbx_edge::srtp::MAX_TRAILER_LEN, 0);
     let n = from.protect_rtp(&mut buf, plain.len()).unwrap();

@@ -18,6 +18,10 @@
 //! authentication failure, and the genuine packet with that index must still be accepted
 //! afterwards (a packet that failed authentication must not move the replay window).
 
+#[path = "support/rtp.rs"]
+mod rtp;
+use rtp::voice;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -224,15 +228,6 @@ fn libsrtp_batch(
     answers
 }
 
-fn rtp(seq: u16, payload_len: usize) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq).wrapping_mul(160)).to_be_bytes());
-    p.extend_from_slice(&SSRC.to_be_bytes());
-    p.extend((0..payload_len).map(|i| (i as u8) ^ (seq as u8)));
-    p
-}
-
 fn rtcp(n: u32) -> Vec<u8> {
     // Sender report, no report blocks (RFC 3550 §6.4.1).
     let mut p = vec![0x80, 200, 0, 6];
@@ -290,7 +285,7 @@ fn cross_check_with_libsrtp() {
         let protected: Vec<Vec<u8>> = seqs
             .iter()
             .map(|&s| {
-                let mut b = rtp(s, 160);
+                let mut b = voice(s, SSRC);
                 let n = b.len();
                 b.resize(n + ours_tx.rtp_overhead(), 0);
                 let len = ours_tx.protect_rtp(&mut b, n).unwrap();
@@ -330,7 +325,7 @@ fn cross_check_with_libsrtp() {
         // libsrtp -> ours: plain packets for libsrtp to protect, in sequence.
         let first_protect = cmds.len();
         for &s in &seqs {
-            cmds.push(("rtp_protect", rtp(s, 160)));
+            cmds.push(("rtp_protect", voice(s, SSRC)));
         }
         let first_rtcp_protect = cmds.len();
         for i in 0..RTCP_PACKETS {
@@ -348,7 +343,7 @@ fn cross_check_with_libsrtp() {
         for (k, &i) in order.iter().enumerate() {
             assert_eq!(
                 answers[k].as_deref(),
-                Ok(&rtp(seqs[i], 160)[..]),
+                Ok(&voice(seqs[i], SSRC)[..]),
                 "{suite}: libsrtp on our seq {}",
                 seqs[i]
             );
@@ -362,7 +357,7 @@ fn cross_check_with_libsrtp() {
         assert_auth_failure(&answers[k + 1], &format!("{suite}: tampered SRTP"));
         assert_eq!(
             answers[k + 2].as_deref(),
-            Ok(&rtp(seqs[LOST], 160)[..]),
+            Ok(&voice(seqs[LOST], SSRC)[..]),
             "{suite}: libsrtp on the genuine packet after its tampered copy"
         );
         let k = k + 3;
@@ -396,7 +391,7 @@ fn cross_check_with_libsrtp() {
             let n = ours_rx
                 .unprotect_rtp(&mut b)
                 .unwrap_or_else(|e| panic!("{suite}: ours on libsrtp seq {}: {e}", seqs[i]));
-            assert_eq!(&b[..n], &rtp(seqs[i], 160)[..]);
+            assert_eq!(&b[..n], &voice(seqs[i], SSRC)[..]);
         }
         let mut again = theirs[order[5]].clone();
         assert_eq!(
@@ -415,7 +410,7 @@ fn cross_check_with_libsrtp() {
         let n = ours_rx
             .unprotect_rtp(&mut genuine)
             .unwrap_or_else(|e| panic!("{suite}: ours on the genuine packet after tampering: {e}"));
-        assert_eq!(&genuine[..n], &rtp(seqs[LOST], 160)[..]);
+        assert_eq!(&genuine[..n], &voice(seqs[LOST], SSRC)[..]);
 
         let theirs_rtcp: Vec<Vec<u8>> = answers[first_rtcp_protect..]
             .iter()
@@ -460,7 +455,7 @@ fn cross_check_with_libsrtp() {
 fn aes_192_divergence_is_libsrtp_763() {
     let suite = CryptoSuite::Aes192CmHmacSha1_80;
     let key = key_for(suite);
-    let plain = rtp(4711, 160);
+    let plain = voice(4711, SSRC);
     let answers = libsrtp_batch(
         "aes192-bug",
         "ctypes:aes_cm_192_hmac_sha1_80:aes_cm_192_hmac_sha1_80",
@@ -535,7 +530,7 @@ fn unencrypted_srtcp_and_srtp_with_libsrtp() {
         for i in 0..5u32 {
             cmds.push(("rtcp_protect", rtcp(i)));
         }
-        cmds.push(("rtp_protect", rtp(65535, 160)));
+        cmds.push(("rtp_protect", voice(65535, SSRC)));
         let mut ours_rtcp = rtcp(9);
         let n = ours_rtcp.len();
         ours_rtcp.resize(n + ours_tx.rtcp_overhead(), 0);
@@ -547,7 +542,7 @@ fn unencrypted_srtcp_and_srtp_with_libsrtp() {
             "{suite}: E=0 leaves RTCP in clear"
         );
         cmds.push(("rtcp_unprotect", ours_rtcp));
-        let mut ours_rtp = rtp(100, 160);
+        let mut ours_rtp = voice(100, SSRC);
         let n = ours_rtp.len();
         ours_rtp.resize(n + ours_tx.rtp_overhead(), 0);
         let len = ours_tx.protect_rtp(&mut ours_rtp, n).unwrap();
@@ -567,7 +562,7 @@ fn unencrypted_srtcp_and_srtp_with_libsrtp() {
         );
         assert_eq!(
             answers[7].as_deref(),
-            Ok(&rtp(100, 160)[..]),
+            Ok(&voice(100, SSRC)[..]),
             "{suite}: libsrtp on our SRTP"
         );
 
@@ -594,12 +589,12 @@ fn unencrypted_srtcp_and_srtp_with_libsrtp() {
         if unencrypted_rtp {
             assert_eq!(
                 b[..172],
-                rtp(65535, 160)[..],
+                voice(65535, SSRC)[..],
                 "{suite}: libsrtp sent clear SRTP"
             );
         }
         let n = ours_rx.unprotect_rtp(&mut b).unwrap();
-        assert_eq!(&b[..n], &rtp(65535, 160)[..]);
+        assert_eq!(&b[..n], &voice(65535, SSRC)[..]);
 
         // Cisco SPA quirk: E=0 although not negotiated.
         let mut strict = SrtpContext::new(&key, &ContextOptions::default()).unwrap();
@@ -660,7 +655,7 @@ fn long_mkis_match_libsrtp() {
                 b
             };
             let ours: Vec<Vec<u8>> = (0..5u16)
-                .map(|s| protect(&mut ours_tx, rtp(1000 + s, 160), false))
+                .map(|s| protect(&mut ours_tx, voice(1000 + s, SSRC), false))
                 .collect();
             let ours_rtcp = protect(&mut ours_tx, rtcp(1), true);
             let mut other_mki = ours[4].clone();
@@ -679,7 +674,7 @@ fn long_mkis_match_libsrtp() {
             cmds.push(("rtp_unprotect", other_mki));
             cmds.push(("rtcp_unprotect", ours_rtcp));
             for s in 0..5u16 {
-                cmds.push(("rtp_protect", rtp(1000 + s, 160)));
+                cmds.push(("rtp_protect", voice(1000 + s, SSRC)));
             }
             cmds.push(("rtcp_protect", rtcp(2)));
             let tag = format!("mki-{}-{len}", suite.sdes_name().to_ascii_lowercase());
@@ -688,7 +683,7 @@ fn long_mkis_match_libsrtp() {
             for (s, a) in answers[..4].iter().enumerate() {
                 assert_eq!(
                     a.as_deref(),
-                    Ok(&rtp(1000 + s as u16, 160)[..]),
+                    Ok(&voice(1000 + s as u16, SSRC)[..]),
                     "{suite} MKI {len}: libsrtp on ours"
                 );
             }
@@ -704,7 +699,7 @@ fn long_mkis_match_libsrtp() {
             for s in [1usize, 0, 3] {
                 let mut b = answers[6 + s].clone().unwrap();
                 let n = ours_rx.unprotect_rtp(&mut b).unwrap();
-                assert_eq!(&b[..n], &rtp(1000 + s as u16, 160)[..]);
+                assert_eq!(&b[..n], &voice(1000 + s as u16, SSRC)[..]);
             }
             let mut b = answers[11].clone().expect("libsrtp protect_rtcp_mki");
             let r = ours_rx.unprotect_rtcp(&mut b).unwrap();

@@ -8,7 +8,7 @@ use crate::support::edge::{self, RunningEdge};
 use crate::support::http;
 use crate::support::pbx::{self, Pbx};
 use crate::support::phone::{self, Phone};
-use crate::support::tls_client;
+use crate::support::scenario::{pbx_200_with_sdp, register};
 
 const KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
 
@@ -44,6 +44,12 @@ fn invite(call_id: &str, from: &str, extra: &str) -> String {
     )
 }
 
+/// An OPTIONS from the PBX to the registered phone at `edge_uri`; `from` is the whole From
+/// value (or more than one header, for the attacks).
+fn pbx_options(edge_uri: &str, pbx: &Pbx, call_id: &str, from: &str) -> String {
+    format!("OPTIONS {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-{call_id}\r\nFrom: {from}\r\nTo: <sip:101@sbc.test>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx.addr())
+}
+
 const FROM_101: &str = "<sip:101@sbc.test>;tag=a101";
 const FROM_102: &str = "<sip:102@sbc.test>;tag=a102";
 
@@ -52,15 +58,6 @@ async fn setup(extra: &[(&str, &str)]) -> (edge::TestPki, Pbx, RunningEdge) {
     let pbx = Pbx::bind().await;
     let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), extra).await;
     (pki, pbx, e)
-}
-
-async fn yealink(pki: &edge::TestPki, e: &RunningEdge) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.yealink_device));
-    Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .expect("handshake"),
-    )
 }
 
 /// Sends the positive control (a MESSAGE as 101) and asserts it is the next thing the PBX
@@ -206,7 +203,7 @@ async fn a_to_tag_on_a_fresh_call_id_is_481_and_known_subscriptions_still_refres
     assert_eq!(ph.recv().await.unwrap().status(), Some(200));
 
     // The other device cannot use that dialog, knowing all of its identifiers.
-    let mut other = yealink(&pki, &e).await;
+    let mut other = phone::yealink(&pki, &e).await;
     other.send(&resubscribe("blf-1", &to, 3)).await;
     assert_eq!(other.recv().await.unwrap().status(), Some(481));
     control_reaches_the_pbx_first(&mut ph, &pbx, "fresh-ok").await;
@@ -333,7 +330,7 @@ async fn under_strip_identity_headers_are_removed_and_none_asserted() {
 async fn replaces_cannot_take_over_another_devices_call() {
     let (pki, pbx, e) = setup(&[]).await;
     // The Yealink (102) has an established call.
-    let mut other = yealink(&pki, &e).await;
+    let mut other = phone::yealink(&pki, &e).await;
     other
         .send(
             &invite("victim-call", FROM_102, "")
@@ -343,17 +340,7 @@ async fn replaces_cannot_take_over_another_devices_call() {
     assert_eq!(other.recv().await.unwrap().status(), Some(100));
     let (inv, from) = pbx.recv().await.expect("INVITE forwarded");
     let sdp = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
-    let ok = pbx::response(
-        &inv,
-        200,
-        "OK",
-        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
-    )
-    .replace(
-        "Content-Length: 0\r\n\r\n",
-        &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
-    );
-    pbx.send(from, &ok).await;
+    pbx.send(from, &pbx_200_with_sdp(&inv, sdp)).await;
     let ok = other.recv().await.unwrap();
     assert_eq!(ok.status(), Some(200));
     let to = ok.header("To").unwrap().to_owned();
@@ -424,18 +411,10 @@ async fn pbx_messages_with_a_repeated_header_are_refused_or_dropped() {
     let (pki, pbx, e) = setup(&[]).await;
     let mut ph = phone::snom(&pki, &e).await;
     // Register 101 so the PBX can reach the phone.
-    ph.send(&phone::register("101", 5099, 1, "pbx-dup-reg", ""))
-        .await;
-    let (reg, from) = pbx.recv().await.expect("REGISTER");
-    let edge_uri = pbx::contact_uri(&reg).expect("edge Contact");
-    pbx.send(from, &pbx::register_ok(&reg, &edge_uri, 600))
-        .await;
-    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+    let edge_uri = register(&pbx, &mut ph, "pbx-dup-reg", 1, 600).await;
 
     // A request from the PBX with two From headers: 400 back to the PBX, nothing to the phone.
-    let options = |n: u32, from: &str| {
-        format!("OPTIONS {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-dup{n}\r\nFrom: {from}\r\nTo: <sip:101@sbc.test>\r\nCall-ID: pbx-dup-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx = pbx.addr())
-    };
+    let options = |n: u32, from: &str| pbx_options(&edge_uri, &pbx, &format!("pbx-dup-{n}"), from);
     pbx.send(
         e.pbx_local,
         &options(1, "<sip:200@pbx>;tag=p1\r\nFrom: <sip:102@pbx>;tag=p2"),
@@ -474,15 +453,9 @@ async fn pbx_messages_with_a_repeated_header_are_refused_or_dropped() {
 async fn a_phones_response_asserts_only_the_user_it_answers_as() {
     let (pki, pbx, e) = setup(&[]).await;
     let mut ph = phone::snom(&pki, &e).await;
-    ph.send(&phone::register("101", 5099, 1, "resp-reg", ""))
-        .await;
-    let (reg, from) = pbx.recv().await.expect("REGISTER");
-    let edge_uri = pbx::contact_uri(&reg).expect("edge Contact");
-    pbx.send(from, &pbx::register_ok(&reg, &edge_uri, 600))
-        .await;
-    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+    let edge_uri = register(&pbx, &mut ph, "resp-reg", 1, 600).await;
 
-    let options = format!("OPTIONS {edge_uri} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx};branch=z9hG4bK-resp1\r\nFrom: <sip:200@pbx>;tag=p1\r\nTo: <sip:101@sbc.test>\r\nCall-ID: resp-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", pbx = pbx.addr());
+    let options = pbx_options(&edge_uri, &pbx, "resp-1", "<sip:200@pbx>;tag=p1");
     pbx.send(e.pbx_local, &options).await;
     let got = ph.recv().await.expect("OPTIONS reaches the phone");
     // The phone answers claiming to be 102 (the connected party a trusting PBX would show).
@@ -523,13 +496,7 @@ async fn pbx_request(
 async fn the_callee_of_a_pbx_call_is_authorized_by_the_dialog_not_by_its_from_user() {
     let (pki, pbx, e) = setup(&[]).await;
     let mut ph = phone::snom(&pki, &e).await;
-    ph.send(&phone::register("101", 5099, 1, "callee-reg", ""))
-        .await;
-    let (reg, from) = pbx.recv().await.expect("REGISTER");
-    let edge_uri = pbx::contact_uri(&reg).expect("edge Contact");
-    pbx.send(from, &pbx::register_ok(&reg, &edge_uri, 600))
-        .await;
-    assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+    let edge_uri = register(&pbx, &mut ph, "callee-reg", 1, 600).await;
 
     // Like Asterisk, the PBX addresses the call To the registered Contact: the phone's own
     // From in the dialog then carries the edge's flow token as user, no user of its device.
@@ -580,7 +547,7 @@ async fn the_callee_of_a_pbx_call_is_authorized_by_the_dialog_not_by_its_from_us
     let own_from = format!("{to};tag=phonetag");
     // Attacks first: the other device with every identifier of this dialog, and this device
     // with a To tag of no dialog on that Call-ID.
-    let mut other = yealink(&pki, &e).await;
+    let mut other = phone::yealink(&pki, &e).await;
     other.send(&info(&own_from, "pbxtag", 1)).await;
     assert_eq!(other.recv().await.unwrap().status(), Some(481));
     ph.send(&info(&own_from, "guessed", 2)).await;

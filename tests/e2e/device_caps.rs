@@ -7,7 +7,6 @@ use crate::support::edge::{self, RunningEdge, TestPki};
 use crate::support::http;
 use crate::support::pbx::{self, Pbx};
 use crate::support::phone::{self, snom, Phone};
-use crate::support::tls_client;
 
 const PHONE_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
 
@@ -54,15 +53,6 @@ async fn call(ph: &mut Phone, pbx: &Pbx, inv: &str, call_id: &str) -> Result<(),
         r.status().unwrap(),
         r.header("Warning").unwrap_or_default().to_owned(),
     ))
-}
-
-async fn yealink(pki: &TestPki, e: &RunningEdge) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.yealink_device));
-    Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .unwrap(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +106,7 @@ async fn one_device_on_two_connections_cannot_exceed_its_call_cap_in_either_dire
         "the phone never sees the refused call"
     );
     // Another device still calls.
-    let mut y = yealink(&pki, &e).await;
+    let mut y = phone::yealink(&pki, &e).await;
     call(&mut y, &pbx, &invite("102", "other-1", 1), "other-1")
         .await
         .expect("another device is not affected");
@@ -152,7 +142,7 @@ async fn one_device_cannot_hold_more_than_its_media_ports() {
         .await
         .expect("12 ports");
     // Another device has its own ports.
-    let mut y = yealink(&pki, &e).await;
+    let mut y = phone::yealink(&pki, &e).await;
     call(
         &mut y,
         &pbx,

@@ -7,91 +7,66 @@
 use super::config_cli::{run_dev, Running};
 use crate::support::edge::{self, TestPki};
 use crate::support::http;
+use crate::support::offer::{pbx_pcmu_sdp, phone_sdp};
 use crate::support::pbx::{self, Pbx};
 use crate::support::phone::{self, Phone};
-use crate::support::tls_client;
-use pbx_edge::sip::message::SipMessage;
+use crate::support::scenario::{ack, answer, dial, phone_hangs_up, wait_metric, Dialog};
 use std::net::SocketAddr;
 use std::time::Duration;
-
-const PHONE_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
 
 /// An established phone → PBX call through the binary.
 pub(super) struct Call {
     pub(super) phone: Phone,
-    /// The phone's ACK (its BYE is built from it).
-    pub(super) ack: String,
+    /// The phone's side of the dialog.
+    pub(super) d: Dialog,
     /// Where the edge sends the PBX leg from.
     edge_pbx: SocketAddr,
 }
 
-async fn connect(pki: &TestPki, running: &Running) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
-    Phone::new(
-        tls_client::connect(running.tls, "sbc.test", cfg)
-            .await
-            .expect("handshake"),
-    )
-}
-
-fn invite(call_id: &str) -> String {
-    let sdp = format!("v=0\r\no=snom 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5004 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PHONE_KEY}\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n");
-    format!("INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-{call_id}-inv;rport\r\nFrom: <sip:101@sbc.test>;tag=caller-{call_id}\r\nTo: <sip:200@sbc.test>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
-}
-
-fn pbx_200(req: &SipMessage) -> String {
-    let sdp = "v=0\r\no=asterisk 9 9 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6004 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
-    pbx::response(
-        req,
-        200,
-        "OK",
-        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
-    )
-    .replace(
-        "Content-Length: 0\r\n\r\n",
-        &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
-    )
-}
-
 /// INVITE → 100 → (PBX) 200 → ACK: the call is up on both legs.
 pub(super) async fn establish(pki: &TestPki, running: &Running, pbx: &Pbx, call_id: &str) -> Call {
-    let mut phone = connect(pki, running).await;
-    phone.send(&invite(call_id)).await;
-    assert_eq!(phone.recv().await.expect("100 Trying").status(), Some(100));
-    let (inv, edge_pbx) = pbx.recv().await.expect("the PBX gets the INVITE");
-    pbx.send(edge_pbx, &pbx_200(&inv)).await;
-    let ok = phone.recv().await.expect("the phone gets the 200");
-    assert_eq!(ok.status(), Some(200));
-    let ack = format!("ACK sip:sbc.test:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-{call_id}-ack\r\nFrom: <sip:101@sbc.test>;tag=caller-{call_id}\r\nTo: {}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", running.tls.port(), ok.header("To").unwrap());
-    phone.send(&ack).await;
-    let (got, _) = pbx.recv().await.expect("the PBX gets the ACK");
-    assert_eq!(got.method().map(|m| m.as_str()), Some("ACK"));
-    Call {
-        phone,
-        ack,
-        edge_pbx,
-    }
+    let mut phone = phone::snom_at(pki, running.tls).await;
+    let mut d = Dialog::phone(call_id, &format!("caller-{call_id}"), running.tls);
+    let invite = d.invite("sip:200@sbc.test", "", &phone_sdp(5004, 1, 1));
+    let (inv, edge_pbx) = dial(pbx, &mut phone, &invite).await;
+    let ok = answer(pbx, &mut phone, &inv, edge_pbx, &pbx_pcmu_sdp(6004)).await;
+    d.confirmed_by(&ok);
+    ack(pbx, &mut phone, &d, 1).await;
+    Call { phone, d, edge_pbx }
 }
 
-/// The phone hangs up; the PBX answers its BYE; the phone gets the 200.
-pub(super) async fn hang_up(call: &mut Call, pbx: &Pbx, call_id: &str) {
-    let bye = call
-        .ack
-        .replace("ACK sip", "BYE sip")
-        .replace(&format!("{call_id}-ack"), &format!("{call_id}-bye"))
-        .replace("CSeq: 1 ACK", "CSeq: 2 BYE");
-    call.phone.send(&bye).await;
-    let (got, from) = pbx.recv().await.expect("the PBX gets the phone's BYE");
-    assert_eq!(got.method().map(|m| m.as_str()), Some("BYE"));
-    assert_eq!(from, call.edge_pbx);
-    pbx.send(from, &pbx::response(&got, 200, "OK", "")).await;
-    let ok = call.phone.recv().await.expect("the phone gets the 200");
-    assert_eq!(ok.status(), Some(200));
-    assert_eq!(ok.cseq().unwrap().seq, 2);
+/// The phone hangs up (BYE, CSeq 2); the PBX answers its BYE; the phone gets the 200.
+pub(super) async fn hang_up(call: &mut Call, pbx: &Pbx) {
+    phone_hangs_up(pbx, &mut call.phone, &call.d, 2, Some(call.edge_pbx)).await;
 }
 
 pub(super) async fn metric(running: &Running, name: &str) -> f64 {
     http::metric(&http::get(running.admin, "/metrics").await.1, name)
+}
+
+/// Polls `name` (bounded) until `done` holds; its last value.
+pub(super) async fn wait_for(running: &Running, name: &str, done: impl Fn(f64) -> bool) -> f64 {
+    http::metric(&wait_metric(running.admin, name, done).await, name)
+}
+
+/// A dev PKI, a runtime, a UDP PBX and the binary in front of it with `extra` overrides.
+pub(super) fn start(extra: &[(&str, &str)]) -> (TestPki, tokio::runtime::Runtime, Pbx, Running) {
+    let pki = edge::dev_pki();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pbx = rt.block_on(Pbx::bind());
+    let pbx_addr = pbx.addr().to_string();
+    let mut env = vec![("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str())];
+    env.extend_from_slice(extra);
+    let running = run_dev(&pki, &env);
+    (pki, rt, pbx, running)
+}
+
+/// The binary exits with status 0 (bounded) and its log says `says`.
+fn exits_cleanly(mut running: Running, says: &str) {
+    let status = running.wait_exit();
+    let log = running.log().join("\n");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains(says), "{log}");
 }
 
 /// `/readyz` turns 503 (bounded wait): the signal was handled.
@@ -111,23 +86,15 @@ async fn draining(running: &Running) {
 /// 600 s) drain timeout; `wait_exit` gives it 15 s.
 #[test]
 fn sigterm_with_nothing_in_flight_exits_at_once_while_absorb_timers_run() {
-    let pki = edge::dev_pki();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let pbx = rt.block_on(Pbx::bind());
-    let pbx_addr = pbx.addr().to_string();
-    let mut running = run_dev(
-        &pki,
-        &[
-            ("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str()),
-            ("PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS", "600"),
-            ("PBX_EDGE_MEDIA__PORT_MIN", "44100"),
-            ("PBX_EDGE_MEDIA__PORT_MAX", "44199"),
-        ],
-    );
+    let (pki, rt, pbx, running) = start(&[
+        ("PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS", "600"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", "44100"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "44199"),
+    ]);
     // The phone stays connected (as registered phones do) until the edge has exited.
     let _call = rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "drain-idle").await;
-        hang_up(&mut call, &pbx, "drain-idle").await;
+        hang_up(&mut call, &pbx).await;
         assert_eq!(metric(&running, "pbx_edge_calls_active").await, 0.0);
         // The test can fail: absorbing transactions are still there when the signal comes.
         assert!(
@@ -137,42 +104,24 @@ fn sigterm_with_nothing_in_flight_exits_at_once_while_absorb_timers_run() {
         running.signal("TERM");
         call
     });
-    let status = running.wait_exit();
-    let log = running.log().join("\n");
-    assert_eq!(status.code(), Some(0), "{log}");
-    assert!(log.contains("drained: nothing in flight"), "{log}");
+    exits_cleanly(running, "drained: nothing in flight");
 }
 
 /// A call in progress when SIGTERM arrives is not cut: the phone can still hang up within the
 /// drain time, its BYE reaches the PBX, and the edge exits once the call is over.
 #[test]
 fn sigterm_during_a_call_lets_it_end_normally_then_exits() {
-    let pki = edge::dev_pki();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let pbx = rt.block_on(Pbx::bind());
-    let pbx_addr = pbx.addr().to_string();
-    let mut running = run_dev(
-        &pki,
-        &[
-            ("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str()),
-            ("PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS", "600"),
-            // Short timers: the INVITE's absorb timers are over before the signal, so only
-            // the call itself can keep the edge up.
-            ("PBX_EDGE_SIP__T1_MS", "50"),
-            ("PBX_EDGE_MEDIA__PORT_MIN", "44200"),
-            ("PBX_EDGE_MEDIA__PORT_MAX", "44299"),
-        ],
-    );
+    let (pki, rt, pbx, mut running) = start(&[
+        ("PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS", "600"),
+        // Short timers: the INVITE's absorb timers are over before the signal, so only
+        // the call itself can keep the edge up.
+        ("PBX_EDGE_SIP__T1_MS", "50"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", "44200"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "44299"),
+    ]);
     let _call = rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "drain-call").await;
-        let mut txns = 1.0;
-        for _ in 0..200 {
-            txns = metric(&running, "pbx_edge_sip_transactions_active").await;
-            if txns == 0.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let txns = wait_for(&running, "pbx_edge_sip_transactions_active", |v| v == 0.0).await;
         assert_eq!(txns, 0.0, "no transaction left, only the call");
         running.signal("TERM");
         draining(&running).await;
@@ -181,13 +130,10 @@ fn sigterm_during_a_call_lets_it_end_normally_then_exits() {
             running.child.try_wait().expect("wait").is_none(),
             "the edge stays up while the call is"
         );
-        hang_up(&mut call, &pbx, "drain-call").await;
+        hang_up(&mut call, &pbx).await;
         call
     });
-    let status = running.wait_exit();
-    let log = running.log().join("\n");
-    assert_eq!(status.code(), Some(0), "{log}");
-    assert!(log.contains("drained: nothing in flight"), "{log}");
+    exits_cleanly(running, "drained: nothing in flight");
 }
 
 /// A call still up when the drain time runs out is ended properly: a BYE to the PBX and to the
@@ -195,19 +141,11 @@ fn sigterm_during_a_call_lets_it_end_normally_then_exits() {
 /// a relay that is gone.
 #[test]
 fn drain_timeout_ends_calls_left_with_bye_to_both_legs() {
-    let pki = edge::dev_pki();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let pbx = rt.block_on(Pbx::bind());
-    let pbx_addr = pbx.addr().to_string();
-    let mut running = run_dev(
-        &pki,
-        &[
-            ("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str()),
-            ("PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS", "1"),
-            ("PBX_EDGE_MEDIA__PORT_MIN", "44300"),
-            ("PBX_EDGE_MEDIA__PORT_MAX", "44399"),
-        ],
-    );
+    let (pki, rt, pbx, running) = start(&[
+        ("PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS", "1"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", "44300"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "44399"),
+    ]);
     rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "drain-cut").await;
         running.signal("TERM");
@@ -234,10 +172,7 @@ fn drain_timeout_ends_calls_left_with_bye_to_both_legs() {
         assert_eq!(bye.call_id().unwrap(), "drain-cut");
         call.phone.send(&phone::response(&bye, 200)).await;
     });
-    let status = running.wait_exit();
-    let log = running.log().join("\n");
-    assert_eq!(status.code(), Some(0), "{log}");
-    assert!(log.contains("calls ended by shutdown"), "{log}");
+    exits_cleanly(running, "calls ended by shutdown");
 }
 
 /// Issue 16, edge faults: a reload (SIGHUP: certificates, CAs, CRLs, inventory) while calls
@@ -247,18 +182,10 @@ fn drain_timeout_ends_calls_left_with_bye_to_both_legs() {
 #[test]
 fn sighup_reload_during_calls_loses_none() {
     const CALLS: usize = 10;
-    let pki = edge::dev_pki();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let pbx = rt.block_on(Pbx::bind());
-    let pbx_addr = pbx.addr().to_string();
-    let running = run_dev(
-        &pki,
-        &[
-            ("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str()),
-            ("PBX_EDGE_MEDIA__PORT_MIN", "44700"),
-            ("PBX_EDGE_MEDIA__PORT_MAX", "44799"),
-        ],
-    );
+    let (pki, rt, pbx, running) = start(&[
+        ("PBX_EDGE_MEDIA__PORT_MIN", "44700"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "44799"),
+    ]);
     rt.block_on(async {
         let mut calls = Vec::new();
         for i in 0..CALLS {
@@ -271,22 +198,15 @@ fn sighup_reload_during_calls_loses_none() {
         let ok = "pbx_edge_identity_reloads_total{result=\"ok\"}";
         assert_eq!(metric(&running, ok).await, 0.0);
         running.signal("HUP");
-        let mut reloaded = 0.0;
-        for _ in 0..100 {
-            reloaded = metric(&running, ok).await;
-            if reloaded >= 1.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let reloaded = wait_for(&running, ok, |v| v >= 1.0).await;
         assert_eq!(reloaded, 1.0, "{}", running.log().join("\n"));
         assert_eq!(
             metric(&running, "pbx_edge_calls_active").await,
             CALLS as f64,
             "no call lost to the reload"
         );
-        for (i, call) in calls.iter_mut().enumerate() {
-            hang_up(call, &pbx, &format!("hup-{i}")).await;
+        for call in calls.iter_mut() {
+            hang_up(call, &pbx).await;
         }
         assert_eq!(metric(&running, "pbx_edge_calls_active").await, 0.0);
         assert_eq!(

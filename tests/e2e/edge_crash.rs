@@ -7,9 +7,9 @@
 use super::config_cli::run_dev;
 use super::drain::{establish, hang_up};
 use crate::support::edge;
-use crate::support::pbx::{self, Pbx};
+use crate::support::pbx::Pbx;
 use crate::support::phone;
-use crate::support::tls_client;
+use crate::support::scenario::register;
 use std::time::Duration;
 
 /// A loopback port free right now (bound and released), for an edge that must come back on
@@ -46,21 +46,11 @@ fn after_sigkill_and_restart_phones_reregister_and_call_and_stale_contacts_fail_
         ("PBX_EDGE_MEDIA__PORT_MIN", "44800"),
         ("PBX_EDGE_MEDIA__PORT_MAX", "44899"),
     ];
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
 
     let mut first = run_dev(&pki, &env);
     let stale_contact = rt.block_on(async {
-        let mut ph = phone::Phone::new(
-            tls_client::connect(first.tls, "sbc.test", cfg.clone())
-                .await
-                .expect("handshake"),
-        );
-        ph.send(&phone::register("101", 5099, 1, "reg-crash", ""))
-            .await;
-        let (req, from) = pbx.recv().await.expect("REGISTER");
-        let uri = pbx::contact_uri(&req).expect("edge Contact");
-        pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
-        assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+        let mut ph = phone::snom_at(&pki, first.tls).await;
+        let uri = register(&pbx, &mut ph, "reg-crash", 1, 600).await;
 
         // Crash. The phone sees its connection go.
         first.signal("KILL");
@@ -96,24 +86,10 @@ fn after_sigkill_and_restart_phones_reregister_and_call_and_stale_contacts_fail_
         assert_eq!(answer, Some(480), "a stale Contact gets 480, not a phone");
 
         // The phone reconnects and re-registers, then calls.
-        let mut ph = phone::Phone::new(
-            tls_client::connect(second.tls, "sbc.test", cfg.clone())
-                .await
-                .expect("handshake after the restart"),
-        );
-        ph.send(&phone::register("101", 5099, 2, "reg-crash", ""))
-            .await;
-        let (req, from) = loop {
-            let (m, from) = pbx.recv().await.expect("REGISTER after the restart");
-            if m.method().map(|m| m.as_str()) == Some("REGISTER") {
-                break (m, from);
-            }
-        };
-        let uri = pbx::contact_uri(&req).expect("edge Contact");
-        pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
-        assert_eq!(ph.recv().await.unwrap().status(), Some(200));
+        let mut ph = phone::snom_at(&pki, second.tls).await;
+        register(&pbx, &mut ph, "reg-crash", 2, 600).await;
         let mut call = establish(&pki, &second, &pbx, "after-crash").await;
-        hang_up(&mut call, &pbx, "after-crash").await;
+        hang_up(&mut call, &pbx).await;
     });
     drop(second);
 }

@@ -92,7 +92,7 @@ fn killing_the_phones_edge_fails_it_over_to_the_other_and_leaves_the_others_call
         assert_eq!(busy.status(), Some(486));
 
         // The call on B was never affected.
-        hang_up(&mut on_b, &pbx, "on-b").await;
+        hang_up(&mut on_b, &pbx).await;
     });
     let _ = a.wait_exit();
     drop(b);

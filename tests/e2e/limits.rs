@@ -2,14 +2,17 @@
 //! (`sip.phone_requests_per_second` / `sip.phone_request_burst`, 503 + Retry-After beyond it,
 //! other devices unaffected) and the cap on registration bindings per connection.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use pbx_edge::sip::message::ContactList;
 
 use crate::support::edge::{self, RunningEdge};
 use crate::support::http;
+use crate::support::offer::{pbx_pcmu_sdp, phone_sdp};
 use crate::support::pbx::{self, Pbx};
 use crate::support::phone::{self, Phone};
+use crate::support::scenario::{ack, answer, dial, phone_hangs_up, Dialog};
 use crate::support::tls_client;
 
 fn options(from_user: &str, n: u32) -> String {
@@ -93,12 +96,7 @@ async fn a_device_over_its_budget_gets_503_with_retry_after_others_go_on() {
     );
 
     // Another device has its own budget.
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.yealink_device));
-    let mut yealink = Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .unwrap(),
-    );
+    let mut yealink = phone::yealink(&pki, &e).await;
     yealink.send(&options("102", 1)).await;
     pbx_answers_one(&pbx, "lim-102-1").await;
     assert_eq!(yealink.recv().await.unwrap().status(), Some(200));
@@ -200,37 +198,17 @@ async fn a_connection_holds_at_most_32_registration_bindings() {
     e.stop().await.expect("clean shutdown");
 }
 
-/// The Snom places call `lim-call` to 200 and the PBX answers it; returns the PBX's To (with
-/// tag) and the edge's Contact, the phone's in-dialog target.
-async fn snom_call_answered(pbx: &Pbx, snom: &mut Phone) -> (String, String) {
-    let sdp = "v=0\r\no=snom 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WnD7c1ksDGs+dIefCEbfNCz1XYW8DuX5Pk0dyH2X\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
-    snom.send(&format!("INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-limcall\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: <sip:200@sbc.test>\r\nCall-ID: lim-call\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())).await;
-    assert_eq!(snom.recv().await.unwrap().status(), Some(100));
-    let (inv, from) = pbx.recv().await.expect("PBX gets the INVITE");
-    let answer = "v=0\r\no=asterisk 9 9 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
-    let ok = pbx::response(
-        &inv,
-        200,
-        "OK",
-        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
-    )
-    .replace(
-        "Content-Length: 0\r\n\r\n",
-        &format!("Content-Length: {}\r\n\r\n{answer}", answer.len()),
-    );
-    pbx.send(from, &ok).await;
-    let ok = snom.recv().await.expect("the 200 reaches the phone");
-    assert_eq!(ok.status(), Some(200));
-    let to = ok.header("To").unwrap().to_owned();
-    let contact = pbx::contact_uri(&ok).expect("the edge's Contact");
-    snom.send(&format!("ACK {contact} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-limack\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: {to}\r\nCall-ID: lim-call\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")).await;
-    let (ack, _) = pbx.recv().await.expect("ACK forwarded");
-    assert_eq!(ack.method().map(|m| m.as_str()), Some("ACK"));
-    (to, contact)
-}
-
-fn bye(contact: &str, to: &str, branch: &str) -> String {
-    format!("BYE {contact} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch={branch}\r\nFrom: <sip:101@sbc.test>;tag=limcaller\r\nTo: {to}\r\nCall-ID: lim-call\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+/// The Snom places call `lim-call` to 200 and the PBX answers it: the phone's dialog, its
+/// in-dialog target the edge's Contact.
+async fn snom_call_answered(pbx: &Pbx, snom: &mut Phone, tls: SocketAddr) -> Dialog {
+    let mut d = Dialog::phone("lim-call", "limcaller", tls);
+    let invite = d.invite("sip:200@sbc.test", "", &phone_sdp(40000, 1, 1));
+    let (inv, from) = dial(pbx, snom, &invite).await;
+    let ok = answer(pbx, snom, &inv, from, &pbx_pcmu_sdp(40002)).await;
+    d.confirmed_by(&ok);
+    d.target = pbx::contact_uri(&ok).expect("the edge's Contact");
+    ack(pbx, snom, &d, 1).await;
+    d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,18 +217,11 @@ async fn another_device_cannot_touch_a_call_by_its_call_id() {
     let pbx = Pbx::bind().await;
     let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &[]).await;
     let mut snom = phone::snom(&pki, &e).await;
-    let (to, contact) = snom_call_answered(&pbx, &mut snom).await;
+    let d = snom_call_answered(&pbx, &mut snom, e.tls_addr).await;
 
     // The Yealink (another MAC) sends a BYE for the Snom's call: 481, nothing forwarded.
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.yealink_device));
-    let mut yealink = Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .unwrap(),
-    );
-    yealink
-        .send(&bye(&contact, &to, "z9hG4bK-foreignbye"))
-        .await;
+    let mut yealink = phone::yealink(&pki, &e).await;
+    yealink.send(&d.request("BYE", 2, "", "")).await;
     assert_eq!(yealink.recv().await.unwrap().status(), Some(481));
     assert!(
         pbx.recv_within(Duration::from_millis(500)).await.is_none(),
@@ -267,11 +238,7 @@ async fn another_device_cannot_touch_a_call_by_its_call_id() {
     );
 
     // The Snom's own BYE ends it.
-    snom.send(&bye(&contact, &to, "z9hG4bK-ownbye")).await;
-    let (got, from) = pbx.recv().await.expect("the owner's BYE is forwarded");
-    assert_eq!(got.method().map(|m| m.as_str()), Some("BYE"));
-    pbx.send(from, &pbx::response(&got, 200, "OK", "")).await;
-    assert_eq!(snom.recv().await.unwrap().status(), Some(200));
+    phone_hangs_up(&pbx, &mut snom, &d, 2, None).await;
     e.stop().await.expect("clean shutdown");
 }
 
@@ -290,7 +257,7 @@ async fn a_bye_ending_a_call_is_never_refused_for_budget() {
     .await;
     let mut snom = phone::snom(&pki, &e).await;
 
-    let (to, contact) = snom_call_answered(&pbx, &mut snom).await;
+    let d = snom_call_answered(&pbx, &mut snom, e.tls_addr).await;
 
     // Spend the budget until the edge refuses (bounded).
     let mut refused = false;
@@ -317,11 +284,7 @@ async fn a_bye_ending_a_call_is_never_refused_for_budget() {
     assert!(refused, "the budget of 2 runs out");
 
     // The BYE still goes through to the PBX and its 200 back.
-    snom.send(&bye(&contact, &to, "z9hG4bK-limbye")).await;
-    let (bye, from) = pbx.recv().await.expect("BYE forwarded despite the budget");
-    assert_eq!(bye.method().map(|m| m.as_str()), Some("BYE"));
-    pbx.send(from, &pbx::response(&bye, 200, "OK", "")).await;
-    assert_eq!(snom.recv().await.unwrap().status(), Some(200));
+    phone_hangs_up(&pbx, &mut snom, &d, 2, None).await;
     e.stop().await.expect("clean shutdown");
 }
 

@@ -5,67 +5,17 @@
 //! default, relayed and counted when switched on).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use pbx_edge::sip::message::SipMessage;
-use pbx_edge::srtp::{ContextOptions, CryptoAttribute, SrtpContext};
+use pbx_edge::srtp::{ContextOptions, SrtpContext};
 use tokio::net::UdpSocket;
 
-use crate::support::edge::{self, RunningEdge, TestPki};
 use crate::support::http;
-use crate::support::pbx::{self, Pbx};
-use crate::support::phone::{self, snom};
-
-const PHONE_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
-
-/// Two UDP sockets on consecutive ports (RTP, RTCP = RTP + 1), the RTP port even.
-async fn udp_pair() -> (UdpSocket, UdpSocket) {
-    for _ in 0..200 {
-        let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let port = rtp.local_addr().unwrap().port();
-        if port % 2 != 0 || port == u16::MAX {
-            continue;
-        }
-        if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)).await {
-            return (rtp, rtcp);
-        }
-    }
-    panic!("no free RTP/RTCP port pair");
-}
-
-/// The audio m-line's port and the c= address of an SDP body.
-fn media_addr(sdp: &[u8]) -> SocketAddr {
-    let text = std::str::from_utf8(sdp).unwrap();
-    let ip = text
-        .lines()
-        .find_map(|l| l.strip_prefix("c=IN IP4 "))
-        .unwrap()
-        .trim();
-    let port = text
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .unwrap();
-    let port: u16 = port.split(' ').next().unwrap().parse().unwrap();
-    SocketAddr::new(ip.parse().unwrap(), port)
-}
-
-fn crypto_line(sdp: &[u8]) -> CryptoAttribute {
-    let text = std::str::from_utf8(sdp).unwrap();
-    let v = text
-        .lines()
-        .find_map(|l| l.strip_prefix("a=crypto:"))
-        .expect("a=crypto");
-    CryptoAttribute::parse(v.trim()).unwrap()
-}
-
-fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
-    let mut p = vec![0x80, 0x00];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend((0..160u32).map(|i| (i as u8) ^ (seq as u8)));
-    p
-}
+use crate::support::media::{recv, udp_pair};
+use crate::support::offer::{crypto_line, media_addr, pbx_pcmu_sdp, text, PHONE_KEY};
+use crate::support::phone::Phone;
+use crate::support::rtp::voice;
+use crate::support::scenario::{ack, answer, dial, wait_metric, Lab};
 
 /// A receiver report (RFC 3550 §6.4.2) with one report block.
 fn rtcp_rr(ssrc: u32, fill: u8) -> Vec<u8> {
@@ -75,41 +25,15 @@ fn rtcp_rr(ssrc: u32, fill: u8) -> Vec<u8> {
     p
 }
 
-async fn recv(sock: &UdpSocket) -> Option<Vec<u8>> {
-    let mut b = vec![0u8; 2048];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut b))
-        .await
-        .ok()?
-        .ok()?;
-    b.truncate(n);
-    Some(b)
-}
-
-fn invite(rtp_port: u16, profile: &str, crypto: &str) -> String {
-    let sdp = format!("v=0\r\no=snom 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} {profile} 0\r\n{crypto}a=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n");
-    format!("INVITE sip:200@sbc.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-pol1;rport\r\nFrom: <sip:101@sbc.test>;tag=pol1\r\nTo: <sip:200@sbc.test>\r\nCall-ID: policy-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())
-}
-
-fn pbx_200(req: &SipMessage, rtp_port: u16) -> String {
-    let sdp = format!("v=0\r\no=asterisk 9 9 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n");
-    pbx::response(
-        req,
-        200,
-        "OK",
-        "Contact: <sip:200@127.0.0.1:5060>\r\nContent-Type: application/sdp\r\n",
-    )
-    .replace(
-        "Content-Length: 0\r\n\r\n",
-        &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
-    )
+/// The phone's offer: PCMU over `profile`, with the `crypto` lines given.
+fn offer(rtp_port: u16, profile: &str, crypto: &str) -> String {
+    format!("v=0\r\no=snom 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp_port} {profile} 0\r\n{crypto}a=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n")
 }
 
 /// An established call: the phone offered `profile` (+ `crypto`), the PBX answered plain.
 struct Call {
-    _pki: TestPki,
-    _pbx: Pbx,
-    e: RunningEdge,
-    _ph: phone::Phone,
+    lab: Lab,
+    _ph: Phone,
     phone: (UdpSocket, UdpSocket),
     pbx_media: (UdpSocket, UdpSocket),
     /// The edge's media address toward the phone (RTP; RTCP is the next port).
@@ -123,41 +47,27 @@ struct Call {
 }
 
 async fn call(env: &[(&str, &str)], profile: &str, crypto: &str) -> Call {
-    let pki = edge::dev_pki();
-    let pbx = Pbx::bind().await;
     let mut env = env.to_vec();
     env.extend([
         ("PBX_EDGE_MEDIA__PORT_MIN", "41000"),
         ("PBX_EDGE_MEDIA__PORT_MAX", "41999"),
     ]);
-    let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &env).await;
-    let mut ph = snom(&pki, &e).await;
+    let lab = Lab::start(&env).await;
+    let mut ph = lab.phone().await;
     let phone = udp_pair().await;
     let pbx_media = udp_pair().await;
-    ph.send(&invite(
-        phone.0.local_addr().unwrap().port(),
-        profile,
-        crypto,
-    ))
-    .await;
-    assert_eq!(ph.recv().await.unwrap().status(), Some(100));
-    let (inv, from) = pbx.recv().await.expect("the PBX gets the INVITE");
-    pbx.send(
-        from,
-        &pbx_200(&inv, pbx_media.0.local_addr().unwrap().port()),
-    )
-    .await;
-    let ok = ph.recv().await.expect("the phone gets the 200");
-    assert_eq!(ok.status(), Some(200));
-    let ack = format!("ACK sip:sbc.test:{} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-polack\r\nFrom: <sip:101@sbc.test>;tag=pol1\r\nTo: {}\r\nCall-ID: policy-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", e.tls_addr.port(), ok.header("To").unwrap());
-    ph.send(&ack).await;
-    pbx.recv().await.expect("the PBX gets the ACK");
+    let mut d = lab.dialog("policy-1", "pol1");
+    let sdp = offer(phone.0.local_addr().unwrap().port(), profile, crypto);
+    let invite = d.invite("sip:200@sbc.test", "", &sdp);
+    let (inv, from) = dial(&lab.pbx, &mut ph, &invite).await;
+    let sdp = pbx_pcmu_sdp(pbx_media.0.local_addr().unwrap().port());
+    let ok = answer(&lab.pbx, &mut ph, &inv, from, &sdp).await;
+    d.confirmed_by(&ok);
+    ack(&lab.pbx, &mut ph, &d, 1).await;
     Call {
         edge_phone_side: media_addr(ok.body()),
         edge_pbx_side: media_addr(inv.body()),
-        _pki: pki,
-        _pbx: pbx,
-        e,
+        lab,
         _ph: ph,
         phone,
         pbx_media,
@@ -173,12 +83,12 @@ fn rtcp_port(a: SocketAddr) -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_srtp_carries_a_plain_call_end_to_end() {
     let c = call(&[("PBX_EDGE_MEDIA__SRTP", "optional")], "RTP/AVP", "").await;
-    let answer = std::str::from_utf8(c.ok.body()).unwrap().to_owned();
+    let answer = text(c.ok.body());
     assert!(
         answer.contains("m=audio") && answer.contains(" RTP/AVP ") && !answer.contains("a=crypto"),
         "the phone's plain offer is answered plain: {answer}"
     );
-    let offer = std::str::from_utf8(c.inv.body()).unwrap().to_owned();
+    let offer = text(c.inv.body());
     assert!(
         offer.contains(" RTP/AVP ") && !offer.contains("a=crypto"),
         "{offer}"
@@ -186,7 +96,7 @@ async fn optional_srtp_carries_a_plain_call_end_to_end() {
 
     // Plain RTP both ways, byte for byte.
     for seq in 1..=10u16 {
-        let from_phone = rtp(seq, 0x1111);
+        let from_phone = voice(seq, 0x1111);
         c.phone
             .0
             .send_to(&from_phone, c.edge_phone_side)
@@ -198,7 +108,7 @@ async fn optional_srtp_carries_a_plain_call_end_to_end() {
                 .expect("the PBX receives the phone's RTP"),
             from_phone
         );
-        let from_pbx = rtp(seq, 0x2222);
+        let from_pbx = voice(seq, 0x2222);
         c.pbx_media
             .0
             .send_to(&from_pbx, c.edge_pbx_side)
@@ -212,16 +122,17 @@ async fn optional_srtp_carries_a_plain_call_end_to_end() {
             "PBX → phone: plain, unchanged"
         );
     }
-    c.e.stop().await.expect("clean shutdown");
+    c.lab.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mandatory_srtp_refuses_the_same_plain_offer() {
-    let pki = edge::dev_pki();
-    let pbx = Pbx::bind().await;
-    let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &[]).await;
-    let mut ph = snom(&pki, &e).await;
-    ph.send(&invite(40000, "RTP/AVP", "")).await;
+    let lab = Lab::start(&[]).await;
+    let mut ph = lab.phone().await;
+    let invite =
+        lab.dialog("policy-1", "pol1")
+            .invite("sip:200@sbc.test", "", &offer(40000, "RTP/AVP", ""));
+    ph.send(&invite).await;
     let mut status = None;
     for _ in 0..3 {
         status = ph.recv().await.and_then(|m| m.status());
@@ -234,7 +145,7 @@ async fn mandatory_srtp_refuses_the_same_plain_offer() {
         Some(488),
         "the default policy answers a plain offer 488"
     );
-    e.stop().await.expect("clean shutdown");
+    lab.stop().await;
 }
 
 /// The phone's SRTCP with E=0 (authenticated only) although its offer did not announce
@@ -254,7 +165,7 @@ async fn unannounced_unencrypted_srtcp(c: &Call) -> Vec<Vec<u8>> {
     .unwrap();
     let mut regular = SrtpContext::new(&key.master_key, &ContextOptions::default()).unwrap();
     // RTP first: the edge learns the phone's address from authenticated media.
-    let plain = rtp(1, 0x1111);
+    let plain = voice(1, 0x1111);
     let mut buf = plain.clone();
     buf.resize(plain.len() + 32, 0);
     let n = regular.protect_rtp(&mut buf, plain.len()).unwrap();
@@ -302,7 +213,7 @@ async fn unannounced_unencrypted_srtcp_is_dropped_by_default_and_relayed_when_co
         vec![rtcp_rr(0x1111, 0xe1)],
         "only the regular SRTCP is relayed"
     );
-    let m = http::get(strict.e.admin_addr, "/metrics").await.1;
+    let m = http::get(strict.lab.e.admin_addr, "/metrics").await.1;
     assert_eq!(http::metric(&m, accepted), 0.0, "{m}");
     let dropped: f64 = m
         .lines()
@@ -310,7 +221,7 @@ async fn unannounced_unencrypted_srtcp_is_dropped_by_default_and_relayed_when_co
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
     assert!(dropped >= 1.0, "the refused E=0 packet is counted: {m}");
-    strict.e.stop().await.expect("clean shutdown");
+    strict.lab.stop().await;
 
     // Switched on: both reach the PBX, the quirk is counted.
     let lenient = call(
@@ -328,14 +239,7 @@ async fn unannounced_unencrypted_srtcp_is_dropped_by_default_and_relayed_when_co
         vec![rtcp_rr(0x1111, 0xe0), rtcp_rr(0x1111, 0xe1)],
         "the E=0 SRTCP (tag verified) is relayed as plain RTCP"
     );
-    let mut m = String::new();
-    for _ in 0..50 {
-        m = http::get(lenient.e.admin_addr, "/metrics").await.1;
-        if http::metric(&m, accepted) >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let m = wait_metric(lenient.lab.e.admin_addr, accepted, |v| v >= 1.0).await;
     assert_eq!(http::metric(&m, accepted), 1.0, "{m}");
-    lenient.e.stop().await.expect("clean shutdown");
+    lenient.lab.stop().await;
 }

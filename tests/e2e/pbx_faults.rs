@@ -1,12 +1,12 @@
 //! PBX faults (issue 16), on the real binary: the PBX stops answering in the middle of a call
 //! (a UDP PBX that hangs or is cut off) and comes back. Every process is stopped by its PID.
 
-use super::config_cli::run_dev;
-use super::drain::{establish, hang_up, metric};
-use crate::support::edge;
+use super::drain::{establish, hang_up, metric, start, wait_for};
 use crate::support::http;
+use crate::support::offer::phone_sdp;
 use crate::support::pbx::{self, Pbx};
 use crate::support::phone;
+use crate::support::scenario::{is_method, metrics, pbx_recv_where, register, wait_metric};
 use pbx_edge::sip::message::SipMessage;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,18 +14,10 @@ use std::time::Duration;
 /// The next request with `method` and at least CSeq `min_cseq` the PBX receives (bounded),
 /// skipping the retransmissions it ignored while it was "down".
 async fn next_request(pbx: &Pbx, method: &str, min_cseq: u32) -> (SipMessage, SocketAddr) {
-    for _ in 0..50 {
-        let (m, from) = pbx
-            .recv_within(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|| panic!("the PBX gets a {method}"));
-        if m.method().map(|m| m.as_str()) == Some(method)
-            && m.cseq().is_ok_and(|c| c.seq >= min_cseq)
-        {
-            return (m, from);
-        }
-    }
-    panic!("no {method} among 50 messages");
+    pbx_recv_where(pbx, method, |m| {
+        is_method(m, method) && m.cseq().is_ok_and(|c| c.seq >= min_cseq)
+    })
+    .await
 }
 
 /// The call in progress ends cleanly when its media times out (the PBX sends nothing): BYE to
@@ -35,35 +27,19 @@ async fn next_request(pbx: &Pbx, method: &str, min_cseq: u32) -> (SipMessage, So
 /// is left over: no call, stream, port pair or transaction, and `/api/calls` is empty.
 #[test]
 fn pbx_silent_mid_call_ends_the_call_cleanly_and_the_edge_recovers_when_it_returns() {
-    let pki = edge::dev_pki();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let pbx = rt.block_on(Pbx::bind());
-    let pbx_addr = pbx.addr().to_string();
-    let running = run_dev(
-        &pki,
-        &[
-            ("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str()),
-            ("PBX_EDGE_SIP__T1_MS", "50"),
-            ("PBX_EDGE_SIP__T4_MS", "200"),
-            ("PBX_EDGE_MEDIA__TIMEOUT_SECS", "2"),
-            ("PBX_EDGE_MEDIA__PORT_MIN", "44400"),
-            ("PBX_EDGE_MEDIA__PORT_MAX", "44499"),
-        ],
-    );
+    let (pki, rt, pbx, running) = start(&[
+        ("PBX_EDGE_SIP__T1_MS", "50"),
+        ("PBX_EDGE_SIP__T4_MS", "200"),
+        ("PBX_EDGE_MEDIA__TIMEOUT_SECS", "2"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", "44400"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "44499"),
+    ]);
     rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "pbx-silent").await;
         let ph = &mut call.phone;
 
         // Register while the PBX is up.
-        ph.send(&phone::register("101", 5099, 1, "reg-silent", ""))
-            .await;
-        let (req, from) = next_request(&pbx, "REGISTER", 1).await;
-        let uri = pbx::contact_uri(&req).expect("edge Contact");
-        pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
-        assert_eq!(
-            ph.recv().await.expect("200 to REGISTER").status(),
-            Some(200)
-        );
+        register(&pbx, ph, "reg-silent", 1, 600).await;
 
         // From here the PBX is silent: no RTP, no SIP answers. The media timeout ends the
         // call: the phone gets a BYE and answers it.
@@ -83,7 +59,7 @@ fn pbx_silent_mid_call_ends_the_call_cleanly_and_the_edge_recovers_when_it_retur
             .await
             .expect("the edge answers the REGISTER itself");
         assert_eq!(refused.status(), Some(408), "{refused:?}");
-        let m = http::get(running.admin, "/metrics").await.1;
+        let m = metrics(running.admin).await;
         assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
         assert_eq!(
             http::metric(&m, "pbx_edge_calls_total{outcome=\"media_timeout\"}"),
@@ -92,32 +68,18 @@ fn pbx_silent_mid_call_ends_the_call_cleanly_and_the_edge_recovers_when_it_retur
         );
 
         // The PBX is back: the phone's next REGISTER goes through.
-        ph.send(&phone::register("101", 5099, 3, "reg-silent", ""))
-            .await;
-        let (req, from) = next_request(&pbx, "REGISTER", 3).await;
-        let uri = pbx::contact_uri(&req).expect("edge Contact");
-        pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
-        assert_eq!(
-            ph.recv().await.expect("200 to REGISTER").status(),
-            Some(200)
-        );
+        register(&pbx, ph, "reg-silent", 3, 600).await;
         assert_eq!(metric(&running, "pbx_edge_registrations_active").await, 1.0);
     });
 
     // A new call works (a new connection from the same phone).
     rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "pbx-back").await;
-        hang_up(&mut call, &pbx, "pbx-back").await;
+        hang_up(&mut call, &pbx).await;
 
         // Nothing leaks: every gauge back to zero, once the absorb timers (64·T1) are over.
-        let mut m = String::new();
-        for _ in 0..100 {
-            m = http::get(running.admin, "/metrics").await.1;
-            if http::metric(&m, "pbx_edge_sip_transactions_active") == 0.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let txns = "pbx_edge_sip_transactions_active";
+        let m = wait_metric(running.admin, txns, |v| v == 0.0).await;
         for gauge in [
             "pbx_edge_sip_transactions_active",
             "pbx_edge_calls_active",
@@ -146,33 +108,16 @@ fn pbx_silent_mid_call_ends_the_call_cleanly_and_the_edge_recovers_when_it_retur
 /// next REGISTER recreates its binding and a new call works.
 #[test]
 fn pbx_restart_that_lost_the_call_releases_it_on_481_and_the_phone_recovers() {
-    let pki = edge::dev_pki();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let pbx = rt.block_on(Pbx::bind());
-    let pbx_addr = pbx.addr().to_string();
-    let running = run_dev(
-        &pki,
-        &[
-            ("PBX_EDGE_PBX__ADDRESS", pbx_addr.as_str()),
-            ("PBX_EDGE_SIP__T1_MS", "50"),
-            ("PBX_EDGE_MEDIA__PORT_MIN", "44600"),
-            ("PBX_EDGE_MEDIA__PORT_MAX", "44699"),
-        ],
-    );
+    let (pki, rt, pbx, running) = start(&[
+        ("PBX_EDGE_SIP__T1_MS", "50"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", "44600"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "44699"),
+    ]);
     rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "pbx-restart").await;
         assert_eq!(metric(&running, "pbx_edge_media_active_streams").await, 1.0);
-        let hold = call
-            .ack
-            .replace("ACK sip", "INVITE sip")
-            .replace("pbx-restart-ack", "pbx-restart-reinv")
-            .replace("CSeq: 1 ACK", "CSeq: 2 INVITE")
-            .replace("Content-Length: 0\r\n\r\n", "");
-        let sdp = format!("v=0\r\no=snom 1 2 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5004 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n", "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz");
-        let hold = format!(
-            "{hold}Contact: <sip:101@127.0.0.1:5099;transport=tls>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            sdp.len()
-        );
+        let sdp = phone_sdp(5004, 1, 2).replace("a=sendrecv", "a=sendonly");
+        let hold = call.d.reoffer("INVITE", 2, &sdp);
         call.phone.send(&hold).await;
         assert_eq!(call.phone.recv().await.expect("100").status(), Some(100));
         // The restarted PBX knows no such dialog.
@@ -185,39 +130,25 @@ fn pbx_restart_that_lost_the_call_releases_it_on_481_and_the_phone_recovers() {
         let gone = call.phone.recv().await.expect("the phone gets the 481");
         assert_eq!(gone.status(), Some(481));
         let (ack, _) = next_request(&pbx, "ACK", 2).await;
-        assert_eq!(ack.call_id().unwrap(), "pbx-restart", "the edge ACKs the 481");
+        assert_eq!(
+            ack.call_id().unwrap(),
+            "pbx-restart",
+            "the edge ACKs the 481"
+        );
 
         // The edge has released the call and its media.
-        let mut m = String::new();
-        for _ in 0..50 {
-            m = http::get(running.admin, "/metrics").await.1;
-            if http::metric(&m, "pbx_edge_calls_active") == 0.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let m = wait_metric(running.admin, "pbx_edge_calls_active", |v| v == 0.0).await;
         assert_eq!(http::metric(&m, "pbx_edge_calls_active"), 0.0, "{m}");
         assert_eq!(
             http::metric(&m, "pbx_edge_calls_total{outcome=\"dialog_gone\"}"),
             1.0,
             "{m}"
         );
-        let mut streams = 1.0;
-        for _ in 0..50 {
-            streams = metric(&running, "pbx_edge_media_active_streams").await;
-            if streams == 0.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let streams = wait_for(&running, "pbx_edge_media_active_streams", |v| v == 0.0).await;
         assert_eq!(streams, 0.0, "the call's media is released");
 
         // The phone ends the dialog on its side: the edge answers, the PBX sees nothing.
-        let bye = call
-            .ack
-            .replace("ACK sip", "BYE sip")
-            .replace("pbx-restart-ack", "pbx-restart-bye")
-            .replace("CSeq: 1 ACK", "CSeq: 3 BYE");
+        let bye = call.d.request("BYE", 3, "", "");
         call.phone.send(&bye).await;
         let r = call.phone.recv().await.expect("an answer to the BYE");
         assert_eq!(r.status(), Some(481));
@@ -229,18 +160,9 @@ fn pbx_restart_that_lost_the_call_releases_it_on_481_and_the_phone_recovers() {
         );
 
         // The phone re-registers (the PBX lost that too) and calls again.
-        call.phone
-            .send(&phone::register("101", 5099, 1, "reg-restart", ""))
-            .await;
-        let (req, from) = next_request(&pbx, "REGISTER", 1).await;
-        let uri = pbx::contact_uri(&req).expect("edge Contact");
-        pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
-        assert_eq!(
-            call.phone.recv().await.expect("200 to REGISTER").status(),
-            Some(200)
-        );
+        register(&pbx, &mut call.phone, "reg-restart", 1, 600).await;
         let mut again = establish(&pki, &running, &pbx, "pbx-restart-2").await;
-        hang_up(&mut again, &pbx, "pbx-restart-2").await;
+        hang_up(&mut again, &pbx).await;
     });
     drop(running);
 }

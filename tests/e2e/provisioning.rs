@@ -37,6 +37,11 @@ struct Phone {
 }
 
 impl Phone {
+    /// The status of `GET path` on this connection.
+    async fn get_status(&mut self, path: &str) -> u16 {
+        self.request("GET", path, &[]).await.expect("answer").status
+    }
+
     async fn connect(
         addr: SocketAddr,
         pki: &edge::TestPki,
@@ -410,20 +415,9 @@ async fn an_inventory_reload_applies_to_the_next_request_on_the_same_connection(
     let mut phone = Phone::connect(addr, &pki, Some(&pki.pki.snom_device))
         .await
         .expect("handshake");
+    assert_eq!(phone.get_status(SNOM_FILE).await, 200);
     assert_eq!(
-        phone
-            .request("GET", SNOM_FILE, &[])
-            .await
-            .expect("answer")
-            .status,
-        200
-    );
-    assert_eq!(
-        phone
-            .request("GET", "/snom/000413A1B2C3.xml", &[])
-            .await
-            .expect("answer")
-            .status,
+        phone.get_status("/snom/000413A1B2C3.xml").await,
         200,
         "the default rule: the file name carries the MAC"
     );
@@ -446,14 +440,7 @@ async fn an_inventory_reload_applies_to_the_next_request_on_the_same_connection(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(reloaded, "the inventory change was reloaded");
-    assert_eq!(
-        phone
-            .request("GET", SNOM_FILE, &[])
-            .await
-            .expect("answer")
-            .status,
-        403
-    );
+    assert_eq!(phone.get_status(SNOM_FILE).await, 403);
     let a = phone
         .request("GET", "/snom/000413A1B2C3.xml", &[])
         .await
@@ -462,14 +449,7 @@ async fn an_inventory_reload_applies_to_the_next_request_on_the_same_connection(
         (a.status, a.body.as_slice()),
         (200, b"<settings/>".as_slice())
     );
-    assert_eq!(
-        phone
-            .request("GET", COMMON_FILE, &[])
-            .await
-            .expect("answer")
-            .status,
-        200
-    );
+    assert_eq!(phone.get_status(COMMON_FILE).await, 200);
 
     // The device leaves the inventory: nothing at all, not even common files.
     vendor_edge::replace_file(
@@ -616,22 +596,8 @@ async fn upstream_mode_forwards_with_the_certificate_mac_and_strips_forged_heade
         assert!(values(headers, "cookie").is_empty(), "{headers:?}");
     }
     // Denied and malformed requests never reach the upstream.
-    assert_eq!(
-        phone
-            .request("GET", YEALINK_FILE, &[])
-            .await
-            .expect("answer")
-            .status,
-        403
-    );
-    assert_eq!(
-        phone
-            .request("GET", "/%2e%2e/etc/passwd", &[])
-            .await
-            .expect("answer")
-            .status,
-        400
-    );
+    assert_eq!(phone.get_status(YEALINK_FILE).await, 403);
+    assert_eq!(phone.get_status("/%2e%2e/etc/passwd").await, 400);
     assert_eq!(seen.lock().expect("lock").len(), 1);
     // The path is decoded once and re-encoded: the upstream sees what was authorised.
     let a = phone
@@ -705,14 +671,7 @@ async fn a_mac_put_on_the_deny_list_is_refused_on_its_open_connection() {
     let mut snom = Phone::connect(addr, &pki, Some(&pki.pki.snom_device))
         .await
         .expect("handshake");
-    assert_eq!(
-        yealink
-            .request("GET", YEALINK_FILE, &[])
-            .await
-            .expect("answer")
-            .status,
-        200
-    );
+    assert_eq!(yealink.get_status(YEALINK_FILE).await, 200);
 
     vendor_edge::replace_file(&deny, "# stolen phones\n80-5E-C0-D4-E5-F6\n");
     let mut refused = false;
@@ -732,14 +691,7 @@ async fn a_mac_put_on_the_deny_list_is_refused_on_its_open_connection() {
         refused,
         "the denied MAC is refused on its kept-alive connection"
     );
-    assert_eq!(
-        yealink
-            .request("GET", YEALINK_FILE, &[])
-            .await
-            .expect("answer")
-            .status,
-        403
-    );
+    assert_eq!(yealink.get_status(YEALINK_FILE).await, 403);
     // The other device is not affected.
     assert_eq!(
         snom.request("GET", SNOM_FILE, &[])

@@ -270,12 +270,7 @@ async fn a_junk_flood_runs_out_of_budget_and_the_edge_stops_answering() {
         let retry: u32 = r.header("Retry-After").unwrap().trim().parse().unwrap();
         assert!(retry >= 10, "the debt is in Retry-After: {retry}");
     }
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.yealink_device));
-    let mut yealink = Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
-            .await
-            .unwrap(),
-    );
+    let mut yealink = phone::yealink(&pki, &e).await;
     yealink.send(&options("102", "other-device")).await;
     let (got, from) = pbx
         .recv()

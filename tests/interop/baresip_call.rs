@@ -10,6 +10,7 @@ use super::{net, tone};
 use crate::support::edge::{self, RunningEdge, TestPki};
 use crate::support::http;
 use crate::support::pbx::{self, Pbx};
+use crate::support::scenario::wait_idle;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -63,24 +64,9 @@ fn media_packets(m: &str, direction: &str) -> f64 {
     )
 }
 
-/// Waits (bounded) until no call and no media stream is left; returns the last metrics.
-async fn wait_idle(e: &RunningEdge) -> String {
-    let mut m = String::new();
-    for _ in 0..50 {
-        m = metrics(e).await;
-        if http::metric(&m, "pbx_edge_calls_active") == 0.0
-            && http::metric(&m, "pbx_edge_media_active_streams") == 0.0
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    m
-}
-
 /// After a call: no call and no media stream is left on the edge, and `/api/calls` is empty.
 async fn assert_idle(e: &RunningEdge) {
-    let idle = wait_idle(e).await;
+    let idle = wait_idle(e.admin_addr).await;
     assert_eq!(http::metric(&idle, "pbx_edge_calls_active"), 0.0, "{idle}");
     assert_eq!(
         http::metric(&idle, "pbx_edge_media_active_streams"),

@@ -1,6 +1,7 @@
 //! `openssl s_client` against the phone listener: the verdicts a real TLS stack sees.
 
 use super::process::{require, run_bounded, run_until_output, PeerOutput};
+use crate::support::scenario::wait_metric;
 use crate::support::{edge, http};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -53,42 +54,14 @@ async fn refused_s_client(addr: SocketAddr, ca: &Path, extra: Vec<String>) -> Pe
     .unwrap()
 }
 
-/// Polls /metrics (bounded: 10 s) until `name` reaches `at_least`; returns the exposition.
-async fn metric_at_least(admin: SocketAddr, name: &str, at_least: f64) -> String {
-    let mut body = String::new();
-    for _ in 0..100 {
-        body = http::get(admin, "/metrics").await.1;
-        if http::metric(&body, name) >= at_least {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    body
-}
-
-fn failures(reason: &str, vendor: &str) -> String {
-    format!("pbx_edge_tls_handshake_failures_total{{reason=\"{reason}\",vendor=\"{vendor}\"}}")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openssl_verdicts_match_the_edge() {
-    let pki = edge::dev_pki();
-    let e = edge::RunningEdge::start(edge::config_for(&pki)).await;
-    let ca = pki.pki.server_ca.clone();
-    let addr = e.tls_addr;
-
-    // A device certificate from a configured vendor CA, and the server verified by name: the
-    // edge counts the handshake and holds the connection open (it waits for SIP) while
-    // s_client, once it has printed its verdict, is still connected; then stopped by PID.
-    let device = pki.dir.path().join("snom-000413A1B2C3");
-    let args = device_args(&device, "sbc.test");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (mut ok, _dir, verdict) = run_until_output(s_client(addr, &ca, &args), BOUND, |out| {
-        out.contains("Verify return code:")
-    })
-    .await;
+/// `cmd` (an s_client presenting a certificate the edge accepts) prints its verdict and stays
+/// connected: the edge counted one handshake and holds the connection open (it waits for
+/// SIP), the verify code is 0; then s_client is stopped by its PID.
+pub(super) async fn accepted_and_held(cmd: Command, admin: SocketAddr) {
+    let (mut ok, _dir, verdict) =
+        run_until_output(cmd, BOUND, |out| out.contains("Verify return code:")).await;
     assert!(verdict, "s_client printed no verdict: {}", ok.output());
-    let body = metric_at_least(e.admin_addr, "pbx_edge_tls_handshakes_total", 1.0).await;
+    let body = wait_metric(admin, "pbx_edge_tls_handshakes_total", |v| v >= 1.0).await;
     assert_eq!(
         http::metric(&body, "pbx_edge_tls_handshakes_total"),
         1.0,
@@ -110,6 +83,26 @@ async fn openssl_verdicts_match_the_edge() {
         ok.output()
     );
     ok.stop(Duration::from_secs(2));
+}
+
+fn failures(reason: &str, vendor: &str) -> String {
+    format!("pbx_edge_tls_handshake_failures_total{{reason=\"{reason}\",vendor=\"{vendor}\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_verdicts_match_the_edge() {
+    let pki = edge::dev_pki();
+    let e = edge::RunningEdge::start(edge::config_for(&pki)).await;
+    let ca = pki.pki.server_ca.clone();
+    let addr = e.tls_addr;
+
+    // A device certificate from a configured vendor CA, and the server verified by name: the
+    // edge counts the handshake and holds the connection open (it waits for SIP) while
+    // s_client, once it has printed its verdict, is still connected; then stopped by PID.
+    let device = pki.dir.path().join("snom-000413A1B2C3");
+    let args = device_args(&device, "sbc.test");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    accepted_and_held(s_client(addr, &ca, &args), e.admin_addr).await;
 
     // No client certificate: TLS 1.3 alert 116 "certificate required", counted.
     let none = refused_s_client(addr, &ca, Vec::new()).await;
@@ -123,7 +116,10 @@ async fn openssl_verdicts_match_the_edge() {
         "{}",
         none.all()
     );
-    let body = metric_at_least(e.admin_addr, &failures("no_certificate", "none"), 1.0).await;
+    let body = wait_metric(e.admin_addr, &failures("no_certificate", "none"), |v| {
+        v >= 1.0
+    })
+    .await;
     assert_eq!(
         http::metric(&body, &failures("no_certificate", "none")),
         1.0,
@@ -144,7 +140,10 @@ async fn openssl_verdicts_match_the_edge() {
         "{}",
         old.all()
     );
-    let body = metric_at_least(e.admin_addr, &failures("protocol_mismatch", "none"), 1.0).await;
+    let body = wait_metric(e.admin_addr, &failures("protocol_mismatch", "none"), |v| {
+        v >= 1.0
+    })
+    .await;
     assert_eq!(
         http::metric(&body, &failures("protocol_mismatch", "none")),
         1.0,

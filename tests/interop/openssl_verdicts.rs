@@ -2,7 +2,8 @@
 //! listener serving the rcgen vendor PKI: the same verdicts and `reason` labels the tokio-rustls
 //! probe in tests/e2e/identity_listener.rs sees.
 
-use super::process::{require, run_bounded, run_until_output, PeerOutput};
+use super::openssl_tls::accepted_and_held;
+use super::process::{require, run_bounded, PeerOutput};
 use crate::support::pki::{self, Pki};
 use crate::support::{http, vendor_edge};
 use rcgen::date_time_ymd;
@@ -104,38 +105,7 @@ async fn openssl_client_verdicts_on_the_running_listener() {
         &snom.key,
         &["-cert_chain".to_owned(), chain.to_owned()],
     );
-    let (mut ok, _peer_dir, verdict) =
-        run_until_output(cmd, BOUND, |out| out.contains("Verify return code:")).await;
-    assert!(verdict, "s_client printed no verdict: {}", ok.output());
-    let mut body = String::new();
-    for _ in 0..100 {
-        body = http::get(e.admin_addr, "/metrics").await.1;
-        if http::metric(&body, "pbx_edge_tls_handshakes_total") >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        http::metric(&body, "pbx_edge_tls_handshakes_total"),
-        1.0,
-        "{body}"
-    );
-    assert_eq!(
-        http::metric(&body, "pbx_edge_tls_connections_active"),
-        1.0,
-        "the edge holds the accepted connection open: {body}"
-    );
-    assert!(
-        ok.wait_within(Duration::ZERO).is_none(),
-        "s_client is still connected: {}",
-        ok.output()
-    );
-    assert!(
-        ok.output().contains("Verify return code: 0 (ok)"),
-        "{}",
-        ok.output()
-    );
-    ok.stop(Duration::from_secs(2));
+    accepted_and_held(cmd, e.admin_addr).await;
 
     // Expired: refused with TLS alert 45 (certificate expired), counted as `expired`.
     let expired = pki.snom_with(pki::SNOM_MAC, |p| {

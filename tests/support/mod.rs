@@ -4,10 +4,14 @@
 
 pub mod edge;
 pub mod http;
+pub mod media;
+pub mod offer;
 pub mod pbx;
 pub mod pbx_tcp;
 pub mod phone;
 pub mod pki;
+pub mod rtp;
+pub mod scenario;
 pub mod sip_stream;
 pub mod tls_client;
 pub mod vendor_edge;

@@ -4,6 +4,8 @@ use super::edge::{RunningEdge, TestPki};
 use super::sip_stream::SipStream;
 use super::tls_client;
 use pbx_edge::sip::message::SipMessage;
+use std::net::SocketAddr;
+use std::path::Path;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -12,9 +14,24 @@ pub type Phone = SipStream<TlsStream<TcpStream>>;
 
 /// A Snom phone (the dev PKI's device certificate) connected to the edge over TLS.
 pub async fn snom(pki: &TestPki, e: &RunningEdge) -> Phone {
-    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(&pki.pki.snom_device));
+    snom_at(pki, e.tls_addr).await
+}
+
+/// A Snom phone connected to the edge's TLS listener at `tls` (the binary's, say).
+pub async fn snom_at(pki: &TestPki, tls: SocketAddr) -> Phone {
+    device_at(pki, tls, &pki.pki.snom_device).await
+}
+
+/// A Yealink phone (the dev PKI's other device certificate: user 102, another MAC).
+pub async fn yealink(pki: &TestPki, e: &RunningEdge) -> Phone {
+    device_at(pki, e.tls_addr, &pki.pki.yealink_device).await
+}
+
+/// A phone presenting `device` (certificate and key, PEM) to the edge's listener at `tls`.
+pub async fn device_at(pki: &TestPki, tls: SocketAddr, device: &Path) -> Phone {
+    let cfg = tls_client::client_config(&pki.pki.server_ca, Some(device));
     Phone::new(
-        tls_client::connect(e.tls_addr, "sbc.test", cfg)
+        tls_client::connect(tls, "sbc.test", cfg)
             .await
             .expect("handshake"),
     )
