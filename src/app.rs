@@ -8,7 +8,7 @@ use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
 use crate::config::Config;
-use crate::identity::{identity_of, HandshakeCounters, IdentityError, IdentitySnapshot};
+use crate::identity::{identity_of, IdentityError, IdentityWatch, TlsListener};
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
 use crate::provisioning::{Gateway, GatewayError, ProvisioningMetrics};
 use crate::sdp::{EdgeAddresses, SrtpMode, SrtpPolicy};
@@ -23,14 +23,14 @@ use crate::transport::metrics::{HandshakeFailures, SipTransportMetrics, TlsMetri
 use crate::transport::pbx::PbxLink;
 use crate::transport::rate::RateBudget;
 use crate::transport::tls;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -100,18 +100,15 @@ impl EdgeOptions {
 /// A bound, not yet running edge.
 pub struct Edge {
     config: Config,
-    options: EdgeOptions,
     registry: Registry,
     readiness: Readiness,
     tls_listener: TcpListener,
     admin_listener: TcpListener,
     pbx: PbxLink,
-    identity: watch::Sender<Arc<IdentitySnapshot>>,
-    counters: Arc<HandshakeCounters>,
+    identity: IdentityWatch,
     tls_metrics: TlsMetrics,
     sip_metrics: SipTransportMetrics,
     core_metrics: CoreMetrics,
-    reloads: IntCounterVec,
     media: MediaControl,
     media_events: mpsc::Receiver<MediaEvent>,
     provisioning: Option<ProvisioningListener>,
@@ -130,12 +127,10 @@ impl Edge {
     pub async fn bind(config: Config, options: EdgeOptions) -> Result<Self, AppError> {
         let registry = telemetry::new_registry();
         let readiness = Readiness::new();
-        let counters = HandshakeCounters::new();
-        let snapshot =
-            IdentitySnapshot::load_with_ca_dir(&config, &options.vendor_ca_dir, counters.clone())?;
+        let mut identity = IdentityWatch::load(&config, &options.vendor_ca_dir)?;
         let tls_metrics = TlsMetrics::register(&registry)?;
         registry.register(Box::new(HandshakeFailures::new(
-            counters.clone(),
+            identity.counters(),
             tls_metrics.handshake_failures_local.clone(),
         )))?;
         let sip_metrics = SipTransportMetrics::register(&registry)?;
@@ -144,14 +139,7 @@ impl Edge {
             sip_metrics.malformed.clone(),
             sip_metrics.dropped.clone(),
         )?;
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "pbx_edge_identity_reloads_total",
-                "Reloads of certificates, CAs, CRLs and the inventory, by result.",
-            ),
-            &["result"],
-        )?;
-        registry.register(Box::new(reloads.clone()))?;
+        identity.register(&registry)?;
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -196,7 +184,6 @@ impl Edge {
             addr: config.pbx.listen,
             source,
         })?;
-        let (identity, _) = watch::channel(Arc::new(snapshot));
         let (media_tx, media_rx) = mpsc::channel(1024);
         let media = MediaControl::new(
             RelaySettings {
@@ -215,18 +202,15 @@ impl Edge {
             media_events: media_rx,
             provisioning,
             config,
-            options,
             registry,
             readiness,
             tls_listener,
             admin_listener,
             pbx,
             identity,
-            counters,
             tls_metrics,
             sip_metrics,
             core_metrics,
-            reloads,
         })
     }
 
@@ -413,14 +397,14 @@ impl Edge {
         };
         let accept = tokio::spawn(tls::accept_loop(
             self.tls_listener,
-            ServerConfigs(self.identity.subscribe(), TlsListener::Sip),
+            self.identity.server_configs(TlsListener::Sip),
             Duration::from_secs(self.config.tls.handshake_timeout_secs),
             ConnectionLimiter::new(
                 self.config.tls.max_connections,
                 self.config.tls.max_connections_per_ip,
             ),
             self.tls_metrics.clone(),
-            self.counters.clone(),
+            self.identity.counters(),
             handler,
             tracker.clone(),
             accept_cancel.clone(),
@@ -443,7 +427,7 @@ impl Edge {
             };
             tokio::spawn(tls::accept_loop(
                 p.listener,
-                ServerConfigs(self.identity.subscribe(), TlsListener::Provisioning),
+                self.identity.server_configs(TlsListener::Provisioning),
                 Duration::from_secs(self.config.tls.handshake_timeout_secs),
                 // Its own slots (same limits): a flood of HTTPS connections cannot lock the
                 // phones out of SIP, nor the reverse.
@@ -452,7 +436,7 @@ impl Edge {
                     self.config.tls.max_connections_per_ip,
                 ),
                 metrics,
-                self.counters.clone(),
+                self.identity.counters(),
                 p.gateway.handler(self.identity.subscribe(), p.metrics),
                 tracker.clone(),
                 accept_cancel.clone(),
@@ -461,14 +445,7 @@ impl Edge {
         });
 
         // Reloads: SIGHUP, or any identity file changing on disk.
-        let reload_task = tokio::spawn(reload_loop(
-            self.config.clone(),
-            self.options.clone(),
-            self.identity.clone(),
-            self.counters.clone(),
-            self.reloads.clone(),
-            core_cancel.clone(),
-        ));
+        let reload_task = tokio::spawn(self.identity.run(core_cancel.clone()));
 
         startup.release();
         tracing::info!(
@@ -566,107 +543,6 @@ async fn drain_core(views: &CoreViews, drain: Duration) {
 
 /// How long the BYEs of calls ended by a shutdown may wait for their answers.
 const BYE_GRACE: Duration = Duration::from_secs(4);
-
-/// Which TLS listener a [`ServerConfigs`] serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsListener {
-    /// The phone SIP listener (`tls.client_cert` applies).
-    Sip,
-    /// The HTTPS provisioning gateway (a device certificate is always required).
-    Provisioning,
-}
-
-impl TlsListener {
-    /// Name in log lines.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Sip => "sip",
-            Self::Provisioning => "provisioning",
-        }
-    }
-}
-
-/// A listener's view of the identity snapshot: its current rustls configuration.
-pub struct ServerConfigs(pub watch::Receiver<Arc<IdentitySnapshot>>, pub TlsListener);
-
-impl ServerConfigs {
-    pub fn current(&self) -> Arc<rustls::ServerConfig> {
-        match self.1 {
-            TlsListener::Sip => self.0.borrow().server_config(),
-            TlsListener::Provisioning => self.0.borrow().provisioning_server_config(),
-        }
-    }
-}
-
-/// Modification times and sizes of every file the identity snapshot was built from.
-fn fingerprint(
-    config: &Config,
-    options: &EdgeOptions,
-) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
-    let mut c = config.clone();
-    let mut paths: Vec<PathBuf> = c.paths_mut().into_iter().map(|(_, p)| p.clone()).collect();
-    if let Ok(dirs) = std::fs::read_dir(&options.vendor_ca_dir) {
-        for d in dirs.flatten() {
-            if let Ok(files) = std::fs::read_dir(d.path()) {
-                paths.extend(files.flatten().map(|f| f.path()));
-            }
-        }
-    }
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|p| {
-            let meta = std::fs::metadata(&p)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())));
-            (p, meta)
-        })
-        .collect()
-}
-
-async fn reload_loop(
-    config: Config,
-    options: EdgeOptions,
-    identity: watch::Sender<Arc<IdentitySnapshot>>,
-    counters: Arc<HandshakeCounters>,
-    reloads: IntCounterVec,
-    cancel: CancellationToken,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).ok();
-    // Twice a second: a revoked device is disconnected within a second (DESIGN.md).
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = fingerprint(&config, &options);
-    loop {
-        let why = tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => "SIGHUP",
-            _ = tick.tick() => {
-                let now = fingerprint(&config, &options);
-                if now == seen { continue; }
-                seen = now;
-                "a file changed"
-            }
-        };
-        match IdentitySnapshot::load_with_ca_dir(&config, &options.vendor_ca_dir, counters.clone())
-        {
-            Ok(snapshot) => {
-                reloads.with_label_values(&["ok"]).inc();
-                // Every open phone connection watches this channel and re-runs its verdict
-                // against the new snapshot (transport::tls::supervise): revoked devices,
-                // removed MACs and anonymous sources no longer allowed are closed and counted
-                // there, on both TLS listeners.
-                identity.send_replace(Arc::new(snapshot));
-                tracing::info!(trigger = why, "identity reloaded");
-            }
-            Err(e) => {
-                reloads.with_label_values(&["failed"]).inc();
-                tracing::error!(trigger = why, error = %e, "identity reload failed; keeping the previous certificates, CAs and inventory");
-            }
-        }
-    }
-}
 
 /// Completes on SIGTERM or SIGINT. The handlers are installed when this is called (not when
 /// the future is first polled), so call it before anything else starts: a SIGTERM that

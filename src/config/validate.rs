@@ -52,10 +52,7 @@ impl ValidationReport {
     }
 
     fn file_problem(&mut self, key: &str, e: FileError) {
-        let file = match &e {
-            FileError::Unreadable { path, .. } | FileError::Malformed { path, .. } => path.clone(),
-        };
-        self.problem(key, Some(file), e.to_string());
+        self.problem(key, Some(e.path().to_path_buf()), e.to_string());
     }
 }
 
