@@ -7,8 +7,9 @@
 use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
-use crate::config::Config;
-use crate::identity::{identity_of, IdentityError, IdentityWatch, TlsListener};
+use crate::config::{Config, SipConfig};
+use crate::identity::{identity_of, IdentityError, IdentitySnapshot, IdentityWatch, TlsListener};
+use crate::media::types::offered_suites;
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
 use crate::provisioning::{Gateway, GatewayError, ProvisioningMetrics};
 use crate::sdp::{EdgeAddresses, SrtpMode, SrtpPolicy};
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -186,14 +187,7 @@ impl Edge {
         })?;
         let (media_tx, media_rx) = mpsc::channel(1024);
         let media = MediaControl::new(
-            RelaySettings {
-                phone_bind: config.media.phone_bind,
-                pbx_bind: config.media.pbx_bind,
-                port_min: config.media.port_min,
-                port_max: config.media.port_max,
-                timeout: Duration::from_secs(config.media.timeout_secs),
-                ..RelaySettings::default()
-            },
+            RelaySettings::from_config(&config.media),
             &registry,
             media_tx,
         )?;
@@ -279,51 +273,9 @@ impl Edge {
         let (phone_tx, phone_rx) = mpsc::channel(1024);
         let (pbx_tx, pbx_rx) = mpsc::channel(1024);
         let sip = &self.config.sip;
-        let limits = FramingLimits {
-            max_message_bytes: sip.max_message_bytes,
-            max_headers: sip.max_headers,
-            max_line_bytes: sip.max_line_bytes,
-            max_body_bytes: sip.max_message_bytes,
-        };
+        let limits = framing_limits(sip);
         let core = SipCore::new(
-            CoreSettings {
-                timers: TimerConfig {
-                    t1: Duration::from_millis(sip.t1_ms),
-                    t2: Duration::from_millis(sip.t2_ms),
-                    t4: Duration::from_millis(sip.t4_ms),
-                    ..TimerConfig::default()
-                },
-                domain: sip.domain.clone(),
-                pbx_local,
-                tls_local: tls_addr,
-                sdp: EdgeAddresses {
-                    phone_advertised: self.config.media.phone_advertise,
-                    pbx_local: self.config.media.pbx_bind,
-                },
-                identity_headers: sip.identity_headers,
-                phone_request_budget: RateBudget {
-                    per_second: sip.phone_requests_per_second,
-                    burst: sip.phone_request_burst,
-                },
-                max_calls_per_device: sip.max_calls_per_device,
-                max_ports_per_device: self.config.media.max_ports_per_device,
-                accept_unannounced_unencrypted_srtcp: self
-                    .config
-                    .media
-                    .accept_unannounced_unencrypted_srtcp,
-                srtp: SrtpPolicy {
-                    mode: match self.config.media.srtp {
-                        crate::config::SrtpPolicy::Mandatory => SrtpMode::Mandatory,
-                        crate::config::SrtpPolicy::Optional => SrtpMode::Optional,
-                    },
-                    // AES_192_CM is left out of offers: Debian's libsrtp ≤ 2.7 derives its keys
-                    // wrongly (cisco/libsrtp#763), so phones built on it could not decrypt.
-                    suites: crate::srtp::CryptoSuite::ALL
-                        .into_iter()
-                        .filter(|s| !s.sdes_name().starts_with("AES_192"))
-                        .collect(),
-                },
-            },
+            core_settings(&self.config, pbx_local, tls_addr),
             flows.clone(),
             self.identity.subscribe(),
             self.pbx.clone(),
@@ -346,55 +298,13 @@ impl Edge {
         ));
 
         // Phone connections.
-        let settings = ConnectionSettings {
-            limits,
-            idle_timeout: Duration::from_secs(sip.idle_timeout_secs),
-            write_timeout: Duration::from_secs(sip.write_timeout_secs),
-            queue: QueueLimits {
-                messages: connection::WRITE_QUEUE_MESSAGES,
-                bytes: sip.write_queue_bytes,
-            },
-        };
-        let identity_rx = self.identity.subscribe();
-        let handler: tls::ConnectionHandler = {
-            let flows = flows.clone();
-            let sip_metrics = self.sip_metrics.clone();
-            Arc::new(move |stream, peer, cancel| {
-                let flows = flows.clone();
-                let events = phone_tx.clone();
-                let metrics = sip_metrics.clone();
-                let snapshot = identity_rx.borrow().clone();
-                Box::pin(async move {
-                    let certs: Vec<_> = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|c| c.to_vec())
-                        .unwrap_or_default();
-                    let identity = match identity_of(Some(&certs), &snapshot) {
-                        Ok(i) => i,
-                        Err(rejection) => {
-                            // The snapshot changed during the handshake: like a revocation.
-                            tracing::info!(%peer, reason = rejection.reason.label(), "connection refused after a reload");
-                            return;
-                        }
-                    };
-                    tracing::info!(%peer, identity = %identity, "phone connected");
-                    connection::run(
-                        stream,
-                        peer,
-                        Arc::new(identity),
-                        Arc::new(certs),
-                        flows,
-                        settings,
-                        events,
-                        metrics,
-                        cancel,
-                    )
-                    .await;
-                })
-            })
-        };
+        let handler = phone_handler(
+            connection_settings(sip),
+            flows.clone(),
+            self.sip_metrics.clone(),
+            phone_tx,
+            self.identity.subscribe(),
+        );
         let accept = tokio::spawn(tls::accept_loop(
             self.tls_listener,
             self.identity.server_configs(TlsListener::Sip),
@@ -490,6 +400,111 @@ impl Edge {
         tracing::info!("pbx-edge stopped");
         Ok(())
     }
+}
+
+/// Message size limits for SIP framing, from `[sip]` (both phone and PBX side).
+fn framing_limits(sip: &SipConfig) -> FramingLimits {
+    FramingLimits {
+        max_message_bytes: sip.max_message_bytes,
+        max_headers: sip.max_headers,
+        max_line_bytes: sip.max_line_bytes,
+        max_body_bytes: sip.max_message_bytes,
+    }
+}
+
+/// Per-phone-connection settings, from `[sip]`.
+fn connection_settings(sip: &SipConfig) -> ConnectionSettings {
+    ConnectionSettings {
+        limits: framing_limits(sip),
+        idle_timeout: Duration::from_secs(sip.idle_timeout_secs),
+        write_timeout: Duration::from_secs(sip.write_timeout_secs),
+        queue: QueueLimits {
+            messages: connection::WRITE_QUEUE_MESSAGES,
+            bytes: sip.write_queue_bytes,
+        },
+    }
+}
+
+/// The SIP core's settings from `[sip]` and `[media]`, with the addresses the listeners
+/// were bound on.
+fn core_settings(config: &Config, pbx_local: SocketAddr, tls_local: SocketAddr) -> CoreSettings {
+    let sip = &config.sip;
+    CoreSettings {
+        timers: TimerConfig {
+            t1: Duration::from_millis(sip.t1_ms),
+            t2: Duration::from_millis(sip.t2_ms),
+            t4: Duration::from_millis(sip.t4_ms),
+            ..TimerConfig::default()
+        },
+        domain: sip.domain.clone(),
+        pbx_local,
+        tls_local,
+        sdp: EdgeAddresses {
+            phone_advertised: config.media.phone_advertise,
+            pbx_local: config.media.pbx_bind,
+        },
+        identity_headers: sip.identity_headers,
+        phone_request_budget: RateBudget {
+            per_second: sip.phone_requests_per_second,
+            burst: sip.phone_request_burst,
+        },
+        max_calls_per_device: sip.max_calls_per_device,
+        max_ports_per_device: config.media.max_ports_per_device,
+        accept_unannounced_unencrypted_srtcp: config.media.accept_unannounced_unencrypted_srtcp,
+        srtp: SrtpPolicy {
+            mode: match config.media.srtp {
+                crate::config::SrtpPolicy::Mandatory => SrtpMode::Mandatory,
+                crate::config::SrtpPolicy::Optional => SrtpMode::Optional,
+            },
+            suites: offered_suites(),
+        },
+    }
+}
+
+/// What runs each established phone connection: its identity from the certificates against
+/// the newest snapshot, then the connection task feeding the SIP core.
+fn phone_handler(
+    settings: ConnectionSettings,
+    flows: Arc<FlowTable>,
+    sip_metrics: SipTransportMetrics,
+    phone_tx: mpsc::Sender<connection::PhoneEvent>,
+    identity_rx: watch::Receiver<Arc<IdentitySnapshot>>,
+) -> tls::ConnectionHandler {
+    Arc::new(move |stream, peer, cancel| {
+        let flows = flows.clone();
+        let events = phone_tx.clone();
+        let metrics = sip_metrics.clone();
+        let snapshot = identity_rx.borrow().clone();
+        Box::pin(async move {
+            let certs: Vec<_> = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
+            let identity = match identity_of(Some(&certs), &snapshot) {
+                Ok(i) => i,
+                Err(rejection) => {
+                    // The snapshot changed during the handshake: like a revocation.
+                    tracing::info!(%peer, reason = rejection.reason.label(), "connection refused after a reload");
+                    return;
+                }
+            };
+            tracing::info!(%peer, identity = %identity, "phone connected");
+            connection::run(
+                stream,
+                peer,
+                Arc::new(identity),
+                Arc::new(certs),
+                flows,
+                settings,
+                events,
+                metrics,
+                cancel,
+            )
+            .await;
+        })
+    })
 }
 
 /// The shutdown drain: waits up to `drain` for requests still waiting for a final response

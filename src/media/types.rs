@@ -11,6 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::latch::LatchPolicy;
+use crate::config::MediaConfig;
+use crate::srtp::CryptoSuite;
 
 /// RTP or RTCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +76,30 @@ impl Default for RelaySettings {
             coalesce: Duration::from_micros(500),
         }
     }
+}
+
+impl RelaySettings {
+    /// The relay's settings from `[media]`; what the config does not set keeps its default.
+    pub fn from_config(media: &MediaConfig) -> Self {
+        RelaySettings {
+            phone_bind: media.phone_bind,
+            pbx_bind: media.pbx_bind,
+            port_min: media.port_min,
+            port_max: media.port_max,
+            timeout: Duration::from_secs(media.timeout_secs),
+            ..RelaySettings::default()
+        }
+    }
+}
+
+/// The SRTP suites the edge offers and accepts, strongest first: every suite the engine
+/// implements except AES_192_CM, left out because Debian's libsrtp ≤ 2.7 derives its keys
+/// wrongly (cisco/libsrtp#763), so phones built on it could not decrypt.
+pub fn offered_suites() -> Vec<CryptoSuite> {
+    CryptoSuite::ALL
+        .into_iter()
+        .filter(|s| !s.sdes_name().starts_with("AES_192"))
+        .collect()
 }
 
 /// One side's remote media addresses, from that side's SDP.

@@ -130,11 +130,14 @@ fn impl_item_attrs(item: &syn::ImplItem) -> &[syn::Attribute] {
     }
 }
 
+/// A name a `use` brought into scope → (written with a leading `::`, the path as written).
+pub type Names = BTreeMap<String, (bool, Vec<String>)>;
+
 /// What `use` items and `mod` declarations bring into each module's scope.
 #[derive(Default, Debug)]
 pub struct Scopes {
     /// module → name → the path it stands for (as written; resolved on demand).
-    pub names: BTreeMap<Vec<String>, BTreeMap<String, (bool, Vec<String>)>>,
+    pub names: BTreeMap<Vec<String>, Names>,
     /// module → child modules declared in it.
     pub children: BTreeMap<Vec<String>, BTreeSet<String>>,
     /// Modules declared `#[cfg(test)] mod x;` in another file: their files are test code.
