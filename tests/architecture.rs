@@ -305,6 +305,14 @@ fn planted_violations_are_each_reported() {
             &["[purity]", "`std::net::*`"],
         ),
         (
+            "glob over a module that holds a clock",
+            &[(
+                "src/transaction/fsm/planted.rs",
+                "use std::time::*;\npub fn f() -> Instant { Instant::now() }",
+            )],
+            &["[purity]", "`std::time::*`"],
+        ),
+        (
             "inline path call",
             &[(
                 "src/media/latch.rs",
