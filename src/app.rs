@@ -7,8 +7,11 @@
 use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
-use crate::config::{Config, SipConfig};
-use crate::identity::{identity_of, IdentityError, IdentitySnapshot, IdentityWatch, TlsListener};
+use crate::config::{Config, SipConfig, TlsConfig};
+use crate::identity::{
+    identity_of, HandshakeCounters, IdentityError, IdentitySnapshot, IdentityWatch, ServerConfigs,
+    TlsListener,
+};
 use crate::media::types::offered_suites;
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
 use crate::provisioning::{Gateway, GatewayError, ProvisioningMetrics};
@@ -32,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -244,16 +248,12 @@ impl Edge {
         let admin_addr = self.admin_addr().map(|a| a.to_string()).unwrap_or_default();
         let pbx_local = self.pbx.local_addr().unwrap_or(self.config.pbx.listen);
 
-        let accept_cancel = CancellationToken::new();
-        let conn_cancel = CancellationToken::new();
-        let core_cancel = CancellationToken::new();
-        let admin_cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let stops = Stops::default();
+        let core_cancel = stops.core.clone();
         let flows = Arc::new(FlowTable::new());
         let (core_views, view_requests) = CoreViews::channel();
 
         // Admin port: its views are built by the SIP core task when asked.
-        let api = api_routes(core_views.clone());
         let api_access = admin::ApiAccess::for_listener(
             self.admin_listener
                 .local_addr()
@@ -264,9 +264,9 @@ impl Edge {
             self.admin_listener,
             self.registry.clone(),
             self.readiness.clone(),
-            api,
+            api_routes(core_views.clone()),
             api_access,
-            admin_cancel.clone().cancelled_owned(),
+            stops.admin.clone().cancelled_owned(),
         ));
 
         // SIP core and the PBX side.
@@ -305,21 +305,15 @@ impl Edge {
             phone_tx,
             self.identity.subscribe(),
         );
-        let accept = tokio::spawn(tls::accept_loop(
+        let accept = spawn_accept(
             self.tls_listener,
             self.identity.server_configs(TlsListener::Sip),
-            Duration::from_secs(self.config.tls.handshake_timeout_secs),
-            ConnectionLimiter::new(
-                self.config.tls.max_connections,
-                self.config.tls.max_connections_per_ip,
-            ),
+            &self.config.tls,
             self.tls_metrics.clone(),
             self.identity.counters(),
             handler,
-            tracker.clone(),
-            accept_cancel.clone(),
-            conn_cancel.clone(),
-        ));
+            &stops,
+        );
 
         // The HTTPS provisioning gateway: the same accept loop (handshake timeout, failure
         // classification into pbx_edge_tls_handshake_failures_total), its own ServerConfig.
@@ -327,32 +321,9 @@ impl Edge {
             .provisioning
             .as_ref()
             .and_then(|p| p.listener.local_addr().ok());
-        let provisioning_accept = self.provisioning.map(|p| {
-            let metrics = TlsMetrics {
-                connections_active: p.metrics.connections_active.clone(),
-                handshakes_ok: p.metrics.handshakes_ok.clone(),
-                handshake_failures_local: self.tls_metrics.handshake_failures_local.clone(),
-                connections_refused: self.tls_metrics.connections_refused.clone(),
-                connections_revoked: self.tls_metrics.connections_revoked.clone(),
-            };
-            tokio::spawn(tls::accept_loop(
-                p.listener,
-                self.identity.server_configs(TlsListener::Provisioning),
-                Duration::from_secs(self.config.tls.handshake_timeout_secs),
-                // Its own slots (same limits): a flood of HTTPS connections cannot lock the
-                // phones out of SIP, nor the reverse.
-                ConnectionLimiter::new(
-                    self.config.tls.max_connections,
-                    self.config.tls.max_connections_per_ip,
-                ),
-                metrics,
-                self.identity.counters(),
-                p.gateway.handler(self.identity.subscribe(), p.metrics),
-                tracker.clone(),
-                accept_cancel.clone(),
-                conn_cancel.clone(),
-            ))
-        });
+        let provisioning_accept = self
+            .provisioning
+            .map(|p| p.spawn(&self.identity, &self.config.tls, &self.tls_metrics, &stops));
 
         // Reloads: SIGHUP, or any identity file changing on disk.
         let reload_task = tokio::spawn(self.identity.run(core_cancel.clone()));
@@ -369,37 +340,139 @@ impl Edge {
 
         shutdown.await;
         let drain = Duration::from_secs(self.config.shutdown.drain_timeout_secs);
-        tracing::info!(
-            drain_timeout_secs = drain.as_secs(),
-            "shutting down: no new connections, draining transactions"
-        );
-        self.readiness.set_draining();
-        accept_cancel.cancel();
-        let _ = accept.await;
-        if let Some(task) = provisioning_accept {
-            let _ = task.await;
-        }
-        drain_core(&core_views, drain).await;
-        conn_cancel.cancel();
-        tracker.close();
-        if tokio::time::timeout(Duration::from_secs(2), tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("phone connections did not close in time");
-        }
-        core_cancel.cancel();
-        let _ = core_task.await;
-        let _ = pbx_task.await;
-        let _ = reload_task.await;
-        admin_cancel.cancel();
-        match admin_task.await {
-            Ok(r) => r?,
-            Err(e) => tracing::error!(error = %e, "admin task ended abnormally"),
-        }
+        let tasks = Tasks {
+            accept,
+            provisioning_accept,
+            core: core_task,
+            pbx: pbx_task,
+            reload: reload_task,
+            admin: admin_task,
+        };
+        stop(stops, tasks, &self.readiness, &core_views, drain).await?;
         tracing::info!("pbx-edge stopped");
         Ok(())
     }
+}
+
+impl ProvisioningListener {
+    /// The gateway's accept loop: the phone listener's (handshake timeout, failure
+    /// classification into `pbx_edge_tls_handshake_failures_total`) with its own
+    /// `ServerConfig`, connection gauges and slots (same limits: a flood of HTTPS connections
+    /// cannot lock the phones out of SIP, nor the reverse).
+    fn spawn(
+        self,
+        identity: &IdentityWatch,
+        tls: &TlsConfig,
+        tls_metrics: &TlsMetrics,
+        stops: &Stops,
+    ) -> JoinHandle<()> {
+        let metrics = TlsMetrics {
+            connections_active: self.metrics.connections_active.clone(),
+            handshakes_ok: self.metrics.handshakes_ok.clone(),
+            handshake_failures_local: tls_metrics.handshake_failures_local.clone(),
+            connections_refused: tls_metrics.connections_refused.clone(),
+            connections_revoked: tls_metrics.connections_revoked.clone(),
+        };
+        spawn_accept(
+            self.listener,
+            identity.server_configs(TlsListener::Provisioning),
+            tls,
+            metrics,
+            identity.counters(),
+            self.gateway.handler(identity.subscribe(), self.metrics),
+            stops,
+        )
+    }
+}
+
+/// The stop signals of the running parts, in shutdown order, and the tracker of open
+/// connections (phone and provisioning).
+#[derive(Default)]
+struct Stops {
+    /// Stop accepting new TLS connections.
+    accept: CancellationToken,
+    /// Close the connections still open after the drain.
+    connections: CancellationToken,
+    /// Stop the SIP core, the PBX receiver and the identity reloads.
+    core: CancellationToken,
+    /// Stop the admin port, last, so `/readyz` shows the drain.
+    admin: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// The tasks [`Edge::run`] started, awaited in shutdown order.
+struct Tasks {
+    accept: JoinHandle<()>,
+    provisioning_accept: Option<JoinHandle<()>>,
+    core: JoinHandle<()>,
+    pbx: JoinHandle<()>,
+    reload: JoinHandle<()>,
+    admin: JoinHandle<Result<(), admin::AdminError>>,
+}
+
+/// One TLS accept loop (phone SIP or HTTPS provisioning) with `[tls]`'s handshake timeout
+/// and connection limits.
+fn spawn_accept(
+    listener: TcpListener,
+    configs: ServerConfigs,
+    tls: &TlsConfig,
+    metrics: TlsMetrics,
+    counters: Arc<HandshakeCounters>,
+    handler: tls::ConnectionHandler,
+    stops: &Stops,
+) -> JoinHandle<()> {
+    tokio::spawn(tls::accept_loop(
+        listener,
+        configs,
+        Duration::from_secs(tls.handshake_timeout_secs),
+        ConnectionLimiter::new(tls.max_connections, tls.max_connections_per_ip),
+        metrics,
+        counters,
+        handler,
+        stops.tracker.clone(),
+        stops.accept.clone(),
+        stops.connections.clone(),
+    ))
+}
+
+/// Stops accepting, drains the SIP core for up to `drain`, closes what is left, then stops
+/// the core, the PBX side, the reloads and finally the admin port.
+async fn stop(
+    stops: Stops,
+    tasks: Tasks,
+    readiness: &Readiness,
+    core_views: &CoreViews,
+    drain: Duration,
+) -> Result<(), AppError> {
+    tracing::info!(
+        drain_timeout_secs = drain.as_secs(),
+        "shutting down: no new connections, draining transactions"
+    );
+    readiness.set_draining();
+    stops.accept.cancel();
+    let _ = tasks.accept.await;
+    if let Some(task) = tasks.provisioning_accept {
+        let _ = task.await;
+    }
+    drain_core(core_views, drain).await;
+    stops.connections.cancel();
+    stops.tracker.close();
+    if tokio::time::timeout(Duration::from_secs(2), stops.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("phone connections did not close in time");
+    }
+    stops.core.cancel();
+    let _ = tasks.core.await;
+    let _ = tasks.pbx.await;
+    let _ = tasks.reload.await;
+    stops.admin.cancel();
+    match tasks.admin.await {
+        Ok(r) => r?,
+        Err(e) => tracing::error!(error = %e, "admin task ended abnormally"),
+    }
+    Ok(())
 }
 
 /// Message size limits for SIP framing, from `[sip]` (both phone and PBX side).
