@@ -215,6 +215,46 @@ mod tests {
         assert_eq!(read_private_key(&p).unwrap_err().label(), "malformed");
     }
 
+    /// The stricter rule of the one reader: a DER or PEM certificate must parse as X.509
+    /// (the config side used to accept any DER starting with a SEQUENCE tag, 0x30).
+    #[test]
+    fn a_sequence_that_is_no_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let der = dir.path().join("x.der");
+        std::fs::write(&der, [0x30, 0x03, 0x02, 0x01, 0x00]).unwrap();
+        let e = read_certificates(&der).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FileError::Invalid {
+                    index: 0,
+                    expected: Expected::Certificate,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let pem = dir.path().join("x.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            read_certificates(&pem).unwrap_err(),
+            FileError::Invalid { index: 0, .. }
+        ));
+        assert!(matches!(
+            read_certificates(&dir.path().join("x.der").with_extension("none")).unwrap_err(),
+            FileError::Unreadable { .. }
+        ));
+        std::fs::write(dir.path().join("empty.crt"), b"").unwrap();
+        assert!(matches!(
+            read_certificates(&dir.path().join("empty.crt")).unwrap_err(),
+            FileError::Empty { .. }
+        ));
+    }
+
     #[test]
     fn reads_pem_chain_key_and_der() {
         let dir = tempfile::tempdir().unwrap();
