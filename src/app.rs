@@ -7,9 +7,13 @@
 use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
-use crate::config::Config;
+use crate::config::{Config, SipConfig, TlsConfig};
 use crate::identity::expiry::ExpiryCollector;
-use crate::identity::{identity_of, HandshakeCounters, IdentityError, IdentitySnapshot};
+use crate::identity::{
+    identity_of, HandshakeCounters, IdentityError, IdentitySnapshot, IdentityWatch, ServerConfigs,
+    TlsListener,
+};
+use crate::media::types::offered_suites;
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
 use crate::provisioning::{Gateway, GatewayError, ProvisioningMetrics};
 use crate::sdp::{EdgeAddresses, SrtpMode, SrtpPolicy};
@@ -24,14 +28,15 @@ use crate::transport::metrics::{HandshakeFailures, SipTransportMetrics, TlsMetri
 use crate::transport::pbx::PbxLink;
 use crate::transport::rate::RateBudget;
 use crate::transport::tls;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -101,18 +106,15 @@ impl EdgeOptions {
 /// A bound, not yet running edge.
 pub struct Edge {
     config: Config,
-    options: EdgeOptions,
     registry: Registry,
     readiness: Readiness,
     tls_listener: TcpListener,
     admin_listener: TcpListener,
     pbx: PbxLink,
-    identity: watch::Sender<Arc<IdentitySnapshot>>,
-    counters: Arc<HandshakeCounters>,
+    identity: IdentityWatch,
     tls_metrics: TlsMetrics,
     sip_metrics: SipTransportMetrics,
     core_metrics: CoreMetrics,
-    reloads: IntCounterVec,
     media: MediaControl,
     media_events: mpsc::Receiver<MediaEvent>,
     provisioning: Option<ProvisioningListener>,
@@ -131,12 +133,10 @@ impl Edge {
     pub async fn bind(config: Config, options: EdgeOptions) -> Result<Self, AppError> {
         let registry = telemetry::new_registry();
         let readiness = Readiness::new();
-        let counters = HandshakeCounters::new();
-        let snapshot =
-            IdentitySnapshot::load_with_ca_dir(&config, &options.vendor_ca_dir, counters.clone())?;
+        let mut identity = IdentityWatch::load(&config, &options.vendor_ca_dir)?;
         let tls_metrics = TlsMetrics::register(&registry)?;
         registry.register(Box::new(HandshakeFailures::new(
-            counters.clone(),
+            identity.counters(),
             tls_metrics.handshake_failures_local.clone(),
         )))?;
         let sip_metrics = SipTransportMetrics::register(&registry)?;
@@ -145,14 +145,7 @@ impl Edge {
             sip_metrics.malformed.clone(),
             sip_metrics.dropped.clone(),
         )?;
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "pbx_edge_identity_reloads_total",
-                "Reloads of certificates, CAs, CRLs and the inventory, by result.",
-            ),
-            &["result"],
-        )?;
-        registry.register(Box::new(reloads.clone()))?;
+        identity.register(&registry)?;
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -203,20 +196,11 @@ impl Edge {
                 addr: config.pbx.listen,
                 source,
             })?;
-        let (identity, _) = watch::channel(Arc::new(snapshot));
         registry.register(Box::new(ExpiryCollector::new(identity.subscribe())?))?;
         registry.register(Box::new(admin::ReadyGauge::new(readiness.clone())?))?;
         let (media_tx, media_rx) = mpsc::channel(1024);
         let media = MediaControl::new(
-            RelaySettings {
-                phone_bind: config.media.phone_bind,
-                pbx_bind: config.media.pbx_bind,
-                port_min: config.media.port_min,
-                port_max: config.media.port_max,
-                timeout: Duration::from_secs(config.media.timeout_secs),
-                dscp: config.media.dscp,
-                ..RelaySettings::default()
-            },
+            RelaySettings::from_config(&config.media),
             &registry,
             media_tx,
         )?;
@@ -225,18 +209,15 @@ impl Edge {
             media_events: media_rx,
             provisioning,
             config,
-            options,
             registry,
             readiness,
             tls_listener,
             admin_listener,
             pbx,
             identity,
-            counters,
             tls_metrics,
             sip_metrics,
             core_metrics,
-            reloads,
         })
     }
 
@@ -276,16 +257,12 @@ impl Edge {
         let admin_addr = self.admin_addr().map(|a| a.to_string()).unwrap_or_default();
         let pbx_local = self.pbx.local_addr().unwrap_or(self.config.pbx.listen);
 
-        let accept_cancel = CancellationToken::new();
-        let conn_cancel = CancellationToken::new();
-        let core_cancel = CancellationToken::new();
-        let admin_cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let stops = Stops::default();
+        let core_cancel = stops.core.clone();
         let flows = Arc::new(FlowTable::new());
         let (core_views, view_requests) = CoreViews::channel();
 
         // Admin port: its views are built by the SIP core task when asked.
-        let api = api_routes(core_views.clone());
         let api_access = admin::ApiAccess::for_listener(
             self.admin_listener
                 .local_addr()
@@ -296,60 +273,18 @@ impl Edge {
             self.admin_listener,
             self.registry.clone(),
             self.readiness.clone(),
-            api,
+            api_routes(core_views.clone()),
             api_access,
-            admin_cancel.clone().cancelled_owned(),
+            stops.admin.clone().cancelled_owned(),
         ));
 
         // SIP core and the PBX side.
         let (phone_tx, phone_rx) = mpsc::channel(1024);
         let (pbx_tx, pbx_rx) = mpsc::channel(1024);
         let sip = &self.config.sip;
-        let limits = FramingLimits {
-            max_message_bytes: sip.max_message_bytes,
-            max_headers: sip.max_headers,
-            max_line_bytes: sip.max_line_bytes,
-            max_body_bytes: sip.max_message_bytes,
-        };
+        let limits = framing_limits(sip);
         let core = SipCore::new(
-            CoreSettings {
-                timers: TimerConfig {
-                    t1: Duration::from_millis(sip.t1_ms),
-                    t2: Duration::from_millis(sip.t2_ms),
-                    t4: Duration::from_millis(sip.t4_ms),
-                    ..TimerConfig::default()
-                },
-                domain: sip.domain.clone(),
-                pbx_local,
-                tls_local: tls_addr,
-                sdp: EdgeAddresses {
-                    phone_advertised: self.config.media.phone_advertise,
-                    pbx_local: self.config.media.pbx_bind,
-                },
-                identity_headers: sip.identity_headers,
-                phone_request_budget: RateBudget {
-                    per_second: sip.phone_requests_per_second,
-                    burst: sip.phone_request_burst,
-                },
-                max_calls_per_device: sip.max_calls_per_device,
-                max_ports_per_device: self.config.media.max_ports_per_device,
-                accept_unannounced_unencrypted_srtcp: self
-                    .config
-                    .media
-                    .accept_unannounced_unencrypted_srtcp,
-                srtp: SrtpPolicy {
-                    mode: match self.config.media.srtp {
-                        crate::config::SrtpPolicy::Mandatory => SrtpMode::Mandatory,
-                        crate::config::SrtpPolicy::Optional => SrtpMode::Optional,
-                    },
-                    // AES_192_CM is left out of offers: Debian's libsrtp ≤ 2.7 derives its keys
-                    // wrongly (cisco/libsrtp#763), so phones built on it could not decrypt.
-                    suites: crate::srtp::CryptoSuite::ALL
-                        .into_iter()
-                        .filter(|s| !s.sdes_name().starts_with("AES_192"))
-                        .collect(),
-                },
-            },
+            core_settings(&self.config, pbx_local, tls_addr),
             flows.clone(),
             self.identity.subscribe(),
             self.pbx.clone(),
@@ -372,71 +307,23 @@ impl Edge {
         ));
 
         // Phone connections.
-        let settings = ConnectionSettings {
-            limits,
-            idle_timeout: Duration::from_secs(sip.idle_timeout_secs),
-            write_timeout: Duration::from_secs(sip.write_timeout_secs),
-            queue: QueueLimits {
-                messages: connection::WRITE_QUEUE_MESSAGES,
-                bytes: sip.write_queue_bytes,
-            },
-        };
-        let identity_rx = self.identity.subscribe();
-        let handler: tls::ConnectionHandler = {
-            let flows = flows.clone();
-            let sip_metrics = self.sip_metrics.clone();
-            Arc::new(move |stream, peer, cancel| {
-                let flows = flows.clone();
-                let events = phone_tx.clone();
-                let metrics = sip_metrics.clone();
-                let snapshot = identity_rx.borrow().clone();
-                Box::pin(async move {
-                    let certs: Vec<_> = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|c| c.to_vec())
-                        .unwrap_or_default();
-                    let identity = match identity_of(Some(&certs), &snapshot) {
-                        Ok(i) => i,
-                        Err(rejection) => {
-                            // The snapshot changed during the handshake: like a revocation.
-                            tracing::info!(%peer, reason = rejection.reason.label(), "connection refused after a reload");
-                            return;
-                        }
-                    };
-                    tracing::info!(%peer, identity = %identity, "phone connected");
-                    connection::run(
-                        stream,
-                        peer,
-                        Arc::new(identity),
-                        Arc::new(certs),
-                        flows,
-                        settings,
-                        events,
-                        metrics,
-                        cancel,
-                    )
-                    .await;
-                })
-            })
-        };
-        let accept = tokio::spawn(tls::accept_loop(
+        let handler = phone_handler(
+            connection_settings(sip),
+            flows.clone(),
+            self.sip_metrics.clone(),
+            phone_tx,
+            self.identity.subscribe(),
+        );
+        let accept = spawn_accept(
             self.tls_listener,
-            ServerConfigs(self.identity.subscribe(), TlsListener::Sip),
-            Duration::from_secs(self.config.tls.handshake_timeout_secs),
+            self.identity.server_configs(TlsListener::Sip),
+            &self.config.tls,
             self.config.sip.dscp,
-            ConnectionLimiter::new(
-                self.config.tls.max_connections,
-                self.config.tls.max_connections_per_ip,
-            ),
             self.tls_metrics.clone(),
-            self.counters.clone(),
+            self.identity.counters(),
             handler,
-            tracker.clone(),
-            accept_cancel.clone(),
-            conn_cancel.clone(),
-        ));
+            &stops,
+        );
 
         // The HTTPS provisioning gateway: the same accept loop (handshake timeout, failure
         // classification into pbx_edge_tls_handshake_failures_total), its own ServerConfig.
@@ -444,44 +331,12 @@ impl Edge {
             .provisioning
             .as_ref()
             .and_then(|p| p.listener.local_addr().ok());
-        let provisioning_accept = self.provisioning.map(|p| {
-            let metrics = TlsMetrics {
-                connections_active: p.metrics.connections_active.clone(),
-                handshakes_ok: p.metrics.handshakes_ok.clone(),
-                handshake_failures_local: self.tls_metrics.handshake_failures_local.clone(),
-                connections_refused: self.tls_metrics.connections_refused.clone(),
-                connections_revoked: self.tls_metrics.connections_revoked.clone(),
-            };
-            tokio::spawn(tls::accept_loop(
-                p.listener,
-                ServerConfigs(self.identity.subscribe(), TlsListener::Provisioning),
-                Duration::from_secs(self.config.tls.handshake_timeout_secs),
-                // HTTPS provisioning is bulk transfer, not signalling: left unmarked.
-                0,
-                // Its own slots (same limits): a flood of HTTPS connections cannot lock the
-                // phones out of SIP, nor the reverse.
-                ConnectionLimiter::new(
-                    self.config.tls.max_connections,
-                    self.config.tls.max_connections_per_ip,
-                ),
-                metrics,
-                self.counters.clone(),
-                p.gateway.handler(self.identity.subscribe(), p.metrics),
-                tracker.clone(),
-                accept_cancel.clone(),
-                conn_cancel.clone(),
-            ))
-        });
+        let provisioning_accept = self
+            .provisioning
+            .map(|p| p.spawn(&self.identity, &self.config.tls, &self.tls_metrics, &stops));
 
         // Reloads: SIGHUP, or any identity file changing on disk.
-        let reload_task = tokio::spawn(reload_loop(
-            self.config.clone(),
-            self.options.clone(),
-            self.identity.clone(),
-            self.counters.clone(),
-            self.reloads.clone(),
-            core_cancel.clone(),
-        ));
+        let reload_task = tokio::spawn(self.identity.run(core_cancel.clone()));
 
         startup.release();
         tracing::info!(
@@ -495,37 +350,251 @@ impl Edge {
 
         shutdown.await;
         let drain = Duration::from_secs(self.config.shutdown.drain_timeout_secs);
-        tracing::info!(
-            drain_timeout_secs = drain.as_secs(),
-            "shutting down: no new connections, draining transactions"
-        );
-        self.readiness.set_draining();
-        accept_cancel.cancel();
-        let _ = accept.await;
-        if let Some(task) = provisioning_accept {
-            let _ = task.await;
-        }
-        drain_core(&core_views, drain).await;
-        conn_cancel.cancel();
-        tracker.close();
-        if tokio::time::timeout(Duration::from_secs(2), tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("phone connections did not close in time");
-        }
-        core_cancel.cancel();
-        let _ = core_task.await;
-        let _ = pbx_task.await;
-        let _ = reload_task.await;
-        admin_cancel.cancel();
-        match admin_task.await {
-            Ok(r) => r?,
-            Err(e) => tracing::error!(error = %e, "admin task ended abnormally"),
-        }
+        let tasks = Tasks {
+            accept,
+            provisioning_accept,
+            core: core_task,
+            pbx: pbx_task,
+            reload: reload_task,
+            admin: admin_task,
+        };
+        stop(stops, tasks, &self.readiness, &core_views, drain).await?;
         tracing::info!("pbx-edge stopped");
         Ok(())
     }
+}
+
+impl ProvisioningListener {
+    /// The gateway's accept loop: the phone listener's (handshake timeout, failure
+    /// classification into `pbx_edge_tls_handshake_failures_total`) with its own
+    /// `ServerConfig`, connection gauges and slots (same limits: a flood of HTTPS connections
+    /// cannot lock the phones out of SIP, nor the reverse).
+    fn spawn(
+        self,
+        identity: &IdentityWatch,
+        tls: &TlsConfig,
+        tls_metrics: &TlsMetrics,
+        stops: &Stops,
+    ) -> JoinHandle<()> {
+        let metrics = TlsMetrics {
+            connections_active: self.metrics.connections_active.clone(),
+            handshakes_ok: self.metrics.handshakes_ok.clone(),
+            handshake_failures_local: tls_metrics.handshake_failures_local.clone(),
+            connections_refused: tls_metrics.connections_refused.clone(),
+            connections_revoked: tls_metrics.connections_revoked.clone(),
+        };
+        spawn_accept(
+            self.listener,
+            identity.server_configs(TlsListener::Provisioning),
+            tls,
+            // HTTPS provisioning is bulk transfer, not signalling: left unmarked.
+            0,
+            metrics,
+            identity.counters(),
+            self.gateway.handler(identity.subscribe(), self.metrics),
+            stops,
+        )
+    }
+}
+
+/// The stop signals of the running parts, in shutdown order, and the tracker of open
+/// connections (phone and provisioning).
+#[derive(Default)]
+struct Stops {
+    /// Stop accepting new TLS connections.
+    accept: CancellationToken,
+    /// Close the connections still open after the drain.
+    connections: CancellationToken,
+    /// Stop the SIP core, the PBX receiver and the identity reloads.
+    core: CancellationToken,
+    /// Stop the admin port, last, so `/readyz` shows the drain.
+    admin: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// The tasks [`Edge::run`] started, awaited in shutdown order.
+struct Tasks {
+    accept: JoinHandle<()>,
+    provisioning_accept: Option<JoinHandle<()>>,
+    core: JoinHandle<()>,
+    pbx: JoinHandle<()>,
+    reload: JoinHandle<()>,
+    admin: JoinHandle<Result<(), admin::AdminError>>,
+}
+
+/// One TLS accept loop (phone SIP or HTTPS provisioning) with `[tls]`'s handshake timeout
+/// and connection limits.
+#[allow(clippy::too_many_arguments)]
+fn spawn_accept(
+    listener: TcpListener,
+    configs: ServerConfigs,
+    tls: &TlsConfig,
+    dscp: u8,
+    metrics: TlsMetrics,
+    counters: Arc<HandshakeCounters>,
+    handler: tls::ConnectionHandler,
+    stops: &Stops,
+) -> JoinHandle<()> {
+    tokio::spawn(tls::accept_loop(
+        listener,
+        configs,
+        Duration::from_secs(tls.handshake_timeout_secs),
+        dscp,
+        // Each listener its own slots (same limits): a flood of HTTPS provisioning
+        // connections cannot lock the phones out of SIP, nor the reverse.
+        ConnectionLimiter::new(tls.max_connections, tls.max_connections_per_ip),
+        metrics,
+        counters,
+        handler,
+        stops.tracker.clone(),
+        stops.accept.clone(),
+        stops.connections.clone(),
+    ))
+}
+
+/// Stops accepting, drains the SIP core for up to `drain`, closes what is left, then stops
+/// the core, the PBX side, the reloads and finally the admin port.
+async fn stop(
+    stops: Stops,
+    tasks: Tasks,
+    readiness: &Readiness,
+    core_views: &CoreViews,
+    drain: Duration,
+) -> Result<(), AppError> {
+    tracing::info!(
+        drain_timeout_secs = drain.as_secs(),
+        "shutting down: no new connections, draining transactions"
+    );
+    readiness.set_draining();
+    stops.accept.cancel();
+    let _ = tasks.accept.await;
+    if let Some(task) = tasks.provisioning_accept {
+        let _ = task.await;
+    }
+    drain_core(core_views, drain).await;
+    stops.connections.cancel();
+    stops.tracker.close();
+    if tokio::time::timeout(Duration::from_secs(2), stops.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("phone connections did not close in time");
+    }
+    stops.core.cancel();
+    let _ = tasks.core.await;
+    let _ = tasks.pbx.await;
+    let _ = tasks.reload.await;
+    stops.admin.cancel();
+    match tasks.admin.await {
+        Ok(r) => r?,
+        Err(e) => tracing::error!(error = %e, "admin task ended abnormally"),
+    }
+    Ok(())
+}
+
+/// Message size limits for SIP framing, from `[sip]` (both phone and PBX side).
+fn framing_limits(sip: &SipConfig) -> FramingLimits {
+    FramingLimits {
+        max_message_bytes: sip.max_message_bytes,
+        max_headers: sip.max_headers,
+        max_line_bytes: sip.max_line_bytes,
+        max_body_bytes: sip.max_message_bytes,
+    }
+}
+
+/// Per-phone-connection settings, from `[sip]`.
+fn connection_settings(sip: &SipConfig) -> ConnectionSettings {
+    ConnectionSettings {
+        limits: framing_limits(sip),
+        idle_timeout: Duration::from_secs(sip.idle_timeout_secs),
+        write_timeout: Duration::from_secs(sip.write_timeout_secs),
+        queue: QueueLimits {
+            messages: connection::WRITE_QUEUE_MESSAGES,
+            bytes: sip.write_queue_bytes,
+        },
+    }
+}
+
+/// The SIP core's settings from `[sip]` and `[media]`, with the addresses the listeners
+/// were bound on.
+fn core_settings(config: &Config, pbx_local: SocketAddr, tls_local: SocketAddr) -> CoreSettings {
+    let sip = &config.sip;
+    CoreSettings {
+        timers: TimerConfig {
+            t1: Duration::from_millis(sip.t1_ms),
+            t2: Duration::from_millis(sip.t2_ms),
+            t4: Duration::from_millis(sip.t4_ms),
+            ..TimerConfig::default()
+        },
+        domain: sip.domain.clone(),
+        pbx_local,
+        tls_local,
+        sdp: EdgeAddresses {
+            phone_advertised: config.media.phone_advertise,
+            pbx_local: config.media.pbx_bind,
+        },
+        identity_headers: sip.identity_headers,
+        phone_request_budget: RateBudget {
+            per_second: sip.phone_requests_per_second,
+            burst: sip.phone_request_burst,
+        },
+        max_calls_per_device: sip.max_calls_per_device,
+        max_ports_per_device: config.media.max_ports_per_device,
+        accept_unannounced_unencrypted_srtcp: config.media.accept_unannounced_unencrypted_srtcp,
+        srtp: SrtpPolicy {
+            mode: match config.media.srtp {
+                crate::config::SrtpPolicy::Mandatory => SrtpMode::Mandatory,
+                crate::config::SrtpPolicy::Optional => SrtpMode::Optional,
+            },
+            suites: offered_suites(),
+        },
+    }
+}
+
+/// What runs each established phone connection: its identity from the certificates against
+/// the newest snapshot, then the connection task feeding the SIP core.
+fn phone_handler(
+    settings: ConnectionSettings,
+    flows: Arc<FlowTable>,
+    sip_metrics: SipTransportMetrics,
+    phone_tx: mpsc::Sender<connection::PhoneEvent>,
+    identity_rx: watch::Receiver<Arc<IdentitySnapshot>>,
+) -> tls::ConnectionHandler {
+    Arc::new(move |stream, peer, cancel| {
+        let flows = flows.clone();
+        let events = phone_tx.clone();
+        let metrics = sip_metrics.clone();
+        let snapshot = identity_rx.borrow().clone();
+        Box::pin(async move {
+            let certs: Vec<_> = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
+            let identity = match identity_of(Some(&certs), &snapshot) {
+                Ok(i) => i,
+                Err(rejection) => {
+                    // The snapshot changed during the handshake: like a revocation.
+                    tracing::info!(%peer, reason = rejection.reason.label(), "connection refused after a reload");
+                    return;
+                }
+            };
+            tracing::info!(%peer, identity = %identity, "phone connected");
+            connection::run(
+                stream,
+                peer,
+                Arc::new(identity),
+                Arc::new(certs),
+                flows,
+                settings,
+                events,
+                metrics,
+                cancel,
+            )
+            .await;
+        })
+    })
 }
 
 /// The shutdown drain: waits up to `drain` for requests still waiting for a final response
@@ -579,107 +648,6 @@ async fn drain_core(views: &CoreViews, drain: Duration) {
 
 /// How long the BYEs of calls ended by a shutdown may wait for their answers.
 const BYE_GRACE: Duration = Duration::from_secs(4);
-
-/// Which TLS listener a [`ServerConfigs`] serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsListener {
-    /// The phone SIP listener (`tls.client_cert` applies).
-    Sip,
-    /// The HTTPS provisioning gateway (a device certificate is always required).
-    Provisioning,
-}
-
-impl TlsListener {
-    /// Name in log lines.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Sip => "sip",
-            Self::Provisioning => "provisioning",
-        }
-    }
-}
-
-/// A listener's view of the identity snapshot: its current rustls configuration.
-pub struct ServerConfigs(pub watch::Receiver<Arc<IdentitySnapshot>>, pub TlsListener);
-
-impl ServerConfigs {
-    pub fn current(&self) -> Arc<rustls::ServerConfig> {
-        match self.1 {
-            TlsListener::Sip => self.0.borrow().server_config(),
-            TlsListener::Provisioning => self.0.borrow().provisioning_server_config(),
-        }
-    }
-}
-
-/// Modification times and sizes of every file the identity snapshot was built from.
-fn fingerprint(
-    config: &Config,
-    options: &EdgeOptions,
-) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
-    let mut c = config.clone();
-    let mut paths: Vec<PathBuf> = c.paths_mut().into_iter().map(|(_, p)| p.clone()).collect();
-    if let Ok(dirs) = std::fs::read_dir(&options.vendor_ca_dir) {
-        for d in dirs.flatten() {
-            if let Ok(files) = std::fs::read_dir(d.path()) {
-                paths.extend(files.flatten().map(|f| f.path()));
-            }
-        }
-    }
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|p| {
-            let meta = std::fs::metadata(&p)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())));
-            (p, meta)
-        })
-        .collect()
-}
-
-async fn reload_loop(
-    config: Config,
-    options: EdgeOptions,
-    identity: watch::Sender<Arc<IdentitySnapshot>>,
-    counters: Arc<HandshakeCounters>,
-    reloads: IntCounterVec,
-    cancel: CancellationToken,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).ok();
-    // Twice a second: a revoked device is disconnected within a second (DESIGN.md).
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = fingerprint(&config, &options);
-    loop {
-        let why = tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => "SIGHUP",
-            _ = tick.tick() => {
-                let now = fingerprint(&config, &options);
-                if now == seen { continue; }
-                seen = now;
-                "a file changed"
-            }
-        };
-        match IdentitySnapshot::load_with_ca_dir(&config, &options.vendor_ca_dir, counters.clone())
-        {
-            Ok(snapshot) => {
-                reloads.with_label_values(&["ok"]).inc();
-                // Every open phone connection watches this channel and re-runs its verdict
-                // against the new snapshot (transport::tls::supervise): revoked devices,
-                // removed MACs and anonymous sources no longer allowed are closed and counted
-                // there, on both TLS listeners.
-                identity.send_replace(Arc::new(snapshot));
-                tracing::info!(trigger = why, "identity reloaded");
-            }
-            Err(e) => {
-                reloads.with_label_values(&["failed"]).inc();
-                tracing::error!(trigger = why, error = %e, "identity reload failed; keeping the previous certificates, CAs and inventory");
-            }
-        }
-    }
-}
 
 /// Completes on SIGTERM or SIGINT. The handlers are installed when this is called (not when
 /// the future is first polled), so call it before anything else starts: a SIGTERM that

@@ -13,6 +13,7 @@ pub mod fdlimit;
 pub mod files;
 mod load;
 pub mod pattern;
+pub mod port_range;
 pub mod server_cert;
 mod validate;
 

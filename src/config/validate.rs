@@ -52,10 +52,7 @@ impl ValidationReport {
     }
 
     fn file_problem(&mut self, key: &str, e: FileError) {
-        let file = match &e {
-            FileError::Unreadable { path, .. } | FileError::Malformed { path, .. } => path.clone(),
-        };
-        self.problem(key, Some(file), e.to_string());
+        self.problem(key, Some(e.path().to_path_buf()), e.to_string());
     }
 }
 
@@ -392,50 +389,8 @@ fn check_dscp(key: &str, dscp: u8, r: &mut ValidationReport) {
 fn check_media(config: &Config, r: &mut ValidationReport) {
     let m = &config.media;
     check_dscp("media.dscp", m.dscp, r);
-    if m.port_min > m.port_max {
-        r.problem(
-            "media.port_min",
-            None,
-            format!(
-                "port range is reversed: port_min {} > port_max {}",
-                m.port_min, m.port_max
-            ),
-        );
-    } else {
-        let size = u32::from(m.port_max) - u32::from(m.port_min) + 1;
-        if m.port_min == 0 {
-            r.problem("media.port_min", None, "port 0 cannot be used for media");
-        }
-        if size < 2 {
-            r.problem(
-                "media.port_max",
-                None,
-                format!(
-                    "port range {}-{} is empty: a stream needs an RTP/RTCP pair",
-                    m.port_min, m.port_max
-                ),
-            );
-        } else if size % 2 != 0 {
-            r.problem(
-                "media.port_max",
-                None,
-                format!(
-                    "port range {}-{} holds an odd number of ports ({size}): ports are used in \
-                     RTP/RTCP pairs (RFC 3550 §11)",
-                    m.port_min, m.port_max
-                ),
-            );
-        }
-        if m.port_min % 2 != 0 {
-            r.problem(
-                "media.port_min",
-                None,
-                format!(
-                    "port_min {} is odd: RTP uses the even port of each pair (RFC 3550 §11)",
-                    m.port_min
-                ),
-            );
-        }
+    for problem in super::port_range::problems(m.port_min, m.port_max) {
+        r.problem(problem.key(), None, problem.to_string());
     }
     if m.phone_advertise.is_unspecified() {
         r.problem(

@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use core::net::IpAddr;
+use std::net::IpAddr;
 
 use serde::Deserialize;
 

@@ -10,25 +10,37 @@
 //! - [`rejection`]: [`HandshakeRejection`] labels and the failure counters the admin exports;
 //! - [`revocation`]: MAC deny-list, CRL checks on live connections;
 //! - [`server_config`]: the rustls `ServerConfig` for the phone listener (SNI, wildcard rule);
+//! - [`files`]: certificate, key and CRL files through the one reader, with identity errors;
+//! - [`trust`]: the loaded trust data (vendors with CAs/CRLs, inventory, deny-list, caps);
+//! - [`deny_list`]: the MAC deny-list value;
+//! - [`snapshot`]: [`IdentitySnapshot`], the immutable value everyone reads;
 //! - [`store`]: [`IdentitySnapshot::load`], reading every file into one immutable snapshot;
+//! - [`reload`]: [`IdentityWatch`], publishing the snapshot and reloading it (SIGHUP, file
+//!   changes), and each TLS listener's [`ServerConfigs`];
 //! - [`inspect`]: the `pbx-edge inspect-cert` report;
 //! - [`expiry`]: the server certificates' notAfter as a metric.
 //!
-//! Reloading is the caller's job: build a new snapshot with [`IdentitySnapshot::load`]; on error
-//! keep the old one (nothing here mutates a published snapshot).
+//! Reloading is [`IdentityWatch`]'s job: it builds a new snapshot with
+//! [`IdentitySnapshot::load`] and publishes it only on success, keeping the old one on error
+//! (nothing here mutates a published snapshot).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod chain;
+pub mod deny_list;
 pub mod error;
 pub mod expiry;
+pub mod files;
 pub mod inspect;
 pub mod inventory;
 pub mod mac;
 pub mod profile;
 pub mod rejection;
+pub mod reload;
 pub mod revocation;
 pub mod server_config;
+pub mod snapshot;
 pub mod store;
+pub mod trust;
 pub mod verify;
 
 use std::fmt;
@@ -37,7 +49,8 @@ pub use error::IdentityError;
 pub use inventory::{authorize, Authorization, DenyReason, Inventory};
 pub use mac::{MacAddress, Oui};
 pub use rejection::{CertificateRejection, HandshakeCounters, HandshakeRejection};
-pub use store::IdentitySnapshot;
+pub use reload::{IdentityWatch, ServerConfigs, TlsListener};
+pub use snapshot::IdentitySnapshot;
 pub use verify::{identity_of, DeviceCertVerifier};
 
 /// Who a phone connection is, decided once at the TLS handshake.

@@ -3,62 +3,19 @@
 //! at a certificate's notAfter, so a revoked or expired device is cut off (CRLs themselves are
 //! applied in [`crate::identity::verify`]).
 
-use std::collections::BTreeSet;
-
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 
 use crate::identity::chain::parse_certificate;
-use crate::identity::mac::{MacAddress, MacError};
 use crate::identity::rejection::{CertificateRejection, HandshakeRejection};
-use crate::identity::store::IdentitySnapshot;
+use crate::identity::snapshot::IdentitySnapshot;
 use crate::identity::Identity;
 
-/// Revoked device MACs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MacDenyList {
-    macs: BTreeSet<MacAddress>,
-}
-
-impl MacDenyList {
-    /// Parses the deny-list text: one MAC per line (any separator/case), blank lines and `#`
-    /// comments (whole-line or trailing) ignored. Errors carry the 1-based line number.
-    pub fn parse(text: &str) -> Result<Self, (usize, MacError)> {
-        let mut macs = BTreeSet::new();
-        for (index, line) in text.lines().enumerate() {
-            let content = line.split('#').next().unwrap_or_default().trim();
-            if content.is_empty() {
-                continue;
-            }
-            macs.insert(MacAddress::parse(content).map_err(|e| (index + 1, e))?);
-        }
-        Ok(Self { macs })
-    }
-
-    /// A deny-list of these MACs.
-    pub fn from_macs(macs: impl IntoIterator<Item = MacAddress>) -> Self {
-        Self {
-            macs: macs.into_iter().collect(),
-        }
-    }
-
-    /// Whether `mac` is revoked.
-    pub fn contains(&self, mac: &MacAddress) -> bool {
-        self.macs.contains(mac)
-    }
-
-    /// Number of revoked MACs.
-    pub fn len(&self) -> usize {
-        self.macs.len()
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.macs.is_empty()
-    }
-}
+/// The deny-list is its own module (the snapshot holds one); named here too, where the
+/// revocation verdicts that read it live.
+pub use crate::identity::deny_list::MacDenyList;
 
 /// Re-runs the whole handshake verdict (chain, CRLs, deny-list, inventory) for a live
 /// connection's certificates against a new snapshot; `Err` means close the connection. Without
@@ -130,13 +87,6 @@ pub fn next_expiry(
 mod tests {
     use super::*;
 
-    proptest::proptest! {
-        #[test]
-        fn deny_list_parse_never_panics(text in "\\PC*") {
-            let _ = MacDenyList::parse(&text);
-        }
-    }
-
     fn cert_until(year: i32) -> CertificateDer<'static> {
         let mut params = rcgen::CertificateParams::default();
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -166,15 +116,5 @@ mod tests {
         // Everything already past (or no certificate): nothing left to wait for.
         assert_eq!(next_expiry(&[past], now), None);
         assert_eq!(next_expiry(&[], now), None);
-    }
-
-    #[test]
-    fn deny_list_parses_with_comments() {
-        let list =
-            MacDenyList::parse("# stolen\n00:04:13:a1:b2:c3  # desk 4\n\n001565000001\n").unwrap();
-        assert_eq!(list.len(), 2);
-        assert!(list.contains(&MacAddress::parse("000413A1B2C3").unwrap()));
-        assert_eq!(MacDenyList::parse("ok\n").unwrap_err().0, 1);
-        assert_eq!(MacDenyList::parse("000413a1b2c3\nnope").unwrap_err().0, 2);
     }
 }

@@ -17,7 +17,7 @@ use x509_parser::extensions::GeneralName;
 use crate::config::{ClientCertMode, ServerCertConfig, TlsConfig};
 use crate::identity::chain::parse_certificate;
 use crate::identity::error::IdentityError;
-use crate::identity::store::{read_certificates, read_private_key};
+use crate::identity::files::{read_certificates, read_private_key};
 use crate::identity::verify::DeviceCertVerifier;
 
 /// Builds the listener's server configuration.

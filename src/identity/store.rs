@@ -1,44 +1,40 @@
 //! Loading: reads every identity file (server certificates and keys, vendor CAs, CRLs, MAC
 //! deny-list, inventory) into one immutable [`IdentitySnapshot`] with its rustls `ServerConfig`.
 //!
-//! The caller owns publication and reload (file watching, SIGHUP): it keeps an
-//! `Arc<IdentitySnapshot>`, builds a new one with [`IdentitySnapshot::load`] and swaps it in only
-//! on success, so a failed reload keeps the old state (linkerd `creds/store.rs`). The
-//! [`HandshakeCounters`] are created once by the caller and passed to every load so counts
-//! survive reloads.
+//! Publication and reload (file watching, SIGHUP) are [`crate::identity::reload`]'s: it keeps
+//! an `Arc<IdentitySnapshot>`, builds a new one with [`IdentitySnapshot::load`] and swaps it in
+//! only on success, so a failed reload keeps the old state (linkerd `creds/store.rs`). The
+//! [`HandshakeCounters`] are created once and passed to every load so counts survive reloads.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::RootCertStore;
 
 use crate::config::{ClientCertMode, Config};
-use crate::identity::chain::parse_certificate;
+
+/// The certificate file readers (one reader, [`crate::config::files`]) are named here too:
+/// identity loads through them, and tools and the `cert_mac` fuzz target use these paths.
+pub use crate::config::files::{parse_certificates, ParseFailure};
+use crate::identity::deny_list::MacDenyList;
 use crate::identity::error::IdentityError;
-use crate::identity::expiry::{read_expiries, ServerCertExpiry};
+use crate::identity::expiry::read_expiries;
+pub use crate::identity::files::{read_certificates, read_crls, read_private_key};
 use crate::identity::inventory::{Inventory, InventoryFormat};
 use crate::identity::profile::{profiles_from_config, CaSource, VendorProfile};
 use crate::identity::rejection::HandshakeCounters;
-use crate::identity::revocation::MacDenyList;
 use crate::identity::server_config::build_server_config;
-use crate::identity::verify::{ChainLimits, DeviceCertVerifier, TrustState, VendorTrust};
+use crate::identity::trust::{ChainLimits, TrustState, TrustedCa, VendorTrust};
+use crate::identity::verify::DeviceCertVerifier;
+
+/// The snapshot is defined in its own module (so the verifier can read it without naming the
+/// loader); named here too, where it is loaded.
+pub use crate::identity::snapshot::IdentitySnapshot;
 
 /// Where the shipped vendor CAs live, relative to the working directory.
 pub const DEFAULT_CA_DIR: &str = "config/ca";
-
-/// Everything identity needs, loaded and validated; immutable once built.
-#[derive(Debug)]
-pub struct IdentitySnapshot {
-    trust: Arc<TrustState>,
-    server_config: Arc<ServerConfig>,
-    provisioning_server_config: Arc<ServerConfig>,
-    client_cert: ClientCertMode,
-    server_cert_expiries: Vec<ServerCertExpiry>,
-}
 
 impl IdentitySnapshot {
     /// Loads from `config`, built-in vendor CAs from [`DEFAULT_CA_DIR`].
@@ -85,47 +81,6 @@ impl IdentitySnapshot {
             client_cert,
             server_cert_expiries,
         })
-    }
-
-    /// The rustls server configuration for the phone listener (use for every new accept).
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        self.server_config.clone()
-    }
-
-    /// The rustls server configuration for the HTTPS provisioning gateway: the same server
-    /// certificates and device verification, client certificate always required.
-    pub fn provisioning_server_config(&self) -> Arc<ServerConfig> {
-        self.provisioning_server_config.clone()
-    }
-
-    /// When each configured server certificate chain expires (`tls.certificates` order).
-    pub fn server_cert_expiries(&self) -> &[ServerCertExpiry] {
-        &self.server_cert_expiries
-    }
-
-    /// The configured client certificate mode.
-    pub fn client_cert_mode(&self) -> ClientCertMode {
-        self.client_cert
-    }
-
-    /// The device inventory.
-    pub fn inventory(&self) -> &Inventory {
-        &self.trust.inventory
-    }
-
-    /// The MAC deny-list.
-    pub fn deny_list(&self) -> &MacDenyList {
-        &self.trust.deny_list
-    }
-
-    /// Enabled vendor profiles with their loaded CAs.
-    pub fn vendors(&self) -> &[VendorTrust] {
-        &self.trust.vendors
-    }
-
-    /// The verification state shared with the verifier.
-    pub fn trust(&self) -> &TrustState {
-        &self.trust
     }
 }
 
@@ -225,15 +180,6 @@ fn load_vendor(profile: VendorProfile) -> Result<VendorTrust, IdentityError> {
     })
 }
 
-/// A CA certificate from a vendor bundle.
-#[derive(Debug, Clone)]
-pub struct TrustedCa {
-    /// The certificate.
-    pub der: CertificateDer<'static>,
-    /// The file it came from.
-    pub file: PathBuf,
-}
-
 /// Certificate files (`.pem .crt .cer .der`) in `dir`, sorted; a missing directory is empty.
 fn certificate_files_in(dir: &Path) -> Result<Vec<PathBuf>, IdentityError> {
     let entries = match fs::read_dir(dir) {
@@ -261,101 +207,9 @@ fn certificate_files_in(dir: &Path) -> Result<Vec<PathBuf>, IdentityError> {
     Ok(files)
 }
 
-fn read_bytes(path: &Path) -> Result<Vec<u8>, IdentityError> {
-    fs::read(path).map_err(|source| IdentityError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 fn read_text(path: &Path) -> Result<String, IdentityError> {
     fs::read_to_string(path).map_err(|source| IdentityError::Read {
         path: path.to_path_buf(),
         source,
     })
-}
-
-fn is_pem(bytes: &[u8]) -> bool {
-    bytes.windows(11).any(|w| w == b"-----BEGIN ")
-}
-
-/// Certificates in a PEM (several allowed) or DER file, each checked to parse as X.509.
-pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
-    let bytes = read_bytes(path)?;
-    parse_certificates(&bytes).map_err(|error| match error {
-        ParseFailure::Nothing => IdentityError::NoCertificate {
-            path: path.to_path_buf(),
-        },
-        ParseFailure::Bad(index) => IdentityError::BadCertificate {
-            path: path.to_path_buf(),
-            index,
-        },
-    })
-}
-
-/// Why [`parse_certificates`] failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParseFailure {
-    /// No certificate in the input.
-    Nothing,
-    /// Certificate #n is not X.509.
-    Bad(usize),
-}
-
-/// Certificates from PEM (several blocks) or DER bytes.
-pub fn parse_certificates(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, ParseFailure> {
-    let certs: Vec<CertificateDer<'static>> = if is_pem(bytes) {
-        CertificateDer::pem_slice_iter(bytes)
-            .collect::<Result<_, _>>()
-            .map_err(|_| ParseFailure::Bad(0))?
-    } else if bytes.is_empty() {
-        Vec::new()
-    } else {
-        vec![CertificateDer::from(bytes.to_vec())]
-    };
-    if certs.is_empty() {
-        return Err(ParseFailure::Nothing);
-    }
-    if let Some(index) = certs.iter().position(|c| parse_certificate(c).is_none()) {
-        return Err(ParseFailure::Bad(index));
-    }
-    Ok(certs)
-}
-
-/// CRLs in a PEM or DER file, each checked to parse.
-pub fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, IdentityError> {
-    let bytes = read_bytes(path)?;
-    let bad = |index| IdentityError::BadCrl {
-        path: path.to_path_buf(),
-        index,
-    };
-    let crls: Vec<CertificateRevocationListDer<'static>> = if is_pem(&bytes) {
-        CertificateRevocationListDer::pem_slice_iter(&bytes)
-            .collect::<Result<_, _>>()
-            .map_err(|_| bad(0))?
-    } else {
-        vec![CertificateRevocationListDer::from(bytes)]
-    };
-    if crls.is_empty() {
-        return Err(bad(0));
-    }
-    for (index, crl) in crls.iter().enumerate() {
-        if x509_parser::parse_x509_crl(crl).is_err() {
-            return Err(bad(index));
-        }
-    }
-    Ok(crls)
-}
-
-/// A private key from a PEM (PKCS#8, PKCS#1, SEC1) or DER file.
-pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
-    let bytes = read_bytes(path)?;
-    let missing = || IdentityError::NoPrivateKey {
-        path: path.to_path_buf(),
-    };
-    if is_pem(&bytes) {
-        PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| missing())
-    } else {
-        PrivateKeyDer::try_from(bytes).map_err(|_| missing())
-    }
 }

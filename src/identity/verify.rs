@@ -24,7 +24,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSuppo
 use rustls::pki_types::{
     alg_id, AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm,
 };
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, Error as TlsError, SignatureScheme};
 use x509_parser::public_key::PublicKey;
@@ -34,89 +34,14 @@ use crate::identity::chain::{
     build_path_within, legacy_findings, names_a_bundle_ca, parse_certificate, verify_legacy_path,
     CertPath, LegacyFinding, PathOutcome, SignatureBudget,
 };
-use crate::identity::inventory::Inventory;
-use crate::identity::profile::{Identification, VendorProfile};
+use crate::identity::profile::Identification;
 use crate::identity::rejection::{CertificateRejection, HandshakeCounters, HandshakeRejection};
-use crate::identity::revocation::MacDenyList;
-use crate::identity::store::{IdentitySnapshot, TrustedCa};
+use crate::identity::snapshot::IdentitySnapshot;
+
+// The trust data this module verifies against (loaded by `store`); named here too, beside
+// the verdict over them.
+pub use crate::identity::trust::{ChainLimits, TrustState, TrustedCa, VendorTrust};
 use crate::identity::Identity;
-
-/// One enabled vendor profile with its loaded CAs, CRLs and webpki verifier.
-#[derive(Debug)]
-pub struct VendorTrust {
-    /// The profile.
-    pub profile: VendorProfile,
-    /// CA certificates (roots and intermediates) from the bundle files.
-    pub cas: Vec<TrustedCa>,
-    /// CRLs for this vendor's CAs.
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
-    /// webpki verifier over `cas` + `crls` (modern paths); `None` without usable CAs.
-    pub webpki: Option<Arc<dyn ClientCertVerifier>>,
-}
-
-/// Everything a verdict needs: vendors, inventory, deny-list.
-#[derive(Debug)]
-pub struct TrustState {
-    /// Enabled vendors, by name.
-    pub vendors: Vec<VendorTrust>,
-    /// Device inventory.
-    pub inventory: Inventory,
-    /// Revoked MACs.
-    pub deny_list: MacDenyList,
-    /// Size caps on the chain a client presents.
-    pub limits: ChainLimits,
-}
-
-/// Caps on a presented client chain (`tls.max_client_chain_certs`,
-/// `tls.max_client_chain_bytes`), checked before any parsing or signature work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChainLimits {
-    /// Certificates, the end entity included.
-    pub max_certs: usize,
-    /// Sum of the DER sizes.
-    pub max_bytes: usize,
-}
-
-impl ChainLimits {
-    /// Defaults: real device chains are 1-3 certificates of 0.5-2 KB (Snom: device +
-    /// "Snom Phone 1"; Cisco: MIC + manufacturing CA), so 8 certificates / 32 KiB leaves room
-    /// for a vendor that also sends its root or a longer operator chain.
-    pub const DEFAULT: Self = Self {
-        max_certs: crate::config::DEFAULT_MAX_CLIENT_CHAIN_CERTS,
-        max_bytes: crate::config::DEFAULT_MAX_CLIENT_CHAIN_BYTES,
-    };
-
-    /// Why `end_entity` + `intermediates` exceed the caps, if they do.
-    pub fn exceeded(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-    ) -> Option<String> {
-        let count = intermediates.len().saturating_add(1);
-        let bytes = intermediates
-            .iter()
-            .fold(end_entity.len(), |sum, c| sum.saturating_add(c.len()));
-        if count > self.max_certs {
-            Some(format!(
-                "{count} certificates presented; tls.max_client_chain_certs = {}",
-                self.max_certs
-            ))
-        } else if bytes > self.max_bytes {
-            Some(format!(
-                "{bytes} bytes of certificates presented; tls.max_client_chain_bytes = {}",
-                self.max_bytes
-            ))
-        } else {
-            None
-        }
-    }
-}
-
-impl Default for ChainLimits {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
 
 /// A certificate chain that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -575,6 +500,8 @@ impl ClientCertVerifier for DeviceCertVerifier {
 mod tests {
     use super::*;
     use crate::config::VendorConfig;
+    use crate::identity::deny_list::MacDenyList;
+    use crate::identity::inventory::Inventory;
     use crate::identity::profile::profiles_from_config;
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     use std::collections::BTreeMap;

@@ -27,10 +27,9 @@
 //! - **Best-effort SRTP** with a phone that offered no crypto: `Plain` both ways (the phone
 //!   side then latches on its first source and keeps it).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot};
@@ -39,99 +38,13 @@ use super::latch::LatchPolicy;
 use super::ports::{PortPool, PortRange};
 use super::relay::{self, NewStream, WorkerCommand, WorkerPool};
 use super::stats::{CounterSnapshot, MediaCollector, MediaStats, StreamCounters};
-use super::transform::{Inbound, Kind, Outbound, TransformSpec};
+use super::transform::{Inbound, Outbound, TransformSpec};
+use super::types::pbx_policy;
 use super::MediaError;
 
-/// Identifies one relayed stream (one m-line of one call) in events and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamId(pub u64);
-
-impl std::fmt::Display for StreamId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "media-{}", self.0)
-    }
-}
-
-/// Which leg of the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// Toward the phone (SRTP, untrusted network).
-    Phone,
-    /// Toward the PBX (plain RTP, trusted).
-    Pbx,
-}
-
-/// Relay-wide settings (from `[media]` in the config).
-#[derive(Debug, Clone)]
-pub struct RelaySettings {
-    /// Local address of the phone-side sockets (`media.phone_bind`).
-    pub phone_bind: IpAddr,
-    /// Local address of the PBX-side sockets (`media.pbx_bind`).
-    pub pbx_bind: IpAddr,
-    /// `media.port_min`.
-    pub port_min: u16,
-    /// `media.port_max`.
-    pub port_max: u16,
-    /// No packet from a side for this long, while not on hold, is reported as
-    /// [`MediaEvent::Timeout`] (`media.timeout_secs`).
-    pub timeout: Duration,
-    /// Relay worker threads (each owns many streams). 0 = one per CPU.
-    pub workers: usize,
-    /// Wake-up coalescing: after a wake-up that relayed packets, a worker sleeps this long
-    /// before polling again, so the next wake-up serves every packet that arrived meanwhile.
-    /// Adds at most this much latency; zero disables it. See `benches/relay_load.rs`.
-    pub coalesce: Duration,
-    /// DSCP of every relay socket, both sides (`media.dscp`; 0 = unmarked).
-    pub dscp: u8,
-}
-
-impl Default for RelaySettings {
-    fn default() -> Self {
-        RelaySettings {
-            phone_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            pbx_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port_min: 30000,
-            port_max: 39999,
-            timeout: Duration::from_secs(60),
-            workers: 0,
-            coalesce: Duration::from_micros(500),
-            dscp: crate::qos::DEFAULT_MEDIA_DSCP,
-        }
-    }
-}
-
-/// One side's remote media addresses, from that side's SDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PeerSpec {
-    /// RTP address (c= + m= port); `None` while not known (PBX before its answer).
-    pub rtp: Option<SocketAddr>,
-    /// RTCP address (`a=rtcp:`, RFC 3605); `None` = RTP port + 1 (RFC 3550 §11).
-    pub rtcp: Option<SocketAddr>,
-    /// `a=rtcp-mux` negotiated on this side (RFC 5761): RTCP goes to the RTP address.
-    pub rtcp_mux: bool,
-}
-
-impl PeerSpec {
-    /// A peer at `rtp`, RTCP on the next port, no mux.
-    pub fn new(rtp: SocketAddr) -> Self {
-        PeerSpec {
-            rtp: Some(rtp),
-            rtcp: None,
-            rtcp_mux: false,
-        }
-    }
-
-    /// Where RTCP goes according to SDP.
-    pub(crate) fn rtcp_address(&self) -> Option<SocketAddr> {
-        if self.rtcp_mux {
-            return self.rtp;
-        }
-        self.rtcp.or_else(|| {
-            self.rtp
-                .and_then(|a| Some(SocketAddr::new(a.ip(), a.port().checked_add(1)?)))
-        })
-    }
-}
+// The values the API speaks in live in `types` (shared with relay and stats); named here too
+// because this is the API other modules use (`media::control::PeerSpec`).
+pub use super::types::{LocalPorts, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
 
 /// What one stream must do; built by the B2BUA from the negotiated SDP.
 #[derive(Debug, Clone)]
@@ -174,49 +87,6 @@ pub enum StreamCommand {
     },
     /// End the stream; its ports return to the pool.
     Stop,
-}
-
-/// What the relay reports to signalling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaEvent {
-    /// A side's media address was learned or re-learned (phone: from an authenticated packet).
-    Latched {
-        /// The stream.
-        stream: StreamId,
-        /// Which side.
-        side: Side,
-        /// Which socket (RTP, or RTCP when not muxed).
-        kind: Kind,
-        /// The learned address.
-        address: SocketAddr,
-    },
-    /// No packet from `side` for the configured timeout while not on hold. Reported once per
-    /// silence; the B2BUA ends the call on both legs.
-    Timeout {
-        /// The stream.
-        stream: StreamId,
-        /// The silent side.
-        side: Side,
-    },
-    /// Phone-side packets failed SRTP authentication since the last report (reported at most
-    /// once per housekeeping tick).
-    AuthFailures {
-        /// The stream.
-        stream: StreamId,
-        /// Failures since the previous report.
-        new: u64,
-        /// Failures since the stream started.
-        total: u64,
-    },
-}
-
-/// Local addresses of one side's relay sockets (write them into that side's SDP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalPorts {
-    /// RTP socket (also RTCP when muxed).
-    pub rtp: SocketAddr,
-    /// RTCP socket (RTP port + 1).
-    pub rtcp: SocketAddr,
 }
 
 struct ControlInner {
@@ -384,31 +254,6 @@ pub(crate) fn phone_policy(spec: &TransformSpec) -> LatchPolicy {
         TransformSpec::Srtp(_) | TransformSpec::Closed => LatchPolicy::Authenticated,
         TransformSpec::Plain => LatchPolicy::FirstSource,
     }
-}
-
-/// The PBX side accepts only the PBX's address (port too once its SDP gave one).
-pub(crate) fn pbx_policy(peer: &PeerSpec, host: IpAddr) -> (LatchPolicy, LatchPolicy) {
-    let rtp = match peer.rtp {
-        Some(a) => LatchPolicy::Fixed {
-            ip: a.ip(),
-            port: Some(a.port()),
-        },
-        None => LatchPolicy::Fixed {
-            ip: host,
-            port: None,
-        },
-    };
-    let rtcp = match peer.rtcp_address() {
-        Some(a) => LatchPolicy::Fixed {
-            ip: a.ip(),
-            port: Some(a.port()),
-        },
-        None => LatchPolicy::Fixed {
-            ip: host,
-            port: None,
-        },
-    };
-    (rtp, rtcp)
 }
 
 /// A running stream. Dropping it stops the stream (without waiting).

@@ -21,7 +21,7 @@
 //! [`Latch::apply`] records it. The relay calls `judge` after the SRTP transform on the phone
 //! side (authenticate, then learn) and before it on the PBX side.
 
-use core::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// How a socket decides whom to accept packets from. Chosen at signalling time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

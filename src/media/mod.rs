@@ -10,6 +10,8 @@
 //! - [`relay`]: the hot path — worker threads, each owning many streams, one wake-up serving
 //!   every ready socket.
 //! - [`stats`]: per-stream atomics and the Prometheus collector summing them at scrape time.
+//! - [`types`]: the values the others share (ids, sides, peer addresses, settings, events),
+//!   so that `control` → `relay` → `stats` stays a one-way street.
 //!
 //! `media` depends on `srtp` only; it never imports `sip`, `sdp`, `b2bua` or `transaction`.
 
@@ -19,14 +21,13 @@ pub mod ports;
 pub mod relay;
 pub mod stats;
 pub mod transform;
+pub mod types;
 
-pub use control::{
-    LocalPorts, MediaControl, MediaEvent, PeerSpec, RelaySettings, Side, StreamCommand,
-    StreamHandle, StreamId, StreamSpec,
-};
+pub use control::{MediaControl, StreamCommand, StreamHandle, StreamSpec};
 pub use ports::{PortPool, PortRange};
 pub use stats::{CounterSnapshot, StreamCounters};
 pub use transform::{SrtpParams, TransformSpec};
+pub use types::{LocalPorts, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
 
 use std::net::SocketAddr;
 

@@ -21,44 +21,31 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::MediaError;
 
-/// A validated port range: `min..=max`, holding at least one even/odd pair.
+/// A validated port range: `min..=max`, holding at least one even/odd pair. The rule is
+/// config's ([`crate::config::port_range::pairs`]), the one place it is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
-    min: u16,
-    max: u16,
+    first: u16,
+    pairs: usize,
 }
 
 impl PortRange {
     /// Validates `min..=max` (from `media.port_min` / `media.port_max`).
     pub fn new(min: u16, max: u16) -> Result<Self, MediaError> {
-        let range = PortRange { min, max };
-        if min == 0 || range.pair_count() == 0 {
-            return Err(MediaError::InvalidPortRange { min, max });
-        }
-        Ok(range)
-    }
-
-    /// First even port of the range.
-    fn first_even(&self) -> u32 {
-        u32::from(self.min) + u32::from(self.min) % 2
+        let (first, pairs) = crate::config::port_range::pairs(min, max)
+            .map_err(|_| MediaError::InvalidPortRange { min, max })?;
+        Ok(PortRange { first, pairs })
     }
 
     /// Number of (even, even + 1) pairs inside the range.
     pub fn pair_count(&self) -> usize {
-        let first = self.first_even();
-        let max = u32::from(self.max);
-        if first + 1 > max {
-            0
-        } else {
-            (max - first).div_ceil(2) as usize
-        }
+        self.pairs
     }
 
     fn rtp_ports(&self) -> impl Iterator<Item = u16> {
-        let first = self.first_even();
-        let count = self.pair_count() as u32;
-        // Every value is <= max <= u16::MAX by construction of pair_count.
-        (0..count).filter_map(move |i| u16::try_from(first + 2 * i).ok())
+        let first = u32::from(self.first);
+        // Every value is <= max <= u16::MAX by construction in `pairs`.
+        (0..self.pairs as u32).filter_map(move |i| u16::try_from(first + 2 * i).ok())
     }
 }
 

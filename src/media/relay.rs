@@ -37,11 +37,11 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
-use super::control::{MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
 use super::latch::{Latch, LatchPolicy, Proof, Verdict};
 use super::ports::BoundPair;
 use super::stats::{DropReason, MediaStats, StreamCounters};
-use super::transform::{demux, Inbound, Kind, Outbound};
+use super::transform::{demux, Inbound, Outbound};
+use super::types::{pbx_policy, Kind, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
 use super::MediaError;
 
 /// Datagrams taken from one socket per wake-up before moving on to the next socket.
@@ -416,7 +416,7 @@ impl Stream {
                     self.phone_mux = phone.rtcp_mux;
                 }
                 if let Some(pbx) = pbx {
-                    let (rtp, rtcp) = super::control::pbx_policy(&pbx, self.pbx_host);
+                    let (rtp, rtcp) = pbx_policy(&pbx, self.pbx_host);
                     self.latches[PBX_RTP].retarget(rtp, pbx.rtp);
                     self.latches[PBX_RTCP].retarget(rtcp, pbx.rtcp_address());
                     self.pbx_mux = pbx.rtcp_mux;

@@ -22,8 +22,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use super::control::StreamId;
 use super::ports::PortPool;
+use super::types::StreamId;
 
 /// Why the relay dropped a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

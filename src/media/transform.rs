@@ -18,6 +18,7 @@ use crate::srtp::{ContextOptions, SrtpContext, SrtpError};
 
 use super::latch::Proof;
 use super::stats::DropReason;
+pub use super::types::Kind;
 use super::MediaError;
 
 /// What one direction of a stream must do, as decided by signalling.
@@ -54,15 +55,6 @@ impl SrtpParams {
     fn context(&self) -> Result<SrtpContext, MediaError> {
         SrtpContext::new(&self.master_key, &self.options).map_err(MediaError::Srtp)
     }
-}
-
-/// RTP or RTCP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// RTP (RFC 3550 §5).
-    Rtp,
-    /// RTCP (RFC 3550 §6).
-    Rtcp,
 }
 
 /// RFC 5761 §4: on a muxed port, a packet whose second byte is an RTCP packet type

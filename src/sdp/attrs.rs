@@ -1,6 +1,6 @@
 //! Reading and filtering the attributes and addresses of parsed SDP (`sdp-rs` types).
 
-use core::net::IpAddr;
+use std::net::IpAddr;
 
 use sdp_rs::lines::media::{MediaType, ProtoType};
 use sdp_rs::lines::Attribute;

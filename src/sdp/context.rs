@@ -1,7 +1,7 @@
 //! The inputs of a rewrite besides the SDP body: edge addresses, SRTP policy, the leg's
 //! origin state, the previous plan and the source of key material.
 
-use core::net::IpAddr;
+use std::net::IpAddr;
 
 use crate::srtp::suite::CryptoSuite;
 

@@ -2,7 +2,7 @@
 //! description (m-line), in m-line order. The B2BUA maps it onto media streams; nothing here
 //! knows about sockets.
 
-use core::net::IpAddr;
+use std::net::IpAddr;
 
 use crate::srtp::sdes::CryptoAttribute;
 
@@ -299,7 +299,7 @@ impl MediaPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::net::Ipv4Addr;
+    use std::net::Ipv4Addr;
 
     fn peer(address: IpAddr, direction: Direction) -> Peer {
         Peer {

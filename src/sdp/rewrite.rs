@@ -25,7 +25,7 @@
 //! by the phone leg; such a phone-only m-line keeps its place toward the phone in every later
 //! offer (RFC 3264 §8.1), and answers are mapped between the two legs' m-line counts.
 
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sdp_rs::lines::common::{Addrtype, Nettype};
 use sdp_rs::lines::media::{MediaType, ProtoType};

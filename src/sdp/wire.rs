@@ -19,7 +19,7 @@
 //! `o=`), a missing `s=`/`t=` supplied. Whatever still does not parse is refused with a typed
 //! error, and the tokenizer must consume the whole body, so nothing is ever dropped silently.
 
-use core::net::IpAddr;
+use std::net::IpAddr;
 
 use sdp_rs::lines::Attribute;
 use sdp_rs::SessionDescription;

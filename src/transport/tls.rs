@@ -14,9 +14,8 @@
 
 use super::limits::ConnectionLimiter;
 use super::metrics::TlsMetrics;
-use crate::app::ServerConfigs;
 use crate::identity::revocation::{admit, next_expiry};
-use crate::identity::{HandshakeCounters, IdentitySnapshot};
+use crate::identity::{HandshakeCounters, IdentitySnapshot, ServerConfigs, TlsListener};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -88,7 +87,7 @@ pub async fn accept_loop(
     // SIP connections are long-lived and carry calls: they are re-verified while open. The
     // provisioning gateway re-runs the whole verdict for every HTTP request (and answers 403),
     // so an open HTTPS connection never serves a request past a revocation or a notAfter.
-    let supervised = server_configs.1 == crate::app::TlsListener::Sip;
+    let supervised = server_configs.1 == TlsListener::Sip;
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
