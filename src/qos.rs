@@ -17,12 +17,8 @@ use std::os::fd::AsFd;
 
 use socket2::SockRef;
 
-/// `media.dscp` default: EF.
-pub const DEFAULT_MEDIA_DSCP: u8 = 46;
-/// `sip.dscp` default: CS3.
-pub const DEFAULT_SIP_DSCP: u8 = 24;
-/// The largest DSCP: six bits.
-pub const MAX_DSCP: u8 = 63;
+/// The DSCP values are configuration (config is the lowest layer); named here too.
+pub use crate::config::{DEFAULT_MEDIA_DSCP, DEFAULT_SIP_DSCP, MAX_DSCP};
 
 /// The TOS / traffic class byte carrying `dscp` (ECN bits 0).
 pub fn traffic_class(dscp: u8) -> u32 {

@@ -98,7 +98,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("sip", &[]),
     ("identity", &["config"]),
     // Socket marking (DSCP): a leaf the socket owners call.
-    ("qos", &[]),
+    ("qos", &["config"]),
     ("transport", &["sip", "identity", "config", "qos"]),
     ("transaction", &["sip", "transport"]),
     ("media", &["srtp", "config", "qos"]),

@@ -72,6 +72,13 @@ pub enum OuiPolicy {
     Refuse,
 }
 
+/// `media.dscp` default: EF (RFC 3246), the marking for voice.
+pub const DEFAULT_MEDIA_DSCP: u8 = 46;
+/// `sip.dscp` default: CS3 (RFC 4594 §3.2, signalling).
+pub const DEFAULT_SIP_DSCP: u8 = 24;
+/// The largest DSCP: six bits (RFC 2474 §3).
+pub const MAX_DSCP: u8 = 63;
+
 /// `[[tls.certificates]]`: a server certificate chain and its key. The first is the default;
 /// the others are chosen by SNI (names from their SAN DNS names).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -256,7 +263,7 @@ impl Default for MediaConfig {
             timeout_secs: 60,
             accept_unannounced_unencrypted_srtcp: false,
             max_ports_per_device: 128,
-            dscp: crate::qos::DEFAULT_MEDIA_DSCP,
+            dscp: DEFAULT_MEDIA_DSCP,
         }
     }
 }
@@ -400,7 +407,7 @@ impl Default for SipConfig {
             write_queue_bytes: 1 << 20,
             max_calls_per_device: 16,
             identity_headers: IdentityHeaders::Assert,
-            dscp: crate::qos::DEFAULT_SIP_DSCP,
+            dscp: DEFAULT_SIP_DSCP,
         }
     }
 }

@@ -377,7 +377,7 @@ fn check_other_files(config: &Config, r: &mut ValidationReport) {
 
 /// A DSCP is six bits (RFC 2474 §3): a larger value would spill into the ECN bits.
 fn check_dscp(key: &str, dscp: u8, r: &mut ValidationReport) {
-    if dscp > crate::qos::MAX_DSCP {
+    if dscp > super::MAX_DSCP {
         r.problem(
             key,
             None,

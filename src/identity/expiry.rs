@@ -18,21 +18,11 @@ use tokio::sync::watch;
 use crate::config::ServerCertConfig;
 use crate::identity::chain::parse_certificate;
 use crate::identity::error::IdentityError;
-use crate::identity::store::{read_certificates, IdentitySnapshot};
+use crate::identity::files::read_certificates;
+use crate::identity::snapshot::{IdentitySnapshot, ServerCertExpiry};
 
 /// The metric name.
 pub const METRIC: &str = "pbx_edge_tls_server_cert_expiry_timestamp_seconds";
-
-/// One `[[tls.certificates]]` entry's expiry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerCertExpiry {
-    /// Position in `tls.certificates` (0 is the default certificate).
-    pub index: usize,
-    /// The configured certificate file, as written in the config.
-    pub file: String,
-    /// The earliest notAfter of the file's chain, unix seconds.
-    pub not_after: i64,
-}
 
 /// Reads the notAfter of every configured server certificate chain.
 pub fn read_expiries(entries: &[ServerCertConfig]) -> Result<Vec<ServerCertExpiry>, IdentityError> {

@@ -8,7 +8,6 @@ use rustls::ServerConfig;
 
 use crate::config::ClientCertMode;
 use crate::identity::deny_list::MacDenyList;
-use crate::identity::expiry::ServerCertExpiry;
 use crate::identity::inventory::Inventory;
 use crate::identity::trust::{TrustState, VendorTrust};
 
@@ -64,4 +63,15 @@ impl IdentitySnapshot {
     pub fn trust(&self) -> &TrustState {
         &self.trust
     }
+}
+
+/// One `[[tls.certificates]]` entry's expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCertExpiry {
+    /// Position in `tls.certificates` (0 is the default certificate).
+    pub index: usize,
+    /// The configured certificate file, as written in the config.
+    pub file: String,
+    /// The earliest notAfter of the file's chain, unix seconds.
+    pub not_after: i64,
 }

@@ -76,7 +76,7 @@ impl Default for RelaySettings {
             timeout: Duration::from_secs(60),
             workers: 0,
             coalesce: Duration::from_micros(500),
-            dscp: crate::qos::DEFAULT_MEDIA_DSCP,
+            dscp: crate::config::DEFAULT_MEDIA_DSCP,
         }
     }
 }
