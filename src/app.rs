@@ -7,6 +7,7 @@
 use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
+use crate::capture::{Capture, CaptureError, HepMetrics, IpProto};
 use crate::config::Config;
 use crate::identity::{identity_of, HandshakeCounters, IdentityError, IdentitySnapshot};
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
@@ -63,6 +64,9 @@ pub enum AppError {
     /// The provisioning gateway's root, upstream or patterns are unusable.
     #[error(transparent)]
     Provisioning(#[from] GatewayError),
+    /// SIP capture (`[hep]`) could not start.
+    #[error("SIP capture: {0}")]
+    Capture(#[from] CaptureError),
 }
 
 impl AppError {
@@ -75,6 +79,7 @@ impl AppError {
             Self::Admin(_) => "admin",
             Self::Media(e) => e.label(),
             Self::Provisioning(e) => e.label(),
+            Self::Capture(_) => "capture",
         }
     }
 }
@@ -115,6 +120,8 @@ pub struct Edge {
     media: MediaControl,
     media_events: mpsc::Receiver<MediaEvent>,
     provisioning: Option<ProvisioningListener>,
+    /// `[hep]` SIP capture (off when not configured).
+    capture: Capture,
 }
 
 /// The bound HTTPS provisioning gateway (`[provisioning]`).
@@ -196,6 +203,8 @@ impl Edge {
             addr: config.pbx.listen,
             source,
         })?;
+        let capture = Capture::start(&config.hep, HepMetrics::register(&registry)?).await?;
+        let pbx = pbx.with_capture(&capture);
         let (identity, _) = watch::channel(Arc::new(snapshot));
         let (media_tx, media_rx) = mpsc::channel(1024);
         let media = MediaControl::new(
@@ -211,6 +220,7 @@ impl Edge {
             media_tx,
         )?;
         Ok(Self {
+            capture,
             media,
             media_events: media_rx,
             provisioning,
@@ -375,8 +385,13 @@ impl Edge {
         let handler: tls::ConnectionHandler = {
             let flows = flows.clone();
             let sip_metrics = self.sip_metrics.clone();
+            let capture = self.capture.clone();
             Arc::new(move |stream, peer, cancel| {
                 let flows = flows.clone();
+                // The phone leg is captured decrypted, as TCP between the TLS connection's
+                // own addresses (capture::hep).
+                let local = stream.get_ref().0.local_addr().unwrap_or(tls_addr);
+                let tap = capture.tap(IpProto::Tcp, local, peer);
                 let events = phone_tx.clone();
                 let metrics = sip_metrics.clone();
                 let snapshot = identity_rx.borrow().clone();
@@ -399,6 +414,7 @@ impl Edge {
                     connection::run(
                         stream,
                         peer,
+                        tap,
                         Arc::new(identity),
                         Arc::new(certs),
                         flows,
