@@ -7,9 +7,11 @@
 use crate::support::edge::{self, RunningEdge};
 use crate::support::http;
 use crate::support::pbx::{self, Pbx};
+use crate::support::pbx_tcp::TcpPbx;
 use crate::support::phone::{self, snom};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 
 /// Receives HEP datagrams until `want` of them match, or 10 s pass.
@@ -120,5 +122,67 @@ async fn both_legs_of_a_registration_reach_the_collector() {
         ),
         0.0
     );
+    e.stop().await.unwrap();
+}
+
+/// `pbx.transport = "tcp"` and `hep.transport = "tcp"`: the PBX leg is reported as TCP between
+/// the addresses of the connection the edge opened (its own ephemeral port, not
+/// `pbx.listen`), and the collector gets the packets over one TCP connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tcp_pbx_leg_is_captured_with_its_connection_addresses_over_a_tcp_collector() {
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hep_addr = collector.local_addr().unwrap().to_string();
+    let pki = edge::dev_pki();
+    let pbx = TcpPbx::bind().await;
+    let e = RunningEdge::start_with_pbx(
+        &pki,
+        pbx.addr(),
+        &[
+            ("PBX_EDGE_PBX__TRANSPORT", "tcp"),
+            ("PBX_EDGE_HEP__ADDRESS", hep_addr.as_str()),
+            ("PBX_EDGE_HEP__TRANSPORT", "tcp"),
+        ],
+    )
+    .await;
+    let mut ph = snom(&pki, &e).await;
+    ph.send(&phone::register("101", 5099, 1, "hep-tcp-1", ""))
+        .await;
+    let mut conn = pbx.accept().await.expect("the edge connects to the PBX");
+    let req = conn.recv().await.expect("PBX gets the REGISTER over TCP");
+    let uri = pbx::contact_uri(&req).unwrap();
+    conn.send(&pbx::register_ok(&req, &uri, 120)).await;
+    assert_eq!(ph.recv().await.and_then(|m| m.status()), Some(200));
+
+    // HEP over TCP: packets back to back, each framed by its own length field.
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), collector.accept())
+        .await
+        .expect("the edge connects to the collector")
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let mut head = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut head))
+            .await
+            .expect("four HEP packets in time")
+            .unwrap();
+        assert_eq!(&head[..4], b"HEP3");
+        let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+        let mut rest = vec![0u8; len - 6];
+        stream.read_exact(&mut rest).await.unwrap();
+        got.push(hep::parse_packet(&[head.to_vec(), rest].concat()).expect("HEP3"));
+    }
+    let pbx_out = got
+        .iter()
+        .find(|c| c.packet_payload.starts_with("REGISTER ") && dst(c) == pbx.addr())
+        .unwrap_or_else(|| panic!("no REGISTER to the PBX in {got:#?}"));
+    assert_eq!(pbx_out.ip_protocol_id, 6);
+    assert_eq!(src(pbx_out), conn.peer, "the edge's end of that connection");
+    let pbx_in = got
+        .iter()
+        .find(|c| c.packet_payload.starts_with("SIP/2.0 200") && src(c) == pbx.addr())
+        .unwrap_or_else(|| panic!("no 200 from the PBX in {got:#?}"));
+    assert_eq!(pbx_in.ip_protocol_id, 6);
+    assert_eq!(dst(pbx_in), conn.peer);
+    assert_eq!(pbx_in.internal_correlation_id, "hep-tcp-1");
     e.stop().await.unwrap();
 }
