@@ -23,6 +23,7 @@ use crate::config::{HepConfig, HepTransport};
 use bytes::Bytes;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
@@ -49,7 +50,8 @@ pub struct HepMetrics {
 /// Why a captured message did not reach the collector (metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// The queue (`hep.queue`) was full: the collector or the sender is slower than the SIP.
+    /// The queue (`hep.queue` messages or `hep.queue_bytes`) was full: the collector or the
+    /// sender is slower than the SIP.
     QueueFull,
     /// Larger than a HEP packet can carry (64 KiB).
     TooLarge,
@@ -122,6 +124,42 @@ struct Record {
 struct Sink {
     tx: mpsc::Sender<Record>,
     metrics: HepMetrics,
+    bytes: Arc<ByteBudget>,
+}
+
+/// The payload bytes waiting in the queue, bounded by `hep.queue_bytes`: `hep.queue` messages
+/// of the largest SIP size would otherwise hold `hep.queue` × 64 KiB while the collector
+/// stalls (a phone sending large messages could make the edge hold that much).
+#[derive(Debug)]
+struct ByteBudget {
+    queued: AtomicUsize,
+    max: usize,
+}
+
+impl ByteBudget {
+    fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            queued: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Takes `n` bytes if they fit.
+    fn take(&self, n: usize) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                q.checked_add(n).filter(|&t| t <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(n))
+            });
+    }
 }
 
 /// The capture switch handed to the transports (cheap to clone). [`Capture::off`] when
@@ -155,6 +193,7 @@ impl Capture {
                 source: std::io::ErrorKind::NotFound.into(),
             })?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let bytes = ByteBudget::new(config.queue_bytes);
         let out = match config.transport {
             HepTransport::Udp => {
                 let bind: SocketAddr = if target.is_ipv4() {
@@ -178,23 +217,34 @@ impl Capture {
             capture_id: config.id,
             auth_key: config.password.clone().map(String::into_bytes),
             metrics: metrics.clone(),
+            bytes: bytes.clone(),
             out,
         };
         tokio::spawn(sender.run(rx));
         tracing::info!(collector = %target, transport = config.transport.as_str(), id = config.id, queue = config.queue, "HEP capture on: SIP of both legs (the phone leg decrypted) is copied to the collector");
         Ok(Self {
-            sink: Some(Arc::new(Sink { tx, metrics })),
+            sink: Some(Arc::new(Sink { tx, metrics, bytes })),
         })
     }
 
-    /// A handle feeding a queue of `queue` messages that the caller reads (tests).
-    pub fn with_queue(queue: usize, metrics: HepMetrics) -> (Self, CaptureQueue) {
+    /// A handle feeding a queue of `queue` messages and `queue_bytes` payload bytes that the
+    /// caller reads (tests).
+    pub fn with_queue(
+        queue: usize,
+        queue_bytes: usize,
+        metrics: HepMetrics,
+    ) -> (Self, CaptureQueue) {
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let bytes = ByteBudget::new(queue_bytes);
         (
             Self {
-                sink: Some(Arc::new(Sink { tx, metrics })),
+                sink: Some(Arc::new(Sink {
+                    tx,
+                    metrics,
+                    bytes: bytes.clone(),
+                })),
             },
-            CaptureQueue(rx),
+            CaptureQueue { rx, bytes },
         )
     }
 
@@ -218,6 +268,10 @@ impl Capture {
         if payload.iter().all(|&b| b == b'\r' || b == b'\n') {
             return;
         }
+        if !sink.bytes.take(payload.len()) {
+            sink.metrics.drop(DropReason::QueueFull);
+            return;
+        }
         let record = Record {
             src,
             dst,
@@ -226,22 +280,28 @@ impl Capture {
             time: SystemTime::now(),
             payload: Bytes::copy_from_slice(payload),
         };
-        match sink.tx.try_send(record) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => sink.metrics.drop(DropReason::QueueFull),
-            Err(mpsc::error::TrySendError::Closed(_)) => sink.metrics.drop(DropReason::Stopped),
-        }
+        let reason = match sink.tx.try_send(record) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => DropReason::QueueFull,
+            Err(mpsc::error::TrySendError::Closed(_)) => DropReason::Stopped,
+        };
+        sink.bytes.release(payload.len());
+        sink.metrics.drop(reason);
     }
 }
 
 /// What the sender task would send, for tests that replace the task.
 #[derive(Debug)]
-pub struct CaptureQueue(mpsc::Receiver<Record>);
+pub struct CaptureQueue {
+    rx: mpsc::Receiver<Record>,
+    bytes: Arc<ByteBudget>,
+}
 
 impl CaptureQueue {
     /// The next queued message as HEP, encoded with `capture_id` and no key.
     pub fn try_next(&mut self, capture_id: u32) -> Option<Vec<u8>> {
-        let r = self.0.try_recv().ok()?;
+        let r = self.rx.try_recv().ok()?;
+        self.bytes.release(r.payload.len());
         let mut out = Vec::new();
         encode(&r, capture_id, None, &mut out).ok()?;
         Some(out)
@@ -333,6 +393,7 @@ struct Sender {
     capture_id: u32,
     auth_key: Option<Vec<u8>>,
     metrics: HepMetrics,
+    bytes: Arc<ByteBudget>,
     out: Out,
 }
 
@@ -340,6 +401,7 @@ impl Sender {
     async fn run(mut self, mut rx: mpsc::Receiver<Record>) {
         let mut buf = Vec::with_capacity(4096);
         while let Some(record) = rx.recv().await {
+            self.bytes.release(record.payload.len());
             if let Err(e) = encode(&record, self.capture_id, self.auth_key.as_deref(), &mut buf) {
                 self.metrics.drop(DropReason::TooLarge);
                 tracing::debug!(error = %e, "captured message not sent to the HEP collector");
@@ -419,7 +481,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_without_blocking() {
         let m = metrics();
-        let (capture, mut queue) = Capture::with_queue(2, m.clone());
+        let (capture, mut queue) = Capture::with_queue(2, 1 << 20, m.clone());
         let tap = capture.tap(
             IpProto::Tcp,
             "127.0.0.1:5061".parse().unwrap(),
@@ -435,9 +497,32 @@ mod tests {
     }
 
     #[test]
+    fn queued_bytes_are_bounded_and_released_when_taken() {
+        let m = metrics();
+        // Room for two messages by bytes, though the queue takes 100.
+        let (capture, mut queue) = Capture::with_queue(100, 2 * MSG.len(), m.clone());
+        let tap = LegTap {
+            capture,
+            proto: IpProto::Tcp,
+            local: "127.0.0.1:5061".parse().unwrap(),
+            remote: "127.0.0.2:40000".parse().unwrap(),
+        };
+        for _ in 0..3 {
+            tap.sent(MSG);
+        }
+        assert_eq!(m.dropped.with_label_values(&["queue_full"]).get(), 1);
+        assert!(queue.try_next(1).is_some());
+        // Taking one frees its bytes for the next.
+        tap.sent(MSG);
+        assert_eq!(m.dropped.with_label_values(&["queue_full"]).get(), 1);
+        tap.sent(MSG);
+        assert_eq!(m.dropped.with_label_values(&["queue_full"]).get(), 2);
+    }
+
+    #[test]
     fn directions_and_keepalives() {
         let m = metrics();
-        let (capture, mut queue) = Capture::with_queue(8, m.clone());
+        let (capture, mut queue) = Capture::with_queue(8, 1 << 20, m.clone());
         let local: SocketAddr = "127.0.0.1:5080".parse().unwrap();
         let remote: SocketAddr = "127.0.0.3:5060".parse().unwrap();
         let tap = capture.tap(IpProto::Udp, local, remote);
@@ -478,6 +563,7 @@ mod tests {
             id: 42,
             password: Some("pw".into()),
             queue: 16,
+            queue_bytes: 1 << 20,
         }
     }
 

@@ -448,6 +448,9 @@ pub struct HepConfig {
     pub password: Option<String>,
     /// Captured messages waiting for the sender; more are dropped and counted.
     pub queue: usize,
+    /// Payload bytes of the captured messages waiting for the sender; more are dropped and
+    /// counted (bounds the memory a stalled collector can make the edge hold).
+    pub queue_bytes: usize,
 }
 
 impl Default for HepConfig {
@@ -458,6 +461,7 @@ impl Default for HepConfig {
             id: 2001,
             password: None,
             queue: 4096,
+            queue_bytes: 8 << 20,
         }
     }
 }
@@ -470,6 +474,7 @@ impl std::fmt::Debug for HepConfig {
             .field("id", &self.id)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("queue", &self.queue)
+            .field("queue_bytes", &self.queue_bytes)
             .finish()
     }
 }

@@ -108,6 +108,14 @@ fn check_hep(hep: &crate::config::HepConfig, r: &mut ValidationReport) {
     if hep.queue == 0 || hep.queue > 1 << 20 {
         r.problem("hep.queue", None, "must be between 1 and 1048576 messages");
     }
+    // One message of the largest SIP size must fit, or large INVITEs would never be captured.
+    if hep.queue_bytes < 65_536 {
+        r.problem(
+            "hep.queue_bytes",
+            None,
+            "must be at least 65536 (one large SIP message)",
+        );
+    }
     if hep.password.as_deref().is_some_and(str::is_empty) {
         r.problem(
             "hep.password",
@@ -1026,16 +1034,23 @@ mod tests {
         );
         f.config.hep.address = Some("homer.example".into());
         f.config.hep.queue = 0;
+        f.config.hep.queue_bytes = 1000;
         f.config.hep.password = Some(String::new());
         let r = check(&f);
         assert_eq!(
             keys(&r),
-            vec!["hep.address", "hep.queue", "hep.password"],
+            vec![
+                "hep.address",
+                "hep.queue",
+                "hep.queue_bytes",
+                "hep.password"
+            ],
             "{:?}",
             r.problems
         );
         f.config.hep.address = Some("homer.example:9060".into());
         f.config.hep.queue = 10;
+        f.config.hep.queue_bytes = 65_536;
         f.config.hep.password = None;
         assert!(check(&f).is_ok());
     }
