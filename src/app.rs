@@ -7,6 +7,7 @@
 use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
+use crate::capture::{Capture, CaptureError, HepMetrics, IpProto};
 use crate::config::{Config, SipConfig, TlsConfig};
 use crate::identity::expiry::ExpiryCollector;
 use crate::identity::{
@@ -69,6 +70,9 @@ pub enum AppError {
     /// The provisioning gateway's root, upstream or patterns are unusable.
     #[error(transparent)]
     Provisioning(#[from] GatewayError),
+    /// SIP capture (`[hep]`) could not start.
+    #[error("SIP capture: {0}")]
+    Capture(#[from] CaptureError),
 }
 
 impl AppError {
@@ -81,6 +85,7 @@ impl AppError {
             Self::Admin(_) => "admin",
             Self::Media(e) => e.label(),
             Self::Provisioning(e) => e.label(),
+            Self::Capture(_) => "capture",
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct Edge {
     media: MediaControl,
     media_events: mpsc::Receiver<MediaEvent>,
     provisioning: Option<ProvisioningListener>,
+    /// `[hep]` SIP capture (off when not configured).
+    capture: Capture,
 }
 
 /// The bound HTTPS provisioning gateway (`[provisioning]`).
@@ -198,6 +205,8 @@ impl Edge {
             })?;
         registry.register(Box::new(ExpiryCollector::new(identity.subscribe())?))?;
         registry.register(Box::new(admin::ReadyGauge::new(readiness.clone())?))?;
+        let capture = Capture::start(&config.hep, HepMetrics::register(&registry)?).await?;
+        let pbx = pbx.with_capture(&capture);
         let (media_tx, media_rx) = mpsc::channel(1024);
         let media = MediaControl::new(
             RelaySettings::from_config(&config.media),
@@ -205,6 +214,7 @@ impl Edge {
             media_tx,
         )?;
         Ok(Self {
+            capture,
             media,
             media_events: media_rx,
             provisioning,
@@ -313,6 +323,8 @@ impl Edge {
             self.sip_metrics.clone(),
             phone_tx,
             self.identity.subscribe(),
+            self.capture.clone(),
+            tls_addr,
         );
         let accept = spawn_accept(
             self.tls_listener,
@@ -559,9 +571,15 @@ fn phone_handler(
     sip_metrics: SipTransportMetrics,
     phone_tx: mpsc::Sender<connection::PhoneEvent>,
     identity_rx: watch::Receiver<Arc<IdentitySnapshot>>,
+    capture: Capture,
+    tls_addr: SocketAddr,
 ) -> tls::ConnectionHandler {
     Arc::new(move |stream, peer, cancel| {
         let flows = flows.clone();
+        // The phone leg is captured decrypted, as TCP between the TLS connection's own
+        // addresses (capture::hep).
+        let local = stream.get_ref().0.local_addr().unwrap_or(tls_addr);
+        let tap = capture.tap(IpProto::Tcp, local, peer);
         let events = phone_tx.clone();
         let metrics = sip_metrics.clone();
         let snapshot = identity_rx.borrow().clone();
@@ -584,6 +602,7 @@ fn phone_handler(
             connection::run(
                 stream,
                 peer,
+                tap,
                 Arc::new(identity),
                 Arc::new(certs),
                 flows,

@@ -6,6 +6,7 @@
 //! - [`config`]: typed config, layering (defaults ← TOML ← `PBX_EDGE_*`), validation.
 //! - [`transport`]: the phone-facing TLS listener.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`capture`]: SIP capture to a Homer / HEP v3 collector (`[hep]`).
 //! - [`provisioning`]: the optional HTTPS provisioning gateway.
 //! - [`qos`]: DSCP marking of SIP and media sockets.
 //! - [`app`]: wiring, start-up and graceful shutdown; [`devpki`]: development PKI.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod app;
 pub mod b2bua;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod devdefault;

@@ -49,6 +49,7 @@ const PURE: &[&str] = &[
     "b2bua/refusal.rs",
     "b2bua/subscriptions.rs",
     "transport/rate.rs",
+    "capture/hep.rs",
 ];
 
 const IMPURE: &[&str] = &[
@@ -99,7 +100,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("identity", &["config"]),
     // Socket marking (DSCP): a leaf the socket owners call.
     ("qos", &["config"]),
-    ("transport", &["sip", "identity", "config", "qos"]),
+    // SIP capture (HEP) is fed by the transports; it knows nothing of SIP handling.
+    ("capture", &["config"]),
+    (
+        "transport",
+        &["sip", "identity", "config", "qos", "capture"],
+    ),
     ("transaction", &["sip", "transport"]),
     ("media", &["srtp", "config", "qos"]),
     (
@@ -129,6 +135,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "admin",
             "telemetry",
             "qos",
+            "capture",
         ],
     ),
     (

@@ -13,6 +13,7 @@ mod e2e {
     mod edge_crash;
     mod failover;
     mod file_reloads;
+    mod hep_capture;
     mod identity_listener;
     mod limits;
     mod listener_timeouts;

@@ -16,6 +16,7 @@ mod interop {
     mod capture;
     mod curl_provisioning;
     mod dns;
+    mod hep_sngrep;
     mod net;
     mod openssl_tls;
     mod openssl_verdicts;

@@ -429,6 +429,72 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// Transport toward the HEP collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HepTransport {
+    /// One datagram per captured message (what heplify-server and Homer expect by default).
+    #[default]
+    Udp,
+    /// One connection, reconnected with a backoff.
+    Tcp,
+}
+
+impl HepTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// `[hep]`: SIP capture to a Homer / HEP v3 collector; off while `address` is not set.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HepConfig {
+    /// The collector, `host:port` (e.g. `10.0.0.20:9060`); resolved once at start-up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    pub transport: HepTransport,
+    /// The capture agent id (HEP chunk 0x000c) Homer shows for this edge.
+    pub id: u32,
+    /// Sent as the HEP authentication key (chunk 0x000e) when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Captured messages waiting for the sender; more are dropped and counted.
+    pub queue: usize,
+    /// Payload bytes of the captured messages waiting for the sender; more are dropped and
+    /// counted (bounds the memory a stalled collector can make the edge hold).
+    pub queue_bytes: usize,
+}
+
+impl Default for HepConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            transport: HepTransport::Udp,
+            id: 2001,
+            password: None,
+            queue: 4096,
+            queue_bytes: 8 << 20,
+        }
+    }
+}
+
+impl std::fmt::Debug for HepConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HepConfig")
+            .field("address", &self.address)
+            .field("transport", &self.transport)
+            .field("id", &self.id)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("queue", &self.queue)
+            .field("queue_bytes", &self.queue_bytes)
+            .finish()
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -473,6 +539,7 @@ pub struct Config {
     pub provisioning: Option<ProvisioningConfig>,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub hep: HepConfig,
 }
 
 impl Config {

@@ -82,7 +82,50 @@ fn validate_with(config: &Config, now: UnixTime, roots: &[TrustAnchor<'_>]) -> V
     if let Some(p) = &config.provisioning {
         check_provisioning(config, p, &mut r);
     }
+    check_hep(&config.hep, &mut r);
     r
+}
+
+/// `[hep]`: a `host:port` address, a usable queue, a non-empty password when set. Capture on
+/// is a warning: the collector receives the phones' decrypted SIP.
+fn check_hep(hep: &crate::config::HepConfig, r: &mut ValidationReport) {
+    let Some(address) = hep.address.as_deref() else {
+        return;
+    };
+    let port_ok = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if !port_ok {
+        r.problem(
+            "hep.address",
+            None,
+            format!("{address:?} is not host:port (e.g. \"10.0.0.20:9060\")"),
+        );
+    }
+    if hep.queue == 0 || hep.queue > 1 << 20 {
+        r.problem("hep.queue", None, "must be between 1 and 1048576 messages");
+    }
+    // One message of the largest SIP size must fit, or large INVITEs would never be captured.
+    if hep.queue_bytes < 65_536 {
+        r.problem(
+            "hep.queue_bytes",
+            None,
+            "must be at least 65536 (one large SIP message)",
+        );
+    }
+    if hep.password.as_deref().is_some_and(str::is_empty) {
+        r.problem(
+            "hep.password",
+            None,
+            "must not be empty (leave it out to send no key)",
+        );
+    }
+    r.warnings.push(format!(
+        "hep.address = {address:?}: every SIP message of both legs, the phones' decrypted \
+         signalling and digest responses included, is copied in clear to that HEP collector \
+         over {}",
+        hep.transport.as_str()
+    ));
 }
 
 fn check_server_certificates(
@@ -952,6 +995,43 @@ mod tests {
         let r = validate(&f.config);
         assert!(r.is_ok(), "{r:?}");
         assert!(!r.warnings.iter().any(|w| w.contains("/api/*")), "{r:?}");
+    }
+
+    #[test]
+    fn hep_capture_is_checked_and_warned_about() {
+        let mut f = good();
+        assert!(check(&f).warnings.iter().all(|w| !w.contains("hep")));
+        f.config.hep.address = Some("10.0.0.20:9060".into());
+        let r = check(&f);
+        assert!(r.is_ok(), "{:?}", r.problems);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("hep.address") && w.contains("in clear")),
+            "{:?}",
+            r.warnings
+        );
+        f.config.hep.address = Some("homer.example".into());
+        f.config.hep.queue = 0;
+        f.config.hep.queue_bytes = 1000;
+        f.config.hep.password = Some(String::new());
+        let r = check(&f);
+        assert_eq!(
+            keys(&r),
+            vec![
+                "hep.address",
+                "hep.queue",
+                "hep.queue_bytes",
+                "hep.password"
+            ],
+            "{:?}",
+            r.problems
+        );
+        f.config.hep.address = Some("homer.example:9060".into());
+        f.config.hep.queue = 10;
+        f.config.hep.queue_bytes = 65_536;
+        f.config.hep.password = None;
+        assert!(check(&f).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use super::flow::{FlowError, FlowHandle, FlowId, FlowQueue, FlowTable, QueueLimits};
 use super::metrics::SipTransportMetrics;
+use crate::capture::LegTap;
 use crate::identity::Identity;
 use crate::sip::framing::{Frame, FramingLimits, StreamFramer};
 use crate::sip::message::SipMessage;
@@ -100,10 +101,12 @@ impl CloseReason {
 }
 
 /// Runs a phone connection until it ends; the flow is removed from `flows` on return.
+/// `tap` captures every SIP message read and written, decrypted (`[hep]`).
 #[allow(clippy::too_many_arguments)]
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
+    tap: LegTap,
     identity: Arc<Identity>,
     certificates: Arc<Vec<rustls_pki_types::CertificateDer<'static>>>,
     flows: Arc<FlowTable>,
@@ -131,6 +134,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         &mut writer,
         Conn {
             peer,
+            tap,
             identity,
             flow,
             queue,
@@ -160,6 +164,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 /// What [`serve`] works on.
 struct Conn {
     peer: SocketAddr,
+    tap: LegTap,
     identity: Arc<Identity>,
     flow: FlowHandle,
     queue: FlowQueue,
@@ -228,6 +233,8 @@ where
                     stall.as_mut().reset(Instant::now() + settings.write_timeout);
                 }
                 let len = bytes.len();
+                // Captured when taken for writing (keep-alive pongs are skipped by the tap).
+                conn.tap.sent(&bytes);
                 pending = Some(Pending { rest: bytes, len });
             }
             written = write_step(writer, pending.as_ref()), if writing => {
@@ -267,7 +274,7 @@ where
                             }
                         }
                         Ok(Some(Frame::KeepAlivePong)) => {}
-                        Ok(Some(Frame::Message(bytes))) => match SipMessage::parse(&bytes) {
+                        Ok(Some(Frame::Message(bytes))) => match parse_captured(&conn.tap, &bytes) {
                             Ok(message) => {
                                 let m = PhoneMessage { flow: id, identity: conn.identity.clone(), peer, message };
                                 if events.send(PhoneEvent::Message(m)).await.is_err() {
@@ -297,6 +304,16 @@ where
             }
         }
     }
+}
+
+/// Captures a framed message as received (`[hep]`; an unparseable one too: the operator
+/// sees what the phone sent) and parses it.
+fn parse_captured(
+    tap: &LegTap,
+    bytes: &[u8],
+) -> Result<SipMessage, crate::sip::message::MessageError> {
+    tap.received(bytes);
+    SipMessage::parse(bytes)
 }
 
 #[cfg(test)]
@@ -337,6 +354,7 @@ mod tests {
         let task = tokio::spawn(run(
             near,
             "127.0.0.1:5061".parse().unwrap(),
+            LegTap::off(),
             Arc::new(Identity::Anonymous),
             Arc::new(Vec::new()),
             flows.clone(),

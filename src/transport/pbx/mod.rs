@@ -20,6 +20,7 @@ pub use tcp::{
 };
 pub use udp::UdpLink;
 
+use crate::capture::{Capture, IpProto};
 use crate::config::PbxTransport;
 use crate::sip::framing::FramingLimits;
 use crate::sip::message::SipMessage;
@@ -62,6 +63,27 @@ impl PbxLink {
             ),
         };
         Ok(Self { link })
+    }
+
+    /// Captures every SIP message to and from the PBX to `capture` (`[hep]`), with the
+    /// socket's or the TCP connection's own addresses. Call before cloning the link.
+    pub fn with_capture(mut self, capture: &Capture) -> Self {
+        if !capture.is_on() {
+            return self;
+        }
+        match &mut self.link {
+            Link::Udp(u) => {
+                // A wildcard listen address is reported as bound (0.0.0.0): the kernel picks
+                // the source per datagram.
+                let local = u.local_addr().unwrap_or_else(|_| {
+                    std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+                });
+                let tap = capture.tap(IpProto::Udp, local, u.pbx_addr());
+                u.set_tap(tap);
+            }
+            Link::Tcp(t) => t.set_capture(capture.clone()),
+        }
+        self
     }
 
     /// Which transport this link uses.

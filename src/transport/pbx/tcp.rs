@@ -22,6 +22,7 @@
 
 use super::routes::{ConnId, RouteKey, RouteTable};
 use super::same_host;
+use crate::capture::{Capture, IpProto, LegTap};
 use crate::sip::framing::{Frame, FramingLimits, StreamFramer};
 use crate::sip::message::SipMessage;
 use crate::transport::metrics::SipTransportMetrics;
@@ -29,7 +30,7 @@ use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -105,6 +106,8 @@ struct Conn {
     id: ConnId,
     peer: SocketAddr,
     direction: Direction,
+    /// `[hep]` capture with this connection's addresses.
+    tap: LegTap,
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
     /// Cancelled when the connection is done (reader ended, write failed).
     closed: CancellationToken,
@@ -121,8 +124,9 @@ impl Conn {
             Ok(r) => r,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         };
-        if result.is_err() {
-            self.closed.cancel();
+        match &result {
+            Ok(()) => self.tap.sent(bytes),
+            Err(_) => self.closed.cancel(),
         }
         result
     }
@@ -157,6 +161,8 @@ struct Shared {
     /// Set once by `receive`; an outbound connection opened before waits for it to read.
     ctx: watch::Sender<Option<Arc<ReaderCtx>>>,
     next_id: AtomicU64,
+    /// `[hep]` capture, set once before the first connection.
+    capture: OnceLock<Capture>,
 }
 
 /// The TCP transport toward the PBX (cheap to clone).
@@ -197,6 +203,7 @@ impl TcpLink {
                 routes: Mutex::new(RouteTable::default()),
                 ctx,
                 next_id: AtomicU64::new(1),
+                capture: OnceLock::new(),
             }),
         })
     }
@@ -214,6 +221,11 @@ impl TcpLink {
         }
         self.shared.dscp.store(dscp, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Captures every message on every connection opened from now on (`[hep]`).
+    pub fn set_capture(&self, capture: Capture) {
+        let _ = self.shared.capture.set(capture);
     }
 
     pub fn pbx_addr(&self) -> SocketAddr {
@@ -330,11 +342,17 @@ impl TcpLink {
         if let Err(e) = crate::qos::mark(&stream, dscp) {
             tracing::warn!(%peer, dscp, error = %e, "cannot set the DSCP of a PBX connection");
         }
+        let local = stream.local_addr().unwrap_or(self.shared.local);
+        let tap = match self.shared.capture.get() {
+            Some(c) => c.tap(IpProto::Tcp, local, peer),
+            None => LegTap::off(),
+        };
         let (read, write) = stream.into_split();
         let conn = Arc::new(Conn {
             id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             peer,
             direction,
+            tap,
             writer: tokio::sync::Mutex::new(write),
             closed: CancellationToken::new(),
         });
@@ -493,7 +511,10 @@ impl TcpLink {
                         continue;
                     }
                     Ok(Some(Frame::KeepAlivePong)) => continue,
-                    Ok(Some(Frame::Message(bytes))) => bytes,
+                    Ok(Some(Frame::Message(bytes))) => {
+                        conn.tap.received(&bytes);
+                        bytes
+                    }
                     Err(e) => {
                         // The stream's framing is lost: close this connection only
                         // (RFC 3261 §18.3).

@@ -3,6 +3,7 @@
 //! socket.
 
 use super::same_host;
+use crate::capture::LegTap;
 use crate::sip::framing::{check_datagram, DatagramFrame, FramingLimits};
 use crate::sip::message::SipMessage;
 use crate::transport::metrics::SipTransportMetrics;
@@ -17,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub struct UdpLink {
     socket: Arc<UdpSocket>,
     pbx: SocketAddr,
+    /// `[hep]` capture of what goes to and comes from the PBX.
+    tap: LegTap,
 }
 
 impl UdpLink {
@@ -25,7 +28,13 @@ impl UdpLink {
         Ok(Self {
             socket: Arc::new(socket),
             pbx,
+            tap: LegTap::off(),
         })
+    }
+
+    /// Captures every message sent and received from now on (set before cloning).
+    pub fn set_tap(&mut self, tap: LegTap) {
+        self.tap = tap;
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -48,7 +57,9 @@ impl UdpLink {
 
     /// Sends one message to the PBX.
     pub async fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
-        self.socket.send_to(bytes, self.pbx).await.map(|_| ())
+        self.socket.send_to(bytes, self.pbx).await?;
+        self.tap.sent(bytes);
+        Ok(())
     }
 
     /// Receives until `cancel`: messages from the PBX go to `out`; everything else is dropped
@@ -87,6 +98,7 @@ impl UdpLink {
             let Some(datagram) = buf.get(..n) else {
                 continue;
             };
+            self.tap.received(datagram);
             let message = match check_datagram(datagram, &limits) {
                 Ok(DatagramFrame::KeepAlive) => continue,
                 Ok(DatagramFrame::Message(bytes)) => bytes,
