@@ -28,10 +28,7 @@ use crate::sip::flow_token::{FlowToken, FlowTokenKey};
 use crate::sip::message::{ContactList, MessageError, Method, SipMessage};
 use crate::sip::response::{cancel_for, response_to};
 use crate::sip::uri::{NameAddr, Params, SipUri, UriScheme, Via};
-use crate::transaction::fsm::{
-    Action, ClientInvite, ClientNonInvite, ServerInvite, ServerNonInvite, Termination, Timer,
-    TimerConfig, Transaction,
-};
+use crate::transaction::fsm::{Termination, TimerConfig};
 use crate::transaction::key::{new_branch, TransactionKey};
 use crate::transport::connection::{PhoneEvent, PhoneMessage};
 use crate::transport::flow::{FlowId, FlowTable};
@@ -46,9 +43,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::time::{delay_queue, DelayQueue};
 
 mod exchange;
+mod transactions;
+
+use transactions::{RegisterCtx, Transactions, TxnEvent, TxnId};
 
 /// Relay ports one relayed m-line holds: RTP and RTCP toward the phone and toward the PBX.
 pub const PORTS_PER_STREAM: usize = 4;
@@ -235,54 +234,6 @@ impl Leg {
     }
 }
 
-type TxnId = u64;
-
-#[derive(Debug)]
-struct RegisterCtx {
-    aor: String,
-    /// Binding ids of the Contacts in the REGISTER.
-    bindings: Vec<u64>,
-    wildcard: bool,
-}
-
-/// Our 2xx to an INVITE from the PBX over UDP, repeated until its ACK (RFC 3261 §13.3.1.4).
-#[derive(Debug)]
-struct Retx2xx {
-    msg: SipMessage,
-    interval: Duration,
-    deadline: Instant,
-}
-
-/// One relayed request: a state machine per leg.
-#[derive(Debug)]
-struct Txn {
-    /// The leg the request came from (`None`: the edge itself originated it).
-    from: Option<Leg>,
-    method: Method,
-    flow: FlowId,
-    call_id: String,
-    /// The request as received (its Vias go back on responses).
-    received: SipMessage,
-    /// The request as sent on the other leg (for CANCEL).
-    forwarded: Option<SipMessage>,
-    pbx: Option<Transaction>,
-    phone: Option<Transaction>,
-    register: Option<RegisterCtx>,
-    /// The originating side has its final response.
-    answered: bool,
-    keys: Vec<(Leg, TransactionKey)>,
-    retx: Option<Retx2xx>,
-}
-
-impl Txn {
-    fn leg_mut(&mut self, leg: Leg) -> Option<&mut Transaction> {
-        match leg {
-            Leg::Pbx => self.pbx.as_mut(),
-            Leg::Phone => self.phone.as_mut(),
-        }
-    }
-}
-
 /// One INVITE dialog (a call) and its media.
 struct Dialog {
     flow: FlowId,
@@ -342,14 +293,11 @@ pub struct SipCore {
     /// retransmissions are ACKed again but not BYEd again. Kept for the 2xx retransmission
     /// window (64·T1).
     hung_up: HashMap<(String, String), Instant>,
-    txns: HashMap<TxnId, Txn>,
-    index: HashMap<(Leg, TransactionKey), TxnId>,
+    /// The transaction layer: every relayed transaction and its timers.
+    txns: Transactions,
     dialogs: HashMap<String, Dialog>,
     /// Subscription dialogs (SUBSCRIBE/REFER/NOTIFY), for authorizing in-dialog requests.
     subscriptions: Subscriptions,
-    timers: DelayQueue<(TxnId, Leg, Timer)>,
-    timer_keys: HashMap<(TxnId, Leg, Timer), delay_queue::Key>,
-    next_txn: TxnId,
     rng: SystemRandom,
     token_key: FlowTokenKey,
     metrics: CoreMetrics,
@@ -369,6 +317,11 @@ impl SipCore {
         let mut key = [0u8; 32];
         rng.fill(&mut key)?;
         Ok(Self {
+            txns: Transactions::new(
+                settings.timers,
+                pbx.is_reliable(),
+                metrics.transactions.clone(),
+            ),
             rate_limiter: RequestRateLimiter::new(settings.phone_request_budget),
             hung_up: HashMap::new(),
             settings,
@@ -377,13 +330,8 @@ impl SipCore {
             pbx,
             media,
             registrar: Registrar::new(),
-            txns: HashMap::new(),
-            index: HashMap::new(),
             dialogs: HashMap::new(),
             subscriptions: Subscriptions::new(),
-            timers: DelayQueue::new(),
-            timer_keys: HashMap::new(),
-            next_txn: 1,
             rng,
             token_key: FlowTokenKey::new(key),
             metrics,
@@ -414,10 +362,9 @@ impl SipCore {
                 },
                 Some(ev) = media_rx.recv() => self.on_media_event(ev).await,
                 Some(request) = views.requests.recv() => self.answer_view(request).await,
-                Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)), if !self.timers.is_empty() => {
-                    let (id, leg, timer) = expired.into_inner();
-                    self.timer_keys.remove(&(id, leg, timer));
-                    self.on_timer(id, leg, timer).await;
+                (id, leg, timer) = std::future::poll_fn(|cx| self.txns.poll_expired(cx)) => {
+                    let events = self.txns.on_timer(id, leg, timer);
+                    self.drive(events).await;
                 }
                 _ = sweep.tick() => self.sweep(),
             }
@@ -487,17 +434,7 @@ impl SipCore {
 
     /// O(transactions): asked every 50 ms during a shutdown only.
     fn in_flight(&self) -> InFlight {
-        let transactions = self
-            .txns
-            .values()
-            .filter(|t| {
-                !t.answered
-                    || [&t.pbx, &t.phone]
-                        .into_iter()
-                        .flatten()
-                        .any(Transaction::awaits_final_response)
-            })
-            .count();
+        let transactions = self.txns.in_flight();
         InFlight {
             transactions,
             calls: self.dialogs.len(),
@@ -755,13 +692,7 @@ impl SipCore {
         self.registrar.remove_flow(flow);
         self.rate_limiter.forget_flow(flow);
         // Requests waiting for this phone: it will never answer.
-        let waiting: Vec<TxnId> = self
-            .txns
-            .iter()
-            .filter(|(_, t)| t.flow == flow && t.from == Some(Leg::Pbx) && !t.answered)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in waiting {
+        for id in self.txns.waiting_on_phone(flow) {
             self.answer_origin(id, 480, Some("the phone's connection closed"))
                 .await;
         }
@@ -817,14 +748,10 @@ impl SipCore {
             return;
         };
         if let Ok(key) = TransactionKey::server(&m.message) {
-            if let Some(&id) = self.index.get(&(Leg::Phone, key.clone())) {
+            if let Some(id) = self.txns.matching(Leg::Phone, &key) {
                 // A retransmission, or the ACK of a non-2xx final response (§17.2.1).
-                let now = Instant::now();
-                let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(Leg::Phone)) {
-                    Some(t) => t.on_request(m.message, now),
-                    None => return,
-                };
-                self.run_actions(id, Leg::Phone, actions).await;
+                let events = self.txns.on_request(id, Leg::Phone, m.message);
+                self.drive(events).await;
                 return;
             }
             if method == Method::Cancel {
@@ -1457,13 +1384,9 @@ impl SipCore {
             return;
         };
         if let Ok(key) = TransactionKey::server(&m) {
-            if let Some(&id) = self.index.get(&(Leg::Pbx, key.clone())) {
-                let now = Instant::now();
-                let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(Leg::Pbx)) {
-                    Some(t) => t.on_request(m, now),
-                    None => return,
-                };
-                self.run_actions(id, Leg::Pbx, actions).await;
+            if let Some(id) = self.txns.matching(Leg::Pbx, &key) {
+                let events = self.txns.on_request(id, Leg::Pbx, m);
+                self.drive(events).await;
                 return;
             }
             if method == Method::Cancel {
@@ -1651,14 +1574,7 @@ impl SipCore {
         let cseq = ack.cseq().map(|c| c.seq).unwrap_or(0);
         // Our 2xx to the PBX is acknowledged: stop repeating it.
         if from == Leg::Pbx {
-            for t in self.txns.values_mut() {
-                if t.call_id == call_id
-                    && t.method == Method::Invite
-                    && t.received.cseq().map(|c| c.seq).unwrap_or(0) == cseq
-                {
-                    t.retx = None;
-                }
-            }
+            self.txns.acked_2xx(&call_id, cseq);
         }
         let Some(d) = self.dialogs.get(&call_id) else {
             return; // an ACK for a call we do not know: nothing to forward to
@@ -1722,10 +1638,10 @@ impl SipCore {
     ) {
         let invite = key
             .cancelled_invite()
-            .and_then(|k| self.index.get(&(from, k)).copied());
+            .and_then(|k| self.txns.matching(from, &k));
         // A phone may only cancel its own INVITE (same connection).
         let invite = invite
-            .filter(|id| from == Leg::Pbx || self.txns.get(id).is_some_and(|t| t.flow == flow));
+            .filter(|id| from == Leg::Pbx || self.txns.get(*id).is_some_and(|t| t.flow == flow));
         let Some(id) = invite else {
             match from {
                 Leg::Phone => self.reply_phone(flow, &cancel, 481, None),
@@ -1737,7 +1653,7 @@ impl SipCore {
         if let Some(ok) = ok {
             match from {
                 Leg::Phone => {
-                    let f = self.txns.get(&id).map(|t| t.flow).unwrap_or(flow);
+                    let f = self.txns.get(id).map(|t| t.flow).unwrap_or(flow);
                     self.send_phone(f, &ok);
                 }
                 Leg::Pbx => {
@@ -1745,7 +1661,7 @@ impl SipCore {
                 }
             }
         }
-        let (answered, forwarded, txn_flow) = match self.txns.get(&id) {
+        let (answered, forwarded, txn_flow) = match self.txns.get(id) {
             Some(t) => (t.answered, t.forwarded.clone(), t.flow),
             None => return,
         };
@@ -1922,109 +1838,15 @@ impl SipCore {
         flow: FlowId,
         register: Option<RegisterCtx>,
     ) {
-        let now = Instant::now();
-        let timers = self.settings.timers;
-        let Some(method) = received.method() else {
-            return;
-        };
-        let (Ok(server_key), Ok(client_key)) = (
-            TransactionKey::server(&received),
-            TransactionKey::client_for_request(&forwarded),
-        ) else {
-            return;
-        };
-        let pbx_reliable = self.pbx.is_reliable();
-        let reliable = |leg: Leg| leg == Leg::Phone || pbx_reliable;
-        let invite = method == Method::Invite;
-        let (server, server_actions) = if invite {
-            match ServerInvite::start::<Instant>(received.clone(), reliable(from), timers) {
-                Ok((t, a)) => (Transaction::ServerInvite(Box::new(t)), a),
-                Err(_) => return,
-            }
-        } else {
-            let (t, a) =
-                ServerNonInvite::start::<Instant>(received.clone(), reliable(from), timers);
-            (Transaction::ServerNonInvite(Box::new(t)), a)
-        };
-        let to = from.other();
-        let (client, client_actions) = if invite {
-            let (t, a) = ClientInvite::start(forwarded.clone(), reliable(to), timers, now);
-            (Transaction::ClientInvite(Box::new(t)), a)
-        } else {
-            let (t, a) = ClientNonInvite::start(forwarded.clone(), reliable(to), timers, now);
-            (Transaction::ClientNonInvite(Box::new(t)), a)
-        };
-        let id = self.next_txn;
-        self.next_txn += 1;
-        let (pbx, phone) = match from {
-            Leg::Phone => (client, server),
-            Leg::Pbx => (server, client),
-        };
-        self.txns.insert(
-            id,
-            Txn {
-                from: Some(from),
-                method,
-                flow,
-                call_id: received.call_id().unwrap_or_default().to_owned(),
-                received,
-                forwarded: Some(forwarded),
-                pbx: Some(pbx),
-                phone: Some(phone),
-                register,
-                answered: false,
-                keys: vec![(from, server_key.clone()), (to, client_key.clone())],
-                retx: None,
-            },
-        );
-        self.index.insert((from, server_key), id);
-        self.index.insert((to, client_key), id);
-        self.metrics.transactions.set(self.txns.len() as i64);
-        // The server's Deliver is the request itself (handled here); its 100 Trying goes out.
-        let server_actions: Vec<_> = server_actions
-            .into_iter()
-            .filter(|a| !matches!(a, Action::Deliver(_)))
-            .collect();
-        self.run_actions(id, from, server_actions).await;
-        self.run_actions(id, to, client_actions).await;
+        let events = self.txns.start(from, received, forwarded, flow, register);
+        self.drive(events).await;
     }
 
     /// A request the edge itself sends (CANCEL, BYE): a client transaction on `leg` whose
     /// responses end there.
     async fn start_edge_request(&mut self, leg: Leg, req: SipMessage, flow: FlowId) {
-        let Ok(key) = TransactionKey::client_for_request(&req) else {
-            return;
-        };
-        let Some(method) = req.method() else { return };
-        let (t, actions) = ClientNonInvite::start(
-            req.clone(),
-            leg == Leg::Phone || self.pbx.is_reliable(),
-            self.settings.timers,
-            Instant::now(),
-        );
-        let id = self.next_txn;
-        self.next_txn += 1;
-        let mut txn = Txn {
-            from: None,
-            method,
-            flow,
-            call_id: req.call_id().unwrap_or_default().to_owned(),
-            received: req,
-            forwarded: None,
-            pbx: None,
-            phone: None,
-            register: None,
-            answered: true,
-            keys: vec![(leg, key.clone())],
-            retx: None,
-        };
-        match leg {
-            Leg::Pbx => txn.pbx = Some(Transaction::ClientNonInvite(Box::new(t))),
-            Leg::Phone => txn.phone = Some(Transaction::ClientNonInvite(Box::new(t))),
-        }
-        self.txns.insert(id, txn);
-        self.index.insert((leg, key), id);
-        self.run_actions(id, leg, actions).await;
+        let events = self.txns.start_edge_request(leg, req, flow);
+        self.drive(events).await;
     }
 
     async fn on_response(&mut self, leg: Leg, resp: SipMessage) {
@@ -2047,7 +1869,7 @@ impl SipCore {
         let Ok(key) = TransactionKey::client_for_response(&resp) else {
             return;
         };
-        let Some(&id) = self.index.get(&(leg, key)) else {
+        let Some(id) = self.txns.matching(leg, &key) else {
             // An edge is not a stateless proxy: stray responses are never forwarded.
             self.metrics
                 .dropped
@@ -2055,86 +1877,38 @@ impl SipCore {
                 .inc();
             return;
         };
-        let now = Instant::now();
-        let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(leg)) {
-            Some(t) => t.on_response(resp, now),
-            None => return,
-        };
-        self.run_actions(id, leg, actions).await;
+        let events = self.txns.on_response(id, leg, resp);
+        self.drive(events).await;
     }
 
-    async fn on_timer(&mut self, id: TxnId, leg: Leg, timer: Timer) {
-        let now = Instant::now();
-        // Our own 2xx repetition toward the PBX (RFC 3261 §13.3.1.4) uses timer G's slot.
-        if leg == Leg::Pbx && timer == Timer::G {
-            let resend = match self.txns.get_mut(&id).and_then(|t| t.retx.as_mut()) {
-                Some(r) if now < r.deadline => {
-                    r.interval = (r.interval * 2).min(self.settings.timers.t2);
-                    Some((r.msg.clone(), now + r.interval))
-                }
-                Some(_) => {
-                    if let Some(t) = self.txns.get_mut(&id) {
-                        t.retx = None;
-                    }
-                    None
-                }
-                None => None,
-            };
-            if let Some((msg, next)) = resend {
-                self.send_pbx(&msg).await;
-                self.arm(id, leg, Timer::G, next);
-                return;
-            }
-        }
-        let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(leg)) {
-            Some(t) => t.on_timer(timer, now),
-            None => return,
-        };
-        self.run_actions(id, leg, actions).await;
-    }
-
-    fn arm(&mut self, id: TxnId, leg: Leg, timer: Timer, at: Instant) {
-        if let Some(k) = self.timer_keys.remove(&(id, leg, timer)) {
-            self.timers.try_remove(&k);
-        }
-        let k = self.timers.insert_at((id, leg, timer), at);
-        self.timer_keys.insert((id, leg, timer), k);
-    }
-
-    /// Executes state-machine actions. Boxed: delivering a response answers the other leg,
-    /// which runs that leg's actions in turn.
-    fn run_actions(
+    /// Carries out what the transaction layer asks for. Boxed: relaying a response answers
+    /// the other leg, whose events are driven in turn, before the next event (the order the
+    /// state machines asked for).
+    fn drive(
         &mut self,
-        id: TxnId,
-        leg: Leg,
-        actions: Vec<Action<Instant>>,
+        events: Vec<TxnEvent>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            for action in actions {
-                match action {
-                    Action::Arm(timer, at) => self.arm(id, leg, timer, at),
-                    Action::Send(msg) => {
+            for event in events {
+                match event {
+                    TxnEvent::Send { id, leg, msg } => {
                         let sent = match leg {
                             Leg::Pbx => self.send_pbx(&msg).await,
-                            Leg::Phone => match self.txns.get(&id) {
+                            Leg::Phone => match self.txns.get(id) {
                                 Some(t) => self.send_phone(t.flow, &msg),
                                 None => false,
                             },
                         };
                         if !sent {
-                            let more = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(leg)) {
-                                Some(t) => t.on_transport_error(),
-                                None => Vec::new(),
-                            };
-                            self.run_actions(id, leg, more).await;
+                            let more = self.txns.transport_error(id, leg);
+                            self.drive(more).await;
                         }
                     }
-                    Action::Deliver(msg) => {
-                        if !msg.is_request() {
-                            self.relay_response(id, leg, msg).await;
-                        }
+                    TxnEvent::Repeat2xx(msg) => {
+                        self.send_pbx(&msg).await;
                     }
-                    Action::Terminated(why) => self.terminated(id, leg, why).await,
+                    TxnEvent::Response { id, leg, msg } => self.relay_response(id, leg, msg).await,
+                    TxnEvent::Terminated { id, leg, why } => self.terminated(id, leg, why).await,
                 }
             }
         })
@@ -2147,7 +1921,7 @@ impl SipCore {
         if status == 100 {
             return;
         }
-        let (from, method, flow, call_id, vias) = match self.txns.get(&id) {
+        let (from, method, flow, call_id, vias) = match self.txns.get(id) {
             Some(t) => (
                 t.from,
                 t.method,
@@ -2189,7 +1963,7 @@ impl SipCore {
         };
         if let Err((code, why)) = sdp {
             tracing::warn!(%call_id, code, why = %why, "answer SDP refused");
-            let Some(t) = self.txns.get(&id) else { return };
+            let Some(t) = self.txns.get(id) else { return };
             let req = t.received.clone();
             let forwarded = t.forwarded.clone();
             if let Some(r) = self.response(&req, code, Some(&why)) {
@@ -2248,7 +2022,7 @@ impl SipCore {
         restore_vias(&mut resp, &vias);
         let final_response = status >= 200;
         if final_response {
-            if let Some(t) = self.txns.get_mut(&id) {
+            if let Some(t) = self.txns.get_mut(id) {
                 t.answered = true;
             }
         }
@@ -2258,23 +2032,12 @@ impl SipCore {
             && !self.pbx.is_reliable()
             && (200..300).contains(&status)
         {
-            let t1 = self.settings.timers.t1;
-            let deadline = Instant::now() + self.settings.timers.timeout();
-            if let Some(t) = self.txns.get_mut(&id) {
-                t.retx = Some(Retx2xx {
-                    msg: resp.clone(),
-                    interval: t1,
-                    deadline,
-                });
-            }
-            self.arm(id, Leg::Pbx, Timer::G, Instant::now() + t1);
+            self.txns.repeat_2xx(id, resp.clone());
         }
-        let now = Instant::now();
-        let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(back)) {
-            Some(t) => t.send_response(resp.clone(), now),
-            None => return,
+        let Some(events) = self.txns.send_response(id, back, resp.clone()) else {
+            return;
         };
-        if actions.is_empty() && (200..300).contains(&status) && method == Method::Invite {
+        if events.is_empty() && (200..300).contains(&status) && method == Method::Invite {
             // A repeated 2xx after the server transaction accepted the first: send it as is
             // (the other side re-ACKs, RFC 6026 §8.4).
             match back {
@@ -2286,8 +2049,7 @@ impl SipCore {
                 }
             }
         }
-        self.run_actions(id, back, actions).await;
-        let _ = call_id;
+        self.drive(events).await;
     }
 
     /// Media and dialog work for a response to an INVITE (`leg` = where it came from).
@@ -2439,7 +2201,7 @@ impl SipCore {
 
     /// A response to a relayed REGISTER from the PBX: bindings and Contacts.
     fn register_response(&mut self, id: TxnId, resp: &mut SipMessage, status: u16) {
-        let Some(reg) = self.txns.get(&id).and_then(|t| t.register.as_ref()) else {
+        let Some(reg) = self.txns.get(id).and_then(|t| t.register.as_ref()) else {
             return;
         };
         let ids = reg.bindings.clone();
@@ -2497,7 +2259,7 @@ impl SipCore {
 
     /// Answers the originating side of `id` itself (the other side cannot).
     async fn answer_origin(&mut self, id: TxnId, status: u16, warning: Option<&str>) {
-        let (from, req) = match self.txns.get(&id) {
+        let (from, req) = match self.txns.get(id) {
             Some(t) if !t.answered => match t.from {
                 Some(f) => (f, t.received.clone()),
                 None => return,
@@ -2507,7 +2269,7 @@ impl SipCore {
         let Some(resp) = self.response(&req, status, warning) else {
             return;
         };
-        if let Some(t) = self.txns.get_mut(&id) {
+        if let Some(t) = self.txns.get_mut(id) {
             t.answered = true;
         }
         if req.method() == Some(Method::Invite) {
@@ -2520,22 +2282,14 @@ impl SipCore {
                 self.end_call(&call_id, false, false, "no answer").await;
             }
         }
-        let now = Instant::now();
-        let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(from)) {
-            Some(t) => t.send_response(resp, now),
-            None => return,
-        };
-        self.run_actions(id, from, actions).await;
+        if let Some(events) = self.txns.send_response(id, from, resp) {
+            self.drive(events).await;
+        }
     }
 
     async fn terminated(&mut self, id: TxnId, leg: Leg, why: Termination) {
-        let origin = self.txns.get(&id).and_then(|t| t.from);
-        if let Some(t) = self.txns.get_mut(&id) {
-            match leg {
-                Leg::Pbx => t.pbx = None,
-                Leg::Phone => t.phone = None,
-            }
-        }
+        let origin = self.txns.get(id).and_then(|t| t.from);
+        self.txns.end_leg(id, leg);
         // The client leg gave up before any final answer: answer the origin ourselves.
         if Some(leg) != origin && why != Termination::Completed {
             self.metrics
@@ -2550,43 +2304,7 @@ impl SipCore {
             };
             self.answer_origin(id, status, Some(text)).await;
         }
-        self.maybe_remove(id);
-    }
-
-    fn maybe_remove(&mut self, id: TxnId) {
-        let finished = self
-            .txns
-            .get(&id)
-            .is_some_and(|t| t.pbx.is_none() && t.phone.is_none() && t.retx.is_none());
-        if !finished {
-            return;
-        }
-        if let Some(t) = self.txns.remove(&id) {
-            for k in t.keys {
-                self.index.remove(&k);
-            }
-        }
-        for leg in [Leg::Pbx, Leg::Phone] {
-            for timer in [
-                Timer::A,
-                Timer::B,
-                Timer::D,
-                Timer::E,
-                Timer::F,
-                Timer::G,
-                Timer::H,
-                Timer::I,
-                Timer::J,
-                Timer::K,
-                Timer::L,
-                Timer::M,
-            ] {
-                if let Some(k) = self.timer_keys.remove(&(id, leg, timer)) {
-                    self.timers.try_remove(&k);
-                }
-            }
-        }
-        self.metrics.transactions.set(self.txns.len() as i64);
+        self.txns.remove_if_finished(id);
     }
 }
 

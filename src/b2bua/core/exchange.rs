@@ -132,7 +132,7 @@ impl SipCore {
         resp: &mut SipMessage,
         status: u16,
     ) -> Result<(), (u16, String)> {
-        let Some(t) = self.txns.get(&id) else {
+        let Some(t) = self.txns.get(id) else {
             return Ok(());
         };
         let prack_had_sdp = !t.received.body().is_empty();
