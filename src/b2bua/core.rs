@@ -8,11 +8,10 @@
 //! back through them, so retransmissions on the UDP leg are absorbed or repeated per §17,
 //! and the reliable TLS leg runs no retransmission timers.
 
-use super::authorize::{self as authz, Allowed, DialogOwner, KnownDialogs, PhoneRequest, Verdict};
-use super::call::CallMedia;
+use super::authorize::{self as authz, Allowed, PhoneRequest, Verdict};
 use super::legs::{edge_contact_uri, forward_request, host_of, restore_vias};
 use super::metrics::CoreMetrics;
-use super::offer_answer::{is_reliable_provisional, Carrier, OfferAnswer};
+use super::offer_answer::{is_reliable_provisional, Carrier};
 use super::refusal::{Counter, Refusal};
 use super::registrar::{Registrar, MAX_REGISTER_BINDINGS_PER_FLOW};
 use super::subscriptions::{self, Subscriptions};
@@ -21,8 +20,8 @@ use crate::identity::IdentitySnapshot;
 use crate::media::{MediaControl, MediaEvent};
 use crate::sdp::{
     analyse_pbx_offer, analyse_phone_offer, rewrite_pbx_answer, rewrite_pbx_offer,
-    rewrite_phone_answer, rewrite_phone_offer, EdgeAddresses, KeySource, LegOrigin, MediaPlan,
-    RewriteContext, RewriteError, Security, Side, SrtpPolicy,
+    rewrite_phone_answer, rewrite_phone_offer, EdgeAddresses, KeySource, RewriteContext,
+    RewriteError, Security, Side, SrtpPolicy,
 };
 use crate::sip::flow_token::{FlowToken, FlowTokenKey};
 use crate::sip::message::{ContactList, MessageError, Method, SipMessage};
@@ -44,9 +43,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod dialog;
 mod exchange;
 mod transactions;
 
+use dialog::{CallEnd, Dialog, KnownDialogView, NewCall};
 use transactions::{RegisterCtx, Transactions, TxnEvent, TxnId};
 
 /// Relay ports one relayed m-line holds: RTP and RTCP toward the phone and toward the PBX.
@@ -234,40 +235,6 @@ impl Leg {
     }
 }
 
-/// One INVITE dialog (a call) and its media.
-struct Dialog {
-    flow: FlowId,
-    /// The device the call counts against (`sip.max_calls_per_device`,
-    /// `media.max_ports_per_device`): its MAC, or its connection.
-    owner: BudgetKey,
-    identity: String,
-    from_phone: bool,
-    /// SDP origin of each leg (RFC 3264 §8: version increments per change).
-    phone_origin: LegOrigin,
-    pbx_origin: LegOrigin,
-    /// The last answered plan, and an offer waiting for its answer.
-    plan: Option<MediaPlan>,
-    offer: Option<MediaPlan>,
-    media: CallMedia,
-    /// The remote targets of each leg (Contact of the other side).
-    pbx_contact: Option<SipUri>,
-    phone_contact: Option<SipUri>,
-    /// From of the initial INVITE and To (with tag) of its 2xx: the same on both legs.
-    caller_from: String,
-    callee_to: Option<String>,
-    /// Highest CSeq each side used in this dialog (for BYEs the edge sends itself).
-    phone_cseq: u32,
-    pbx_cseq: u32,
-    established: bool,
-    created: Instant,
-    /// Our last 2xx to the phone per CSeq (repeated when the PBX repeats its 2xx).
-    last_2xx_to_phone: Option<(u32, SipMessage)>,
-    /// Codecs of the last answer (for the admin API).
-    codecs: Vec<String>,
-    /// Which exchanges completed, and the SDP last sent on each leg (PRACK, 1xx-rel).
-    oa: OfferAnswer,
-}
-
 struct OsKeys<'a>(&'a SystemRandom);
 
 impl KeySource for OsKeys<'_> {
@@ -425,7 +392,7 @@ impl SipCore {
             ViewRequest::EndCalls(tx) => {
                 let calls: Vec<String> = self.dialogs.keys().cloned().collect();
                 for call_id in &calls {
-                    self.end_call(call_id, true, true, "shutdown").await;
+                    self.hang_up(call_id, CallEnd::Drain).await;
                 }
                 let _ = tx.send(calls.len());
             }
@@ -539,6 +506,14 @@ impl SipCore {
         }
     }
 
+    /// Sends `msg` on `leg` (toward the phone: on `flow`); false when it was not sent.
+    async fn send_on(&self, leg: Leg, flow: FlowId, msg: &SipMessage) -> bool {
+        match leg {
+            Leg::Pbx => self.send_pbx(msg).await,
+            Leg::Phone => self.send_phone(flow, msg),
+        }
+    }
+
     fn response(&self, req: &SipMessage, status: u16, warning: Option<&str>) -> Option<SipMessage> {
         let tag = self.random_hex(8);
         response_to(
@@ -624,6 +599,14 @@ impl SipCore {
         Via::new("TLS", &self.settings.domain, None, &self.branch(), false)
     }
 
+    /// A fresh Via (new branch) for a request the edge sends on `leg`.
+    fn via(&self, leg: Leg) -> Via {
+        match leg {
+            Leg::Pbx => self.pbx_via(),
+            Leg::Phone => self.phone_via(),
+        }
+    }
+
     /// The edge Contact toward the PBX: a flow token naming the phone's flow and Contact.
     fn edge_contact(&self, flow: FlowId, binding: u64) -> SipUri {
         let token = FlowToken {
@@ -704,8 +687,7 @@ impl SipCore {
             .map(|(c, _)| c.clone())
             .collect();
         for call_id in calls {
-            self.end_call(&call_id, true, false, "phone connection lost")
-                .await;
+            self.hang_up(&call_id, CallEnd::ConnectionLost).await;
         }
         self.publish();
     }
@@ -1105,8 +1087,7 @@ impl SipCore {
             }
         }
         if method == Method::Bye {
-            self.end_call(&call_id, false, false, "BYE from the phone")
-                .await;
+            self.hang_up(&call_id, CallEnd::Bye(Leg::Phone)).await;
         }
         self.start_txn(Leg::Phone, m.message, req, flow, register)
             .await;
@@ -1129,32 +1110,16 @@ impl SipCore {
                 tracing::info!(flow = %m.flow, identity = %m.identity, "call refused: the device has sip.max_calls_per_device calls");
                 return Err(e);
             }
-            let contact = match m.message.contacts() {
-                Ok(ContactList::Addrs(a)) => a.into_iter().next().map(|a| a.uri),
-                _ => None,
-            };
-            let d = Dialog {
+            let call = NewCall {
                 flow: m.flow,
                 owner,
                 identity: m.identity.to_string(),
-                from_phone: true,
-                phone_origin: LegOrigin::new(self.session_id(), 1),
-                pbx_origin: LegOrigin::new(self.session_id(), 1),
-                plan: None,
-                offer: None,
-                media: CallMedia::new(self.settings.accept_unannounced_unencrypted_srtcp),
-                pbx_contact: None,
-                phone_contact: contact,
-                caller_from: m.message.header("From").unwrap_or_default().to_owned(),
-                callee_to: None,
-                phone_cseq: m.message.cseq().map(|c| c.seq).unwrap_or(0),
-                pbx_cseq: 0,
-                established: false,
-                created: Instant::now(),
-                last_2xx_to_phone: None,
-                codecs: Vec::new(),
-                oa: OfferAnswer::default(),
+                session_ids: (self.session_id(), self.session_id()),
+                accept_unannounced_unencrypted_srtcp: self
+                    .settings
+                    .accept_unannounced_unencrypted_srtcp,
             };
+            let d = Dialog::new(&m.message, Leg::Phone, call);
             self.dialogs.insert(call_id.clone(), d);
             self.publish_calls();
             self.metrics
@@ -1254,7 +1219,7 @@ impl SipCore {
             }
             Err(e) => {
                 if !in_dialog {
-                    self.end_call(call_id, false, false, "offer refused").await;
+                    self.hang_up(call_id, CallEnd::OfferRefused).await;
                     self.metrics
                         .calls_ended
                         .with_label_values(&["refused"])
@@ -1478,8 +1443,7 @@ impl SipCore {
             }
         }
         if method == Method::Bye {
-            self.end_call(&call_id, false, false, "BYE from the PBX")
-                .await;
+            self.hang_up(&call_id, CallEnd::Bye(Leg::Pbx)).await;
         }
         self.start_txn(Leg::Pbx, m, req, flow, None).await;
     }
@@ -1507,28 +1471,16 @@ impl SipCore {
                 tracing::info!(%flow, identity = %phone, "call from the PBX refused: the device has sip.max_calls_per_device calls");
                 return Err(e);
             }
-            let d = Dialog {
+            let call = NewCall {
                 flow,
                 owner,
                 identity: phone.to_string(),
-                from_phone: false,
-                phone_origin: LegOrigin::new(self.session_id(), 1),
-                pbx_origin: LegOrigin::new(self.session_id(), 1),
-                plan: None,
-                offer: None,
-                media: CallMedia::new(self.settings.accept_unannounced_unencrypted_srtcp),
-                pbx_contact: pbx_contact.clone(),
-                phone_contact: None,
-                caller_from: m.header("From").unwrap_or_default().to_owned(),
-                callee_to: None,
-                phone_cseq: 0,
-                pbx_cseq: m.cseq().map(|c| c.seq).unwrap_or(0),
-                established: false,
-                created: Instant::now(),
-                last_2xx_to_phone: None,
-                codecs: Vec::new(),
-                oa: OfferAnswer::default(),
+                session_ids: (self.session_id(), self.session_id()),
+                accept_unannounced_unencrypted_srtcp: self
+                    .settings
+                    .accept_unannounced_unencrypted_srtcp,
             };
+            let d = Dialog::new(m, Leg::Pbx, call);
             self.dialogs.insert(call_id.clone(), d);
             self.publish_calls();
             self.metrics.calls_started.with_label_values(&["pbx"]).inc();
@@ -1593,8 +1545,7 @@ impl SipCore {
                 Err((_, why)) => {
                     // An ACK cannot be refused (RFC 3261 §13.2.2.4): end the call instead.
                     tracing::warn!(%call_id, why = %why, "SDP answer in the ACK refused; ending the call");
-                    self.end_call(&call_id, true, true, "answer in ACK refused")
-                        .await;
+                    self.hang_up(&call_id, CallEnd::AckAnswerRefused).await;
                     return;
                 }
             }
@@ -1674,156 +1625,6 @@ impl SipCore {
         // Counted as "cancelled" when the 487 comes back.
         self.start_edge_request(from.other(), cancel_out, txn_flow)
             .await;
-    }
-
-    /// Ends a call: stops its media, and optionally sends BYE to the PBX and/or the phone
-    /// (the edge itself ends calls on connection loss and media timeout).
-    async fn end_call(&mut self, call_id: &str, bye_pbx: bool, bye_phone: bool, why: &str) {
-        let Some(mut d) = self.dialogs.remove(call_id) else {
-            return;
-        };
-        self.publish_calls();
-        d.media.stop().await;
-        tracing::info!(
-            call_id,
-            reason = why,
-            established = d.established,
-            "call ended"
-        );
-        if d.established {
-            let outcome = if why.starts_with("BYE") {
-                "bye"
-            } else if why.contains("timeout") {
-                "media_timeout"
-            } else if why.contains("lost") {
-                "connection_lost"
-            } else if why == "shutdown" {
-                "shutdown"
-            } else if why.starts_with("dialog gone") {
-                "dialog_gone"
-            } else {
-                "ended"
-            };
-            self.metrics.calls_ended.with_label_values(&[outcome]).inc();
-        }
-        if !d.established {
-            return;
-        }
-        let Some(callee_to) = d.callee_to.clone() else {
-            return;
-        };
-        // From/To/Call-ID are the same on both legs (transparent B2BUA); each side's CSeq
-        // space continues from the highest it used.
-        let (caller, callee) = (d.caller_from.clone(), callee_to);
-        if bye_pbx {
-            if let Some(target) = d.pbx_contact.clone() {
-                let (from, to) = if d.from_phone {
-                    (caller.clone(), callee.clone())
-                } else {
-                    (callee.clone(), caller.clone())
-                };
-                let bye = self.build_bye(&target, &from, &to, call_id, d.phone_cseq + 1, Leg::Pbx);
-                if let Some(bye) = bye {
-                    self.start_edge_request(Leg::Pbx, bye, d.flow).await;
-                }
-            }
-        }
-        if bye_phone {
-            if let Some(target) = d.phone_contact.clone() {
-                let (from, to) = if d.from_phone {
-                    (callee.clone(), caller.clone())
-                } else {
-                    (caller.clone(), callee.clone())
-                };
-                let bye = self.build_bye(&target, &from, &to, call_id, d.pbx_cseq + 1, Leg::Phone);
-                if let Some(bye) = bye {
-                    self.start_edge_request(Leg::Phone, bye, d.flow).await;
-                }
-            }
-        }
-    }
-
-    /// ACKs a 2xx to INVITE received on `leg` for a dialog the edge will not keep, and hangs
-    /// that dialog up with BYE the first time (RFC 3261 §13.2.2.4). The ACK is not a
-    /// transaction (§17.1.1.3): every retransmission of the 2xx is ACKed again (RFC 6026
-    /// §8.4) — and never relayed, see `relay_response`.
-    async fn ack_and_bye(&mut self, ok: &SipMessage, leg: Leg, flow: FlowId) {
-        let (Some(from), Some(to), Ok(call_id), Ok(cseq)) =
-            (ok.header("From"), ok.header("To"), ok.call_id(), ok.cseq())
-        else {
-            return;
-        };
-        let target = match ok.contacts() {
-            Ok(ContactList::Addrs(a)) => a.into_iter().next().map(|c| c.uri),
-            _ => None,
-        };
-        let Some(target) = target else {
-            tracing::warn!(call_id, "refused 2xx has no Contact: cannot ACK or BYE it");
-            return;
-        };
-        let via = match leg {
-            Leg::Pbx => self.pbx_via(),
-            Leg::Phone => self.phone_via(),
-        };
-        let ack = format!(
-            "ACK {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
-            cseq.seq
-        );
-        if let Ok(ack) = SipMessage::parse(ack.as_bytes()) {
-            match leg {
-                Leg::Pbx => {
-                    self.send_pbx(&ack).await;
-                }
-                Leg::Phone => {
-                    self.send_phone(flow, &ack);
-                }
-            }
-        }
-        let key = (call_id.to_owned(), to.to_owned());
-        if self.hung_up.contains_key(&key) {
-            return;
-        }
-        self.hung_up
-            .insert(key, Instant::now() + self.settings.timers.timeout());
-        if let Some(bye) = self.build_bye(&target, from, to, call_id, cseq.seq + 1, leg) {
-            self.start_edge_request(leg, bye, flow).await;
-        }
-    }
-
-    fn build_bye(
-        &self,
-        target: &SipUri,
-        from: &str,
-        to: &str,
-        call_id: &str,
-        cseq: u32,
-        leg: Leg,
-    ) -> Option<SipMessage> {
-        let via = match leg {
-            Leg::Pbx => self.pbx_via(),
-            Leg::Phone => self.phone_via(),
-        };
-        let text = format!(
-            "BYE {target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} BYE\r\nReason: SIP;cause=200;text=\"ended by pbx-edge\"\r\nContent-Length: 0\r\n\r\n"
-        );
-        SipMessage::parse(text.as_bytes()).ok()
-    }
-
-    async fn on_media_event(&mut self, ev: MediaEvent) {
-        match ev {
-            MediaEvent::Timeout { stream, side } => {
-                let call = self
-                    .dialogs
-                    .iter()
-                    .find(|(_, d)| d.media.stream_ids().contains(&stream))
-                    .map(|(c, _)| c.clone());
-                if let Some(call_id) = call {
-                    tracing::info!(%call_id, ?side, "media timeout: ending the call on both legs");
-                    self.end_call(&call_id, true, true, "media timeout").await;
-                }
-            }
-            MediaEvent::Latched { .. } | MediaEvent::AuthFailures { .. } => {}
-        }
     }
 
     // ---------------------------------------------------------------- transactions
@@ -1986,8 +1787,7 @@ impl SipCore {
                         .calls_ended
                         .with_label_values(&["failed"])
                         .inc();
-                    self.end_call(&call_id, false, false, "the 2xx SDP was refused")
-                        .await;
+                    self.hang_up(&call_id, CallEnd::AnswerRefused).await;
                     self.ack_and_bye(&refused, leg, flow).await;
                 }
             }
@@ -2006,8 +1806,7 @@ impl SipCore {
             && self.dialogs.get(&call_id).is_some_and(|d| d.established)
         {
             tracing::info!(%call_id, leg = leg.label(), %method, "481 inside the call: the other side lost the dialog");
-            self.end_call(&call_id, false, false, "dialog gone (481)")
-                .await;
+            self.hang_up(&call_id, CallEnd::DialogGone).await;
         }
         if matches!(method, Method::Subscribe | Method::Refer) && (200..300).contains(&status) {
             self.learn_subscription(&resp, flow);
@@ -2088,7 +1887,7 @@ impl SipCore {
                         _ => "failed",
                     }])
                     .inc();
-                self.end_call(&call_id, false, false, "INVITE failed").await;
+                self.hang_up(&call_id, CallEnd::InviteFailed).await;
             } else {
                 // A failed re-INVITE or UPDATE keeps the previous session (RFC 3261 §14.1,
                 // RFC 3311 §5.2).
@@ -2279,7 +2078,7 @@ impl SipCore {
                     .calls_ended
                     .with_label_values(&["failed"])
                     .inc();
-                self.end_call(&call_id, false, false, "no answer").await;
+                self.hang_up(&call_id, CallEnd::NoAnswer).await;
             }
         }
         if let Some(events) = self.txns.send_response(id, from, resp) {
@@ -2350,51 +2149,6 @@ enum Analysed {
 
 fn sdp_error(e: RewriteError) -> (u16, String) {
     (e.sip_status(), format!("SDP: {e}"))
-}
-
-/// The dialogs the edge relays, as `authorize` sees them: calls (INVITE dialogs, by Call-ID
-/// and the tags of the initial INVITE and its 2xx) and subscription dialogs.
-struct KnownDialogView<'a> {
-    calls: &'a HashMap<String, Dialog>,
-    subscriptions: &'a Subscriptions,
-    now: std::time::Instant,
-}
-
-fn tag_of(header: &str) -> Option<String> {
-    NameAddr::parse(header)
-        .ok()
-        .and_then(|a| a.tag().map(str::to_owned))
-}
-
-impl KnownDialogs for KnownDialogView<'_> {
-    fn dialog(&self, call_id: &str, tag_a: &str, tag_b: &str) -> Option<DialogOwner<'_>> {
-        if let Some(d) = self.calls.get(call_id) {
-            let caller = tag_of(&d.caller_from);
-            let callee = d.callee_to.as_deref().and_then(tag_of);
-            if authz::call_tags_match(caller.as_deref(), callee.as_deref(), tag_a, tag_b) {
-                return Some(DialogOwner {
-                    flow: d.flow,
-                    identity: &d.identity,
-                    established: d.established,
-                });
-            }
-        }
-        self.subscriptions
-            .get(call_id, tag_a, tag_b, self.now)
-            .map(|s| DialogOwner {
-                flow: s.flow,
-                identity: &s.identity,
-                established: false,
-            })
-    }
-
-    fn call(&self, call_id: &str) -> Option<DialogOwner<'_>> {
-        self.calls.get(call_id).map(|d| DialogOwner {
-            flow: d.flow,
-            identity: &d.identity,
-            established: d.established,
-        })
-    }
 }
 
 /// The headers every request must carry, parsed (RFC 3261 §8.1.1): Via, From, To, Call-ID, a
