@@ -6,12 +6,15 @@
 use super::{Leg, SipCore};
 use crate::b2bua::authorize::{self as authz, DialogOwner, KnownDialogs};
 use crate::b2bua::call::CallMedia;
+use crate::b2bua::legs::forward_request;
 use crate::b2bua::offer_answer::OfferAnswer;
 use crate::b2bua::subscriptions::Subscriptions;
 use crate::media::MediaEvent;
 use crate::sdp::{LegOrigin, MediaPlan};
 use crate::sip::message::{ContactList, SipMessage};
+use crate::sip::response::{cancel_for, response_to};
 use crate::sip::uri::{NameAddr, SipUri, Via};
+use crate::transaction::key::TransactionKey;
 use crate::transport::flow::FlowId;
 use crate::transport::rate::BudgetKey;
 use std::collections::HashMap;
@@ -352,5 +355,114 @@ impl KnownDialogs for KnownDialogView<'_> {
             identity: &d.identity,
             established: d.established,
         })
+    }
+}
+
+impl SipCore {
+    /// An ACK for a 2xx is its own transaction (RFC 3261 §17.1.1.3): forward it statelessly.
+    pub(super) async fn forward_2xx_ack(&mut self, from: Leg, ack: SipMessage) {
+        let call_id = ack.call_id().unwrap_or_default().to_owned();
+        let cseq = ack.cseq().map(|c| c.seq).unwrap_or(0);
+        // Our 2xx to the PBX is acknowledged: stop repeating it.
+        if from == Leg::Pbx {
+            self.txns.acked_2xx(&call_id, cseq);
+        }
+        let Some(d) = self.dialogs.get(&call_id) else {
+            return; // an ACK for a call we do not know: nothing to forward to
+        };
+        let mut fwd = ack.clone();
+        fwd.set_body(Vec::new(), None);
+        if d.offer.is_some() && !ack.body().is_empty() {
+            // The answer to a delayed offer made in our 2xx.
+            match self.answer_sdp(&call_id, from, ack.body(), true).await {
+                Ok(sdp) => {
+                    if let Some(d) = self.dialogs.get_mut(&call_id) {
+                        d.oa.completed(cseq);
+                    }
+                    fwd.set_body(sdp, Some("application/sdp"))
+                }
+                Err((_, why)) => {
+                    // An ACK cannot be refused (RFC 3261 §13.2.2.4): end the call instead.
+                    tracing::warn!(%call_id, why = %why, "SDP answer in the ACK refused; ending the call");
+                    self.hang_up(&call_id, CallEnd::AckAnswerRefused).await;
+                    return;
+                }
+            }
+        }
+        let Some(d) = self.dialogs.get(&call_id) else {
+            return;
+        };
+        match from {
+            Leg::Phone => {
+                let names_edge = |u: &SipUri| self.names_edge(u);
+                if forward_request(&mut fwd, &self.pbx_via(), names_edge).is_err() {
+                    return;
+                }
+                if let Some(target) = d.pbx_contact.clone() {
+                    let _ = fwd.set_request_uri(&target);
+                }
+                self.send_pbx(&fwd).await;
+            }
+            Leg::Pbx => {
+                let flow = d.flow;
+                let names_edge = |u: &SipUri| self.names_edge(u);
+                if forward_request(&mut fwd, &self.phone_via(), names_edge).is_err() {
+                    return;
+                }
+                if let Some(target) = d.phone_contact.clone() {
+                    let _ = fwd.set_request_uri(&target);
+                }
+                self.send_phone(flow, &fwd);
+            }
+        }
+    }
+
+    /// CANCEL (RFC 3261 §9.2): answered 200 at once; the INVITE on the other leg is
+    /// cancelled in turn and its 487 travels back as the INVITE's answer.
+    pub(super) async fn on_cancel(
+        &mut self,
+        from: Leg,
+        key: TransactionKey,
+        cancel: SipMessage,
+        flow: FlowId,
+    ) {
+        let invite = key
+            .cancelled_invite()
+            .and_then(|k| self.txns.matching(from, &k));
+        // A phone may only cancel its own INVITE (same connection).
+        let invite = invite
+            .filter(|id| from == Leg::Pbx || self.txns.get(*id).is_some_and(|t| t.flow == flow));
+        let Some(id) = invite else {
+            match from {
+                Leg::Phone => self.reply_phone(flow, &cancel, 481, None),
+                Leg::Pbx => self.reply_pbx(&cancel, 481, None).await,
+            }
+            return;
+        };
+        let ok = response_to(&cancel, 200, None, None).ok();
+        if let Some(ok) = ok {
+            match from {
+                Leg::Phone => {
+                    let f = self.txns.get(id).map(|t| t.flow).unwrap_or(flow);
+                    self.send_phone(f, &ok);
+                }
+                Leg::Pbx => {
+                    self.send_pbx(&ok).await;
+                }
+            }
+        }
+        let (answered, forwarded, txn_flow) = match self.txns.get(id) {
+            Some(t) => (t.answered, t.forwarded.clone(), t.flow),
+            None => return,
+        };
+        if answered {
+            return;
+        }
+        let Some(Ok(cancel_out)) = forwarded.as_ref().map(cancel_for) else {
+            return;
+        };
+        // Counted as "cancelled" when the 487 comes back.
+        self.start_edge_request(from.other(), cancel_out, txn_flow)
+            .await;
     }
 }

@@ -3,9 +3,16 @@
 //! stray, refused) and rewritten here through the same `offer_sdp` / `answer_sdp` as every
 //! other body, so the media plan and the SRTP context rules are the same.
 
-use super::{Leg, SipCore, TxnId};
+use super::dialog::{CallEnd, Dialog};
+use super::{CoreSettings, Leg, SipCore, TxnId, PORTS_PER_STREAM};
 use crate::b2bua::offer_answer::{rack_invite_cseq, Carrier, SdpRole};
+use crate::sdp::{
+    analyse_pbx_offer, analyse_phone_offer, rewrite_pbx_answer, rewrite_pbx_offer,
+    rewrite_phone_answer, rewrite_phone_offer, KeySource, RewriteContext, RewriteError,
+};
 use crate::sip::message::SipMessage;
+use crate::transport::rate::BudgetKey;
+use ring::rand::{SecureRandom, SystemRandom};
 
 impl SipCore {
     /// The SDP in a PRACK from `from` (RFC 3262 §5): the answer to an offer in a reliable
@@ -167,4 +174,215 @@ impl SipCore {
         )
         .await
     }
+}
+
+impl SipCore {
+    /// The SDP offer in a request from `from` (INVITE, re-INVITE, UPDATE): leases relay ports
+    /// for its m-lines, rewrites it for the other leg (RTP/SAVP → RTP/AVP from a phone, the
+    /// reverse with the edge's keys from the PBX), and puts the result into `req`. A refused
+    /// initial offer ends the call.
+    pub(super) async fn offer_sdp(
+        &mut self,
+        call_id: &str,
+        from: Leg,
+        body: &[u8],
+        req: &mut SipMessage,
+        in_dialog: bool,
+    ) -> Result<(), (u16, String)> {
+        if body.is_empty() {
+            // Delayed offer (RFC 3261 §13.2.1): the 2xx will carry the offer, the ACK the
+            // answer; no media until then.
+            return Ok(());
+        }
+        let pbx_host = self.pbx.pbx_addr().ip();
+        let settings = self.settings.clone();
+        let Some(owner) = self.dialogs.get(call_id).map(|d| d.owner) else {
+            return Err((500, "dialog vanished".into()));
+        };
+        let held_elsewhere = self.ports_held_elsewhere(owner, call_id);
+        let denied = self.metrics.denied.clone();
+        let mut keys = OsKeys(&self.rng);
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            return Err((500, "dialog vanished".into()));
+        };
+        let result = async {
+            // The rewritten SDP goes to the other leg: that leg's origin versions it. (Each
+            // context is dropped before the next await: it holds the non-Send key source.)
+            let analysed = {
+                let ctx = rewrite_context(&settings, d, from, &mut keys);
+                match from {
+                    Leg::Phone => {
+                        Analysed::Phone(analyse_phone_offer(body, &ctx).map_err(sdp_error)?)
+                    }
+                    Leg::Pbx => Analysed::Pbx(analyse_pbx_offer(body, &ctx).map_err(sdp_error)?),
+                }
+            };
+            let requests = match &analysed {
+                Analysed::Phone(o) => o.port_requests().to_vec(),
+                Analysed::Pbx(o) => o.port_requests().to_vec(),
+            };
+            // `media.max_ports_per_device`, checked before anything is leased: the ports
+            // this call would hold after the offer, plus those of the device's other calls.
+            let max = settings.max_ports_per_device;
+            let held = held_elsewhere
+                + d.media.streams_after(&requests) * PORTS_PER_STREAM;
+            if held > max {
+                denied.with_label_values(&["device_port_limit"]).inc();
+                tracing::info!(?owner, held, max, "offer refused: the device would hold more than media.max_ports_per_device relay ports");
+                return Err((
+                    503,
+                    format!("the device would hold {held} of {max} media ports (media.max_ports_per_device)"),
+                ));
+            }
+            let ports = d
+                .media
+                .ports_for(&self.media, &requests, pbx_host)
+                .await
+                .map_err(|e| (503, format!("no media ports: {e}")))?;
+            let rewritten = {
+                let mut ctx = rewrite_context(&settings, d, from, &mut keys);
+                match analysed {
+                    Analysed::Phone(o) => rewrite_phone_offer(o, &ports, &mut ctx),
+                    Analysed::Pbx(o) => rewrite_pbx_offer(o, &ports, &mut ctx),
+                }
+                .map_err(sdp_error)?
+            };
+            d.media
+                .apply(&rewritten.plan)
+                .await
+                .map_err(|e| (500, format!("media relay: {e}")))?;
+            d.offer = Some(rewritten.plan);
+            Ok::<Vec<u8>, (u16, String)>(rewritten.sdp)
+        }
+        .await;
+        match result {
+            Ok(sdp) => {
+                if let Some(d) = self.dialogs.get_mut(call_id) {
+                    d.oa.sent(from.other().side(), &sdp);
+                }
+                req.set_body(sdp, Some("application/sdp"));
+                Ok(())
+            }
+            Err(e) => {
+                if !in_dialog {
+                    self.hang_up(call_id, CallEnd::OfferRefused).await;
+                    self.metrics
+                        .calls_ended
+                        .with_label_values(&["refused"])
+                        .inc();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The SDP answer in a message from `from` (a 1xx/2xx, or the ACK after a delayed offer):
+    /// rewritten against the pending offer for the other leg; the media relay follows it.
+    /// `final_answer` makes it the dialog's session (RFC 3264 §5).
+    pub(super) async fn answer_sdp(
+        &mut self,
+        call_id: &str,
+        from: Leg,
+        body: &[u8],
+        final_answer: bool,
+    ) -> Result<Vec<u8>, (u16, String)> {
+        let settings = self.settings.clone();
+        let mut keys = OsKeys(&self.rng);
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            return Err((481, "no such call".into()));
+        };
+        let Some(offer) = d.offer.clone() else {
+            return Err((488, "an SDP answer without an offer".into()));
+        };
+        let rewritten = {
+            let mut ctx = rewrite_context(&settings, d, from, &mut keys);
+            match from {
+                Leg::Pbx => rewrite_pbx_answer(body, &offer, &mut ctx),
+                Leg::Phone => rewrite_phone_answer(body, &offer, &mut ctx),
+            }
+            .map_err(sdp_error)?
+        };
+        d.media
+            .apply(&rewritten.plan)
+            .await
+            .map_err(|e| (500, format!("media relay: {e}")))?;
+        if final_answer {
+            d.plan = Some(rewritten.plan);
+            d.offer = None;
+        }
+        d.oa.sent(from.other().side(), &rewritten.sdp);
+        Ok(rewritten.sdp)
+    }
+
+    /// Whether `owner` may start another call (`sip.max_calls_per_device`, counted over
+    /// all its connections, both directions); otherwise 486 Busy Here (RFC 3261 §21.4.24:
+    /// the callee cannot take another call now).
+    pub(super) fn call_allowed(&self, owner: BudgetKey) -> Result<(), (u16, String)> {
+        let max = self.settings.max_calls_per_device;
+        let calls = self.dialogs.values().filter(|d| d.owner == owner).count();
+        if calls < max {
+            return Ok(());
+        }
+        self.metrics
+            .denied
+            .with_label_values(&["device_call_limit"])
+            .inc();
+        Err((
+            486,
+            format!("the device has {max} calls already (sip.max_calls_per_device)"),
+        ))
+    }
+
+    /// Relay ports the calls of `owner` other than `call_id` hold.
+    pub(super) fn ports_held_elsewhere(&self, owner: BudgetKey, call_id: &str) -> usize {
+        self.dialogs
+            .iter()
+            .filter(|(c, d)| d.owner == owner && c.as_str() != call_id)
+            .map(|(_, d)| d.media.stream_count() * PORTS_PER_STREAM)
+            .sum()
+    }
+}
+
+struct OsKeys<'a>(&'a SystemRandom);
+
+impl KeySource for OsKeys<'_> {
+    fn fill(&mut self, out: &mut [u8]) {
+        // The OS CSPRNG does not fail once initialised; refuse to continue with a weak key
+        // if it ever did.
+        if self.0.fill(out).is_err() {
+            tracing::error!("OS random generator failed while generating SRTP keys");
+            std::process::abort();
+        }
+    }
+}
+
+/// The rewrite context for SDP that came from `from`: the result goes to the other leg, so
+/// that leg's origin versions it (RFC 3264 §8); the dialog's last answered plan is the
+/// reference for re-offers.
+fn rewrite_context<'a>(
+    settings: &'a CoreSettings,
+    d: &'a mut Dialog,
+    from: Leg,
+    keys: &'a mut dyn KeySource,
+) -> RewriteContext<'a> {
+    RewriteContext {
+        edge: settings.sdp,
+        policy: &settings.srtp,
+        origin: match from {
+            Leg::Phone => &mut d.pbx_origin,
+            Leg::Pbx => &mut d.phone_origin,
+        },
+        previous: d.plan.as_ref(),
+        keys,
+    }
+}
+
+/// An analysed offer from either side.
+enum Analysed {
+    Phone(crate::sdp::PhoneOffer),
+    Pbx(crate::sdp::PbxOffer),
+}
+
+fn sdp_error(e: RewriteError) -> (u16, String) {
+    (e.sip_status(), format!("SDP: {e}"))
 }
