@@ -3,13 +3,24 @@
 //! answers, forwards and retransmits through the RFC 3261 §17 state machines in
 //! `transaction::fsm`, rewrites SDP through `sdp` and drives the media relay.
 //!
-//! Every relayed request is a [`Txn`] with one state machine per leg: the server transaction
-//! on the side it came from, the client transaction on the side it goes to. Responses travel
-//! back through them, so retransmissions on the UDP leg are absorbed or repeated per §17,
-//! and the reliable TLS leg runs no retransmission timers.
+//! This file owns [`SipCore`] itself: its settings, the run loop, the edge's addresses (Vias,
+//! Contacts, flow tokens) and the one place each side's messages are sent and each
+//! [`Refusal`] is answered and counted. The rest is split by the state it acts on:
+//! - `transactions`: the transaction table and its timers; returns `TxnEvent`s that
+//!   `SipCore::drive` carries out (it never calls back into the core);
+//! - `dialog`: calls (`Dialog`), how they end (`CallEnd`), ACK, CANCEL and BYE;
+//! - `exchange`: the offer/answer exchange and the device's call and port limits;
+//! - `phone`, `pbx`: requests from each side; `responses`: relaying responses;
+//! - `views`: the admin API's views.
+//!
+//! Every relayed request is a transaction with one state machine per leg: the server
+//! transaction on the side it came from, the client transaction on the side it goes to.
+//! Responses travel back through them, so retransmissions on the UDP leg are absorbed or
+//! repeated per §17, and the reliable TLS leg runs no retransmission timers.
 
-use super::legs::{edge_contact_uri, host_of};
+use super::legs::{edge_contact_uri, forward_request, host_of};
 use super::metrics::CoreMetrics;
+use super::refusal::{Counter, Refusal};
 use super::registrar::Registrar;
 use super::subscriptions::{self, Subscriptions};
 use crate::config::IdentityHeaders;
@@ -17,7 +28,7 @@ use crate::identity::IdentitySnapshot;
 use crate::media::{MediaControl, MediaEvent};
 use crate::sdp::{EdgeAddresses, Side, SrtpPolicy};
 use crate::sip::flow_token::{FlowToken, FlowTokenKey};
-use crate::sip::message::{MessageError, SipMessage};
+use crate::sip::message::{MessageError, Method, SipMessage};
 use crate::sip::response::response_to;
 use crate::sip::uri::{NameAddr, Params, SipUri, UriScheme, Via};
 use crate::transaction::fsm::TimerConfig;
@@ -45,7 +56,7 @@ mod transactions;
 mod views;
 
 use dialog::Dialog;
-use transactions::{RegisterCtx, Transactions, TxnEvent, TxnId};
+use transactions::{Transactions, TxnEvent};
 pub use views::{CallView, CoreViews, InFlight, RegistrationView, ViewRequests, VIEW_TIMEOUT};
 
 /// Relay ports one relayed m-line holds: RTP and RTCP toward the phone and toward the PBX.
@@ -300,11 +311,38 @@ impl SipCore {
         .ok()
     }
 
-    /// Answers a phone request outside any transaction (before one exists), within the
-    /// device's budget ([`Self::send_reply_phone`]).
-    fn reply_phone(&mut self, flow: FlowId, req: &SipMessage, status: u16, warning: Option<&str>) {
-        if let Some(r) = self.response(req, status, warning) {
-            self.send_reply_phone(flow, &r);
+    /// The response answering `req` with `r`: its status, its Warning if it has one, its
+    /// Retry-After.
+    fn refusal_response(&self, req: &SipMessage, r: &Refusal) -> Option<SipMessage> {
+        let mut resp = self.response(req, r.status, r.warning())?;
+        if let Some(secs) = r.retry_after {
+            resp.set_header("Retry-After", &secs.to_string());
+        }
+        Some(resp)
+    }
+
+    /// Counts a refusal of a message from `side` in its counter.
+    fn count_refusal(&self, side: Leg, r: &Refusal) {
+        match r.counter {
+            Counter::Malformed => self
+                .metrics
+                .malformed
+                .with_label_values(&[side.label(), r.label]),
+            Counter::Denied => self.metrics.denied.with_label_values(&[r.label]),
+            Counter::Dropped => self
+                .metrics
+                .dropped
+                .with_label_values(&[side.label(), r.label]),
+            Counter::Response => return,
+        }
+        .inc();
+    }
+
+    /// Answers a phone request with `r` outside any transaction (before one exists), within
+    /// the device's budget ([`Self::send_reply_phone`]).
+    fn reply_phone(&mut self, flow: FlowId, req: &SipMessage, r: &Refusal) {
+        if let Some(resp) = self.refusal_response(req, r) {
+            self.send_reply_phone(flow, &resp);
         }
     }
 
@@ -337,10 +375,27 @@ impl SipCore {
         false
     }
 
-    async fn reply_pbx(&self, req: &SipMessage, status: u16, warning: Option<&str>) {
-        if let Some(r) = self.response(req, status, warning) {
-            self.send_pbx(&r).await;
+    /// Applies a refusal of a PBX request: counted, logged at debug, answered (an ACK never
+    /// is, RFC 3261 §17.1.1.3).
+    async fn refuse_pbx(&self, req: &SipMessage, r: &Refusal) {
+        self.count_refusal(Leg::Pbx, r);
+        if req.method() == Some(Method::Ack) {
+            return;
         }
+        tracing::debug!(status = r.status, reason = r.label, warning = %r.warning, "PBX request refused");
+        if let Some(resp) = self.refusal_response(req, r) {
+            self.send_pbx(&resp).await;
+        }
+    }
+
+    /// `req` (a copy of a request from the other leg) made ready for `to`: the edge's Via on
+    /// top, Max-Forwards decremented, Routes naming the edge removed (`legs::forward_request`).
+    fn forward_to(&self, to: Leg, req: &mut SipMessage) -> Result<(), Refusal> {
+        let names_edge = |u: &SipUri| self.names_edge(u);
+        forward_request(req, &self.via(to), names_edge).map_err(|e| match e {
+            MessageError::TooManyHops => Refusal::answer(483, "too_many_hops", ""),
+            e => Refusal::answer(400, "cannot_forward", format!("cannot forward: {e}")),
+        })
     }
 
     fn names_edge(&self, uri: &SipUri) -> bool {
@@ -451,20 +506,6 @@ impl SipCore {
     // ---------------------------------------------------------------- ACK, CANCEL, BYE
 
     // ---------------------------------------------------------------- transactions
-
-    /// Starts a relayed transaction: the server side on `from`, the client side on the other
-    /// leg with `forwarded`.
-    async fn start_txn(
-        &mut self,
-        from: Leg,
-        received: SipMessage,
-        forwarded: SipMessage,
-        flow: FlowId,
-        register: Option<RegisterCtx>,
-    ) {
-        let events = self.txns.start(from, received, forwarded, flow, register);
-        self.drive(events).await;
-    }
 
     /// A request the edge itself sends (CANCEL, BYE): a client transaction on `leg` whose
     /// responses end there.

@@ -6,8 +6,8 @@
 use super::{Leg, SipCore};
 use crate::b2bua::authorize::{self as authz, DialogOwner, KnownDialogs};
 use crate::b2bua::call::CallMedia;
-use crate::b2bua::legs::forward_request;
 use crate::b2bua::offer_answer::OfferAnswer;
+use crate::b2bua::refusal::Refusal;
 use crate::b2bua::subscriptions::Subscriptions;
 use crate::media::MediaEvent;
 use crate::sdp::{LegOrigin, MediaPlan};
@@ -18,6 +18,7 @@ use crate::transaction::key::TransactionKey;
 use crate::transport::flow::FlowId;
 use crate::transport::rate::BudgetKey;
 use std::collections::HashMap;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// How a call ended. [`CallEnd::label`] is the `outcome` of `pbx_edge_calls_total` for a call
@@ -168,6 +169,29 @@ impl Dialog {
         }
     }
 
+    /// A 2xx to INVITE from `leg` (CSeq `cseq`): the first establishes the call (the
+    /// callee's To with its tag, RFC 3261 §12.1.2); each one records the codecs and, from the
+    /// PBX, the 2xx to repeat to the phone. Returns the setup time when this 2xx established
+    /// the call.
+    pub(super) fn answered(&mut self, leg: Leg, cseq: u32, ok: &SipMessage) -> Option<Duration> {
+        let mut setup = None;
+        if !self.established {
+            self.established = true;
+            // The callee's To (with its tag) comes from the 2xx to the initial INVITE; the
+            // 2xx to a re-INVITE from the callee carries the caller's tag in To.
+            self.callee_to = ok.header("To").map(str::to_owned);
+            setup = Some(Instant::now().saturating_duration_since(self.created));
+        }
+        let codecs = rtpmap_names(ok.body());
+        if !codecs.is_empty() {
+            self.codecs = codecs;
+        }
+        if leg == Leg::Pbx {
+            self.last_2xx_to_phone = Some((cseq, ok.clone()));
+        }
+        setup
+    }
+
     /// The BYE the edge sends on `leg` to end the call, speaking for the other side:
     /// From/To/Call-ID are the same on both legs (transparent B2BUA), and the CSeq continues
     /// the other side's space (RFC 3261 §12.2.1.1). `None` before the 2xx (no To tag yet) or
@@ -197,6 +221,29 @@ pub(super) fn first_contact(m: &SipMessage) -> Option<SipUri> {
         Ok(ContactList::Addrs(a)) => a.into_iter().next().map(|a| a.uri),
         _ => None,
     }
+}
+
+/// 481 for a request naming a call the edge does not have (RFC 3261 §12.2.2).
+pub(super) fn no_such_call() -> Refusal {
+    Refusal::answer(481, "no_such_call", "no such call")
+}
+
+/// 481 for a CANCEL that matches no INVITE of the sender (RFC 3261 §9.2).
+fn no_matching_invite() -> Refusal {
+    Refusal::answer(481, "no_matching_invite", "")
+}
+
+/// The encoding names of an SDP body's `a=rtpmap` lines (admin API only; the SDP itself is
+/// handled by `sdp`).
+fn rtpmap_names(body: &[u8]) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=rtpmap:"))
+        .filter_map(|v| v.split_once(' ').map(|(_, name)| name.trim().to_owned()))
+        .take(32)
+        .collect()
 }
 
 /// A BYE the edge composes itself, with a Reason saying so (RFC 3326).
@@ -247,6 +294,35 @@ impl SipCore {
             }
         }
         byes
+    }
+
+    /// Records the call the initial INVITE `invite` from `from` sets up for the device
+    /// `owner` (already within `sip.max_calls_per_device`).
+    pub(super) fn start_call(
+        &mut self,
+        call_id: &str,
+        invite: &SipMessage,
+        from: Leg,
+        flow: FlowId,
+        owner: BudgetKey,
+        identity: String,
+    ) {
+        let call = NewCall {
+            flow,
+            owner,
+            identity,
+            session_ids: (self.session_id(), self.session_id()),
+            accept_unannounced_unencrypted_srtcp: self
+                .settings
+                .accept_unannounced_unencrypted_srtcp,
+        };
+        self.dialogs
+            .insert(call_id.to_owned(), Dialog::new(invite, from, call));
+        self.publish_calls();
+        self.metrics
+            .calls_started
+            .with_label_values(&[from.label()])
+            .inc();
     }
 
     /// [`SipCore::end_call`], then sends the BYEs it returns.
@@ -381,9 +457,9 @@ impl SipCore {
                     }
                     fwd.set_body(sdp, Some("application/sdp"))
                 }
-                Err((_, why)) => {
+                Err(r) => {
                     // An ACK cannot be refused (RFC 3261 §13.2.2.4): end the call instead.
-                    tracing::warn!(%call_id, why = %why, "SDP answer in the ACK refused; ending the call");
+                    tracing::warn!(%call_id, why = %r.warning, "SDP answer in the ACK refused; ending the call");
                     self.hang_up(&call_id, CallEnd::AckAnswerRefused).await;
                     return;
                 }
@@ -392,29 +468,19 @@ impl SipCore {
         let Some(d) = self.dialogs.get(&call_id) else {
             return;
         };
-        match from {
-            Leg::Phone => {
-                let names_edge = |u: &SipUri| self.names_edge(u);
-                if forward_request(&mut fwd, &self.pbx_via(), names_edge).is_err() {
-                    return;
-                }
-                if let Some(target) = d.pbx_contact.clone() {
-                    let _ = fwd.set_request_uri(&target);
-                }
-                self.send_pbx(&fwd).await;
-            }
-            Leg::Pbx => {
-                let flow = d.flow;
-                let names_edge = |u: &SipUri| self.names_edge(u);
-                if forward_request(&mut fwd, &self.phone_via(), names_edge).is_err() {
-                    return;
-                }
-                if let Some(target) = d.phone_contact.clone() {
-                    let _ = fwd.set_request_uri(&target);
-                }
-                self.send_phone(flow, &fwd);
-            }
+        let to = from.other();
+        let flow = d.flow;
+        let target = match to {
+            Leg::Pbx => d.pbx_contact.clone(),
+            Leg::Phone => d.phone_contact.clone(),
+        };
+        if self.forward_to(to, &mut fwd).is_err() {
+            return;
         }
+        if let Some(target) = target {
+            let _ = fwd.set_request_uri(&target);
+        }
+        self.send_on(to, flow, &fwd).await;
     }
 
     /// CANCEL (RFC 3261 §9.2): answered 200 at once; the INVITE on the other leg is
@@ -434,8 +500,8 @@ impl SipCore {
             .filter(|id| from == Leg::Pbx || self.txns.get(*id).is_some_and(|t| t.flow == flow));
         let Some(id) = invite else {
             match from {
-                Leg::Phone => self.reply_phone(flow, &cancel, 481, None),
-                Leg::Pbx => self.reply_pbx(&cancel, 481, None).await,
+                Leg::Phone => self.reply_phone(flow, &cancel, &no_matching_invite()),
+                Leg::Pbx => self.refuse_pbx(&cancel, &no_matching_invite()).await,
             }
             return;
         };
@@ -464,5 +530,58 @@ impl SipCore {
         // Counted as "cancelled" when the 487 comes back.
         self.start_edge_request(from.other(), cancel_out, txn_flow)
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `outcome` labels of `pbx_edge_calls_total` for answered calls, as the README's
+    /// metric table and the dashboard name them: a label must not change with the code.
+    #[test]
+    fn call_end_labels_are_the_documented_outcomes() {
+        let cases = [
+            (CallEnd::Bye(Leg::Phone), "bye"),
+            (CallEnd::Bye(Leg::Pbx), "bye"),
+            (CallEnd::MediaTimeout, "media_timeout"),
+            (CallEnd::ConnectionLost, "connection_lost"),
+            (CallEnd::Drain, "shutdown"),
+            (CallEnd::DialogGone, "dialog_gone"),
+            (CallEnd::AckAnswerRefused, "ended"),
+            (CallEnd::OfferRefused, "ended"),
+            (CallEnd::AnswerRefused, "ended"),
+            (CallEnd::InviteFailed, "ended"),
+            (CallEnd::NoAnswer, "ended"),
+        ];
+        for (end, label) in cases {
+            assert_eq!(end.label(), label, "{end:?}");
+        }
+    }
+
+    /// The edge hangs up a leg itself only when that leg cannot know the call is over: the
+    /// phone's connection is gone (the PBX gets a BYE), the media stopped, the drain ran out,
+    /// or an ACK carried an answer the edge had to refuse.
+    #[test]
+    fn the_edge_sends_bye_only_where_no_one_else_ends_the_call() {
+        assert_eq!(CallEnd::ConnectionLost.byes(), (true, false));
+        for end in [
+            CallEnd::MediaTimeout,
+            CallEnd::Drain,
+            CallEnd::AckAnswerRefused,
+        ] {
+            assert_eq!(end.byes(), (true, true), "{end:?}");
+        }
+        for end in [
+            CallEnd::Bye(Leg::Phone),
+            CallEnd::Bye(Leg::Pbx),
+            CallEnd::DialogGone,
+            CallEnd::OfferRefused,
+            CallEnd::AnswerRefused,
+            CallEnd::InviteFailed,
+            CallEnd::NoAnswer,
+        ] {
+            assert_eq!(end.byes(), (false, false), "{end:?}");
+        }
     }
 }

@@ -1,15 +1,16 @@
 //! Requests from the PBX: the same grammar and single-header checks as phones, then the
 //! phone they are for (the flow token in the edge Contact, else the registered AOR) and the
 //! rewrite toward it (Via, Request-URI, the edge as Contact, the offer's SDP with the edge's
-//! SRTP keys).
+//! SRTP keys). Owns no state of its own: it reads the registrar and updates the dialogs and
+//! subscriptions.
 
-use super::dialog::{CallEnd, Dialog, NewCall};
+use super::dialog::{first_contact, no_such_call, CallEnd};
 use super::{check_request, Leg, SipCore};
 use crate::b2bua::authorize as authz;
-use crate::b2bua::legs::forward_request;
+use crate::b2bua::refusal::Refusal;
 use crate::b2bua::subscriptions;
 use crate::sip::flow_token::FlowToken;
-use crate::sip::message::{ContactList, MessageError, Method, SipMessage};
+use crate::sip::message::{Method, SipMessage};
 use crate::sip::uri::SipUri;
 use crate::transaction::key::TransactionKey;
 use crate::transport::flow::FlowId;
@@ -32,38 +33,23 @@ impl SipCore {
             .with_label_values(&["pbx", method.map(|m| m.as_str()).unwrap_or("other")])
             .inc();
         if let Err(e) = check_request(&m) {
-            self.metrics
-                .malformed
-                .with_label_values(&["pbx", e.label()])
-                .inc();
-            if method != Some(Method::Ack) {
-                self.reply_pbx(&m, 400, Some(&format!("malformed request: {e}")))
-                    .await;
-            }
+            let r = Refusal::malformed(e.label(), format!("malformed request: {e}"));
+            self.refuse_pbx(&m, &r).await;
             return;
         }
         // The PBX gets the same single-header rule as phones: a PBX bug must not hand a
         // phone an ambiguous identity either.
         if let Err(r) = authz::repeated_header(&m) {
-            self.metrics
-                .malformed
-                .with_label_values(&["pbx", r.label])
-                .inc();
-            if method != Some(Method::Ack) {
-                if let Some(reply) = self.refusal(&m, r.status, &r.warning, r.retry_after) {
-                    self.send_pbx(&reply).await;
-                }
-            }
+            self.refuse_pbx(&m, &r).await;
             return;
         }
         let Some(method) = method else {
-            self.reply_pbx(&m, 501, Some("method not supported by the edge"))
-                .await;
+            self.refuse_pbx(&m, &unknown_method()).await;
             return;
         };
         if let Ok(key) = TransactionKey::server(&m) {
             if let Some(id) = self.txns.matching(Leg::Pbx, &key) {
-                let events = self.txns.on_request(id, Leg::Pbx, m);
+                let events = self.txns.on_message(id, Leg::Pbx, m);
                 self.drive(events).await;
                 return;
             }
@@ -76,36 +62,36 @@ impl SipCore {
             self.forward_2xx_ack(Leg::Pbx, m).await;
             return;
         }
-        // Which phone? The edge Contact's flow token, else the AOR user (static setups).
-        let (flow, contact) = match self.target_of(&m) {
-            Ok(t) => t,
-            Err((status, why)) => {
-                self.reply_pbx(&m, status, Some(why)).await;
-                return;
+        match self.prepare_for_phone(&m, method).await {
+            Ok((req, flow)) => {
+                if method == Method::Bye {
+                    let call_id = m.call_id().unwrap_or_default().to_owned();
+                    self.hang_up(&call_id, CallEnd::Bye(Leg::Pbx)).await;
+                }
+                let events = self.txns.start(Leg::Pbx, m, req, flow, None);
+                self.drive(events).await;
             }
-        };
-        let mut req = m.clone();
-        let names_edge = |u: &SipUri| self.names_edge(u);
-        match forward_request(&mut req, &self.phone_via(), names_edge) {
-            Ok(()) => {}
-            Err(MessageError::TooManyHops) => {
-                self.reply_pbx(&m, 483, None).await;
-                return;
-            }
-            Err(e) => {
-                self.reply_pbx(&m, 400, Some(&format!("cannot forward: {e}")))
-                    .await;
-                return;
-            }
+            Err(r) => self.refuse_pbx(&m, &r).await,
         }
+    }
+
+    /// The PBX's request as it goes to the phone, and that phone's flow: the edge's Via on
+    /// top, the phone's own Contact as Request-URI, the edge as Contact, the offer's SDP.
+    async fn prepare_for_phone(
+        &mut self,
+        m: &SipMessage,
+        method: Method,
+    ) -> Result<(SipMessage, FlowId), Refusal> {
+        // Which phone? The edge Contact's flow token, else the AOR user (static setups).
+        let (flow, contact) = self.target_of(m)?;
+        let mut req = m.clone();
+        self.forward_to(Leg::Phone, &mut req)?;
         if let Err(e) = req.set_request_uri(&contact) {
-            self.reply_pbx(
-                &m,
+            return Err(Refusal::answer(
                 500,
-                Some(&format!("cannot restore the Request-URI: {e}")),
-            )
-            .await;
-            return;
+                "cannot_restore_request_uri",
+                format!("cannot restore the Request-URI: {e}"),
+            ));
         }
         let call_id = m.call_id().unwrap_or_default().to_owned();
         let cseq = m.cseq().map(|c| c.seq).unwrap_or(0);
@@ -113,90 +99,62 @@ impl SipCore {
             d.pbx_cseq = d.pbx_cseq.max(cseq);
         }
         if method == Method::Notify && m.to_tag().ok().flatten().is_some() {
-            let state = m.header("Subscription-State");
-            if subscriptions::terminated(state) {
-                if let (Ok(Some(a)), Ok(Some(b))) = (m.from_tag(), m.to_tag()) {
-                    self.subscriptions.forget(&call_id, &a, &b);
-                }
-            } else {
-                self.learn_subscription(&m, flow);
-            }
+            self.notify_from_pbx(m, &call_id, flow);
         }
         if method == Method::Invite {
             // Toward the phone the edge is the remote target; the PBX's stays in the dialog.
-            let pbx_contact = match m.contacts() {
-                Ok(ContactList::Addrs(a)) => a.into_iter().next().map(|a| a.uri),
-                _ => None,
-            };
             req.set_contacts(&[self.phone_side_contact()]);
-            if let Err((status, why)) = self.pbx_offer(&m, &mut req, flow, pbx_contact).await {
-                self.reply_pbx(&m, status, Some(&why)).await;
-                return;
+            self.pbx_offer(m, &mut req, flow, first_contact(m)).await?;
+            return Ok((req, flow));
+        }
+        if req.header("Contact").is_some() {
+            req.set_contacts(&[self.phone_side_contact()]);
+        }
+        if method == Method::Update && !m.body().is_empty() && self.dialogs.contains_key(&call_id) {
+            self.pbx_offer(m, &mut req, flow, None).await?;
+        }
+        if method == Method::Prack && !m.body().is_empty() {
+            self.prack_sdp(Leg::Pbx, m, &mut req).await?;
+        }
+        Ok((req, flow))
+    }
+
+    /// A NOTIFY inside a subscription dialog sets it up, refreshes it or ends it (RFC 6665
+    /// §4.1.3).
+    fn notify_from_pbx(&mut self, m: &SipMessage, call_id: &str, flow: FlowId) {
+        if subscriptions::terminated(m.header("Subscription-State")) {
+            if let (Ok(Some(a)), Ok(Some(b))) = (m.from_tag(), m.to_tag()) {
+                self.subscriptions.forget(call_id, &a, &b);
             }
         } else {
-            if req.header("Contact").is_some() {
-                req.set_contacts(&[self.phone_side_contact()]);
-            }
-            if method == Method::Update
-                && !m.body().is_empty()
-                && self.dialogs.contains_key(&call_id)
-            {
-                if let Err((status, why)) = self.pbx_offer(&m, &mut req, flow, None).await {
-                    self.reply_pbx(&m, status, Some(&why)).await;
-                    return;
-                }
-            }
-            if method == Method::Prack && !m.body().is_empty() {
-                if let Err((status, why, retry)) = self.prack_sdp(Leg::Pbx, &m, &mut req).await {
-                    if let Some(r) = self.refusal(&m, status, &why, retry) {
-                        self.send_pbx(&r).await;
-                    }
-                    return;
-                }
-            }
+            self.learn_subscription(m, flow);
         }
-        if method == Method::Bye {
-            self.hang_up(&call_id, CallEnd::Bye(Leg::Pbx)).await;
-        }
-        self.start_txn(Leg::Pbx, m, req, flow, None).await;
     }
 
     /// The SDP of an INVITE from the PBX: leases relay ports, rewrites RTP/AVP → RTP/SAVP
     /// with the edge's keys.
-    pub(super) async fn pbx_offer(
+    async fn pbx_offer(
         &mut self,
         m: &SipMessage,
         req: &mut SipMessage,
         flow: FlowId,
         pbx_contact: Option<SipUri>,
-    ) -> Result<(), (u16, String)> {
+    ) -> Result<(), Refusal> {
         let call_id = m.call_id().unwrap_or_default().to_owned();
         let in_dialog = m.to_tag().ok().flatten().is_some();
         if !self.dialogs.contains_key(&call_id) {
             if in_dialog {
-                return Err((481, "no such call".into()));
+                return Err(no_such_call());
             }
             let Some(phone) = self.flows.get(flow).map(|f| f.identity) else {
-                return Err((480, "the phone's connection closed".into()));
+                return Err(phone_gone());
             };
             let owner = BudgetKey::of(&phone, flow);
             if let Err(e) = self.call_allowed(owner) {
                 tracing::info!(%flow, identity = %phone, "call from the PBX refused: the device has sip.max_calls_per_device calls");
                 return Err(e);
             }
-            let call = NewCall {
-                flow,
-                owner,
-                identity: phone.to_string(),
-                session_ids: (self.session_id(), self.session_id()),
-                accept_unannounced_unencrypted_srtcp: self
-                    .settings
-                    .accept_unannounced_unencrypted_srtcp,
-            };
-            let d = Dialog::new(m, Leg::Pbx, call);
-            self.dialogs.insert(call_id.clone(), d);
-            self.publish_calls();
-            self.metrics.calls_started.with_label_values(&["pbx"]).inc();
+            self.start_call(&call_id, m, Leg::Pbx, flow, owner, phone.to_string());
         } else if let (Some(d), Some(c)) = (self.dialogs.get_mut(&call_id), pbx_contact) {
             d.pbx_contact = Some(c);
         }
@@ -205,32 +163,54 @@ impl SipCore {
     }
 
     /// The phone flow and Contact a PBX request is for.
-    pub(super) fn target_of(
-        &self,
-        m: &SipMessage,
-    ) -> Result<(FlowId, SipUri), (u16, &'static str)> {
-        let uri = m.request_uri().map_err(|_| (400, "bad Request-URI"))?;
+    fn target_of(&self, m: &SipMessage) -> Result<(FlowId, SipUri), Refusal> {
+        // RFC 5626 §5.3: the flow this Contact named has failed.
+        let flow_gone = || Refusal::answer(430, "flow_gone", "the phone's flow is gone");
+        let uri = m
+            .request_uri()
+            .map_err(|_| Refusal::answer(400, "bad_request_uri", "bad Request-URI"))?;
         let user = uri.user().unwrap_or_default().to_owned();
         match FlowToken::decode(&user, &self.token_key) {
             Ok(token) => {
                 let flow = FlowId(token.flow);
                 let Some(binding) = self.registrar.get(token.binding) else {
-                    // RFC 5626 §5.3: the flow this Contact named has failed.
-                    return Err((430, "the phone's flow is gone"));
+                    return Err(flow_gone());
                 };
                 if binding.flow != flow || self.flows.get(flow).is_none() {
-                    return Err((430, "the phone's flow is gone"));
+                    return Err(flow_gone());
                 }
                 Ok((flow, binding.contact.clone()))
             }
-            Err(_) if user.is_empty() => Err((404, "no user in the Request-URI")),
+            Err(_) if user.is_empty() => Err(Refusal::answer(
+                404,
+                "request_uri_without_user",
+                "no user in the Request-URI",
+            )),
             Err(_) => {
                 let now = Instant::now().into_std();
                 match self.registrar.lookup_aor(&user, now) {
                     Some(b) if self.flows.get(b.flow).is_some() => Ok((b.flow, b.contact.clone())),
-                    _ => Err((480, "no phone is registered for this user")),
+                    _ => Err(Refusal::answer(
+                        480,
+                        "not_registered",
+                        "no phone is registered for this user",
+                    )),
                 }
             }
         }
     }
+}
+
+/// 501 for a method the edge does not know (RFC 3261 §8.2.1).
+pub(super) fn unknown_method() -> Refusal {
+    Refusal::answer(501, "unknown_method", "method not supported by the edge")
+}
+
+/// 480 for a request whose phone's connection closed (RFC 3261 §21.4.18).
+pub(super) fn phone_gone() -> Refusal {
+    Refusal::answer(
+        480,
+        "phone_connection_closed",
+        "the phone's connection closed",
+    )
 }

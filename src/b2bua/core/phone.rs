@@ -3,15 +3,16 @@
 //! Request-URI, identity headers, Contacts behind flow tokens, the offer's SDP). Owns no
 //! state of its own: it reads and updates the registrar, the dialogs and the rate limiter.
 
-use super::dialog::{CallEnd, Dialog, KnownDialogView, NewCall};
+use super::dialog::{no_such_call, CallEnd, KnownDialogView};
+use super::pbx::{phone_gone, unknown_method};
 use super::transactions::RegisterCtx;
 use super::{check_request, Leg, SipCore, MAX_CONTACTS};
 use crate::b2bua::authorize::{self as authz, Allowed, PhoneRequest, Verdict};
-use crate::b2bua::legs::{forward_request, host_of};
+use crate::b2bua::legs::host_of;
 use crate::b2bua::refusal::{Counter, Refusal};
 use crate::b2bua::registrar::MAX_REGISTER_BINDINGS_PER_FLOW;
-use crate::sip::message::{ContactList, MessageError, Method, SipMessage};
-use crate::sip::uri::{NameAddr, SipUri};
+use crate::sip::message::{ContactList, Method, SipMessage};
+use crate::sip::uri::NameAddr;
 use crate::transaction::key::TransactionKey;
 use crate::transport::connection::{PhoneEvent, PhoneMessage};
 use crate::transport::flow::FlowId;
@@ -54,8 +55,7 @@ impl SipCore {
         self.rate_limiter.forget_flow(flow);
         // Requests waiting for this phone: it will never answer.
         for id in self.txns.waiting_on_phone(flow) {
-            self.answer_origin(id, 480, Some("the phone's connection closed"))
-                .await;
+            self.answer_origin(id, &phone_gone()).await;
         }
         // Calls on this flow end: BYE to the PBX for established ones (DESIGN.md).
         let calls: Vec<String> = self
@@ -77,18 +77,8 @@ impl SipCore {
             .with_label_values(&["phone", method.map(|m| m.as_str()).unwrap_or("other")])
             .inc();
         if let Err(e) = check_request(&m.message) {
-            self.metrics
-                .malformed
-                .with_label_values(&["phone", e.label()])
-                .inc();
-            if method != Some(Method::Ack) {
-                self.reply_phone(
-                    m.flow,
-                    &m.message,
-                    400,
-                    Some(&format!("malformed request: {e}")),
-                );
-            }
+            let r = Refusal::malformed(e.label(), format!("malformed request: {e}"));
+            self.refuse_phone(&m, method, &r);
             return;
         }
         // Two From (or To, Call-ID, CSeq...) headers: which one counts would be the reader's
@@ -99,18 +89,13 @@ impl SipCore {
             return;
         }
         let Some(method) = method else {
-            self.reply_phone(
-                m.flow,
-                &m.message,
-                501,
-                Some("method not supported by the edge"),
-            );
+            self.refuse_phone(&m, None, &unknown_method());
             return;
         };
         if let Ok(key) = TransactionKey::server(&m.message) {
             if let Some(id) = self.txns.matching(Leg::Phone, &key) {
                 // A retransmission, or the ACK of a non-2xx final response (§17.2.1).
-                let events = self.txns.on_request(id, Leg::Phone, m.message);
+                let events = self.txns.on_message(id, Leg::Phone, m.message);
                 self.drive(events).await;
                 return;
             }
@@ -170,19 +155,14 @@ impl SipCore {
     /// RFC 3261 §17.1.1.3) within the device's budget like every response the edge composes
     /// ([`Self::send_reply_phone`]).
     pub(super) fn refuse_phone(&mut self, m: &PhoneMessage, method: Option<Method>, r: &Refusal) {
-        match r.counter {
-            Counter::Malformed => self
-                .metrics
-                .malformed
-                .with_label_values(&["phone", r.label]),
-            Counter::Denied => self.metrics.denied.with_label_values(&[r.label]),
-            Counter::Dropped => self.metrics.dropped.with_label_values(&["phone", r.label]),
-        }
-        .inc();
-        // Malformed requests (the repeated-header check runs before the budget) and ACKs
-        // (never budgeted) are logged at debug: a flood of them must not become a log flood.
-        // They are counted all the same.
-        if r.counter == Counter::Malformed || method == Some(Method::Ack) {
+        self.count_refusal(Leg::Phone, r);
+        // Malformed requests (the repeated-header check runs before the budget), ACKs (never
+        // budgeted) and requests the edge cannot carry out (`Counter::Response`, some before
+        // the budget) are logged at debug: a flood of them must not become a log flood. They
+        // are counted all the same.
+        if matches!(r.counter, Counter::Malformed | Counter::Response)
+            || method == Some(Method::Ack)
+        {
             tracing::debug!(identity = %m.identity, peer = %m.peer, flow = %m.flow, status = r.status, reason = r.label, "phone request refused");
         } else {
             tracing::info!(
@@ -199,9 +179,7 @@ impl SipCore {
         if method == Some(Method::Ack) {
             return;
         }
-        if let Some(reply) = self.refusal(&m.message, r.status, &r.warning, r.retry_after) {
-            self.send_reply_phone(m.flow, &reply);
-        }
+        self.reply_phone(m.flow, &m.message, r);
     }
 
     /// `sip.identity_headers` on an allowed request (`authorize::rewrite_identity_headers`),
@@ -242,39 +220,74 @@ impl SipCore {
         if !self.charge_reply(key) {
             return false;
         }
-        if let Some(mut r) = self.response(
-            &m.message,
+        let retry_after = self.rate_limiter.retry_after_secs(key, now);
+        let r = Refusal::answer(
             503,
-            Some("too many requests from this device (sip.phone_requests_per_second)"),
-        ) {
-            let retry_after = self.rate_limiter.retry_after_secs(key, now);
-            r.set_header("Retry-After", &retry_after.to_string());
-            self.send_phone(m.flow, &r);
+            "rate_limited",
+            "too many requests from this device (sip.phone_requests_per_second)",
+        )
+        .with_retry_after(retry_after);
+        if let Some(resp) = self.refusal_response(&m.message, &r) {
+            self.send_phone(m.flow, &resp);
         }
         false
     }
 
+    /// Forwards an authorized phone request to the PBX, or answers it with the refusal that
+    /// stopped it on the way.
     pub(super) async fn forward_from_phone(
         &mut self,
         m: PhoneMessage,
         method: Method,
         allowed: Allowed,
     ) {
-        let flow = m.flow;
-        let mut req = m.message.clone();
-        let names_edge = |u: &SipUri| self.names_edge(u);
-        match forward_request(&mut req, &self.pbx_via(), names_edge) {
-            Ok(()) => {}
-            Err(MessageError::TooManyHops) => {
-                self.reply_phone(flow, &m.message, 483, None);
-                return;
+        match self.prepare_for_pbx(&m, method, &allowed).await {
+            Ok((req, register)) => {
+                if method == Method::Bye {
+                    let call_id = m.message.call_id().unwrap_or_default().to_owned();
+                    self.hang_up(&call_id, CallEnd::Bye(Leg::Phone)).await;
+                }
+                let events = self
+                    .txns
+                    .start(Leg::Phone, m.message, req, m.flow, register);
+                self.drive(events).await;
             }
-            Err(e) => {
-                self.reply_phone(flow, &m.message, 400, Some(&format!("cannot forward: {e}")));
-                return;
-            }
+            Err(r) => self.refuse_phone(&m, Some(method), &r),
         }
-        self.rewrite_identity(&mut req, &allowed);
+    }
+
+    /// The request as it goes to the PBX (routing, Contacts, SDP), and for a REGISTER the
+    /// bindings it asks for.
+    async fn prepare_for_pbx(
+        &mut self,
+        m: &PhoneMessage,
+        method: Method,
+        allowed: &Allowed,
+    ) -> Result<(SipMessage, Option<RegisterCtx>), Refusal> {
+        let mut req = self.route_to_pbx(m, allowed)?;
+        let call_id = m.message.call_id().unwrap_or_default().to_owned();
+        let in_dialog = m.message.to_tag().ok().flatten().is_some();
+        let register = self.hide_request_contacts(m, method, &call_id, &mut req)?;
+        // Offers: INVITE, and UPDATE with a body (RFC 3311) inside a known call.
+        let offer = method == Method::Invite
+            || (method == Method::Update
+                && !m.message.body().is_empty()
+                && self.dialogs.contains_key(&call_id));
+        if offer {
+            self.phone_offer(m, &mut req, in_dialog).await?;
+        }
+        if method == Method::Prack && !m.message.body().is_empty() {
+            self.prack_sdp(Leg::Phone, &m.message, &mut req).await?;
+        }
+        Ok((req, register))
+    }
+
+    /// The phone's request with the edge's Via on top (RFC 3261 §16.6), the identity headers
+    /// rewritten, and a Request-URI naming the edge replaced by the PBX's target.
+    fn route_to_pbx(&mut self, m: &PhoneMessage, allowed: &Allowed) -> Result<SipMessage, Refusal> {
+        let mut req = m.message.clone();
+        self.forward_to(Leg::Pbx, &mut req)?;
+        self.rewrite_identity(&mut req, allowed);
         let call_id = m.message.call_id().unwrap_or_default().to_owned();
         let cseq = m.message.cseq().map(|c| c.seq).unwrap_or(0);
         let in_dialog = m.message.to_tag().ok().flatten().is_some();
@@ -300,135 +313,103 @@ impl SipCore {
                 let _ = req.set_request_uri(&ruri);
             }
         }
-        let identity = m.identity.to_string();
-        let mut register = None;
-        match req.contacts() {
+        Ok(req)
+    }
+
+    /// The phone's Contacts become edge Contacts carrying a flow token (each a binding), so
+    /// the PBX never sees the phone's address; for a REGISTER, the bindings it asks for.
+    fn hide_request_contacts(
+        &mut self,
+        m: &PhoneMessage,
+        method: Method,
+        call_id: &str,
+        req: &mut SipMessage,
+    ) -> Result<Option<RegisterCtx>, Refusal> {
+        let flow = m.flow;
+        let addrs = match req.contacts() {
             Ok(ContactList::Wildcard) if method == Method::Register => {
-                register = Some(RegisterCtx {
+                return Ok(Some(RegisterCtx {
                     aor: req.to_user().ok().flatten().unwrap_or_default(),
                     bindings: Vec::new(),
                     wildcard: true,
-                });
+                }));
             }
             Ok(ContactList::Wildcard) => {
-                self.reply_phone(
-                    flow,
-                    &m.message,
+                return Err(Refusal::answer(
                     400,
-                    Some("Contact * is only allowed in REGISTER"),
-                );
-                return;
+                    "wildcard_contact",
+                    "Contact * is only allowed in REGISTER",
+                ));
             }
             Ok(ContactList::Addrs(addrs)) if addrs.len() > MAX_CONTACTS => {
-                self.reply_phone(
-                    flow,
-                    &m.message,
+                return Err(Refusal::answer(
                     400,
-                    Some(&format!("more than {MAX_CONTACTS} Contacts")),
-                );
-                return;
+                    "too_many_contacts",
+                    format!("more than {MAX_CONTACTS} Contacts"),
+                ));
             }
-            Ok(ContactList::Addrs(addrs))
-                if method == Method::Register
-                    && self.registrar.register_bindings_after(
-                        flow,
-                        &addrs.iter().map(|a| &a.uri).collect::<Vec<_>>(),
-                    ) > MAX_REGISTER_BINDINGS_PER_FLOW =>
-            {
-                tracing::info!(
-                    identity = %identity,
-                    peer = %m.peer,
-                    "REGISTER refused: more than {MAX_REGISTER_BINDINGS_PER_FLOW} registered Contacts on one connection"
-                );
-                self.metrics
-                    .denied
-                    .with_label_values(&["too_many_bindings"])
-                    .inc();
-                self.reply_phone(
-                    flow,
-                    &m.message,
-                    403,
-                    Some(&format!(
-                        "more than {MAX_REGISTER_BINDINGS_PER_FLOW} registered Contacts on this connection"
-                    )),
-                );
-                return;
-            }
-            Ok(ContactList::Addrs(addrs)) if !addrs.is_empty() => {
-                let aor = if method == Method::Register {
-                    req.to_user().ok().flatten()
-                } else {
-                    req.from_user().ok().flatten()
-                }
-                .unwrap_or_default();
-                let mut mapped = Vec::with_capacity(addrs.len());
-                let mut bindings = Vec::new();
-                for a in addrs {
-                    let id = self.registrar.binding_for(
-                        flow,
-                        &a.uri,
-                        &aor,
-                        &identity,
-                        method != Method::Register,
-                    );
-                    bindings.push(id);
-                    if method == Method::Invite {
-                        if let Some(d) = self.dialogs.get_mut(&call_id) {
-                            d.phone_contact = Some(a.uri.clone());
-                        }
-                    }
-                    // Header params (expires, q, +sip.instance, reg-id) stay; the phone's
-                    // URI (address, transport=tls, ob) hides behind the token.
-                    mapped.push(NameAddr {
-                        display_name: a.display_name,
-                        uri: self.edge_contact(flow, id),
-                        params: a.params,
-                    });
-                }
-                req.set_contacts(&mapped);
-                if method == Method::Register {
-                    register = Some(RegisterCtx {
-                        aor,
-                        bindings,
-                        wildcard: false,
-                    });
-                }
-            }
-            Ok(ContactList::Addrs(_)) => {}
+            Ok(ContactList::Addrs(addrs)) => addrs,
             Err(e) => {
-                self.reply_phone(flow, &m.message, 400, Some(&format!("bad Contact: {e}")));
-                return;
+                return Err(Refusal::answer(
+                    400,
+                    "bad_contact",
+                    format!("bad Contact: {e}"),
+                ));
             }
+        };
+        if method == Method::Register
+            && self
+                .registrar
+                .register_bindings_after(flow, &addrs.iter().map(|a| &a.uri).collect::<Vec<_>>())
+                > MAX_REGISTER_BINDINGS_PER_FLOW
+        {
+            return Err(Refusal::forbidden(
+                "too_many_bindings",
+                format!(
+                    "more than {MAX_REGISTER_BINDINGS_PER_FLOW} registered Contacts on this connection"
+                ),
+            ));
         }
-        // Offers: INVITE, and UPDATE with a body (RFC 3311) inside a known call.
-        let offer = method == Method::Invite
-            || (method == Method::Update
-                && !m.message.body().is_empty()
-                && self.dialogs.contains_key(&call_id));
-        if offer {
-            match self.phone_offer(&m, &mut req, in_dialog).await {
-                Ok(()) => {}
-                Err((status, why)) => {
-                    self.reply_phone(flow, &m.message, status, Some(&why));
-                    return;
+        if addrs.is_empty() {
+            return Ok(None);
+        }
+        let identity = m.identity.to_string();
+        let aor = if method == Method::Register {
+            req.to_user().ok().flatten()
+        } else {
+            req.from_user().ok().flatten()
+        }
+        .unwrap_or_default();
+        let mut mapped = Vec::with_capacity(addrs.len());
+        let mut bindings = Vec::new();
+        for a in addrs {
+            let id = self.registrar.binding_for(
+                flow,
+                &a.uri,
+                &aor,
+                &identity,
+                method != Method::Register,
+            );
+            bindings.push(id);
+            if method == Method::Invite {
+                if let Some(d) = self.dialogs.get_mut(call_id) {
+                    d.phone_contact = Some(a.uri.clone());
                 }
             }
+            // Header params (expires, q, +sip.instance, reg-id) stay; the phone's URI
+            // (address, transport=tls, ob) hides behind the token.
+            mapped.push(NameAddr {
+                display_name: a.display_name,
+                uri: self.edge_contact(flow, id),
+                params: a.params,
+            });
         }
-        if method == Method::Prack && !m.message.body().is_empty() {
-            if let Err((status, why, retry)) =
-                self.prack_sdp(Leg::Phone, &m.message, &mut req).await
-            {
-                if let Some(r) = self.refusal(&m.message, status, &why, retry) {
-                    self.send_reply_phone(flow, &r);
-                }
-                return;
-            }
-        }
-        if method == Method::Bye {
-            self.hang_up(&call_id, CallEnd::Bye(Leg::Phone)).await;
-        }
-        self.start_txn(Leg::Phone, m.message, req, flow, register)
-            .await;
+        req.set_contacts(&mapped);
+        Ok((method == Method::Register).then_some(RegisterCtx {
+            aor,
+            bindings,
+            wildcard: false,
+        }))
     }
 
     /// The SDP of an INVITE from a phone: leases relay ports, rewrites RTP/SAVP → RTP/AVP.
@@ -437,33 +418,19 @@ impl SipCore {
         m: &PhoneMessage,
         req: &mut SipMessage,
         in_dialog: bool,
-    ) -> Result<(), (u16, String)> {
+    ) -> Result<(), Refusal> {
         let call_id = m.message.call_id().unwrap_or_default().to_owned();
         if !self.dialogs.contains_key(&call_id) {
             if in_dialog {
-                return Err((481, "no such call".into()));
+                return Err(no_such_call());
             }
             let owner = BudgetKey::of(&m.identity, m.flow);
             if let Err(e) = self.call_allowed(owner) {
                 tracing::info!(flow = %m.flow, identity = %m.identity, "call refused: the device has sip.max_calls_per_device calls");
                 return Err(e);
             }
-            let call = NewCall {
-                flow: m.flow,
-                owner,
-                identity: m.identity.to_string(),
-                session_ids: (self.session_id(), self.session_id()),
-                accept_unannounced_unencrypted_srtcp: self
-                    .settings
-                    .accept_unannounced_unencrypted_srtcp,
-            };
-            let d = Dialog::new(&m.message, Leg::Phone, call);
-            self.dialogs.insert(call_id.clone(), d);
-            self.publish_calls();
-            self.metrics
-                .calls_started
-                .with_label_values(&["phone"])
-                .inc();
+            let identity = m.identity.to_string();
+            self.start_call(&call_id, &m.message, Leg::Phone, m.flow, owner, identity);
         }
         self.offer_sdp(&call_id, Leg::Phone, m.message.body(), req, in_dialog)
             .await

@@ -9,10 +9,11 @@ use super::{check_response, Leg, SipCore};
 use crate::b2bua::authorize as authz;
 use crate::b2bua::legs::{host_of, restore_vias};
 use crate::b2bua::offer_answer::{is_reliable_provisional, Carrier};
+use crate::b2bua::refusal::Refusal;
 use crate::sip::flow_token::FlowToken;
 use crate::sip::message::{ContactList, Method, SipMessage};
 use crate::sip::response::cancel_for;
-use crate::sip::uri::NameAddr;
+use crate::sip::uri::{NameAddr, Via};
 use crate::transaction::fsm::Termination;
 use crate::transaction::key::TransactionKey;
 use crate::transport::flow::FlowId;
@@ -48,7 +49,7 @@ impl SipCore {
                 .inc();
             return;
         };
-        let events = self.txns.on_response(id, leg, resp);
+        let events = self.txns.on_message(id, leg, resp);
         self.drive(events).await;
     }
 
@@ -70,6 +71,14 @@ impl SipCore {
             None => return,
         };
         let Some(back) = from else { return }; // an edge-originated request: ends here
+        let relayed = Relayed {
+            id,
+            leg,
+            back,
+            method,
+            flow,
+            call_id,
+        };
         if method == Method::Register && leg == Leg::Pbx {
             self.register_response(id, &mut resp, status);
         }
@@ -78,59 +87,95 @@ impl SipCore {
         // the edge cannot serve, with unrewritten SDP and Contact — but ACKed (and hung up).
         if method == Method::Invite
             && (200..300).contains(&status)
-            && !self.dialogs.contains_key(&call_id)
+            && !self.dialogs.contains_key(&relayed.call_id)
         {
             self.metrics
                 .dropped
                 .with_label_values(&[leg.label(), "2xx_without_call"])
                 .inc();
-            tracing::info!(%call_id, leg = leg.label(), "2xx for a call the edge no longer has: ACKed and hung up, not relayed");
+            tracing::info!(call_id = %relayed.call_id, leg = leg.label(), "2xx for a call the edge no longer has: ACKed and hung up, not relayed");
             self.ack_and_bye(&resp, leg, flow).await;
             return;
         }
+        let call_id = relayed.call_id.as_str();
         let sdp = match method {
             Method::Invite | Method::Update => {
-                self.invite_response(&call_id, method, leg, &mut resp, status, flow)
+                self.invite_response(call_id, method, leg, &mut resp, status, flow)
                     .await
             }
             Method::Prack => {
-                self.prack_response(id, &call_id, leg, &mut resp, status)
+                self.prack_response(id, call_id, leg, &mut resp, status)
                     .await
             }
             _ => Ok(()),
         };
-        if let Err((code, why)) = sdp {
-            tracing::warn!(%call_id, code, why = %why, "answer SDP refused");
-            let Some(t) = self.txns.get(id) else { return };
-            let req = t.received.clone();
-            let forwarded = t.forwarded.clone();
-            if let Some(r) = self.response(&req, code, Some(&why)) {
-                let refused = std::mem::replace(&mut resp, r);
-                // A refused 1xx (e.g. an unusable offer in a 1xx-rel) ends the INVITE on the
-                // origin's leg: cancel it on the other leg too (its 487 ends the call).
-                if method == Method::Invite && status < 200 {
-                    if let Some(Ok(cancel)) = forwarded.as_ref().map(cancel_for) {
-                        self.start_edge_request(leg, cancel, flow).await;
-                    }
-                }
-                // A refused 2xx to an initial INVITE: that leg's dialog exists all the same,
-                // so the edge ACKs it and hangs up at once (RFC 3261 §13.2.2.4); the call
-                // is over on both legs.
-                if method == Method::Invite
-                    && (200..300).contains(&status)
-                    && self.dialogs.get(&call_id).is_some_and(|d| !d.established)
-                {
-                    self.metrics
-                        .calls_ended
-                        .with_label_values(&["failed"])
-                        .inc();
-                    self.hang_up(&call_id, CallEnd::AnswerRefused).await;
-                    self.ack_and_bye(&refused, leg, flow).await;
-                }
+        if let Err(refusal) = sdp {
+            if !self
+                .refuse_relayed_sdp(&relayed, status, &refusal, &mut resp)
+                .await
+            {
+                return;
             }
         }
         // What is sent from here on (the refusal replaces the response).
         let status = resp.status().unwrap_or(status);
+        self.relay_to_origin(&relayed, status, &vias, resp).await;
+    }
+
+    /// The SDP in a response was refused: the origin gets the refusal instead, and the call
+    /// the response belonged to ends on the leg it came from. False: the transaction is gone.
+    async fn refuse_relayed_sdp(
+        &mut self,
+        r: &Relayed,
+        status: u16,
+        refusal: &Refusal,
+        resp: &mut SipMessage,
+    ) -> bool {
+        tracing::warn!(call_id = %r.call_id, code = refusal.status, why = %refusal.warning, "answer SDP refused");
+        self.count_refusal(r.leg, refusal);
+        let Some(t) = self.txns.get(r.id) else {
+            return false;
+        };
+        let req = t.received.clone();
+        let forwarded = t.forwarded.clone();
+        let Some(answer) = self.refusal_response(&req, refusal) else {
+            return true;
+        };
+        let refused = std::mem::replace(resp, answer);
+        // A refused 1xx (e.g. an unusable offer in a 1xx-rel) ends the INVITE on the
+        // origin's leg: cancel it on the other leg too (its 487 ends the call).
+        if r.method == Method::Invite && status < 200 {
+            if let Some(Ok(cancel)) = forwarded.as_ref().map(cancel_for) {
+                self.start_edge_request(r.leg, cancel, r.flow).await;
+            }
+        }
+        // A refused 2xx to an initial INVITE: that leg's dialog exists all the same, so the
+        // edge ACKs it and hangs up at once (RFC 3261 §13.2.2.4); the call is over on both
+        // legs.
+        if r.method == Method::Invite
+            && (200..300).contains(&status)
+            && self.dialogs.get(&r.call_id).is_some_and(|d| !d.established)
+        {
+            self.metrics
+                .calls_ended
+                .with_label_values(&["failed"])
+                .inc();
+            self.hang_up(&r.call_id, CallEnd::AnswerRefused).await;
+            self.ack_and_bye(&refused, r.leg, r.flow).await;
+        }
+        true
+    }
+
+    /// Sends the mapped response (`status` is its final status) through the origin's server
+    /// transaction.
+    async fn relay_to_origin(
+        &mut self,
+        r: &Relayed,
+        status: u16,
+        vias: &[Via],
+        mut resp: SipMessage,
+    ) {
+        let (leg, method, flow) = (r.leg, r.method, r.flow);
         // 481 to a request inside an established call: that side no longer has the dialog (a
         // PBX that restarted and lost its state). The requester gets the 481 and ends the
         // dialog itself (RFC 3261 §12.2.1.2; RFC 5057 §5.6: 481 ends the INVITE usage), so
@@ -140,10 +185,10 @@ impl SipCore {
                 method,
                 Method::Invite | Method::Update | Method::Info | Method::Prack
             )
-            && self.dialogs.get(&call_id).is_some_and(|d| d.established)
+            && self.dialogs.get(&r.call_id).is_some_and(|d| d.established)
         {
-            tracing::info!(%call_id, leg = leg.label(), %method, "481 inside the call: the other side lost the dialog");
-            self.hang_up(&call_id, CallEnd::DialogGone).await;
+            tracing::info!(call_id = %r.call_id, leg = leg.label(), %method, "481 inside the call: the other side lost the dialog");
+            self.hang_up(&r.call_id, CallEnd::DialogGone).await;
         }
         if matches!(method, Method::Subscribe | Method::Refer) && (200..300).contains(&status) {
             self.learn_subscription(&resp, flow);
@@ -155,41 +200,31 @@ impl SipCore {
             self.rewrite_response_identity(&mut resp, flow);
         }
         resp.remove_header("Record-Route");
-        restore_vias(&mut resp, &vias);
-        let final_response = status >= 200;
-        if final_response {
-            if let Some(t) = self.txns.get_mut(id) {
+        restore_vias(&mut resp, vias);
+        if status >= 200 {
+            if let Some(t) = self.txns.get_mut(r.id) {
                 t.answered = true;
             }
         }
+        let ok_to_invite = method == Method::Invite && (200..300).contains(&status);
         // Our 2xx to an INVITE from the PBX is repeated over UDP until the ACK.
-        if method == Method::Invite
-            && back == Leg::Pbx
-            && !self.pbx.is_reliable()
-            && (200..300).contains(&status)
-        {
-            self.txns.repeat_2xx(id, resp.clone());
+        if ok_to_invite && r.back == Leg::Pbx && !self.pbx.is_reliable() {
+            self.txns.repeat_2xx(r.id, resp.clone());
         }
-        let Some(events) = self.txns.send_response(id, back, resp.clone()) else {
+        let Some(events) = self.txns.send_response(r.id, r.back, resp.clone()) else {
             return;
         };
-        if events.is_empty() && (200..300).contains(&status) && method == Method::Invite {
+        if events.is_empty() && ok_to_invite {
             // A repeated 2xx after the server transaction accepted the first: send it as is
             // (the other side re-ACKs, RFC 6026 §8.4).
-            match back {
-                Leg::Phone => {
-                    self.send_phone(flow, &resp);
-                }
-                Leg::Pbx => {
-                    self.send_pbx(&resp).await;
-                }
-            }
+            self.send_on(r.back, flow, &resp).await;
         }
         self.drive(events).await;
     }
 
-    /// Media and dialog work for a response to an INVITE (`leg` = where it came from).
-    pub(super) async fn invite_response(
+    /// Media and dialog work for a response to an INVITE or UPDATE (`leg` = where it came
+    /// from).
+    async fn invite_response(
         &mut self,
         call_id: &str,
         method: Method,
@@ -197,9 +232,8 @@ impl SipCore {
         resp: &mut SipMessage,
         status: u16,
         flow: FlowId,
-    ) -> Result<(), (u16, String)> {
+    ) -> Result<(), Refusal> {
         let cseq = resp.cseq().map(|c| c.seq).unwrap_or(0);
-        let phone_side_contact = self.phone_side_contact();
         let Some(d) = self.dialogs.get_mut(call_id) else {
             return Ok(());
         };
@@ -214,17 +248,14 @@ impl SipCore {
         }
         if status >= 300 {
             if invite && !d.established {
-                let call_id = call_id.to_owned();
-                self.metrics
-                    .calls_ended
-                    .with_label_values(&[match status {
-                        487 => "cancelled",
-                        // Digest challenges are normal: the phone retries with credentials.
-                        401 | 407 => "challenged",
-                        _ => "failed",
-                    }])
-                    .inc();
-                self.hang_up(&call_id, CallEnd::InviteFailed).await;
+                let outcome = match status {
+                    487 => "cancelled",
+                    // Digest challenges are normal: the phone retries with credentials.
+                    401 | 407 => "challenged",
+                    _ => "failed",
+                };
+                self.metrics.calls_ended.with_label_values(&[outcome]).inc();
+                self.hang_up(call_id, CallEnd::InviteFailed).await;
             } else {
                 // A failed re-INVITE or UPDATE keeps the previous session (RFC 3261 §14.1,
                 // RFC 3311 §5.2).
@@ -233,7 +264,6 @@ impl SipCore {
             return Ok(());
         }
         if !resp.body().is_empty() {
-            let call_id = call_id.to_owned();
             let (carrier, completes) = if invite {
                 let require = resp.header_values("Require");
                 let reliable = is_reliable_provisional(status, &require, resp.header("RSeq"));
@@ -241,66 +271,60 @@ impl SipCore {
             } else {
                 (Carrier::UpdateOrPrackResponse, None)
             };
-            self.response_sdp(&call_id, leg, carrier, completes, resp)
+            self.response_sdp(call_id, leg, carrier, completes, resp)
                 .await?;
         }
-        let Some(d) = self.dialogs.get_mut(call_id) else {
-            return Ok(());
-        };
-        // Remote targets: toward the phone the edge is the target; the PBX's stays here.
-        let contact = match resp.contacts() {
-            Ok(ContactList::Addrs(a)) => a.into_iter().next(),
-            _ => None,
-        };
-        match leg {
-            Leg::Pbx => {
-                if let Some(c) = contact {
-                    d.pbx_contact = Some(c.uri);
-                    resp.set_contacts(&[phone_side_contact]);
-                }
-            }
-            Leg::Phone => {
-                if let Some(c) = contact {
-                    d.phone_contact = Some(c.uri.clone());
-                    let aor = resp.to_user().ok().flatten().unwrap_or_default();
-                    let identity = d.identity.clone();
-                    let binding = self
-                        .registrar
-                        .binding_for(flow, &c.uri, &aor, &identity, true);
-                    let edge = self.edge_contact(flow, binding);
-                    resp.set_contacts(&[NameAddr {
-                        display_name: c.display_name,
-                        uri: edge,
-                        params: c.params,
-                    }]);
-                }
-            }
-        }
+        self.take_remote_target(call_id, leg, flow, resp);
         if invite && (200..300).contains(&status) {
             let Some(d) = self.dialogs.get_mut(call_id) else {
                 return Ok(());
             };
-            if !d.established {
-                d.established = true;
-                // The callee's To (with its tag) comes from the 2xx to the initial INVITE; the
-                // 2xx to a re-INVITE from the callee carries the caller's tag in To.
-                d.callee_to = resp.header("To").map(str::to_owned);
-                let setup = Instant::now().saturating_duration_since(d.created);
+            if let Some(setup) = d.answered(leg, cseq, resp) {
                 self.metrics.setup_seconds.observe(setup.as_secs_f64());
                 self.metrics
                     .calls_ended
                     .with_label_values(&["answered"])
                     .inc();
             }
-            let codecs = rtpmap_names(resp.body());
-            if !codecs.is_empty() {
-                d.codecs = codecs;
-            }
-            if leg == Leg::Pbx {
-                d.last_2xx_to_phone = Some((cseq, resp.clone()));
-            }
         }
         Ok(())
+    }
+
+    /// The Contact of a response from `leg` inside a call is that leg's remote target (RFC
+    /// 3261 §12.1.1). Toward the phone the edge is the target; a phone's Contact hides behind
+    /// a flow token toward the PBX.
+    fn take_remote_target(&mut self, call_id: &str, leg: Leg, flow: FlowId, resp: &mut SipMessage) {
+        let phone_side_contact = self.phone_side_contact();
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            return;
+        };
+        let contact = match resp.contacts() {
+            Ok(ContactList::Addrs(a)) => a.into_iter().next(),
+            _ => None,
+        };
+        let Some(c) = contact else {
+            return;
+        };
+        match leg {
+            Leg::Pbx => {
+                d.pbx_contact = Some(c.uri);
+                resp.set_contacts(&[phone_side_contact]);
+            }
+            Leg::Phone => {
+                d.phone_contact = Some(c.uri.clone());
+                let aor = resp.to_user().ok().flatten().unwrap_or_default();
+                let identity = d.identity.clone();
+                let binding = self
+                    .registrar
+                    .binding_for(flow, &c.uri, &aor, &identity, true);
+                let edge = self.edge_contact(flow, binding);
+                resp.set_contacts(&[NameAddr {
+                    display_name: c.display_name,
+                    uri: edge,
+                    params: c.params,
+                }]);
+            }
+        }
     }
 
     /// A phone's response to a PBX request: its own Contacts (a dialog's remote target, e.g. a
@@ -394,7 +418,7 @@ impl SipCore {
     }
 
     /// Answers the originating side of `id` itself (the other side cannot).
-    pub(super) async fn answer_origin(&mut self, id: TxnId, status: u16, warning: Option<&str>) {
+    pub(super) async fn answer_origin(&mut self, id: TxnId, r: &Refusal) {
         let (from, req) = match self.txns.get(id) {
             Some(t) if !t.answered => match t.from {
                 Some(f) => (f, t.received.clone()),
@@ -402,7 +426,7 @@ impl SipCore {
             },
             _ => return,
         };
-        let Some(resp) = self.response(&req, status, warning) else {
+        let Some(resp) = self.refusal_response(&req, r) else {
             return;
         };
         if let Some(t) = self.txns.get_mut(id) {
@@ -432,13 +456,19 @@ impl SipCore {
                 .timeouts
                 .with_label_values(&[leg.label()])
                 .inc();
-            let (status, text) = match (leg, why) {
-                (Leg::Pbx, Termination::TransportError) => (503, "the PBX cannot be reached"),
-                (Leg::Pbx, _) => (408, "the PBX did not answer"),
-                (Leg::Phone, Termination::TransportError) => (480, "the phone cannot be reached"),
-                (Leg::Phone, _) => (408, "the phone did not answer"),
+            let r = match (leg, why) {
+                (Leg::Pbx, Termination::TransportError) => {
+                    Refusal::answer(503, "pbx_unreachable", "the PBX cannot be reached")
+                }
+                (Leg::Pbx, _) => Refusal::answer(408, "pbx_timeout", "the PBX did not answer"),
+                (Leg::Phone, Termination::TransportError) => {
+                    Refusal::answer(480, "phone_unreachable", "the phone cannot be reached")
+                }
+                (Leg::Phone, _) => {
+                    Refusal::answer(408, "phone_timeout", "the phone did not answer")
+                }
             };
-            self.answer_origin(id, status, Some(text)).await;
+            self.answer_origin(id, &r).await;
         }
         self.txns.remove_if_finished(id);
     }
@@ -465,15 +495,14 @@ impl SipCore {
     }
 }
 
-/// The encoding names of an SDP body's `a=rtpmap` lines (admin API only; the SDP itself is
-/// handled by `sdp`).
-fn rtpmap_names(body: &[u8]) -> Vec<String> {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| l.trim_end().strip_prefix("a=rtpmap:"))
-        .filter_map(|v| v.split_once(' ').map(|(_, name)| name.trim().to_owned()))
-        .take(32)
-        .collect()
+/// What relaying a response needs to know about its transaction.
+struct Relayed {
+    id: TxnId,
+    /// The leg the response came from.
+    leg: Leg,
+    /// The leg the request came from, where the response goes.
+    back: Leg,
+    method: Method,
+    flow: FlowId,
+    call_id: String,
 }

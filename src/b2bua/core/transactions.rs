@@ -307,21 +307,12 @@ impl Transactions {
         id
     }
 
-    /// A retransmitted request on `leg`'s server transaction, or the ACK of its non-2xx
-    /// final response (§17.2.1).
-    pub(super) fn on_request(&mut self, id: TxnId, leg: Leg, msg: SipMessage) -> Vec<TxnEvent> {
+    /// A message matched to `id` on `leg`: a retransmitted request (or the ACK of a non-2xx
+    /// final response, §17.2.1) for the server transaction, a response for the client one.
+    pub(super) fn on_message(&mut self, id: TxnId, leg: Leg, msg: SipMessage) -> Vec<TxnEvent> {
         let now = Instant::now();
         let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(leg)) {
-            Some(t) => t.on_request(msg, now),
-            None => return Vec::new(),
-        };
-        self.events(id, leg, actions)
-    }
-
-    /// A response on `leg`'s client transaction.
-    pub(super) fn on_response(&mut self, id: TxnId, leg: Leg, msg: SipMessage) -> Vec<TxnEvent> {
-        let now = Instant::now();
-        let actions = match self.txns.get_mut(&id).and_then(|t| t.leg_mut(leg)) {
+            Some(t) if msg.is_request() => t.on_request(msg, now),
             Some(t) => t.on_response(msg, now),
             None => return Vec::new(),
         };
