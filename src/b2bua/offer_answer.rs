@@ -20,6 +20,7 @@
 //! to the initial INVITE" (RFC 3261 §13.2.1). The edge then repeats the SDP it last sent
 //! on that leg, so the receiver sees the same session it already negotiated.
 
+use super::refusal::Refusal;
 use crate::sdp::Side;
 
 /// The message an SDP body came in.
@@ -51,27 +52,28 @@ pub enum SdpRole {
     /// UPDATE or PRACK that offered nothing): forwarded without the body, counted.
     Strip,
     /// Refused: the request is answered with this status and never forwarded.
-    Refuse(Refusal),
+    Refuse(SdpRefusal),
 }
 
 /// Why a PRACK's SDP is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum SdpRefusal {
     /// The sender's own offer is still unanswered, so it may not offer again (RFC 3264 §4).
     /// Answered 500 with a Retry-After, as RFC 3311 §5.2 does for UPDATE and RFC 3261 §14.2
     /// for an overlapping INVITE: the request may succeed once the answer has arrived.
     OfferPending,
 }
 
-impl Refusal {
-    /// The SIP status, the Warning text, and the Retry-After seconds to send with it.
-    pub fn response(self) -> (u16, &'static str, Option<u32>) {
+impl SdpRefusal {
+    /// The edge's answer: status, Warning text and the Retry-After seconds to send with it.
+    pub fn refusal(self) -> Refusal {
         match self {
-            Refusal::OfferPending => (
+            SdpRefusal::OfferPending => Refusal::answer(
                 500,
+                "offer_pending",
                 "an SDP offer while the sender's previous offer is unanswered",
-                Some(retry_after_secs()),
-            ),
+            )
+            .with_retry_after(retry_after_secs()),
         }
     }
 }
@@ -126,7 +128,7 @@ impl OfferAnswer {
             Carrier::Prack => match pending {
                 // The answer to an offer in a 1xx-rel (RFC 3262 §5).
                 Some(offerer) if offerer != from => Answer { complete: true },
-                Some(_) => Refuse(Refusal::OfferPending),
+                Some(_) => Refuse(SdpRefusal::OfferPending),
                 // A new offer, answered in the PRACK's 2xx (RFC 3262 §5).
                 None => Offer,
             },
@@ -274,8 +276,9 @@ mod tests {
         let oa = OfferAnswer::default();
         // The phone offered in the INVITE; the 1xx-rel had no SDP; its PRACK offers again.
         let role = oa.role(Carrier::Prack, PHONE, Some(PHONE), 1);
-        assert_eq!(role, Refuse(Refusal::OfferPending));
-        let (status, _, retry) = Refusal::OfferPending.response();
+        assert_eq!(role, Refuse(SdpRefusal::OfferPending));
+        let refusal = SdpRefusal::OfferPending.refusal();
+        let (status, retry) = (refusal.status, refusal.retry_after);
         assert_eq!(status, 500);
         assert!(retry.is_some_and(|s| s <= 10), "RFC 3261 §14.2: 0..10 s");
     }

@@ -1,8 +1,11 @@
-//! PURE: [`Refusal`], an answer the edge itself gives instead of forwarding a request: the SIP
-//! status, the Warning text (RFC 3261 §20.43, code 399), an optional Retry-After (§20.33) and
-//! the metric it is counted in. The SIP core applies it in one place (reply, count, log), so
-//! every edge-generated error looks and counts the same.
+//! PURE: [`Refusal`], the one answer type of the edge for a request it will not forward or
+//! cannot carry out: the SIP status (its reason phrase follows from it), the Warning text
+//! (RFC 3261 §20.43, code 399), an optional Retry-After (§20.33) and the metric it is counted
+//! in. Authorization, the device limits, SDP errors and the core's own checks all return it;
+//! the core applies it in one place per side (reply, count, log), so every edge-generated
+//! error looks and counts the same.
 
+use crate::sip::response::reason_phrase;
 use std::borrow::Cow;
 
 /// Which Prometheus counter a refusal is counted in. Each carries the refusal's `label` as
@@ -16,16 +19,21 @@ pub enum Counter {
     /// `pbx_edge_sip_dropped_total{side, reason}`: it names state the edge does not have for
     /// this device (a dialog it does not know, or another device's).
     Dropped,
+    /// Only `pbx_edge_sip_responses_total{side, code}`, like every response: the request was
+    /// acceptable but cannot be carried out (no media ports, an SDP the edge cannot rewrite,
+    /// no phone to deliver it to, the other leg failed). The label names it in the log.
+    Response,
 }
 
 /// The edge's own answer to a request it will not forward.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {label}: {warning}")]
 pub struct Refusal {
     /// SIP status code of the response.
     pub status: u16,
     /// Warning text for the operator and the phone's log: printable ASCII, no double quotes
     /// (it sits inside the quoted warn-text as is; `response::warning_399` also neutralises
-    /// line breaks).
+    /// line breaks). Empty: the response carries no Warning.
     pub warning: Cow<'static, str>,
     /// Retry-After seconds, for 503 and 486 that may succeed later.
     pub retry_after: Option<u32>,
@@ -51,6 +59,11 @@ impl Refusal {
         Self::new(481, Counter::Dropped, label, warning)
     }
 
+    /// Any status, counted only as a response ([`Counter::Response`]).
+    pub fn answer(status: u16, label: &'static str, warning: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(status, Counter::Response, label, warning)
+    }
+
     /// Any status.
     pub fn new(
         status: u16,
@@ -71,6 +84,16 @@ impl Refusal {
     pub fn with_retry_after(mut self, secs: u32) -> Self {
         self.retry_after = Some(secs);
         self
+    }
+
+    /// The Warning text, if the response carries one.
+    pub fn warning(&self) -> Option<&str> {
+        Some(self.warning.as_ref()).filter(|w| !w.is_empty())
+    }
+
+    /// The reason phrase of the status line (RFC 3261 §21).
+    pub fn reason_phrase(&self) -> &'static str {
+        reason_phrase(self.status)
     }
 }
 
@@ -104,6 +127,18 @@ mod tests {
         assert_eq!(
             (r.status, r.counter, r.retry_after),
             (481, Counter::Dropped, Some(5))
+        );
+        let r = Refusal::answer(503, "no_media_ports", "");
+        assert_eq!((r.status, r.counter), (503, Counter::Response));
+        assert_eq!(r.reason_phrase(), "Service Unavailable");
+    }
+
+    #[test]
+    fn an_empty_warning_means_no_warning_header() {
+        assert_eq!(Refusal::answer(483, "too_many_hops", "").warning(), None);
+        assert_eq!(
+            Refusal::answer(480, "x", "the phone is gone").warning(),
+            Some("the phone is gone")
         );
     }
 
