@@ -699,15 +699,32 @@ pub fn rewrite_pbx_offer(
                     });
                 };
                 let mut reuse: Vec<&CryptoAttribute> = Vec::new();
+                let mut order = suites.clone();
                 if let Some(prev) = previous_stream(ctx.previous, mline, &stream.kind)
                     .filter(|r| r.ports.phone == p.phone)
                 {
                     if let Security::Srtp(k) = &prev.security {
                         reuse.extend(k.edge.iter());
                         reuse.extend(k.edge_offered.iter());
+                        // The running suite first (with its key, from `reuse`): phones take
+                        // the first line they support, so a re-offer of an unchanged stream
+                        // (a session refresh, RFC 4028 §7.4; RFC 3264 §8: no change, no new
+                        // parameters) keeps the session as it is. Leading with another suite
+                        // re-keys the phone on every refresh where the phone made the first
+                        // offer; baresip 1.0.0 then answers the new suite but keeps
+                        // encrypting with the old one, and the call's audio dies both ways
+                        // (INTEROP.md, Asterisk session timers).
+                        if let Some(at) = k
+                            .edge
+                            .as_ref()
+                            .and_then(|running| order.iter().position(|s| *s == running.suite))
+                        {
+                            let running = order.remove(at);
+                            order.insert(0, running);
+                        }
                     }
                 }
-                let lines = negotiate::edge_offer_lines(&suites, &reuse, ctx.keys);
+                let lines = negotiate::edge_offer_lines(&order, &reuse, ctx.keys);
                 let rtcp = attrs::has_rtcp_attribute(media).then_some(p.phone.rtcp);
                 let mut attributes = forwarded_attributes(&media.attributes, rtcp);
                 if peer.rtcp_mux {
