@@ -466,16 +466,28 @@ fn pbx_refresh_of_a_phone_offered_call_leads_with_the_running_suite_and_key() {
         .unwrap();
     let sdp = text(&refresh);
     let offered = lines_with(&sdp, "a=crypto:");
+    // Tags keep the strongest-first numbering; only the order changes.
+    let without_tag = |l: &str| l.split_once(' ').map(|(_, rest)| rest.to_owned());
     assert_eq!(
-        offered[0], running,
+        without_tag(offered[0]),
+        without_tag(&running),
         "the running suite and key come first: {sdp}"
     );
     assert!(
         offered.len() > 1,
         "the other allowed suites are still offered: {sdp}"
     );
+    let tag = offered[0]
+        .strip_prefix("a=crypto:")
+        .and_then(|l| l.split(' ').next())
+        .unwrap();
+    assert_ne!(
+        tag, "1",
+        "AES_CM_128_HMAC_SHA1_80 is not the strongest suite: {sdp}"
+    );
     // The phone takes the first line and keeps its own key: nothing is re-keyed.
-    let phone_answer = phone_sdp(&savp_audio(4000, K0, ""));
+    let phone_answer =
+        phone_sdp(&savp_audio(4000, K0, "").replace("a=crypto:1 ", &format!("a=crypto:{tag} ")));
     let back = call.phone_answer(&refresh.plan, &phone_answer).unwrap();
     let k = keys_of(&back.plan, 0);
     assert_eq!(
