@@ -93,7 +93,16 @@ impl Asterisk {
              listens there before running the Asterisk tests"
         );
         let etc = run.join("etc");
-        for d in ["etc", "lib", "spool", "log", "run", "agi-bin"] {
+        // log/cdr-csv: cdr_csv writes there but does not create it (the install does).
+        for d in [
+            "etc",
+            "lib",
+            "spool",
+            "log",
+            "log/cdr-csv",
+            "run",
+            "agi-bin",
+        ] {
             std::fs::create_dir_all(run.join(d)).expect("asterisk dir");
         }
         let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/asterisk");
@@ -151,16 +160,18 @@ impl Asterisk {
         )
         .expect("asterisk.conf");
         // Files some modules read at start; empty means their defaults.
-        for f in [
-            "cdr.conf",
-            "cel.conf",
-            "acl.conf",
-            "udptl.conf",
-            "statsd.conf",
-        ] {
+        for f in ["cel.conf", "acl.conf", "udptl.conf", "statsd.conf"] {
             std::fs::write(etc.join(f), "").expect("empty conf");
         }
         std::fs::write(etc.join("features.conf"), "[general]\n").expect("features.conf");
+        // CDRs (cdr_csv: <astlogdir>/cdr-csv/Master.csv) also for calls nobody answered: the
+        // authorization test's calls end busy.
+        // cdr_csv declines to load without a `[csv]` section in cdr.conf holding a setting.
+        std::fs::write(
+            etc.join("cdr.conf"),
+            "[general]\nunanswered = yes\n[csv]\nusegmtime = no\n",
+        )
+        .expect("cdr.conf");
 
         let mut cmd = Command::new(prefix.join("sbin/asterisk"));
         cmd.env("LD_LIBRARY_PATH", prefix.join("pj/lib"))
@@ -1194,6 +1205,47 @@ fn callers_602_after(ast: &Asterisk, n: usize) -> Vec<String> {
     }
 }
 
+/// The fields of one CSV line: comma-separated, optionally quoted, `""` inside quotes for `"`.
+fn csv_fields(line: &str) -> Vec<String> {
+    let (mut fields, mut field, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// The (src, dst) of each record in Asterisk's `cdr-csv/Master.csv` (cdr_csv's columns:
+/// accountcode, src, dst, ...).
+fn cdr_records(ast: &Asterisk) -> Vec<(String, String)> {
+    let path = ast.log.with_file_name("cdr-csv").join("Master.csv");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f = csv_fields(l);
+            Some((f.get(1)?.clone(), f.get(2)?.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn csv_fields_reads_cdr_csv_lines() {
+    assert_eq!(
+        csv_fields(r#""","101","602","phones","""101"" <101>",0,"BUSY""#),
+        ["", "101", "602", "phones", "\"101\" <101>", "0", "BUSY"]
+    );
+}
+
 /// The authorization attacks of issue 11, against the real Asterisk's view of the caller.
 /// Control first: the same INVITE sent straight to Asterisk (bypassing the edge) with
 /// `P-Asserted-Identity: 102` makes Asterisk (`trust_id_inbound = yes`) take 102 as the
@@ -1285,6 +1337,22 @@ async fn asterisk_sees_only_the_authorized_caller() {
     assert!(
         !sip_history.contains("edge-two-froms") && !sip_history.contains("edge-to-tag"),
         "{sip_history}"
+    );
+    // Asterisk's billing records agree: the control call billed to 102 (the forgery works
+    // without the edge), the call through the edge to 101, the refused ones not at all.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut cdrs = cdr_records(&ast);
+    while cdrs.len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        cdrs = cdr_records(&ast);
+    }
+    assert_eq!(
+        cdrs,
+        [
+            ("102".to_owned(), "602".to_owned()),
+            ("101".to_owned(), "602".to_owned())
+        ],
+        "CDRs (cdr_csv) bill only the authorized caller through the edge"
     );
     assert_nothing_left(&e, &ast).await;
     e.stop().await.expect("clean shutdown");
