@@ -1,7 +1,9 @@
 //! In front of a real Asterisk 22 (issue 12): phone → pbx-edge → Asterisk → pbx-edge → phone,
 //! exactly as the README deploys it. Asterisk runs the shipped `deploy/asterisk/*.conf` as
-//! written (only `asterisk.conf`, which names this run's directories, and the empty files
-//! Asterisk's modules read at start are written here); two baresip phones (the dev PKI's
+//! written (written here only: `asterisk.conf`, which names this run's directories, the empty
+//! files Asterisk's modules read at start, a `cdr.conf` for CDRs to read back, and the sounds
+//! the build lacks; the session-timer test alone changes one line of its copy of `pjsip.conf`,
+//! see [`Override`]); two baresip phones (the dev PKI's
 //! Snom-style device as 101 and Yealink-style device as 102) connect over TLS with their device
 //! certificates and SDES-SRTP.
 //!
