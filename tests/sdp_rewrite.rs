@@ -444,6 +444,58 @@ fn pbx_session_refresh_keeps_sdp_and_version_identical() {
     );
 }
 
+/// A session refresh from the PBX (RFC 4028) on a call the phone offered: the direction of
+/// offer/answer flips, and the edge's offer to the phone leads with the suite and key already
+/// running, so a phone that takes the first line it supports keeps its session unchanged (both
+/// contexts continue). Leading with the strongest suite instead made baresip 1.0.0 answer a
+/// new suite while encrypting with the old one (Asterisk's refresh re-INVITE killed the audio).
+#[test]
+fn pbx_refresh_of_a_phone_offered_call_leads_with_the_running_suite_and_key() {
+    let mut call = Call::new(SrtpMode::Mandatory);
+    let offer = call
+        .phone_offer(&phone_sdp(&savp_audio(4000, K0, "")))
+        .unwrap();
+    let answer = call.pbx_answer(&offer.plan, &pbx_audio_answer()).unwrap();
+    let running = lines_with(&text(&answer), "a=crypto:")[0].to_owned();
+    assert!(
+        running.starts_with("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{running}"
+    );
+    let refresh = call
+        .pbx_offer(&pbx_sdp("m=audio 20000 RTP/AVP 0 101\na=sendrecv\n"))
+        .unwrap();
+    let sdp = text(&refresh);
+    let offered = lines_with(&sdp, "a=crypto:");
+    // Tags keep the strongest-first numbering; only the order changes.
+    let without_tag = |l: &str| l.split_once(' ').map(|(_, rest)| rest.to_owned());
+    assert_eq!(
+        without_tag(offered[0]),
+        without_tag(&running),
+        "the running suite and key come first: {sdp}"
+    );
+    assert!(
+        offered.len() > 1,
+        "the other allowed suites are still offered: {sdp}"
+    );
+    let tag = offered[0]
+        .strip_prefix("a=crypto:")
+        .and_then(|l| l.split(' ').next())
+        .unwrap();
+    assert_ne!(
+        tag, "1",
+        "AES_CM_128_HMAC_SHA1_80 is not the strongest suite: {sdp}"
+    );
+    // The phone takes the first line and keeps its own key: nothing is re-keyed.
+    let phone_answer =
+        phone_sdp(&savp_audio(4000, K0, "").replace("a=crypto:1 ", &format!("a=crypto:{tag} ")));
+    let back = call.phone_answer(&refresh.plan, &phone_answer).unwrap();
+    let k = keys_of(&back.plan, 0);
+    assert_eq!(
+        (k.phone_context, k.edge_context),
+        (ContextChange::Keep, ContextChange::Keep)
+    );
+}
+
 // --- several m-lines -----------------------------------------------------------------------
 
 #[test]

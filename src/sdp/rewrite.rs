@@ -699,15 +699,32 @@ pub fn rewrite_pbx_offer(
                     });
                 };
                 let mut reuse: Vec<&CryptoAttribute> = Vec::new();
+                let mut running = None;
                 if let Some(prev) = previous_stream(ctx.previous, mline, &stream.kind)
                     .filter(|r| r.ports.phone == p.phone)
                 {
                     if let Security::Srtp(k) = &prev.security {
                         reuse.extend(k.edge.iter());
                         reuse.extend(k.edge_offered.iter());
+                        running = k.edge.as_ref().map(|line| line.suite);
                     }
                 }
-                let lines = negotiate::edge_offer_lines(&suites, &reuse, ctx.keys);
+                let mut lines = negotiate::edge_offer_lines(&suites, &reuse, ctx.keys);
+                // The running suite's line first (its key comes from `reuse`; every line keeps
+                // the tag of the strongest-first numbering, so only the order changes, RFC 4568
+                // §7.1.1: the order is the offerer's preference). Phones take the first line they
+                // support, so a re-offer of an unchanged stream (a session refresh, RFC 4028
+                // §7.4; RFC 3264 §8: no change, no new parameters) keeps the session as it is.
+                // Leading with another suite re-keyed the phone on every refresh of a call the
+                // phone had offered; baresip 1.0.0 then answers the new suite but keeps
+                // encrypting with the old one, and the call's audio dies both ways (INTEROP.md,
+                // Asterisk session timers).
+                if let Some(at) =
+                    running.and_then(|suite| lines.iter().position(|l| l.suite == suite))
+                {
+                    let line = lines.remove(at);
+                    lines.insert(0, line);
+                }
                 let rtcp = attrs::has_rtcp_attribute(media).then_some(p.phone.rtcp);
                 let mut attributes = forwarded_attributes(&media.attributes, rtcp);
                 if peer.rtcp_mux {

@@ -1,7 +1,9 @@
 //! In front of a real Asterisk 22 (issue 12): phone → pbx-edge → Asterisk → pbx-edge → phone,
 //! exactly as the README deploys it. Asterisk runs the shipped `deploy/asterisk/*.conf` as
-//! written (only `asterisk.conf`, which names this run's directories, and the empty files
-//! Asterisk's modules read at start are written here); two baresip phones (the dev PKI's
+//! written (written here only: `asterisk.conf`, which names this run's directories, the empty
+//! files Asterisk's modules read at start, a `cdr.conf` for CDRs to read back, and the sounds
+//! the build lacks; the session-timer test alone changes one line of its copy of `pjsip.conf`,
+//! see [`Override`]); two baresip phones (the dev PKI's
 //! Snom-style device as 101 and Yealink-style device as 102) connect over TLS with their device
 //! certificates and SDES-SRTP.
 //!
@@ -68,8 +70,22 @@ fn prefix() -> PathBuf {
     p
 }
 
+/// A test-only change to one shipped file, made on the run's copy: `find` (which must be
+/// in the shipped file, so a renamed setting cannot turn the override into a no-op) becomes
+/// `replace`.
+struct Override {
+    file: &'static str,
+    find: &'static str,
+    replace: &'static str,
+}
+
 impl Asterisk {
     fn start(run: &Path) -> Self {
+        Self::start_with(run, &[])
+    }
+
+    /// [`Asterisk::start`] with `overrides` applied to the run's copies of the shipped files.
+    fn start_with(run: &Path, overrides: &[Override]) -> Self {
         let prefix = prefix();
         // The shipped transport binds 127.0.0.1:5060; anything else there would take
         // Asterisk's place silently.
@@ -79,26 +95,48 @@ impl Asterisk {
              listens there before running the Asterisk tests"
         );
         let etc = run.join("etc");
-        for d in ["etc", "lib", "spool", "log", "run", "agi-bin"] {
+        // log/cdr-csv: cdr_csv writes there but does not create it (the install does).
+        for d in [
+            "etc",
+            "lib",
+            "spool",
+            "log",
+            "log/cdr-csv",
+            "run",
+            "agi-bin",
+        ] {
             std::fs::create_dir_all(run.join(d)).expect("asterisk dir");
         }
         let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/asterisk");
         for f in SHIPPED {
-            std::fs::copy(deploy.join(f), etc.join(f))
+            let mut text = std::fs::read_to_string(deploy.join(f))
                 .unwrap_or_else(|e| panic!("deploy/asterisk/{f}: {e}"));
+            for o in overrides.iter().filter(|o| o.file == f) {
+                assert!(
+                    text.contains(o.find),
+                    "deploy/asterisk/{f} no longer has {:?}: update the test's override",
+                    o.find
+                );
+                text = text.replacen(o.find, o.replace, 1);
+            }
+            std::fs::write(etc.join(f), text).expect("asterisk conf copy");
         }
-        // The data directory: the install's, with a music-on-hold file of our own (the build
-        // downloads no sounds) — the tone, so the held phone has something to hear.
+        // The data directory: the install's, with sounds of our own (the build downloads
+        // none): a music-on-hold file — the tone, so the held phone has something to hear —
+        // and the only prompt `VoiceMail(…,s)` plays, the beep before recording (without it
+        // app_voicemail logs a warning and records anyway).
         let data = run.join("data");
         std::fs::create_dir_all(data.join("moh")).expect("moh dir");
+        std::fs::create_dir_all(data.join("sounds/en")).expect("sounds dir");
         for entry in std::fs::read_dir(prefix.join("var/lib/asterisk")).expect("astdatadir") {
             let entry = entry.expect("astdatadir entry");
-            if entry.file_name() != "moh" {
+            if entry.file_name() != "moh" && entry.file_name() != "sounds" {
                 std::os::unix::fs::symlink(entry.path(), data.join(entry.file_name()))
                     .expect("astdatadir link");
             }
         }
         tone::write_wav(&data.join("moh/tone.wav"), 30);
+        tone::write_wav(&data.join("sounds/en/beep.wav"), 1);
         // `[directories]` without `(!)`: with it, the section is a template and ignored.
         let conf = etc.join("asterisk.conf");
         let r = run.display();
@@ -124,16 +162,18 @@ impl Asterisk {
         )
         .expect("asterisk.conf");
         // Files some modules read at start; empty means their defaults.
-        for f in [
-            "cdr.conf",
-            "cel.conf",
-            "acl.conf",
-            "udptl.conf",
-            "statsd.conf",
-        ] {
+        for f in ["cel.conf", "acl.conf", "udptl.conf", "statsd.conf"] {
             std::fs::write(etc.join(f), "").expect("empty conf");
         }
         std::fs::write(etc.join("features.conf"), "[general]\n").expect("features.conf");
+        // CDRs (cdr_csv: <astlogdir>/cdr-csv/Master.csv) also for calls nobody answered: the
+        // authorization test's calls end busy.
+        // cdr_csv declines to load without a `[csv]` section in cdr.conf holding a setting.
+        std::fs::write(
+            etc.join("cdr.conf"),
+            "[general]\nunanswered = yes\n[csv]\nusegmtime = no\n",
+        )
+        .expect("cdr.conf");
 
         let mut cmd = Command::new(prefix.join("sbin/asterisk"));
         cmd.env("LD_LIBRARY_PATH", prefix.join("pj/lib"))
@@ -570,12 +610,11 @@ async fn asterisk_bridges_two_phones_with_srtp_on_the_phone_legs_only() {
     );
     let up_at = Instant::now();
     p.ctrl_a.pump(Duration::from_secs(1));
-    let calls = http::get(e.admin_addr, "/api/calls").await.1;
-    // Two calls on the edge, one per phone leg, each with its SRTP suite.
+    // While the call is up: two calls on the edge (one per phone leg, each with its SRTP
+    // suite), two media streams, two Asterisk channels.
+    let calls = assert_edge_agrees_with_asterisk(&e, &ast, 2).await;
     let suite_a = srtp_suite(&calls, "phone_to_pbx").unwrap_or_else(|| panic!("{calls}"));
     let suite_b = srtp_suite(&calls, "pbx_to_phone").unwrap_or_else(|| panic!("{calls}"));
-    let channels = ast.rx("core show channels");
-    assert_eq!(active_channels(&channels), Some(2), "{channels}");
     let pjsip_channels = ast.rx("pjsip show channels");
     assert!(
         pjsip_channels.contains("PJSIP/101-") && pjsip_channels.contains("PJSIP/102-"),
@@ -594,6 +633,16 @@ async fn asterisk_bridges_two_phones_with_srtp_on_the_phone_legs_only() {
         "the call stayed up for 10 s: {:?} / {:?}",
         p.ctrl_a.events,
         p.ctrl_b.events
+    );
+    // Still in agreement after 10 s of audio, with the same legs.
+    let calls_late = assert_edge_agrees_with_asterisk(&e, &ast, 2).await;
+    assert_eq!(
+        srtp_suite(&calls_late, "phone_to_pbx"),
+        Some(suite_a.clone())
+    );
+    assert_eq!(
+        srtp_suite(&calls_late, "pbx_to_phone"),
+        Some(suite_b.clone())
     );
     // BYE from the callee.
     assert!(p.ctrl_b.command("hangup", None).is_some());
@@ -1158,6 +1207,47 @@ fn callers_602_after(ast: &Asterisk, n: usize) -> Vec<String> {
     }
 }
 
+/// The fields of one CSV line: comma-separated, optionally quoted, `""` inside quotes for `"`.
+fn csv_fields(line: &str) -> Vec<String> {
+    let (mut fields, mut field, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// The (src, dst) of each record in Asterisk's `cdr-csv/Master.csv` (cdr_csv's columns:
+/// accountcode, src, dst, ...).
+fn cdr_records(ast: &Asterisk) -> Vec<(String, String)> {
+    let path = ast.log.with_file_name("cdr-csv").join("Master.csv");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f = csv_fields(l);
+            Some((f.get(1)?.clone(), f.get(2)?.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn csv_fields_reads_cdr_csv_lines() {
+    assert_eq!(
+        csv_fields(r#""","101","602","phones","""101"" <101>",0,"BUSY""#),
+        ["", "101", "602", "phones", "\"101\" <101>", "0", "BUSY"]
+    );
+}
+
 /// The authorization attacks of issue 11, against the real Asterisk's view of the caller.
 /// Control first: the same INVITE sent straight to Asterisk (bypassing the edge) with
 /// `P-Asserted-Identity: 102` makes Asterisk (`trust_id_inbound = yes`) take 102 as the
@@ -1249,6 +1339,22 @@ async fn asterisk_sees_only_the_authorized_caller() {
     assert!(
         !sip_history.contains("edge-two-froms") && !sip_history.contains("edge-to-tag"),
         "{sip_history}"
+    );
+    // Asterisk's billing records agree: the control call billed to 102 (the forgery works
+    // without the edge), the call through the edge to 101, the refused ones not at all.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut cdrs = cdr_records(&ast);
+    while cdrs.len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        cdrs = cdr_records(&ast);
+    }
+    assert_eq!(
+        cdrs,
+        [
+            ("102".to_owned(), "602".to_owned()),
+            ("101".to_owned(), "602".to_owned())
+        ],
+        "CDRs (cdr_csv) bill only the authorized caller through the edge"
     );
     assert_nothing_left(&e, &ast).await;
     e.stop().await.expect("clean shutdown");
@@ -1556,4 +1662,544 @@ async fn asterisk_music_on_hold_reaches_the_held_phone() {
     p.a.quit(&mut p.ctrl_a);
     p.b.quit(&mut p.ctrl_b);
     e.stop().await.expect("clean shutdown");
+}
+
+/// During a call: the edge's `/api/calls` (every call established), its calls and
+/// media-stream gauges, and Asterisk's `core show channels` all count `n` — one edge call,
+/// one audio stream and one Asterisk channel per phone leg. Returns the `/api/calls` body.
+async fn assert_edge_agrees_with_asterisk(e: &RunningEdge, ast: &Asterisk, n: usize) -> String {
+    let calls = http::get(e.admin_addr, "/api/calls").await.1;
+    let m = http::get(e.admin_addr, "/metrics").await.1;
+    let channels = ast.rx("core show channels");
+    let listed: Vec<serde_json::Value> = serde_json::from_str::<serde_json::Value>(&calls)
+        .ok()
+        .and_then(|v| v["calls"].as_array().cloned())
+        .unwrap_or_default();
+    assert_eq!(listed.len(), n, "/api/calls lists {n} calls: {calls}");
+    assert!(
+        listed
+            .iter()
+            .all(|c| c["established"].as_bool() == Some(true)),
+        "every call on the edge is established: {calls}"
+    );
+    assert_eq!(
+        active_channels(&channels),
+        Some(n as u32),
+        "Asterisk has as many channels as the edge has calls: {channels}\n{calls}"
+    );
+    for gauge in ["pbx_edge_calls_active", "pbx_edge_media_active_streams"] {
+        assert_eq!(
+            http::metric(&m, gauge),
+            n as f64,
+            "{gauge} agrees with Asterisk's {n} channels"
+        );
+    }
+    calls
+}
+
+/// The SIP messages of a baresip `-s` trace, each from its start line (a request line or a
+/// `SIP/2.0 NNN` status line) up to the next start line, lines trimmed.
+fn sip_messages(log: &str) -> Vec<Vec<String>> {
+    let is_start = |l: &str| {
+        l.starts_with("SIP/2.0 ")
+            || l.split_whitespace().collect::<Vec<_>>().as_slice().last() == Some(&"SIP/2.0")
+                && l.split_whitespace().count() == 3
+                && l.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+    };
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for line in log.lines().map(str::trim) {
+        if is_start(line) {
+            out.push(vec![line.to_owned()]);
+        } else if let Some(m) = out.last_mut() {
+            m.push(line.to_owned());
+        }
+    }
+    out
+}
+
+/// The value of header `name` (case-insensitive) in a message from [`sip_messages`].
+fn sip_header<'a>(msg: &'a [String], name: &str) -> Option<&'a str> {
+    msg.iter().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+/// The SDP lines of a message starting with `prefix` (e.g. `a=crypto:`, `m=audio`).
+fn sdp_lines(msg: &[String], prefix: &str) -> Vec<String> {
+    msg.iter()
+        .filter(|l| l.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
+/// Every media drop counter of the edge (`pbx_edge_media_dropped_total` by reason, the SRTP
+/// authentication-failure and replay counters) as its exposition lines; asserts the
+/// authentication-failure counters are among them, so a renamed metric cannot make the
+/// comparison vacuous.
+fn media_failures(m: &str) -> Vec<String> {
+    let lines: Vec<String> = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("pbx_edge_media_dropped_total{")
+                || l.starts_with("pbx_edge_media_srtp_auth_failures_total")
+                || l.starts_with("pbx_edge_media_srtp_replays_total")
+        })
+        .map(str::to_owned)
+        .collect();
+    for name in [
+        "pbx_edge_media_dropped_total{reason=\"auth_failed\"}",
+        "pbx_edge_media_dropped_total{reason=\"not_keyed\"}",
+        "pbx_edge_media_srtp_auth_failures_total",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} is exposed: {lines:?}"
+        );
+    }
+    lines
+}
+
+/// Packets the edge relayed on the call in `/api/calls` whose direction is `direction`:
+/// (phone → PBX, PBX → phone).
+fn call_packets(calls: &str, direction: &str) -> (u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(calls).unwrap_or_default();
+    let call = v["calls"].as_array().and_then(|a| {
+        a.iter()
+            .find(|c| c["direction"].as_str() == Some(direction))
+            .cloned()
+    });
+    let get = |k: &str| call.as_ref().and_then(|c| c[k].as_u64()).unwrap_or(0);
+    (get("packets_phone_to_pbx"), get("packets_pbx_to_phone"))
+}
+
+/// Test-only: session timers even with a phone that does not take part in them (baresip
+/// answers without Session-Expires; with the shipped `timers = yes` pjproject then runs no
+/// timer at all), at the shortest interval (RFC 4028 §4 and pjproject's floor: 90 s), so
+/// Asterisk refreshes each leg of a call at 45 s.
+const SESSION_TIMERS_90: Override = Override {
+    file: "pjsip.conf",
+    find: "timers = yes\n",
+    replace: "timers = always\ntimers_sess_expires = 90\ntimers_min_se = 90\n",
+};
+
+/// `a=crypto` lines without their tags (`SUITE inline:KEY…`): tags are renumbered per offer.
+fn crypto_keys(msg: &[String]) -> Vec<String> {
+    sdp_lines(msg, "a=crypto:")
+        .iter()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()))
+        .collect()
+}
+
+/// Port and profile of each `m=audio` line (the formats may shrink to what was negotiated:
+/// Asterisk re-offers only PCMU and telephone-event).
+fn audio_port_proto(msg: &[String]) -> Vec<String> {
+    sdp_lines(msg, "m=audio")
+        .iter()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// The first message of `msgs` whose start line begins with `start` and whose CSeq is `cseq`.
+fn message_with<'a>(msgs: &'a [Vec<String>], start: &str, cseq: &str) -> Option<&'a Vec<String>> {
+    msgs.iter()
+        .find(|m| m[0].starts_with(start) && sip_header(m, "CSeq") == Some(cseq))
+}
+
+/// Session timers (RFC 4028) with Asterisk refreshing: 101 calls 102 with a 90 s session
+/// interval on both endpoints (test-only override); baresip takes no part in session timers,
+/// so Asterisk refreshes each leg itself at half the interval (§10) with a re-INVITE of its
+/// own (baresip allows no UPDATE): toward 102 as the UAC, toward 101 as the UAS. Both reach
+/// the phones through the edge with Asterisk's Session-Expires; each edge re-offer keeps the
+/// stream as it is — same relay port and address, and the SRTP suite and key already running
+/// first (RFC 4568 §7.1.4 lets an unchanged stream keep its key) — the phones answer with
+/// their keys unchanged, the 200s reach Asterisk, the call stays up, both legs keep relaying
+/// audio both ways with no drop of any reason counted after the call was up (no `not_keyed`,
+/// no SRTP authentication failure), the wire shows SRTP only on the phone legs and the plain
+/// tone on the Asterisk legs for the whole call, and nothing is left after the BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_refreshes_the_session_through_the_edge_keeping_srtp() {
+    let _turn = ONE_ASTERISK.lock().await;
+    let pki = edge::dev_pki();
+    let run = tempfile::tempdir().expect("tempdir");
+    let ast = Asterisk::start_with(run.path(), &[SESSION_TIMERS_90]);
+    let media = net::free_range(45000, 45499, 20);
+    let e = start_edge(&pki, media).await;
+    // Longer than the call (refresh at 45 s, then audio after it).
+    let wav = run.path().join("tone.wav");
+    tone::write_wav(&wav, 80);
+    let mut p = start_phones(&pki, &e, &wav, "auto");
+    wait_registered(&ast, &mut p);
+    let _ = ast.rx("pjsip set logger on");
+
+    let capture = Capture::start(
+        run.path(),
+        "tshark-edge-media",
+        &format!("udp portrange {}-{}", media.0, media.1),
+        Duration::from_secs(100),
+    );
+    assert!(p.ctrl_a.command("dial", Some("sip:102@sbc.test")).is_some());
+    let up_b = p
+        .ctrl_b
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(20));
+    let up_a = p
+        .ctrl_a
+        .wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+    assert!(
+        up_a.is_some() && up_b.is_some(),
+        "call established: {:?} / {:?}\n{}",
+        p.ctrl_a.events,
+        p.ctrl_b.events,
+        ast.messages()
+    );
+    let up_at = Instant::now();
+    p.ctrl_a.pump(Duration::from_secs(2));
+    let calls_before = assert_edge_agrees_with_asterisk(&e, &ast, 2).await;
+    let suite_a =
+        srtp_suite(&calls_before, "phone_to_pbx").unwrap_or_else(|| panic!("{calls_before}"));
+    let suite_b =
+        srtp_suite(&calls_before, "pbx_to_phone").unwrap_or_else(|| panic!("{calls_before}"));
+    let failures_before = media_failures(&http::get(e.admin_addr, "/metrics").await.1);
+
+    // The session as set up. 102's leg: Asterisk's INVITE (edge offer) and 102's 200.
+    let msgs_b = sip_messages(&p.b.log());
+    let invite_b = msgs_b
+        .iter()
+        .find(|m| m[0].starts_with("INVITE sip:102"))
+        .unwrap_or_else(|| panic!("102 got the INVITE\n{}", p.b.log()))
+        .clone();
+    let cseq_b = sip_header(&invite_b, "CSeq").unwrap_or_default().to_owned();
+    let ok_b = message_with(&msgs_b, "SIP/2.0 200", &cseq_b)
+        .unwrap_or_else(|| panic!("102's 200\n{}", p.b.log()))
+        .clone();
+    assert_eq!(
+        sip_header(&invite_b, "Session-Expires").map(|v| v
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()),
+        Some("90"),
+        "Asterisk's INVITE asks 102 for a 90 s session through the edge\n{invite_b:?}"
+    );
+    // 101's leg: 101's INVITE (the one answered 200) and the edge's 200.
+    let msgs_a = sip_messages(&p.a.log());
+    let ok_a = msgs_a
+        .iter()
+        .filter(|m| m[0].starts_with("SIP/2.0 200"))
+        .find(|m| sip_header(m, "CSeq").is_some_and(|c| c.ends_with(" INVITE")))
+        .unwrap_or_else(|| panic!("the 200 to 101's INVITE\n{}", p.a.log()))
+        .clone();
+    let cseq_a = sip_header(&ok_a, "CSeq").unwrap_or_default().to_owned();
+    let invite_a = message_with(&msgs_a, "INVITE sip:102@", &cseq_a)
+        .unwrap_or_else(|| panic!("101's INVITE {cseq_a}\n{}", p.a.log()))
+        .clone();
+
+    // The refreshes: due 45 s after the session started; allow 75 s on a busy machine.
+    let deadline = up_at + Duration::from_secs(75);
+    let (refresh_a, refresh_b) = loop {
+        let a = sip_messages(&p.a.log())
+            .into_iter()
+            .find(|m| m[0].starts_with("INVITE sip:101") || m[0].starts_with("UPDATE sip:101"));
+        let b = sip_messages(&p.b.log()).into_iter().find(|m| {
+            (m[0].starts_with("INVITE sip:102") || m[0].starts_with("UPDATE sip:102"))
+                && sip_header(m, "CSeq") != Some(cseq_b.as_str())
+        });
+        if let (Some(a), Some(b)) = (a, b) {
+            break (a, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Asterisk refreshed both legs within 75 s\n{}\n{}\n{}",
+            p.a.log(),
+            p.b.log(),
+            ast.messages()
+        );
+        p.ctrl_a.pump(Duration::from_millis(250));
+        p.ctrl_b.pump(Duration::from_millis(250));
+    };
+    eprintln!(
+        "refreshes after {:?}: {} / {}",
+        up_at.elapsed(),
+        refresh_a[0],
+        refresh_b[0]
+    );
+    let at_refresh = http::get(e.admin_addr, "/api/calls").await.1;
+    // Audio for a while after the refresh.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        p.ctrl_a.pump(Duration::from_millis(250));
+        p.ctrl_b.pump(Duration::from_millis(250));
+    }
+    let (msgs_a, msgs_b) = (sip_messages(&p.a.log()), sip_messages(&p.b.log()));
+    let ast_log = ast.messages();
+    for (who, refresh, msgs, edge_sdp, phone_sdp) in [
+        ("101", &refresh_a, &msgs_a, &ok_a, &invite_a),
+        ("102", &refresh_b, &msgs_b, &invite_b, &ok_b),
+    ] {
+        let method = refresh[0].split_whitespace().next().unwrap_or_default();
+        let cseq = sip_header(refresh, "CSeq").unwrap_or_default();
+        assert_eq!(method, "INVITE", "baresip allows no UPDATE: {refresh:?}");
+        assert!(
+            sip_header(refresh, "Session-Expires").is_some_and(|v| v.starts_with("90")),
+            "{who}: the refresh carries Asterisk's Session-Expires through the edge: \
+             {refresh:?}"
+        );
+        let answer = message_with(msgs, "SIP/2.0 200", cseq)
+            .unwrap_or_else(|| panic!("{who} answered the refresh ({cseq}) with 200"));
+        // The edge's re-offer: the same relay address and port, the suite and key in use
+        // first (for 102 the whole offer is the same; for 101, whose first offer the edge
+        // answered, the running line leads the edge's full offer).
+        assert_eq!(
+            sdp_lines(refresh, "c=IN"),
+            sdp_lines(edge_sdp, "c=IN"),
+            "{who}: the edge's re-offer keeps its address"
+        );
+        assert_eq!(
+            audio_port_proto(refresh),
+            audio_port_proto(edge_sdp),
+            "{who}: the edge's re-offer keeps its port"
+        );
+        let (offered, running) = (crypto_keys(refresh), crypto_keys(edge_sdp));
+        assert!(
+            !running.is_empty() && offered.first() == running.first(),
+            "{who}: the edge's re-offer leads with its running suite and key: \
+             {offered:?} / {running:?}"
+        );
+        if who == "102" {
+            assert_eq!(offered, running, "102: the edge's re-offer is unchanged");
+        }
+        // The phone answers with the suite and key it already uses: no re-key on either side.
+        let answered = crypto_keys(answer);
+        assert!(
+            answered.len() == 1 && crypto_keys(phone_sdp).contains(&answered[0]),
+            "{who}: the phone keeps its suite and key: {answered:?} / {:?}",
+            crypto_keys(phone_sdp)
+        );
+        assert_eq!(audio_port_proto(answer), audio_port_proto(phone_sdp));
+        // Asterisk sent the refresh and got the 200 back through the edge (its SIP log).
+        let ok_back = ast_log
+            .split("<--- Received SIP response")
+            .skip(1)
+            .any(|m| m.contains("SIP/2.0 200") && m.contains(&format!("CSeq: {cseq}")));
+        assert!(
+            ok_back,
+            "{who}: Asterisk received the 200 for {cseq}\n{ast_log}"
+        );
+    }
+
+    // The call is still up, on both sides, with the same legs and suites.
+    assert!(
+        !p.ctrl_a
+            .events
+            .iter()
+            .chain(&p.ctrl_b.events)
+            .any(|(k, _)| k == "CALL_CLOSED"),
+        "the call survived the refresh: {:?} / {:?}",
+        p.ctrl_a.events,
+        p.ctrl_b.events
+    );
+    let calls_after = assert_edge_agrees_with_asterisk(&e, &ast, 2).await;
+    assert_eq!(
+        srtp_suite(&calls_after, "phone_to_pbx").as_deref(),
+        Some(suite_a.as_str())
+    );
+    assert_eq!(
+        srtp_suite(&calls_after, "pbx_to_phone").as_deref(),
+        Some(suite_b.as_str())
+    );
+    for direction in ["phone_to_pbx", "pbx_to_phone"] {
+        let (up0, down0) = call_packets(&at_refresh, direction);
+        let (up1, down1) = call_packets(&calls_after, direction);
+        assert!(
+            up1 >= up0 + 200 && down1 >= down0 + 200,
+            "the {direction} call keeps relaying both ways after the refresh: \
+             {up0}/{down0} → {up1}/{down1}"
+        );
+    }
+    assert_eq!(
+        media_failures(&http::get(e.admin_addr, "/metrics").await.1),
+        failures_before,
+        "no media packet dropped (of any reason) once the call was up"
+    );
+
+    // BYE from the caller.
+    assert!(p.ctrl_a.command("hangup", None).is_some());
+    assert!(
+        p.ctrl_b
+            .wait_event("CALL_CLOSED", Duration::from_secs(10))
+            .is_some(),
+        "{:?}",
+        p.ctrl_b.events
+    );
+    assert_nothing_left(&e, &ast).await;
+    let packets = capture.finish();
+    check_call_capture(
+        &packets,
+        [(p.rtp_a, &suite_a), (p.rtp_b, &suite_b)],
+        ASTERISK_RTP,
+    );
+    check_every_audio_packet_relayed(&packets, [p.rtp_a, p.rtp_b], ASTERISK_RTP);
+    p.a.quit(&mut p.ctrl_a);
+    p.b.quit(&mut p.ctrl_b);
+    e.stop().await.expect("clean shutdown");
+}
+
+/// The 16-bit samples of a PCM WAV file (after its `data` chunk header).
+fn wav_samples(bytes: &[u8]) -> Vec<i16> {
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"data")
+        .map(|p| p + 8)
+        .unwrap_or(bytes.len());
+    bytes[at.min(bytes.len())..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// Voicemail left by a caller: 101 dials 604 (`VoiceMail(102@default,s)` in the shipped
+/// dialplan), Asterisk answers and records while the edge and Asterisk agree on the one call;
+/// 101 talks 4 s and hangs up. Asterisk keeps the message (its description names the
+/// authorized caller 101, its recording is ≥ 2 s of the tone 101 sent over SRTP), counts one
+/// new message for 102, and its unsolicited NOTIFY `message-summary` (`Messages-Waiting:
+/// yes`) reaches 102 through the edge; 101, whose mailbox is empty, gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_voicemail_left_by_a_caller_lights_the_mailbox() {
+    let _turn = ONE_ASTERISK.lock().await;
+    let pki = edge::dev_pki();
+    let run = tempfile::tempdir().expect("tempdir");
+    let ast = Asterisk::start(run.path());
+    let media = net::free_range(45500, 45999, 20);
+    let e = start_edge(&pki, media).await;
+    let wav = run.path().join("tone.wav");
+    tone::write_wav(&wav, WAV_SECS);
+    let mut p = start_phones(&pki, &e, &wav, "auto");
+    wait_registered(&ast, &mut p);
+    assert!(
+        !p.b.log().contains("Messages-Waiting: yes"),
+        "no message yet\n{}",
+        p.b.log()
+    );
+
+    assert!(p.ctrl_a.command("dial", Some("sip:604@sbc.test")).is_some());
+    assert!(
+        p.ctrl_a
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(15))
+            .is_some(),
+        "VoiceMail() answered: {:?}\n{}",
+        p.ctrl_a.events,
+        ast.messages()
+    );
+    p.ctrl_a.pump(Duration::from_secs(1));
+    assert_edge_agrees_with_asterisk(&e, &ast, 1).await;
+    let channels = ast.rx("core show channels");
+    assert!(
+        channels
+            .lines()
+            .any(|l| l.starts_with("PJSIP/101-") && l.contains("VoiceMail")),
+        "101 is in VoiceMail(): {channels}"
+    );
+    // Talk (the beep is 1 s; the recording starts after it).
+    p.ctrl_a.pump(Duration::from_secs(4));
+    assert!(p.ctrl_a.command("hangup", None).is_some());
+    assert!(p
+        .ctrl_a
+        .wait_event("CALL_CLOSED", Duration::from_secs(10))
+        .is_some());
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.b.log().contains("Messages-Waiting: yes") && Instant::now() < deadline {
+        p.ctrl_b.pump(Duration::from_millis(250));
+    }
+    let log_b = p.b.log();
+    assert!(
+        log_b.contains("NOTIFY sip:")
+            && log_b.contains("message-summary")
+            && log_b.contains("Messages-Waiting: yes"),
+        "Asterisk's message-summary NOTIFY reached 102 through the edge\n{log_b}\n{}\n{}",
+        ast.messages(),
+        ast.rx("voicemail show users"),
+    );
+    let users = ast.rx("voicemail show users");
+    assert!(
+        users
+            .lines()
+            .any(|l| l.contains("102") && l.split_whitespace().last() == Some("1")),
+        "Asterisk counts one new message for 102: {users}"
+    );
+    let inbox = run.path().join("spool/voicemail/default/102/INBOX");
+    let txt = std::fs::read_to_string(inbox.join("msg0000.txt")).unwrap_or_else(|e| {
+        panic!(
+            "the message's description in {}: {e}\n{}",
+            inbox.display(),
+            ast.messages()
+        )
+    });
+    // `callerid=101` or `callerid="Name" <101>` (ast_callerid_merge).
+    let caller = txt
+        .lines()
+        .find_map(|l| l.strip_prefix("callerid="))
+        .map(|c| match c.split_once('<') {
+            Some((_, n)) => n.trim_end_matches('>').to_owned(),
+            None => c.trim().to_owned(),
+        });
+    assert_eq!(
+        caller.as_deref(),
+        Some("101"),
+        "the message is from the authorized caller: {txt}"
+    );
+    let duration: u32 = txt
+        .lines()
+        .find_map(|l| l.strip_prefix("duration="))
+        .and_then(|d| d.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(duration >= 2, "a message of ≥ 2 s: {txt}");
+    // The recording is what 101 sent: the tone, decrypted by the edge.
+    let samples = wav_samples(&std::fs::read(inbox.join("msg0000.wav")).expect("recording"));
+    let frames: Vec<Vec<u8>> = samples
+        .chunks_exact(160)
+        .map(|f| f.iter().map(|&s| tone::linear_to_ulaw(s)).collect())
+        .collect();
+    let toned = frames.iter().filter(|f| tone::tone_share(f) > 0.5).count();
+    assert!(
+        toned >= 100,
+        "the recording holds ≥ 2 s of 101's tone: {toned} of {} frames",
+        frames.len()
+    );
+    assert!(
+        !p.a.log().contains("Messages-Waiting: yes"),
+        "101's mailbox is empty\n{}",
+        p.a.log()
+    );
+    assert_nothing_left(&e, &ast).await;
+    p.a.quit(&mut p.ctrl_a);
+    p.b.quit(&mut p.ctrl_b);
+    e.stop().await.expect("clean shutdown");
+}
+
+#[test]
+fn sip_messages_split_a_baresip_trace_at_start_lines() {
+    let trace = "call: connecting\n\
+                 INVITE sip:102-0x1@127.0.0.1:5061;transport=tls SIP/2.0\r\n\
+                 CSeq: 7 INVITE\r\n\
+                 Session-Expires: 90;refresher=uac\r\n\
+                 \r\n\
+                 m=audio 45008 RTP/SAVP 0 101\r\n\
+                 a=crypto:4 AES_CM_128_HMAC_SHA1_80 inline:KEY\r\n\
+                 call: got re-INVITE (SDP Offer)\n\
+                 SIP/2.0 200 OK\r\n\
+                 CSeq: 7 INVITE\r\n";
+    let msgs = sip_messages(trace);
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_eq!(
+        sip_header(&msgs[0], "session-expires"),
+        Some("90;refresher=uac")
+    );
+    assert_eq!(
+        crypto_keys(&msgs[0]),
+        ["AES_CM_128_HMAC_SHA1_80 inline:KEY"]
+    );
+    assert_eq!(audio_port_proto(&msgs[0]), ["m=audio 45008 RTP/SAVP"]);
+    assert!(message_with(&msgs, "SIP/2.0 200", "7 INVITE").is_some());
+    assert!(message_with(&msgs, "SIP/2.0 200", "8 INVITE").is_none());
 }
