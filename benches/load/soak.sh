@@ -37,7 +37,8 @@
 # in a mktemp directory deleted at exit. Needs sipp (Debian sip-tester, root or CAP_NET_RAW for
 # play_pcap_audio), stunnel (stunnel4), curl, ss; builds the edge with `cargo build --release`
 # unless --edge is given. Exit status: 0 done and clean; 1 set-up failed; 2 usage; 3 a gauge
-# did not return to 0; 4 SIPp counted failed calls or registrations.
+# did not return to 0; 4 SIPp counted failed calls or registrations, or a phone SIPp had to be
+# stopped (a request it sent was never answered).
 # Results and how to read them: BENCHMARKS.md, "Soak".
 set -euo pipefail
 
@@ -397,8 +398,11 @@ SUMMARY=$TMP/summary.txt
 cp "$SUMMARY" "${CSV%.csv}.summary.txt"
 
 [ "$clean" = yes ] || exit 3
+# Every phone SIPp must have ended by itself with every call successful (exit 0): a phone that
+# stalled (a request never answered) keeps its SIPp running until it is stopped here.
 for name in sipp-call sipp-rereg sipp-reg; do
   [ -f "$TMP/$name-screen.log" ] || continue
   [ "$(screen_count "Failed call" "$TMP/$name-screen.log")" = 0 ] || exit 4
+  [ "${RC[$name]:-0}" = 0 ] || exit 4
 done
 exit 0
