@@ -32,7 +32,8 @@
 #          [--keep-logs DIR]
 # --minutes 1 is the smoke check. The CSV goes to --csv (default: soak-<UTC time>.csv in the
 # current directory); the summary (first/last/min/max of RSS and fds after the first 2 minutes,
-# SIPp's results, the clean-up verdict) is printed at the end.
+# SIPp's results, the clean-up verdict) is printed at the end and written beside the CSV
+# (<name>.summary.txt).
 # Every process it starts is stopped by its PID (also on error and Ctrl-C); temporary files live
 # in a mktemp directory deleted at exit. Needs sipp (Debian sip-tester, root or CAP_NET_RAW for
 # play_pcap_audio), stunnel (stunnel4), curl, ss; builds the edge with `cargo build --release`
