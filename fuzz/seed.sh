@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 fx=../tests/fixtures
 c=corpus
-mkdir -p $c/{sip_stream,sip_datagram,sdp_offer_answer,sdes_crypto,flow_token,provisioning_path,inventory,cert_mac,srtp_unprotect}
+mkdir -p $c/{sip_stream,sip_datagram,sdp_offer_answer,sdes_crypto,flow_token,provisioning_path,inventory,cert_mac,srtp_unprotect,inspect_cert,media_packet}
 
 for f in $fx/sip/*.sip; do
   n=$(basename "$f" .sip)
@@ -47,4 +47,35 @@ done
 for f in $fx/certs/*device*.pem; do
   openssl x509 -in "$f" -outform DER -out "$c/cert_mac/$(basename "$f" .pem).der" 2>/dev/null || true
 done
+# media_packet: a selector byte, then length-prefixed packets: RTP (PCMU, two sequence
+# numbers), an RTCP receiver report, a packet too short for either.
+rtp() { printf '\xac\x80\x00\x00%b\x00\x00\x00\xa0\x12\x34\x56\x78' "$1"; head -c 160 /dev/zero | tr '\0' '\377'; }
+{ printf '\x00'; rtp '\x01'; rtp '\x02'; printf '\x20\x81\xc9\x00\x07'; head -c 28 /dev/zero; printf '\x03\x80\x00\x01'; } > $c/media_packet/rtp-rtcp
+{ printf '\x08'; rtp '\x01'; rtp '\x01'; } > $c/media_packet/repeat-mki
+
+# inspect_cert: the fixture certificates, and the development PKI the target judges files
+# against (its first start generates it into state/inspect_cert/dev-pki/; started here with
+# -runs=0 when built and not there yet): each device certificate alone, with its CA (a chain
+# that verifies), with its key (what dev-pki hands to baresip), and as DER.
+cp $c/cert_mac/* $c/inspect_cert/
+bin=target/x86_64-unknown-linux-gnu/debug/inspect_cert
+pki=state/inspect_cert/dev-pki
+if [ ! -f $pki/pbx-edge.toml ] && [ -x $bin ]; then
+  mkdir -p state/inspect_cert
+  $bin -runs=0 >/dev/null 2>&1 || true
+fi
+if [ -f $pki/pbx-edge.toml ]; then
+  for v in snom yealink; do
+    for f in $pki/$v-????????????.crt; do
+      n=$(basename "$f" .crt)
+      cp "$f" "$c/inspect_cert/dev-$n"
+      cat "$f" "$pki/$v-ca.crt" > "$c/inspect_cert/dev-$n-chain"
+      cp "$pki/$n.pem" "$c/inspect_cert/dev-$n-with-key"
+      openssl x509 -in "$f" -outform DER -out "$c/inspect_cert/dev-$n.der" 2>/dev/null || true
+    done
+  done
+  cp $pki/sbc.test-chain.crt "$c/inspect_cert/dev-server-chain"
+else
+  echo "seed.sh: inspect_cert not built yet: its development PKI certificates are not seeded" >&2
+fi
 echo "seeded $(find $c -type f | wc -l) files in fuzz/$c/"

@@ -58,17 +58,26 @@ impl Resolved {
         }
     }
 
+    /// Everything the identity layer loads for this configuration (vendor profiles and their
+    /// CAs, CRLs, deny-list, inventory), with fresh counters: what `check-config` validates and
+    /// `inspect-cert` judges a certificate against (the running edge loads the same, counting
+    /// into its own counters).
+    pub fn load_identity(
+        &self,
+    ) -> Result<crate::identity::IdentitySnapshot, crate::identity::IdentityError> {
+        crate::identity::IdentitySnapshot::load_with_ca_dir(
+            &self.config,
+            &self.edge_options().vendor_ca_dir,
+            crate::identity::HandshakeCounters::new(),
+        )
+    }
+
     /// Validation including everything the running edge loads (vendor profiles, inventory,
     /// deny-list, CRLs): the problems `check-config` and `run` report.
     pub fn validate(&self) -> config::ValidationReport {
         let mut report = config::validate(&self.config);
         if report.is_ok() {
-            let options = self.edge_options();
-            if let Err(e) = crate::identity::IdentitySnapshot::load_with_ca_dir(
-                &self.config,
-                &options.vendor_ca_dir,
-                crate::identity::HandshakeCounters::new(),
-            ) {
+            if let Err(e) = self.load_identity() {
                 report.problems.push(config::Problem {
                     key: "identity".into(),
                     file: None,

@@ -217,12 +217,7 @@ fn inspect_cert(args: &pbx_edge::cli::InspectArgs) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let options = resolved.edge_options();
-    let snapshot = match pbx_edge::identity::IdentitySnapshot::load_with_ca_dir(
-        &resolved.config,
-        &options.vendor_ca_dir,
-        pbx_edge::identity::HandshakeCounters::new(),
-    ) {
+    let snapshot = match resolved.load_identity() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", resolved.source);

@@ -12,6 +12,7 @@ mod interop {
     mod asterisk;
     mod baresip;
     mod baresip_call;
+    mod baresip_failover;
     mod baresip_register;
     mod capture;
     mod curl_provisioning;

@@ -304,6 +304,7 @@ fn start_phones(pki: &TestPki, e: &RunningEdge, wav: &Path, answermode_b: &str) 
         }),
         dns: dns.addr,
         verbose: false,
+        backup_edge: None,
     };
     let mut a = Baresip::start(
         &setup("101", &pki.pki.snom_device, "change-me-101", "auto", rtp_a),

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 pub struct PhoneSetup<'a> {
     /// The edge's TLS listener (the account's outbound proxy).
     pub edge: SocketAddr,
+    /// A second edge: both become RFC 5626 outbound proxies (`sipnat=outbound`,
+    /// `outbound1`/`outbound2`), one registration flow through each (reg-id 1 and 2).
+    pub backup_edge: Option<SocketAddr>,
     /// Device certificate + key in one PEM.
     pub certificate: &'a Path,
     /// The CA of the edge's server certificate.
@@ -169,6 +172,7 @@ fn write_config(dir: &Path, s: &PhoneSetup, sip_port: u16, ctrl_port: u16) {
          {aufile}\
          module aubridge.so\n\
          {srtp}\
+         {uuid}\
          module_tmp account.so\n\
          module_app menu.so\n\
          module_app ctrl_tcp.so\n\
@@ -178,16 +182,28 @@ fn write_config(dir: &Path, s: &PhoneSetup, sip_port: u16, ctrl_port: u16) {
         dns = s.dns,
         aufile = media_modules.0,
         srtp = media_modules.1,
+        // RFC 5626 needs a +sip.instance: the uuid module writes one into the config dir.
+        uuid = if s.backup_edge.is_some() {
+            "module_tmp uuid.so\n"
+        } else {
+            ""
+        },
     );
     std::fs::write(dir.join("config"), config).expect("baresip config");
     let auth = s
         .auth_pass
         .map(|p| format!(";auth_pass={p}"))
         .unwrap_or_default();
+    let outbound = match s.backup_edge {
+        None => format!("outbound=\"sip:{};transport=tls\"", s.edge),
+        Some(backup) => format!(
+            "sipnat=outbound;outbound1=\"sip:{};transport=tls\";outbound2=\"sip:{backup};transport=tls\"",
+            s.edge
+        ),
+    };
     let account = format!(
-        "<sip:{user}@sbc.test;transport=tls>;outbound=\"sip:{edge};transport=tls\";regint={regint}{account_media}{auth};answermode={answer}\n",
+        "<sip:{user}@sbc.test;transport=tls>;{outbound};regint={regint}{account_media}{auth};answermode={answer}\n",
         user = s.user,
-        edge = s.edge,
         regint = s.regint,
         answer = s.answermode,
     );

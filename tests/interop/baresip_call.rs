@@ -40,6 +40,7 @@ fn phone<'a>(
         media: Some(CallMedia { audio, rtp_ports }),
         dns: dns.addr,
         verbose: true,
+        backup_edge: None,
     }
 }
 

@@ -38,6 +38,7 @@ fn phone<'a>(pki: &'a TestPki, cert: &'a Path, user: &'a str, e: &RunningEdge) -
         // The edge is given by address: no lookup is expected of this resolver.
         dns: SocketAddr::from(([127, 0, 0, 1], 53)),
         verbose: false,
+        backup_edge: None,
     }
 }
 
