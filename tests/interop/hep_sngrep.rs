@@ -111,6 +111,7 @@ async fn sngrep_decodes_the_hep_stream_of_a_baresip_call() {
         }),
         dns: dns.addr,
         verbose: false,
+        backup_edge: None,
     };
     let mut phone = Baresip::start(&setup, Duration::from_secs(30));
     let mut ctrl = phone.ctrl();
