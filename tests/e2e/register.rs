@@ -327,3 +327,44 @@ async fn lost_requests_are_retransmitted_and_a_silent_pbx_gets_the_phone_a_408()
     assert!(resp.header("Warning").unwrap().contains("did not answer"));
     e.stop().await.expect("clean shutdown");
 }
+
+/// RFC 3261 §8.1.1.7: a branch names one transaction. A phone that sends a new REGISTER with
+/// the branch of one already answered (its TLS side is over while the UDP side toward the PBX
+/// still absorbs retransmissions, Timer K) matches nothing live: the request is dropped and
+/// counted, never forwarded and never lost without a trace. A fresh branch still registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_reusing_a_finished_transactions_branch_is_dropped_and_counted() {
+    let (pki, pbx, e) = setup(&[]).await;
+    let mut ph = snom(&pki, &e).await;
+    let register = phone::register("101", 5099, 1, "stale-branch", "");
+    ph.send(&register).await;
+    let (req, from) = pbx.recv().await.expect("PBX gets the REGISTER");
+    let uri = pbx::contact_uri(&req).expect("edge Contact");
+    pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
+    assert_eq!(ph.recv().await.expect("200").status(), Some(200));
+
+    // The same branch again, well within Timer K (T4 = 5 s).
+    ph.send(&register).await;
+    assert!(
+        pbx.recv_within(Duration::from_millis(800)).await.is_none(),
+        "a request on a finished transaction's branch must not be forwarded"
+    );
+    assert!(ph.recv_within(Duration::from_millis(200)).await.is_none());
+    let metrics = http::get(e.admin_addr, "/metrics").await.1;
+    assert_eq!(
+        http::metric(
+            &metrics,
+            "pbx_edge_sip_dropped_total{reason=\"stale_branch\",side=\"phone\"}"
+        ),
+        1.0,
+        "dropped and counted"
+    );
+
+    // A new transaction (new branch) goes through.
+    ph.send(&phone::register("101", 5099, 2, "stale-branch", ""))
+        .await;
+    let (req, from) = pbx.recv().await.expect("PBX gets the new REGISTER");
+    pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
+    assert_eq!(ph.recv().await.expect("200").status(), Some(200));
+    e.stop().await;
+}

@@ -94,6 +94,19 @@ impl SipCore {
         };
         if let Ok(key) = TransactionKey::server(&m.message) {
             if let Some(id) = self.txns.matching(Leg::Phone, &key) {
+                if self.txns.leg_over(id, Leg::Phone) {
+                    // The branch of a transaction whose phone side is over (its PBX side
+                    // still absorbs retransmissions): a branch names one transaction (RFC
+                    // 3261 §8.1.1.7), so this is neither a retransmission nor a new request.
+                    // Not forwarded, not answered (a reply could not be matched either),
+                    // counted.
+                    self.metrics
+                        .dropped
+                        .with_label_values(&[Leg::Phone.label(), "stale_branch"])
+                        .inc();
+                    tracing::debug!(flow = ?m.flow, %method, "request reusing a finished transaction's branch dropped");
+                    return;
+                }
                 // A retransmission, or the ACK of a non-2xx final response (§17.2.1).
                 let events = self.txns.on_message(id, Leg::Phone, m.message);
                 self.drive(events).await;

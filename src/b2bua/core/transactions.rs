@@ -170,6 +170,14 @@ impl Transactions {
     /// Transactions whose request has no final response yet, on either leg. Those that only
     /// absorb retransmissions (Timers D/I/J/K, RFC 6026 Timers L/M) are not counted.
     /// O(transactions): asked every 50 ms during a shutdown only.
+    /// Whether `leg` of `id` is over (or `id` gone): a message for it matches nothing live.
+    pub(super) fn leg_over(&self, id: TxnId, leg: Leg) -> bool {
+        self.txns.get(&id).is_none_or(|t| match leg {
+            Leg::Pbx => t.pbx.is_none(),
+            Leg::Phone => t.phone.is_none(),
+        })
+    }
+
     pub(super) fn in_flight(&self) -> usize {
         self.txns.values().filter(|t| t.in_flight()).count()
     }
