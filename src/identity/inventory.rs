@@ -822,22 +822,25 @@ networks = ["192.0.2.0/24", "2001:db8::/32"]
                 "{identity} {user}: {verdict:?}"
             );
         }
-        let Authorization::Deny(reason) =
-            authorize(&inventory, &snom("000413a1b2c3"), "102", "INVITE")
-        else {
-            panic!("expected deny");
+        let denied = |mac: &str, user: &str, method: &str| match authorize(
+            &inventory,
+            &snom(mac),
+            user,
+            method,
+        ) {
+            Authorization::Deny(reason) => reason,
+            other => panic!("expected deny, got {other:?}"),
         };
+        let reason = denied("000413a1b2c3", "102", "INVITE");
         assert_eq!(reason.label(), "user_not_allowed");
         assert_eq!(
             reason.text(),
             "snom device 00:04:13:a1:b2:c3 may not use SIP user 102 (INVITE)"
         );
-        let Authorization::Deny(reason) =
-            authorize(&inventory, &snom("000413ffffff"), "101", "REGISTER")
-        else {
-            panic!("expected deny");
-        };
-        assert_eq!(reason.label(), "unknown_device");
+        assert_eq!(
+            denied("000413ffffff", "101", "REGISTER").label(),
+            "unknown_device"
+        );
     }
 
     #[test]

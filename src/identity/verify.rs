@@ -513,6 +513,20 @@ mod tests {
         der: CertificateDer<'static>,
     }
 
+    /// A device certificate (CN = a Snom MAC) issued by `issuer`.
+    fn device_leaf(issuer: &TestCa) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "000413A1B2C3");
+        params
+            .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
+            .unwrap()
+            .der()
+            .clone()
+    }
+
     fn ca(cn: &str, parent: Option<&TestCa>) -> TestCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
@@ -577,16 +591,7 @@ mod tests {
             .collect();
         let root = ca("Snom root", None);
         let phone = ca("Snom Phone 1", Some(&root));
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "000413A1B2C3");
-        let leaf = params
-            .signed_by(&key, &Issuer::from_params(&phone.params, &phone.key))
-            .unwrap()
-            .der()
-            .clone();
+        let leaf = device_leaf(&phone);
         let state = trust(vec![
             ("acme", &others[0]),
             ("bcme", &others[1]),
@@ -613,16 +618,7 @@ mod tests {
             .map(|cn| ca(cn, None))
             .collect();
         let phone = ca("Phone CA", Some(&roots[3]));
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "000413A1B2C3");
-        let leaf = params
-            .signed_by(&key, &Issuer::from_params(&phone.params, &phone.key))
-            .unwrap()
-            .der()
-            .clone();
+        let leaf = device_leaf(&phone);
         let mut junk = Vec::new();
         for root in roots.iter().cycle().take(40) {
             // Subject "Phone CA" (a candidate issuer of the leaf), issued by a vendor root.

@@ -184,7 +184,8 @@ pub struct LocalPorts {
 
 /// The PBX side accepts only the PBX's address (port too once its SDP gave one).
 pub fn pbx_policy(peer: &PeerSpec, host: IpAddr) -> (LatchPolicy, LatchPolicy) {
-    let rtp = match peer.rtp {
+    // Before the PBX's SDP names a port, its host alone.
+    let fixed = |addr: Option<SocketAddr>| match addr {
         Some(a) => LatchPolicy::Fixed {
             ip: a.ip(),
             port: Some(a.port()),
@@ -194,15 +195,5 @@ pub fn pbx_policy(peer: &PeerSpec, host: IpAddr) -> (LatchPolicy, LatchPolicy) {
             port: None,
         },
     };
-    let rtcp = match peer.rtcp_address() {
-        Some(a) => LatchPolicy::Fixed {
-            ip: a.ip(),
-            port: Some(a.port()),
-        },
-        None => LatchPolicy::Fixed {
-            ip: host,
-            port: None,
-        },
-    };
-    (rtp, rtcp)
+    (fixed(peer.rtp), fixed(peer.rtcp_address()))
 }

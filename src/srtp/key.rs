@@ -44,6 +44,11 @@ impl MasterKey {
                 got: salt.len(),
             });
         }
+        Ok(MasterKey::filled(suite, key, salt))
+    }
+
+    /// Copies `key` and `salt` (lengths already checked against `suite`) into a master key.
+    fn filled(suite: CryptoSuite, key: &[u8], salt: &[u8]) -> MasterKey {
         let mut mk = MasterKey {
             suite,
             key: [0; MAX_KEY_LEN],
@@ -51,7 +56,7 @@ impl MasterKey {
         };
         mk.key[..key.len()].copy_from_slice(key);
         mk.salt[..salt.len()].copy_from_slice(salt);
-        Ok(mk)
+        mk
     }
 
     /// Builds a master key from the concatenated key||salt of an SDES `inline:` parameter
@@ -74,14 +79,7 @@ impl MasterKey {
         let n = suite.key_salt_len();
         fill(&mut buf[..n]);
         let (key, salt) = buf[..n].split_at(suite.key_len());
-        let mut mk = MasterKey {
-            suite,
-            key: [0; MAX_KEY_LEN],
-            salt: [0; MAX_SALT_LEN],
-        };
-        mk.key[..key.len()].copy_from_slice(key);
-        mk.salt[..salt.len()].copy_from_slice(salt);
-        mk
+        MasterKey::filled(suite, key, salt)
     }
 
     /// The suite this key is for.

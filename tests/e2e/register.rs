@@ -366,5 +366,5 @@ async fn a_request_reusing_a_finished_transactions_branch_is_dropped_and_counted
     let (req, from) = pbx.recv().await.expect("PBX gets the new REGISTER");
     pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
     assert_eq!(ph.recv().await.expect("200").status(), Some(200));
-    e.stop().await;
+    e.stop().await.expect("clean shutdown");
 }
