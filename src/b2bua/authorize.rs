@@ -93,7 +93,7 @@ pub struct PhoneRequest<'a> {
     /// The identity of its TLS connection.
     pub identity: &'a Identity,
     /// The phone's address (anonymous phones are admitted by network).
-    pub peer: core::net::IpAddr,
+    pub peer: std::net::IpAddr,
     /// Its connection.
     pub flow: FlowId,
 }

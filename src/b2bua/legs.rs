@@ -50,10 +50,10 @@ pub fn edge_contact_uri(token: &str, host: &str, port: u16, transport: &str) -> 
 }
 
 /// Host text for a URI or Via: IPv6 addresses in brackets (RFC 3261 §25.1).
-pub fn host_of(ip: core::net::IpAddr) -> String {
+pub fn host_of(ip: std::net::IpAddr) -> String {
     match ip {
-        core::net::IpAddr::V4(v4) => v4.to_string(),
-        core::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }
 

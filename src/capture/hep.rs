@@ -23,8 +23,8 @@
 //! TCP (protocol 6) between the TLS connection's addresses, the way Homer's own agents report
 //! decrypted TLS; the bytes on the wire were TLS records, not this payload.
 
-// `core::net`: address values only, no sockets (tests/architecture.rs keeps this file pure).
-use core::net::{IpAddr, Ipv6Addr, SocketAddr};
+// Address values only, no sockets (tests/architecture.rs keeps this file pure).
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The largest HEP packet: its length field is 16 bits.
