@@ -23,7 +23,15 @@ use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::ports::PortPool;
-use super::types::StreamId;
+use super::quality::{QualityCells, QualitySnapshot};
+use super::types::{Side, StreamId};
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Phone => 0,
+        Side::Pbx => 1,
+    }
+}
 
 /// Why the relay dropped a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +107,9 @@ pub struct StreamCounters {
     timeouts: AtomicU64,
     unannounced_unencrypted_srtcp: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Receive quality of the RTP the phone sent (index 0) and the PBX sent (index 1),
+    /// published by the worker's [`ReceiveTracker`](super::quality::ReceiveTracker)s.
+    quality: [QualityCells; 2],
 }
 
 /// A plain copy of a [`StreamCounters`].
@@ -177,6 +188,16 @@ impl StreamCounters {
 
     pub(crate) fn timed_out(&self) {
         self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Where the worker publishes the receive quality of what `sender` sends.
+    pub(crate) fn quality_cells(&self, sender: Side) -> &QualityCells {
+        &self.quality[side_index(sender)]
+    }
+
+    /// Receive quality so far of the RTP `sender` sends (relay's own view).
+    pub fn quality(&self, sender: Side) -> QualitySnapshot {
+        self.quality[side_index(sender)].snapshot()
     }
 
     /// Dropped packets for one reason so far.
