@@ -126,6 +126,40 @@ impl QualitySnapshot {
     }
 }
 
+/// One direction's quality as shown on `/api/calls` and in the call log (rounded for people).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct QualityReport {
+    /// RTP packets received and accepted.
+    pub packets: u64,
+    /// RTP packets expected from the sequence numbers.
+    pub expected: u64,
+    /// expected − received (never negative).
+    pub lost: u64,
+    /// Loss in percent, 2 decimals.
+    pub loss_percent: f64,
+    /// Interarrival jitter in ms, 2 decimals; `null` when unknown.
+    pub jitter_ms: Option<f64>,
+    /// Estimated MOS, 2 decimals; `null` when no RTP was seen.
+    pub mos: Option<f64>,
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+impl From<QualitySnapshot> for QualityReport {
+    fn from(s: QualitySnapshot) -> Self {
+        QualityReport {
+            packets: s.received,
+            expected: s.expected,
+            lost: s.lost(),
+            loss_percent: round2(s.loss_ratio() * 100.0),
+            jitter_ms: s.jitter_ms().map(round2),
+            mos: s.mos().map(round2),
+        }
+    }
+}
+
 /// RFC 3550 A.1/A.8 receive state for one direction of one stream (worker-owned).
 #[derive(Debug, Clone, Default)]
 pub struct ReceiveTracker {

@@ -33,6 +33,9 @@ pub struct CallView {
     pub streams: usize,
     pub packets_phone_to_pbx: u64,
     pub packets_pbx_to_phone: u64,
+    /// Per stream: loss, jitter and estimated MOS of each direction, from the relay's own
+    /// view of the RTP sequence numbers and arrival times.
+    pub quality: Vec<crate::b2bua::call::StreamQuality>,
     /// Codecs of the answered session (`a=rtpmap` names, e.g. `PCMU/8000`).
     pub codecs: Vec<String>,
     /// The phone leg: its own Contact (remote target).
@@ -212,6 +215,7 @@ impl SipCore {
                     streams: d.media.stream_ids().len(),
                     packets_phone_to_pbx: up,
                     packets_pbx_to_phone: down,
+                    quality: d.media.quality(),
                     codecs: d.codecs.clone(),
                     phone_contact: d.phone_contact.as_ref().map(ToString::to_string),
                     pbx_contact: d.pbx_contact.as_ref().map(ToString::to_string),
