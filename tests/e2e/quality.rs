@@ -1,6 +1,7 @@
 //! Call quality from the relay's own view (issue 14): a call whose phone skips every 20th
 //! RTP sequence number shows 5 % loss and a lower MOS on that direction in `/api/calls`, 0 %
-//! on the clean direction; the per-stream histograms are observed when the call ends.
+//! on the clean direction; the per-stream histograms are observed when the call ends, and
+//! the call log (`[call_log] file`) gets one line with the same figures.
 
 use crate::support::http;
 use crate::support::media::{recv, Relay};
@@ -56,7 +57,12 @@ fn f(v: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn induced_loss_shows_in_api_calls_and_histograms() {
-    let lab = Lab::start(&ENV).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_file = dir.path().join("calls.jsonl");
+    let log_path = log_file.display().to_string();
+    let mut env = ENV.to_vec();
+    env.push(("PBX_EDGE_CALL_LOG__FILE", log_path.as_str()));
+    let lab = Lab::start(&env).await;
     let pbx = &lab.pbx;
     let mut c = lab.call("quality-1", "", true).await;
     let (_, mut relay) = c.answer_and_ack(pbx).await;
@@ -111,5 +117,41 @@ async fn induced_loss_shows_in_api_calls_and_histograms() {
     ] {
         assert_eq!(http::metric(&m, series), value, "{series}\n{m}");
     }
+
+    // The call log: one line, the same figures (bounded wait for the writer thread).
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if text.ends_with('\n') {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let line: Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(line["call_id"], "quality-1", "{line}");
+    assert_eq!(line["device_mac"], "00:04:13:a1:b2:c3", "{line}");
+    assert_eq!(line["vendor"], "snom", "{line}");
+    assert_eq!(line["from_user"], "101", "{line}");
+    assert_eq!(line["to_user"], "200", "{line}");
+    assert_eq!(line["direction"], "phone_to_pbx", "{line}");
+    assert_eq!(line["end_reason"], "bye", "{line}");
+    assert_eq!(line["srtp_suite"], "AES_CM_128_HMAC_SHA1_80", "{line}");
+    assert_eq!(line["codecs"][0], "PCMU/8000", "{line}");
+    for key in ["start_time", "answer_time", "end_time"] {
+        let t = line[key].as_str().unwrap_or_default();
+        assert!(
+            t.len() >= 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{key}: {line}"
+        );
+    }
+    let logged = &line["streams"][0];
+    assert_eq!(logged["phone_to_pbx"], q["phone_to_pbx"], "{line}");
+    assert_eq!(f(&logged["pbx_to_phone"]["loss_percent"]), 0.0, "{line}");
+    assert_eq!(logged["pbx_to_phone"]["packets"], 200, "{line}");
+    assert_eq!(
+        logged["pbx_to_phone"]["mos"], q["pbx_to_phone"]["mos"],
+        "{line}"
+    );
     lab.stop().await;
 }
