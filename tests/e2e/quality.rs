@@ -155,3 +155,23 @@ async fn induced_loss_shows_in_api_calls_and_histograms() {
     );
     lab.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_call_shows_no_loss_and_a_high_mos() {
+    let lab = Lab::start(&ENV).await;
+    let pbx = &lab.pbx;
+    let mut c = lab.call("quality-clean", "", true).await;
+    let (_, mut relay) = c.answer_and_ack(pbx).await;
+    media(&c, &mut relay, |_| false).await;
+
+    let q = quality(&lab).await;
+    for direction in ["phone_to_pbx", "pbx_to_phone"] {
+        let d = &q[direction];
+        assert_eq!(d["expected"], 200, "{direction}: {q}");
+        assert_eq!(d["lost"], 0, "{direction}: {q}");
+        assert_eq!(f(&d["loss_percent"]), 0.0, "{direction}: {q}");
+        assert!(f(&d["mos"]) > 4.0, "{direction}: {q}");
+    }
+    phone_hangs_up(pbx, &mut c.ph, &c.d, 2, None).await;
+    lab.stop().await;
+}
