@@ -11,8 +11,8 @@ use serde_json::Value;
 
 const ENV: [(&str, &str); 3] = [
     ("PBX_EDGE_SIP__T1_MS", "100"),
-    ("PBX_EDGE_MEDIA__PORT_MIN", "43000"),
-    ("PBX_EDGE_MEDIA__PORT_MAX", "43999"),
+    ("PBX_EDGE_MEDIA__PORT_MIN", "52000"),
+    ("PBX_EDGE_MEDIA__PORT_MAX", "52999"),
 ];
 
 /// Sends RTP seq 1..=200 both ways through the relay in lock-step; the phone skips the
