@@ -305,4 +305,24 @@ mod tests {
         assert!(!off.is_on());
         off.record("x".into());
     }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let registry = Registry::new();
+        let metrics = CallLogMetrics::register(&registry).unwrap();
+        // A queue of one whose writer is stalled (nobody receives).
+        let (tx, _stalled) = mpsc::sync_channel::<String>(1);
+        let log = CallLog {
+            inner: Some(Arc::new(Inner {
+                tx,
+                reopen: Arc::new(AtomicBool::new(false)),
+                metrics: metrics.clone(),
+            })),
+        };
+        log.record("a".into());
+        log.record("b".into());
+        log.record("c".into());
+        let full = metrics.dropped.with_label_values(&["queue_full"]).get();
+        assert_eq!(full, 2);
+    }
 }
