@@ -73,6 +73,9 @@ pub enum AppError {
     /// SIP capture (`[hep]`) could not start.
     #[error("SIP capture: {0}")]
     Capture(#[from] CaptureError),
+    /// The call log (`[call_log]`) could not start.
+    #[error("call log: {0}")]
+    CallLog(#[from] crate::call_log::CallLogError),
 }
 
 impl AppError {
@@ -86,6 +89,7 @@ impl AppError {
             Self::Media(e) => e.label(),
             Self::Provisioning(e) => e.label(),
             Self::Capture(_) => "capture",
+            Self::CallLog(_) => "call_log",
         }
     }
 }
@@ -125,6 +129,8 @@ pub struct Edge {
     provisioning: Option<ProvisioningListener>,
     /// `[hep]` SIP capture (off when not configured).
     capture: Capture,
+    /// `[call_log]` (off when not configured).
+    call_log: crate::call_log::CallLog,
 }
 
 /// The bound HTTPS provisioning gateway (`[provisioning]`).
@@ -207,6 +213,10 @@ impl Edge {
         registry.register(Box::new(admin::ReadyGauge::new(readiness.clone())?))?;
         let capture = Capture::start(&config.hep, HepMetrics::register(&registry)?).await?;
         let pbx = pbx.with_capture(&capture);
+        let call_log = crate::call_log::CallLog::start(
+            &config.call_log,
+            crate::call_log::CallLogMetrics::register(&registry)?,
+        )?;
         let (media_tx, media_rx) = mpsc::channel(1024);
         let media = MediaControl::new(
             RelaySettings::from_config(&config.media),
@@ -214,6 +224,7 @@ impl Edge {
             media_tx,
         )?;
         Ok(Self {
+            call_log,
             capture,
             media,
             media_events: media_rx,
@@ -301,7 +312,10 @@ impl Edge {
             self.media.clone(),
             self.core_metrics.clone(),
         )
-        .map_err(|_| AppError::Random)?;
+        .map_err(|_| AppError::Random)?
+        .with_call_log(self.call_log.clone());
+        // Log rotation: the call log reopens its file on SIGHUP, like the identity reload.
+        tokio::spawn(self.call_log.clone().watch_sighup(core_cancel.clone()));
         let core_task = tokio::spawn(core.run(
             phone_rx,
             pbx_rx,

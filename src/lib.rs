@@ -6,6 +6,7 @@
 //! - [`config`]: typed config, layering (defaults ← TOML ← `PBX_EDGE_*`), validation.
 //! - [`transport`]: the phone-facing TLS listener.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`call_log`]: one JSON line per ended call (`[call_log]`), off the SIP core's path.
 //! - [`capture`]: SIP capture to a Homer / HEP v3 collector (`[hep]`).
 //! - [`provisioning`]: the optional HTTPS provisioning gateway.
 //! - [`qos`]: DSCP marking of SIP and media sockets.
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod app;
 pub mod b2bua;
+pub mod call_log;
 pub mod capture;
 pub mod cli;
 pub mod config;

@@ -34,6 +34,7 @@ const PURE: &[&str] = &[
     "transaction/key.rs",
     "transaction/fsm/",
     "media/latch.rs",
+    "media/mos.rs",
     "identity/mac.rs",
     "identity/profile.rs",
     "identity/chain.rs",
@@ -102,6 +103,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("qos", &["config"]),
     // SIP capture (HEP) is fed by the transports; it knows nothing of SIP handling.
     ("capture", &["config"]),
+    // The call log writer: a sink of JSON lines the SIP core builds.
+    ("call_log", &["config"]),
     (
         "transport",
         &["sip", "identity", "config", "qos", "capture"],
@@ -110,7 +113,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("media", &["srtp", "config", "qos"]),
     (
         "b2bua",
-        &["transaction", "sip", "sdp", "identity", "media", "config"],
+        &[
+            "transaction",
+            "sip",
+            "sdp",
+            "identity",
+            "media",
+            "config",
+            "call_log",
+        ],
     ),
     ("provisioning", &["identity", "transport", "config"]),
     ("admin", &["config"]),
@@ -136,6 +147,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "telemetry",
             "qos",
             "capture",
+            "call_log",
         ],
     ),
     (

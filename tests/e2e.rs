@@ -22,6 +22,7 @@ mod e2e {
     mod pbx_faults;
     mod pbx_tcp;
     mod provisioning;
+    mod quality;
     mod register;
     mod stuck_phone;
     mod tls_listener;

@@ -145,3 +145,35 @@ fn no_allocation_per_packet() {
         assert_eq!(after - before, 0, "{suite}: allocations in the packet path");
     }
 }
+
+/// The relay's per-packet receive-quality accounting (loss and jitter, issue 14) allocates
+/// nothing either: it runs on every RTP packet the workers relay.
+#[test]
+fn no_allocation_in_quality_tracking() {
+    use pbx_edge::media::quality::{QualityCells, ReceiveTracker};
+    let start = allocations();
+    let probe = std::hint::black_box(Vec::<u8>::with_capacity(64));
+    assert!(allocations() > start, "the counter does not count");
+    drop(probe);
+
+    let mut tracker = ReceiveTracker::default();
+    let cells = QualityCells::default();
+    let mut packet = [0u8; 172];
+    packet[0] = 0x80;
+    let mut run = |i: u32, ssrc: u32| {
+        packet[2..4].copy_from_slice(&(65000u16.wrapping_add(i as u16)).to_be_bytes());
+        packet[4..8].copy_from_slice(&(160 * i).to_be_bytes());
+        packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        tracker.on_packet(&packet, u64::from(i) * 20_000_000, &cells);
+    };
+    run(0, 1);
+    let before = allocations();
+    // Across the sequence wrap, with gaps and new SSRCs.
+    for i in 1..2000u32 {
+        if i % 20 != 0 {
+            run(i, 1 + i / 500);
+        }
+    }
+    assert_eq!(allocations() - before, 0, "allocations in quality tracking");
+    assert!(cells.snapshot().lost() > 0);
+}

@@ -2,8 +2,9 @@
 //! [`MediaPlan`] turned into relay commands (peers, keys, hold). `sdp` and `media` never see
 //! each other; this is where the plan becomes `StreamSpec`s and `StreamCommand`s.
 
+use crate::media::quality::QualityReport;
 use crate::media::{
-    MediaControl, MediaError, PeerSpec, SrtpParams, StreamCommand, StreamHandle, StreamSpec,
+    MediaControl, MediaError, PeerSpec, Side, SrtpParams, StreamCommand, StreamHandle, StreamSpec,
     TransformSpec,
 };
 use crate::sdp::{
@@ -24,6 +25,17 @@ struct Applied {
     edge_key: Option<Vec<u8>>,
     plain: bool,
     held: bool,
+}
+
+/// One stream's receive quality in both directions (`/api/calls`, the call log).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StreamQuality {
+    /// The m-line index of the stream.
+    pub mline: usize,
+    /// RTP the phone sent, as the edge received it.
+    pub phone_to_pbx: QualityReport,
+    /// RTP the PBX sent, as the edge received it.
+    pub pbx_to_phone: QualityReport,
 }
 
 /// A call's relay streams, by m-line index.
@@ -251,6 +263,22 @@ impl CallMedia {
     /// Stream ids (to match media events to calls).
     pub fn stream_ids(&self) -> Vec<crate::media::StreamId> {
         self.streams.values().map(|(h, _)| h.id()).collect()
+    }
+
+    /// Receive quality per stream (by m-line, ascending): (RTP from the phone, RTP from the
+    /// PBX), the relay's own view.
+    pub fn quality(&self) -> Vec<StreamQuality> {
+        let mut v: Vec<StreamQuality> = self
+            .streams
+            .iter()
+            .map(|(mline, (h, _))| StreamQuality {
+                mline: *mline,
+                phone_to_pbx: h.quality(Side::Phone).into(),
+                pbx_to_phone: h.quality(Side::Pbx).into(),
+            })
+            .collect();
+        v.sort_by_key(|q| q.mline);
+        v
     }
 
     /// Packets relayed per direction, summed over the call's streams.

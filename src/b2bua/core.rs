@@ -23,6 +23,7 @@ use super::metrics::CoreMetrics;
 use super::refusal::{Counter, Refusal};
 use super::registrar::Registrar;
 use super::subscriptions::{self, Subscriptions};
+use crate::call_log::CallLog;
 use crate::config::IdentityHeaders;
 use crate::identity::IdentitySnapshot;
 use crate::media::{MediaControl, MediaEvent};
@@ -139,6 +140,8 @@ pub struct SipCore {
     rng: SystemRandom,
     token_key: FlowTokenKey,
     metrics: CoreMetrics,
+    /// `[call_log]`: one line per ended call (off by default).
+    call_log: CallLog,
 }
 
 impl SipCore {
@@ -173,7 +176,14 @@ impl SipCore {
             rng,
             token_key: FlowTokenKey::new(key),
             metrics,
+            call_log: CallLog::default(),
         })
+    }
+
+    /// Writes one line per ended call to `call_log`.
+    pub fn with_call_log(mut self, call_log: CallLog) -> Self {
+        self.call_log = call_log;
+        self
     }
 
     /// Runs until `cancel`, or until the inbound channels are closed.

@@ -4,6 +4,7 @@
 
 pub mod authorize;
 pub mod call;
+pub mod call_record;
 pub mod core;
 pub mod legs;
 pub mod metrics;

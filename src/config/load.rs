@@ -113,6 +113,13 @@ fn load_layers(
         }
     }
 
+    // The call log is written, not watched: resolved the same way, outside `paths_mut` too.
+    if let Some(file) = resolved.call_log.file.as_mut() {
+        let path = std::path::Path::new(file.as_str());
+        if file != "-" && !file.is_empty() && path.is_relative() {
+            *file = base_dir.join(path).display().to_string();
+        }
+    }
     let mut figment = Figment::from(Serialized::defaults(resolved));
     let mut env = env;
     env.sort();

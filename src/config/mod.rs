@@ -495,6 +495,16 @@ impl std::fmt::Debug for HepConfig {
     }
 }
 
+/// `[call_log]`: one JSON line per ended call; off while `file` is not set.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallLogConfig {
+    /// A file to append to (created 0640; relative to the config file's directory), or `-`
+    /// for stdout. Reopened on SIGHUP (log rotation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -540,6 +550,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub hep: HepConfig,
+    pub call_log: CallLogConfig,
 }
 
 impl Config {

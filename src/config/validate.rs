@@ -83,6 +83,13 @@ fn validate_with(config: &Config, now: UnixTime, roots: &[TrustAnchor<'_>]) -> V
         check_provisioning(config, p, &mut r);
     }
     check_hep(&config.hep, &mut r);
+    if config.call_log.file.as_deref() == Some("") {
+        r.problem(
+            "call_log.file",
+            None,
+            "is empty: remove the key to switch the call log off, or name a file or \"-\"",
+        );
+    }
     r
 }
 

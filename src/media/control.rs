@@ -299,6 +299,11 @@ impl StreamHandle {
         self.counters.snapshot()
     }
 
+    /// Receive quality so far of the RTP `sender` sends, read without locks.
+    pub fn quality(&self, sender: super::Side) -> super::QualitySnapshot {
+        self.counters.quality(sender)
+    }
+
     /// Sends a command without waiting for it to take effect. SRTP parameters are checked
     /// here. Packets already queued may still be handled under the previous state.
     pub fn send(&mut self, command: StreamCommand) -> Result<(), MediaError> {

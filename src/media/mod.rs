@@ -9,6 +9,9 @@
 //! - [`latch`] (PURE): authenticated latching decisions (the RTP-bleed defence).
 //! - [`relay`]: the hot path — worker threads, each owning many streams, one wake-up serving
 //!   every ready socket.
+//! - [`quality`] (PURE core): per-direction loss and jitter from RTP sequence numbers and
+//!   timestamps (RFC 3550 A.1/A.3/A.8), kept by the worker, read at snapshot time.
+//! - [`mos`] (PURE): estimated MOS from loss and jitter (simplified ITU-T G.107 E-model).
 //! - [`stats`]: per-stream atomics and the Prometheus collector summing them at scrape time.
 //! - [`types`]: the values the others share (ids, sides, peer addresses, settings, events),
 //!   so that `control` → `relay` → `stats` stays a one-way street.
@@ -17,7 +20,9 @@
 
 pub mod control;
 pub mod latch;
+pub mod mos;
 pub mod ports;
+pub mod quality;
 pub mod relay;
 pub mod stats;
 pub mod transform;
@@ -25,6 +30,7 @@ pub mod types;
 
 pub use control::{MediaControl, StreamCommand, StreamHandle, StreamSpec};
 pub use ports::{PortPool, PortRange};
+pub use quality::QualitySnapshot;
 pub use stats::{CounterSnapshot, StreamCounters};
 pub use transform::{SrtpParams, TransformSpec};
 pub use types::{LocalPorts, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};

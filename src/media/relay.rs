@@ -39,6 +39,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use super::latch::{Latch, LatchPolicy, Proof, Verdict};
 use super::ports::BoundPair;
+use super::quality::ReceiveTracker;
 use super::stats::{DropReason, MediaStats, StreamCounters};
 use super::transform::{demux, Inbound, Outbound};
 use super::types::{pbx_policy, Kind, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
@@ -208,6 +209,10 @@ struct Stream {
     last_heard: [Instant; 2],
     timeout_reported: [bool; 2],
     auth_failures_reported: u64,
+    /// Receive quality of the RTP from the phone (0) and from the PBX (1).
+    quality: [ReceiveTracker; 2],
+    /// Arrival times for jitter are measured from here.
+    epoch: Instant,
     /// The PBX's IP, trusted while its SDP address is unknown.
     pbx_host: std::net::IpAddr,
     _leases: [super::ports::PortLease; 2],
@@ -254,6 +259,8 @@ impl Stream {
             last_heard: [now; 2],
             timeout_reported: [false; 2],
             auth_failures_reported: 0,
+            quality: [ReceiveTracker::default(), ReceiveTracker::default()],
+            epoch: now,
             pbx_host,
             _leases: [phone.lease, pbx.lease],
         }
@@ -298,6 +305,9 @@ impl Stream {
             };
             let event = self.judge(latch, source, proof, Side::Phone)?;
             self.last_heard[0] = now;
+            if kind == Kind::Rtp {
+                self.track(0, Side::Phone, buf, plain);
+            }
             let out = match (kind, self.pbx_mux) {
                 (Kind::Rtp, _) | (Kind::Rtcp, true) => PBX_RTP,
                 (Kind::Rtcp, false) => PBX_RTCP,
@@ -311,6 +321,10 @@ impl Stream {
             // PBX → phone: only the PBX may send, then protect.
             let event = self.judge(latch, source, Proof::Unverified, Side::Pbx)?;
             self.last_heard[1] = now;
+            if kind == Kind::Rtp {
+                // Before protect: the tracker reads the plain header.
+                self.track(1, Side::Pbx, buf, len);
+            }
             let protected = match self.outbound.apply(buf, len, kind) {
                 Ok(n) => n,
                 Err(reason) => {
@@ -327,6 +341,16 @@ impl Stream {
                 Err(reason) => self.counters.dropped(reason),
             }
             event
+        }
+    }
+
+    /// Receive-quality accounting of one accepted plain RTP packet. The arrival time is read
+    /// per packet (not the batch's `now`): jitter is about spacing within a batch too.
+    #[inline]
+    fn track(&mut self, index: usize, sender: Side, buf: &[u8], len: usize) {
+        let arrival_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if let (Some(tracker), Some(packet)) = (self.quality.get_mut(index), buf.get(..len)) {
+            tracker.on_packet(packet, arrival_ns, self.counters.quality_cells(sender));
         }
     }
 

@@ -13,17 +13,31 @@
 //! - `worker_wakeups_total`: relay worker loop wake-ups (poll returns and coalescing sleeps);
 //!   divided by `packets_total` it gives wake-ups per packet.
 //! - `active_streams`, `port_pairs_in_use`, `port_pairs_free` (gauges).
+//! - `stream_loss_ratio{side}`, `stream_jitter_seconds{side}`, `stream_mos{side}`:
+//!   histograms observed once per stream and sending side (`phone` | `pbx`) when the stream
+//!   ends, from the relay's own view ([`super::quality`]); a side that sent no RTP is not
+//!   observed, and jitter only when known.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use super::ports::PortPool;
-use super::types::StreamId;
+use super::quality::{QualityCells, QualitySnapshot};
+use super::types::{Side, StreamId};
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Phone => 0,
+        Side::Pbx => 1,
+    }
+}
 
 /// Why the relay dropped a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +113,9 @@ pub struct StreamCounters {
     timeouts: AtomicU64,
     unannounced_unencrypted_srtcp: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Receive quality of the RTP the phone sent (index 0) and the PBX sent (index 1),
+    /// published by the worker's [`ReceiveTracker`](super::quality::ReceiveTracker)s.
+    quality: [QualityCells; 2],
 }
 
 /// A plain copy of a [`StreamCounters`].
@@ -179,6 +196,16 @@ impl StreamCounters {
         self.timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Where the worker publishes the receive quality of what `sender` sends.
+    pub(crate) fn quality_cells(&self, sender: Side) -> &QualityCells {
+        &self.quality[side_index(sender)]
+    }
+
+    /// Receive quality so far of the RTP `sender` sends (relay's own view).
+    pub fn quality(&self, sender: Side) -> QualitySnapshot {
+        self.quality[side_index(sender)].snapshot()
+    }
+
     /// Dropped packets for one reason so far.
     pub fn dropped_count(&self, reason: DropReason) -> u64 {
         self.dropped[reason.index()].load(Ordering::Relaxed)
@@ -218,6 +245,72 @@ pub struct MediaStats {
     /// Events dropped because the caller's event channel was full.
     events_lost: AtomicU64,
     ports: PortPool,
+    /// Quality histograms, observed when a stream ends; set once the collector is registered.
+    quality: OnceLock<QualityHistograms>,
+}
+
+/// The per-stream quality histograms (label `side` only: bounded).
+#[derive(Debug, Clone)]
+struct QualityHistograms {
+    loss: HistogramVec,
+    jitter: HistogramVec,
+    mos: HistogramVec,
+}
+
+/// Sending sides, as the `side` label.
+const SIDES: [(Side, &str); 2] = [(Side::Phone, "phone"), (Side::Pbx, "pbx")];
+
+impl QualityHistograms {
+    fn new() -> prometheus::Result<Self> {
+        let h = |name: &str, help: &str, buckets: &[f64]| {
+            HistogramVec::new(
+                HistogramOpts::new(format!("{PREFIX}{name}"), help).buckets(buckets.to_vec()),
+                &["side"],
+            )
+        };
+        let this = QualityHistograms {
+            loss: h(
+                "stream_loss_ratio",
+                "Per-stream RTP loss ratio (lost/expected from sequence numbers) at stream end, by sending side.",
+                &[0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5],
+            )?,
+            jitter: h(
+                "stream_jitter_seconds",
+                "Per-stream RTP interarrival jitter (RFC 3550 A.8) at stream end, by sending side.",
+                &[0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2],
+            )?,
+            mos: h(
+                "stream_mos",
+                "Per-stream estimated MOS (simplified G.107 E-model) at stream end, by sending side.",
+                &[1.5, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4],
+            )?,
+        };
+        // Both series exist from the start (a dashboard shows 0, not "no data").
+        for (_, label) in SIDES {
+            for vec in [&this.loss, &this.jitter, &this.mos] {
+                vec.with_label_values(&[label]);
+            }
+        }
+        Ok(this)
+    }
+
+    fn observe(&self, counters: &StreamCounters) {
+        for (side, label) in SIDES {
+            let q = counters.quality(side);
+            if !q.has_data() {
+                continue;
+            }
+            self.loss
+                .with_label_values(&[label])
+                .observe(q.loss_ratio());
+            if let Some(ms) = q.jitter_ms() {
+                self.jitter.with_label_values(&[label]).observe(ms / 1000.0);
+            }
+            if let Some(mos) = q.mos() {
+                self.mos.with_label_values(&[label]).observe(mos);
+            }
+        }
+    }
 }
 
 impl MediaStats {
@@ -228,6 +321,7 @@ impl MediaStats {
             wakeups: (0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect(),
             events_lost: AtomicU64::new(0),
             ports,
+            quality: OnceLock::new(),
         }
     }
 
@@ -253,6 +347,9 @@ impl MediaStats {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
         if let Some(counters) = removed {
+            if let Some(histograms) = self.quality.get() {
+                histograms.observe(&counters);
+            }
             self.retired
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -307,6 +404,7 @@ pub struct MediaCollector {
     active_streams: IntGauge,
     ports_in_use: IntGauge,
     ports_free: IntGauge,
+    quality: QualityHistograms,
     /// Serialises scrapes: each one resets and refills the metric values.
     scrape: Mutex<()>,
 }
@@ -328,7 +426,11 @@ fn counter_vec(name: &str, help: &str, label: &str) -> prometheus::Result<IntCou
 impl MediaCollector {
     /// Builds the collector and registers it into `registry`.
     pub fn register(stats: Arc<MediaStats>, registry: &Registry) -> prometheus::Result<()> {
+        // The first registration's histograms are the ones streams observe into.
+        let fresh = QualityHistograms::new()?;
+        let quality = stats.quality.get_or_init(|| fresh).clone();
         let collector = MediaCollector {
+            quality,
             stats,
             packets: counter_vec(
                 "packets_total",
@@ -441,6 +543,9 @@ impl Collector for MediaCollector {
         descs.extend(self.active_streams.desc());
         descs.extend(self.ports_in_use.desc());
         descs.extend(self.ports_free.desc());
+        descs.extend(self.quality.loss.desc());
+        descs.extend(self.quality.jitter.desc());
+        descs.extend(self.quality.mos.desc());
         descs
     }
 
@@ -461,6 +566,9 @@ impl Collector for MediaCollector {
         families.extend(self.active_streams.collect());
         families.extend(self.ports_in_use.collect());
         families.extend(self.ports_free.collect());
+        families.extend(self.quality.loss.collect());
+        families.extend(self.quality.jitter.collect());
+        families.extend(self.quality.mos.collect());
         families
     }
 }
@@ -515,6 +623,55 @@ mod tests {
             "pbx_edge_media_active_streams 1",
             "pbx_edge_media_port_pairs_free 5",
             "pbx_edge_media_port_pairs_in_use 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn quality_histograms_observe_each_sending_side_at_stream_end() {
+        use crate::media::quality::ReceiveTracker;
+        let pool = PortPool::new(PortRange::new(30000, 30009).unwrap());
+        let stats = Arc::new(MediaStats::new(pool, 1));
+        let registry = Registry::new();
+        MediaCollector::register(stats.clone(), &registry).unwrap();
+        let render = || {
+            prometheus::TextEncoder::new()
+                .encode_to_string(&registry.gather())
+                .unwrap()
+        };
+        // Both series exist before any stream ended.
+        assert!(render().contains("pbx_edge_media_stream_mos_count{side=\"pbx\"} 0"));
+
+        let c = Arc::new(StreamCounters::default());
+        stats.register_stream(StreamId(1), c.clone());
+        let mut from_phone = ReceiveTracker::default();
+        let mut p = [0u8; 172];
+        p[0] = 0x80;
+        for i in 0..100u16 {
+            if i % 20 == 10 {
+                continue; // 5 % lost
+            }
+            p[2..4].copy_from_slice(&i.to_be_bytes());
+            p[4..8].copy_from_slice(&(u32::from(i) * 160).to_be_bytes());
+            from_phone.on_packet(&p, u64::from(i) * 20_000_000, c.quality_cells(Side::Phone));
+        }
+        let text = render();
+        assert!(
+            text.contains("pbx_edge_media_stream_loss_ratio_count{side=\"phone\"} 0"),
+            "observed before the stream ended:\n{text}"
+        );
+        stats.retire_stream(StreamId(1));
+        let text = render();
+        for line in [
+            "pbx_edge_media_stream_loss_ratio_count{side=\"phone\"} 1",
+            "pbx_edge_media_stream_loss_ratio_bucket{side=\"phone\",le=\"0.03\"} 0",
+            "pbx_edge_media_stream_loss_ratio_bucket{side=\"phone\",le=\"0.05\"} 1",
+            "pbx_edge_media_stream_jitter_seconds_count{side=\"phone\"} 1",
+            "pbx_edge_media_stream_mos_bucket{side=\"phone\",le=\"3.8\"} 0",
+            "pbx_edge_media_stream_mos_bucket{side=\"phone\",le=\"4\"} 1",
+            // The PBX sent nothing: not observed.
+            "pbx_edge_media_stream_mos_count{side=\"pbx\"} 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

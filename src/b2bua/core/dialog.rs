@@ -6,6 +6,7 @@
 use super::{Leg, SipCore};
 use crate::b2bua::authorize::{self as authz, DialogOwner, KnownDialogs};
 use crate::b2bua::call::CallMedia;
+use crate::b2bua::call_record::{rfc3339, user_of, CallRecord};
 use crate::b2bua::offer_answer::OfferAnswer;
 use crate::b2bua::refusal::Refusal;
 use crate::b2bua::subscriptions::Subscriptions;
@@ -116,6 +117,12 @@ pub(super) struct Dialog {
     pub(super) pbx_cseq: u32,
     pub(super) established: bool,
     pub(super) created: Instant,
+    /// Wall-clock start and answer (the call log's times).
+    pub(super) started_at: std::time::SystemTime,
+    pub(super) answered_at: Option<std::time::SystemTime>,
+    /// The device certificate's MAC and vendor profile, when there is one.
+    pub(super) device_mac: Option<String>,
+    pub(super) vendor: Option<String>,
     /// Our last 2xx to the phone per CSeq (repeated when the PBX repeats its 2xx).
     pub(super) last_2xx_to_phone: Option<(u32, SipMessage)>,
     /// Codecs of the last answer (for the admin API).
@@ -129,6 +136,8 @@ pub(super) struct NewCall {
     pub(super) flow: FlowId,
     pub(super) owner: BudgetKey,
     pub(super) identity: String,
+    pub(super) device_mac: Option<String>,
+    pub(super) vendor: Option<String>,
     /// SDP session ids of the phone leg and the PBX leg.
     pub(super) session_ids: (u64, u64),
     /// `media.accept_unannounced_unencrypted_srtcp`.
@@ -136,6 +145,47 @@ pub(super) struct NewCall {
 }
 
 impl Dialog {
+    /// The SRTP suite of the phone leg, when the call's media is SRTP.
+    pub(super) fn srtp_suite(&self) -> Option<String> {
+        self.plan.as_ref().and_then(|p| {
+            p.relayed().find_map(|(_, r)| match &r.security {
+                crate::sdp::Security::Srtp(k) => {
+                    k.phone.as_ref().map(|c| c.suite.sdes_name().to_owned())
+                }
+                crate::sdp::Security::Plain => None,
+            })
+        })
+    }
+
+    /// `phone_to_pbx` or `pbx_to_phone`.
+    pub(super) fn direction(&self) -> &'static str {
+        if self.from_phone {
+            "phone_to_pbx"
+        } else {
+            "pbx_to_phone"
+        }
+    }
+
+    /// The call log's record of this call ending now with `end`.
+    pub(super) fn record(&self, call_id: &str, end: CallEnd) -> CallRecord {
+        CallRecord {
+            call_id: call_id.to_owned(),
+            device_mac: self.device_mac.clone(),
+            vendor: self.vendor.clone(),
+            identity: self.identity.clone(),
+            from_user: user_of(&self.caller_from),
+            to_user: self.callee_to.as_deref().and_then(user_of),
+            direction: self.direction(),
+            start_time: rfc3339(self.started_at),
+            answer_time: self.answered_at.map(rfc3339),
+            end_time: rfc3339(std::time::SystemTime::now()),
+            end_reason: end.label(),
+            codecs: self.codecs.clone(),
+            srtp_suite: self.srtp_suite(),
+            streams: self.media.quality(),
+        }
+    }
+
     /// The call the initial INVITE `invite` from `from` sets up: the sender's Contact is that
     /// leg's remote target, its CSeq starts that side's CSeq space.
     pub(super) fn new(invite: &SipMessage, from: Leg, call: NewCall) -> Self {
@@ -163,6 +213,10 @@ impl Dialog {
             pbx_cseq,
             established: false,
             created: Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            answered_at: None,
+            device_mac: call.device_mac,
+            vendor: call.vendor,
             last_2xx_to_phone: None,
             codecs: Vec::new(),
             oa: OfferAnswer::default(),
@@ -177,6 +231,7 @@ impl Dialog {
         let mut setup = None;
         if !self.established {
             self.established = true;
+            self.answered_at = Some(std::time::SystemTime::now());
             // The callee's To (with its tag) comes from the 2xx to the initial INVITE; the
             // 2xx to a re-INVITE from the callee carries the caller's tag in To.
             self.callee_to = ok.header("To").map(str::to_owned);
@@ -270,6 +325,14 @@ impl SipCore {
             return Vec::new();
         };
         self.publish_calls();
+        if self.call_log.is_on() {
+            // Read before the streams stop (stopping hands their counters back).
+            let record = d.record(call_id, end);
+            match serde_json::to_string(&record) {
+                Ok(line) => self.call_log.record(line),
+                Err(e) => tracing::error!(call_id, error = %e, "call log record not serialisable"),
+            }
+        }
         d.media.stop().await;
         tracing::info!(call_id, reason = ?end, established = d.established, "call ended");
         if !d.established {
@@ -305,12 +368,14 @@ impl SipCore {
         from: Leg,
         flow: FlowId,
         owner: BudgetKey,
-        identity: String,
+        identity: &crate::identity::Identity,
     ) {
         let call = NewCall {
             flow,
             owner,
-            identity,
+            identity: identity.to_string(),
+            device_mac: identity.mac().map(|m| m.to_string()),
+            vendor: identity.vendor().map(str::to_owned),
             session_ids: (self.session_id(), self.session_id()),
             accept_unannounced_unencrypted_srtcp: self
                 .settings

@@ -154,7 +154,7 @@ impl SipCore {
                 tracing::info!(%flow, identity = %phone, "call from the PBX refused: the device has sip.max_calls_per_device calls");
                 return Err(e);
             }
-            self.start_call(&call_id, m, Leg::Pbx, flow, owner, phone.to_string());
+            self.start_call(&call_id, m, Leg::Pbx, flow, owner, &phone);
         } else if let (Some(d), Some(c)) = (self.dialogs.get_mut(&call_id), pbx_contact) {
             d.pbx_contact = Some(c);
         }

@@ -442,8 +442,7 @@ impl SipCore {
                 tracing::info!(flow = %m.flow, identity = %m.identity, "call refused: the device has sip.max_calls_per_device calls");
                 return Err(e);
             }
-            let identity = m.identity.to_string();
-            self.start_call(&call_id, &m.message, Leg::Phone, m.flow, owner, identity);
+            self.start_call(&call_id, &m.message, Leg::Phone, m.flow, owner, &m.identity);
         }
         self.offer_sdp(&call_id, Leg::Phone, m.message.body(), req, in_dialog)
             .await

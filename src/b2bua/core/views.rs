@@ -4,7 +4,6 @@
 
 use super::dialog::CallEnd;
 use super::SipCore;
-use crate::sdp::Security;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -33,6 +32,9 @@ pub struct CallView {
     pub streams: usize,
     pub packets_phone_to_pbx: u64,
     pub packets_pbx_to_phone: u64,
+    /// Per stream: loss, jitter and estimated MOS of each direction, from the relay's own
+    /// view of the RTP sequence numbers and arrival times.
+    pub quality: Vec<crate::b2bua::call::StreamQuality>,
     /// Codecs of the answered session (`a=rtpmap` names, e.g. `PCMU/8000`).
     pub codecs: Vec<String>,
     /// The phone leg: its own Contact (remote target).
@@ -189,29 +191,18 @@ impl SipCore {
             .iter()
             .map(|(id, d)| {
                 let (up, down) = d.media.counters();
-                let suite = d.plan.as_ref().and_then(|p| {
-                    p.relayed().find_map(|(_, r)| match &r.security {
-                        Security::Srtp(k) => {
-                            k.phone.as_ref().map(|c| c.suite.sdes_name().to_owned())
-                        }
-                        Security::Plain => None,
-                    })
-                });
                 CallView {
                     call_id: id.clone(),
-                    direction: if d.from_phone {
-                        "phone_to_pbx"
-                    } else {
-                        "pbx_to_phone"
-                    },
+                    direction: d.direction(),
                     identity: d.identity.clone(),
                     flow: d.flow.0,
                     established: d.established,
                     age_secs: now.saturating_duration_since(d.created).as_secs(),
-                    srtp_suite: suite,
+                    srtp_suite: d.srtp_suite(),
                     streams: d.media.stream_ids().len(),
                     packets_phone_to_pbx: up,
                     packets_pbx_to_phone: down,
+                    quality: d.media.quality(),
                     codecs: d.codecs.clone(),
                     phone_contact: d.phone_contact.as_ref().map(ToString::to_string),
                     pbx_contact: d.pbx_contact.as_ref().map(ToString::to_string),
