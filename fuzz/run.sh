@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-20}
 shift || true
-all=(sip_stream sip_datagram sdp_offer_answer sdes_crypto flow_token provisioning_path inventory cert_mac inspect_cert srtp_unprotect)
+all=(sip_stream sip_datagram sdp_offer_answer sdes_crypto flow_token provisioning_path inventory cert_mac inspect_cert srtp_unprotect media_packet)
 [ $# -gt 0 ] && targets=("$@") || targets=("${all[@]}")
 
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks"
