@@ -176,15 +176,19 @@ fn drain_timeout_ends_calls_left_with_bye_to_both_legs() {
 }
 
 /// Issue 16, edge faults: a reload (SIGHUP: certificates, CAs, CRLs, inventory) while calls
-/// are in progress loses none of them. Ten calls (`sip.max_calls_per_device` allows 16 for the
-/// one device certificate) are up when the signal comes; after the reload every one still ends
-/// normally, its BYE passing authorization against the new inventory snapshot.
+/// are in progress loses none of them. A hundred calls, each on its own connection, are up
+/// when the signal comes (all from the one development device certificate, so its per-device
+/// call, port and request caps are raised for the test); after the reload every one still
+/// ends normally, its BYE passing authorization against the new inventory snapshot.
 #[test]
 fn sighup_reload_during_calls_loses_none() {
-    const CALLS: usize = 10;
+    const CALLS: usize = 100;
     let (pki, rt, pbx, running) = start(&[
-        ("PBX_EDGE_MEDIA__PORT_MIN", "44700"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", "44000"),
         ("PBX_EDGE_MEDIA__PORT_MAX", "44799"),
+        ("PBX_EDGE_SIP__MAX_CALLS_PER_DEVICE", "128"),
+        ("PBX_EDGE_MEDIA__MAX_PORTS_PER_DEVICE", "512"),
+        ("PBX_EDGE_SIP__PHONE_REQUEST_BURST", "1000"),
     ]);
     rt.block_on(async {
         let mut calls = Vec::new();
