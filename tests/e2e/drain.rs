@@ -184,8 +184,9 @@ fn drain_timeout_ends_calls_left_with_bye_to_both_legs() {
 fn sighup_reload_during_calls_loses_none() {
     const CALLS: usize = 100;
     let (pki, rt, pbx, running) = start(&[
-        ("PBX_EDGE_MEDIA__PORT_MIN", "44000"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "44799"),
+        // 400 ports for 100 calls, in a block no other test uses (tests run in parallel).
+        ("PBX_EDGE_MEDIA__PORT_MIN", "48000"),
+        ("PBX_EDGE_MEDIA__PORT_MAX", "48799"),
         ("PBX_EDGE_SIP__MAX_CALLS_PER_DEVICE", "128"),
         ("PBX_EDGE_MEDIA__MAX_PORTS_PER_DEVICE", "512"),
         ("PBX_EDGE_SIP__PHONE_REQUEST_BURST", "1000"),
