@@ -6,6 +6,7 @@ use crate::support::http;
 use crate::support::offer::*;
 use crate::support::pbx;
 use crate::support::phone;
+use crate::support::ports;
 use crate::support::rtp::voice;
 use crate::support::scenario::*;
 use pbx_edge::sip::message::SipMessage;
@@ -15,8 +16,8 @@ use std::time::Duration;
 /// SIP T1 of 100 ms (fast retransmissions) and the relay's port range.
 const ENV: [(&str, &str); 3] = [
     ("PBX_EDGE_SIP__T1_MS", "100"),
-    ("PBX_EDGE_MEDIA__PORT_MIN", "42000"),
-    ("PBX_EDGE_MEDIA__PORT_MAX", "42999"),
+    ("PBX_EDGE_MEDIA__PORT_MIN", ports::CALL.0),
+    ("PBX_EDGE_MEDIA__PORT_MAX", ports::CALL.1),
 ];
 const RELAY: std::ops::RangeInclusive<u16> = 42000..=42999;
 
@@ -279,8 +280,8 @@ async fn hold_resume_and_update_keep_the_srtp_context() {
 async fn prack_info_refer_notify_pass_and_media_timeout_ends_the_call_on_both_legs() {
     let lab = Lab::start(&[
         ("PBX_EDGE_SIP__T1_MS", "100"),
-        ("PBX_EDGE_MEDIA__PORT_MIN", "43000"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "43999"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::CALL_TIMERS.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::CALL_TIMERS.1),
         ("PBX_EDGE_MEDIA__TIMEOUT_SECS", "2"),
     ])
     .await;

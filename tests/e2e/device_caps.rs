@@ -7,6 +7,7 @@ use crate::support::edge::{self, RunningEdge, TestPki};
 use crate::support::http;
 use crate::support::pbx::{self, Pbx};
 use crate::support::phone::{self, snom, Phone};
+use crate::support::ports;
 
 const PHONE_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
 
@@ -15,8 +16,8 @@ async fn setup(extra: &[(&str, &str)]) -> (TestPki, Pbx, RunningEdge) {
     let pbx = Pbx::bind().await;
     let mut env = vec![
         ("PBX_EDGE_SIP__T1_MS", "100"),
-        ("PBX_EDGE_MEDIA__PORT_MIN", "43000"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "43999"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::DEVICE_CAPS.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::DEVICE_CAPS.1),
     ];
     env.extend_from_slice(extra);
     let e = RunningEdge::start_with_pbx(&pki, pbx.addr(), &env).await;

@@ -10,6 +10,7 @@ use crate::support::http;
 use crate::support::offer::{pbx_pcmu_sdp, phone_sdp};
 use crate::support::pbx::{self, Pbx};
 use crate::support::phone::{self, Phone};
+use crate::support::ports;
 use crate::support::scenario::{ack, answer, dial, phone_hangs_up, wait_metric, Dialog};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -88,8 +89,8 @@ async fn draining(running: &Running) {
 fn sigterm_with_nothing_in_flight_exits_at_once_while_absorb_timers_run() {
     let (pki, rt, pbx, running) = start(&[
         ("PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS", "600"),
-        ("PBX_EDGE_MEDIA__PORT_MIN", "44100"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "44199"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::DRAIN_ONE.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::DRAIN_ONE.1),
     ]);
     // The phone stays connected (as registered phones do) until the edge has exited.
     let _call = rt.block_on(async {
@@ -116,8 +117,8 @@ fn sigterm_during_a_call_lets_it_end_normally_then_exits() {
         // Short timers: the INVITE's absorb timers are over before the signal, so only
         // the call itself can keep the edge up.
         ("PBX_EDGE_SIP__T1_MS", "50"),
-        ("PBX_EDGE_MEDIA__PORT_MIN", "44200"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "44299"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::DRAIN_TWO.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::DRAIN_TWO.1),
     ]);
     let _call = rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "drain-call").await;
@@ -143,8 +144,8 @@ fn sigterm_during_a_call_lets_it_end_normally_then_exits() {
 fn drain_timeout_ends_calls_left_with_bye_to_both_legs() {
     let (pki, rt, pbx, running) = start(&[
         ("PBX_EDGE_SHUTDOWN__DRAIN_TIMEOUT_SECS", "1"),
-        ("PBX_EDGE_MEDIA__PORT_MIN", "44300"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "44399"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::DRAIN_THREE.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::DRAIN_THREE.1),
     ]);
     rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "drain-cut").await;
@@ -185,8 +186,8 @@ fn sighup_reload_during_calls_loses_none() {
     const CALLS: usize = 100;
     let (pki, rt, pbx, running) = start(&[
         // 400 ports for 100 calls, in a block no other test uses (tests run in parallel).
-        ("PBX_EDGE_MEDIA__PORT_MIN", "48000"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "48799"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::SIGHUP_HUNDRED_CALLS.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::SIGHUP_HUNDRED_CALLS.1),
         ("PBX_EDGE_SIP__MAX_CALLS_PER_DEVICE", "128"),
         ("PBX_EDGE_MEDIA__MAX_PORTS_PER_DEVICE", "512"),
         ("PBX_EDGE_SIP__PHONE_REQUEST_BURST", "1000"),

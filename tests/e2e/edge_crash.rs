@@ -9,6 +9,7 @@ use super::drain::{establish, hang_up};
 use crate::support::edge;
 use crate::support::pbx::Pbx;
 use crate::support::phone;
+use crate::support::ports;
 use crate::support::scenario::register;
 use std::time::Duration;
 
@@ -43,8 +44,8 @@ fn after_sigkill_and_restart_phones_reregister_and_call_and_stale_contacts_fail_
         ("PBX_EDGE_TLS__LISTEN", tls.as_str()),
         ("PBX_EDGE_PBX__LISTEN", pbx_listen.as_str()),
         ("PBX_EDGE_SIP__T1_MS", "50"),
-        ("PBX_EDGE_MEDIA__PORT_MIN", "44800"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "44899"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::EDGE_CRASH.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::EDGE_CRASH.1),
     ];
 
     let mut first = run_dev(&pki, &env);

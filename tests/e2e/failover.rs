@@ -10,6 +10,7 @@ use super::drain::{establish, hang_up};
 use crate::support::edge::{self, TestPki};
 use crate::support::pbx::{self, Pbx};
 use crate::support::phone::{self, Phone};
+use crate::support::ports;
 use crate::support::tls_client;
 use pbx_edge::sip::message::SipMessage;
 use std::net::SocketAddr;
@@ -53,8 +54,8 @@ fn killing_the_phones_edge_fails_it_over_to_the_other_and_leaves_the_others_call
             ("PBX_EDGE_MEDIA__PORT_MAX", max.to_owned()),
         ]
     };
-    let env_a = env("44900", "44949");
-    let env_b = env("44950", "44999");
+    let env_a = env(ports::FAILOVER_A.0, ports::FAILOVER_A.1);
+    let env_b = env(ports::FAILOVER_B.0, ports::FAILOVER_B.1);
     let a_env: Vec<(&str, &str)> = env_a.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let b_env: Vec<(&str, &str)> = env_b.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut a = run_dev(&pki, &a_env);

@@ -14,6 +14,7 @@ use crate::support::http;
 use crate::support::media::{recv, udp_pair};
 use crate::support::offer::{crypto_line, media_addr, pbx_pcmu_sdp, text, PHONE_KEY};
 use crate::support::phone::Phone;
+use crate::support::ports;
 use crate::support::rtp::voice;
 use crate::support::scenario::{ack, answer, dial, wait_metric, Lab};
 
@@ -49,8 +50,8 @@ struct Call {
 async fn call(env: &[(&str, &str)], profile: &str, crypto: &str) -> Call {
     let mut env = env.to_vec();
     env.extend([
-        ("PBX_EDGE_MEDIA__PORT_MIN", "41000"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "41999"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::MEDIA_POLICY.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::MEDIA_POLICY.1),
     ]);
     let lab = Lab::start(&env).await;
     let mut ph = lab.phone().await;

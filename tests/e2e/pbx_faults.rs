@@ -6,6 +6,7 @@ use crate::support::http;
 use crate::support::offer::phone_sdp;
 use crate::support::pbx::{self, Pbx};
 use crate::support::phone;
+use crate::support::ports;
 use crate::support::scenario::{is_method, metrics, pbx_recv_where, register, wait_metric};
 use pbx_edge::sip::message::SipMessage;
 use std::net::SocketAddr;
@@ -31,8 +32,8 @@ fn pbx_silent_mid_call_ends_the_call_cleanly_and_the_edge_recovers_when_it_retur
         ("PBX_EDGE_SIP__T1_MS", "50"),
         ("PBX_EDGE_SIP__T4_MS", "200"),
         ("PBX_EDGE_MEDIA__TIMEOUT_SECS", "2"),
-        ("PBX_EDGE_MEDIA__PORT_MIN", "44400"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "44499"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::PBX_FAULTS.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::PBX_FAULTS.1),
     ]);
     rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "pbx-silent").await;
@@ -110,8 +111,8 @@ fn pbx_silent_mid_call_ends_the_call_cleanly_and_the_edge_recovers_when_it_retur
 fn pbx_restart_that_lost_the_call_releases_it_on_481_and_the_phone_recovers() {
     let (pki, rt, pbx, running) = start(&[
         ("PBX_EDGE_SIP__T1_MS", "50"),
-        ("PBX_EDGE_MEDIA__PORT_MIN", "44600"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "44699"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::PBX_FAULTS_TCP.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::PBX_FAULTS_TCP.1),
     ]);
     rt.block_on(async {
         let mut call = establish(&pki, &running, &pbx, "pbx-restart").await;

@@ -8,6 +8,7 @@ use crate::support::http;
 use crate::support::pbx;
 use crate::support::pbx_tcp::{SipConn, TcpPbx};
 use crate::support::phone::{self, snom, Phone};
+use crate::support::ports;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -303,8 +304,8 @@ async fn over_tcp_the_edge_says_tcp_and_never_retransmits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pbx_connection_reset_mid_call_loses_no_in_dialog_request() {
     let (pki, pbx, e) = setup(&[
-        ("PBX_EDGE_MEDIA__PORT_MIN", "44500"),
-        ("PBX_EDGE_MEDIA__PORT_MAX", "44599"),
+        ("PBX_EDGE_MEDIA__PORT_MIN", ports::PBX_TCP.0),
+        ("PBX_EDGE_MEDIA__PORT_MAX", ports::PBX_TCP.1),
     ])
     .await;
     let mut ph = snom(&pki, &e).await;

@@ -5,14 +5,15 @@
 
 use crate::support::http;
 use crate::support::media::{recv, Relay};
+use crate::support::ports;
 use crate::support::rtp::voice;
 use crate::support::scenario::{phone_hangs_up, wait_metric, Call, Lab};
 use serde_json::Value;
 
 const ENV: [(&str, &str); 3] = [
     ("PBX_EDGE_SIP__T1_MS", "100"),
-    ("PBX_EDGE_MEDIA__PORT_MIN", "52000"),
-    ("PBX_EDGE_MEDIA__PORT_MAX", "52999"),
+    ("PBX_EDGE_MEDIA__PORT_MIN", ports::QUALITY.0),
+    ("PBX_EDGE_MEDIA__PORT_MAX", ports::QUALITY.1),
 ];
 
 /// Sends RTP seq 1..=200 both ways through the relay in lock-step; the phone skips the

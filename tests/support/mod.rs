@@ -10,6 +10,7 @@ pub mod pbx;
 pub mod pbx_tcp;
 pub mod phone;
 pub mod pki;
+pub mod ports;
 pub mod rtp;
 pub mod scenario;
 pub mod sip_stream;
