@@ -64,6 +64,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SCEN=$HERE/sip
+# shellcheck source=benches/load/lib.sh
+. "$HERE/lib.sh"
 
 PHASES=register,reregister,call
 CALL_RATES=10,20,40,60,80,100,130,160,200,250,300,350,400
@@ -142,91 +144,24 @@ EDGE_BIN=$(realpath "$EDGE_BIN")
 
 # ---------------------------------------------------------------- processes, by PID only
 TMP=$(mktemp -d -t pbx-edge-sip-load.XXXXXX)
-PIDS=() # "pid:name" of every process started and not yet reaped
-alive() { # PID: running (a zombie, exited but not yet reaped, is not)
-  local s
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  s=${s##*) }
-  [ "${s%% *}" != Z ]
-}
-forget() { # PID: reaped, so the number may belong to someone else from now on
+# Kamailio forks its workers: list them while it runs, and stop any its main process left
+# behind (still named kamailio) by their PIDs.
+KAM_KIDS=""
+# shellcheck disable=SC2317 # invoked by cleanup
+cleanup_before_stop() { if [ -n "${KAM_PID:-}" ]; then KAM_KIDS=$(kam_pids); fi; }
+# shellcheck disable=SC2317 # invoked by cleanup
+cleanup_after_stop() {
   local i
-  for i in "${!PIDS[@]}"; do
-    if [ "${PIDS[i]%%:*}" = "$1" ]; then unset 'PIDS[i]'; fi
-  done
-  PIDS=("${PIDS[@]}")
-}
-stop_pid() { # PID NAME: TERM, up to 5 s, then KILL, then reap. Only PIDs this script started.
-  local pid=$1 name=$2 i
-  if alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then
-      log "$name (pid $pid) ignored TERM: KILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  LAST_RC=0
-  wait "$pid" 2>/dev/null || LAST_RC=$?
-  forget "$pid"
-}
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-  local rc=$? i kids=""
-  trap - EXIT INT TERM
-  if [ -n "${KAM_PID:-}" ]; then kids=$(kam_pids); fi
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    stop_pid "${PIDS[i]%%:*}" "${PIDS[i]#*:}"
-  done
-  # Kamailio's main process stops its workers; any it left behind (listed while it ran, still
-  # named kamailio) are stopped here by their PIDs.
-  for i in $kids; do
+  for i in $KAM_KIDS; do
     if alive "$i" && [ "$(cat "/proc/$i/comm" 2>/dev/null)" = kamailio ]; then
       kill -KILL "$i" 2>/dev/null || true
     fi
   done
-  if [ -n "$KEEP_LOGS" ]; then
-    mkdir -p "$KEEP_LOGS" && cp -r "$TMP"/. "$KEEP_LOGS"/ && log "logs copied to $KEEP_LOGS"
-  fi
-  rm -rf "$TMP"
-  exit "$rc"
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-# start NAME DIR CMD...: runs CMD in DIR in the background, output in DIR/NAME.log.
-start() {
-  local name=$1 dir=$2; shift 2
-  (cd "$dir" && exec "$@") >"$dir/$name.log" 2>&1 &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID:$name")
-}
-
 # ---------------------------------------------------------------- ports, all on 127.0.0.1
-port_used() { ss -H -tuan "sport = :$1" 2>/dev/null | grep -q .; }
-TAKEN=" "
-free_port() { # a port in 15000..19999 nobody uses (TCP or UDP) and not handed out before
-  local p i
-  for i in $(seq 1 200); do
-    p=$((15000 + RANDOM % 5000))
-    case $TAKEN in *" $p "*) continue ;; esac
-    port_used "$p" && continue
-    TAKEN+="$p "
-    echo "$p"
-    return 0
-  done
-  die "no free port found in 15000..19999"
-}
-wait_port() { # PROTO PORT SECS: until something listens on it
-  local proto=$1 port=$2 i flag=-tln
-  [ "$proto" = udp ] && flag=-uln
-  for i in $(seq 1 $(($3 * 10))); do
-    ss -H "$flag" "sport = :$port" | grep -q . && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
 TLS_PORT=$(free_port); PBX_LISTEN_PORT=$(free_port); ADMIN_PORT=$(free_port)
 STUNNEL_PORT=$(free_port); PBX_PORT=$(free_port); PBX_MEDIA_PORT=$(free_port)
 PHONE_MEDIA_PORT=$(free_port)
@@ -439,70 +374,17 @@ log "temporary directory $TMP"
 PKI=$TMP/pki
 # dev-pki's inventory: MAC 000413A1B2C3 (the Snom-style device) may use SIP user 101.
 CONFIG=$PKI/load.toml
-cat >"$CONFIG" <<EOF
-# Written by benches/load/sip_load.sh: the development PKI, every socket on 127.0.0.1.
-[tls]
-listen = "127.0.0.1:$TLS_PORT"
-client_cert = "required"
-# Every simulated phone is the same device on 127.0.0.1 (one certificate, one address), and
-# SIPp opens one connection per call: lift the per-address connection limit.
-max_connections_per_ip = 10000
-[[tls.certificates]]
-cert = "sbc.test-chain.crt"
-key = "sbc.test.key"
-[vendors.snom]
-ca = ["snom-ca.crt"]
-[pbx]
-address = "127.0.0.1:$PBX_PORT"
-transport = "udp"
-listen = "127.0.0.1:$PBX_LISTEN_PORT"
-[sip]
-domain = "sbc.test"
-# One device certificate plays every phone: its per-device request budget is switched off
-# (0 is logged by the edge as a relaxation; production keeps the default).
-phone_requests_per_second = 0
-[media]
-phone_bind = "127.0.0.1"
-phone_advertise = "127.0.0.1"
-pbx_bind = "127.0.0.1"
-port_min = $MEDIA_MIN
-port_max = $MEDIA_MAX
-[inventory]
-file = "inventory.toml"
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[shutdown]
-drain_timeout_secs = 2
-EOF
+write_edge_config "$CONFIG" benches/load/sip_load.sh "" ""
 "$EDGE_BIN" check-config --config "$CONFIG" >"$TMP/check-config.log" 2>&1 \
   || { cat "$TMP/check-config.log" >&2; die "generated config refused"; }
 
-cat >"$TMP/stunnel.conf" <<EOF
-foreground = yes
-pid =
-debug = $STUNNEL_DEBUG
-[sip-tls]
-client = yes
-accept = 127.0.0.1:$STUNNEL_PORT
-connect = 127.0.0.1:$TLS_PORT
-cert = $PKI/snom-000413A1B2C3.pem
-CAfile = $PKI/server-ca.crt
-verifyChain = yes
-checkHost = sbc.test
-sni = sbc.test
-sessionResume = $STUNNEL_RESUME
-EOF
+write_stunnel_conf "$TMP/stunnel.conf" "$STUNNEL_DEBUG" "sessionResume = $STUNNEL_RESUME"
 
 if [ "$TARGET" = edge ]; then
   start edge "$TMP" "$EDGE_BIN" run --config "$CONFIG"
   EDGE_PID=$LAST_PID
   ADMIN=http://127.0.0.1:$ADMIN_PORT
-  for i in $(seq 1 100); do
-    curl -fsS --max-time 1 "$ADMIN/readyz" >/dev/null 2>&1 && break
-    alive "$EDGE_PID" || { tail -20 "$TMP/edge.log" >&2; die "the edge exited"; }
-    [ "$i" = 100 ] && { tail -20 "$TMP/edge.log" >&2; die "the edge was not ready within 10 s"; }
-    sleep 0.1
-  done
+  wait_edge_ready "$EDGE_PID" "$TMP/edge.log"
   log "edge pid $EDGE_PID ready: tls 127.0.0.1:$TLS_PORT, pbx side 127.0.0.1:$PBX_LISTEN_PORT, admin $ADMIN"
 else
   start_kamailio
