@@ -32,6 +32,11 @@ pub struct ThreadCpu {
 pub struct ThreadsCpu(HashMap<String, ThreadCpu>);
 
 impl ThreadsCpu {
+    /// CPU time of every thread in the snapshot.
+    pub fn total(&self) -> Duration {
+        self.0.values().map(|t| t.cpu).sum()
+    }
+
     /// What the threads alive at both snapshots used in between (threads of an earlier run
     /// that exit meanwhile are left out).
     pub fn since(&self, earlier: &ThreadsCpu) -> ThreadCpu {
@@ -108,6 +113,14 @@ fn stat_cpu(stat: &str) -> Option<(Duration, Duration)> {
 pub fn process_cpu(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat_cpu(&stat).map(|(cpu, _)| cpu)
+}
+
+/// CPU time (utime + stime) of the calling thread.
+pub fn current_thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|stat| stat_cpu(&stat))
+        .map_or(Duration::ZERO, |(cpu, _)| cpu)
 }
 
 /// Resident set size (VmRSS, KiB) of a process; `None` when it is gone.
