@@ -247,6 +247,8 @@ struct RxEnd {
 /// Which sequence numbers of one stream arrived (seq 1.. → bit 0..).
 struct Seen {
     bits: Vec<u64>,
+    /// Packets sent per stream: sequence numbers above it were never sent.
+    packets: u64,
     highest: Option<u64>,
 }
 
@@ -260,6 +262,7 @@ impl Seen {
     fn new(packets: u64) -> Seen {
         Seen {
             bits: vec![0; packets.div_ceil(64) as usize],
+            packets,
             highest: None,
         }
     }
@@ -268,6 +271,9 @@ impl Seen {
         let Some(index) = u64::from(seq).checked_sub(1) else {
             return Arrival::NeverSent;
         };
+        if index >= self.packets {
+            return Arrival::NeverSent;
+        }
         let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
         let Some(w) = self.bits.get_mut(word) else {
             return Arrival::NeverSent;
@@ -657,4 +663,209 @@ fn check(end: &mut RxEnd, packet: &mut [u8], from: SocketAddr) -> Checked {
         return Checked::Bad;
     }
     Checked::Good { seq, stamp }
+}
+
+// Run by tests/call_load.rs. `clippy --all-targets` also builds the bench target with
+// cfg(test) but, harness = false, without its #[test] functions: the helpers look unused there.
+#[cfg(test)]
+#[allow(dead_code, unused_imports)]
+mod tests {
+    use super::*;
+
+    fn loopback() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").expect("bind")
+    }
+
+    fn packet(ssrc: u32, seq: u16, stamp: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; RTP_LEN + 64];
+        write_rtp(&mut buf, seq, stamp, ssrc);
+        buf[1] = PT_PCMU;
+        fill_payload(&mut buf[12..RTP_LEN], ssrc, seq);
+        buf.truncate(RTP_LEN);
+        buf
+    }
+
+    fn protect(ctx: &mut SrtpContext, plain: &[u8]) -> Vec<u8> {
+        let mut buf = plain.to_vec();
+        buf.resize(plain.len() + 64, 0);
+        let len = ctx.protect_rtp(&mut buf, plain.len()).expect("protect");
+        buf.truncate(len);
+        buf
+    }
+
+    fn end(source: SocketAddr, srtp: Option<SrtpContext>, ssrc: u32) -> RxEnd {
+        RxEnd {
+            socket: mio::net::UdpSocket::from_std(loopback()),
+            source,
+            srtp,
+            ssrc,
+            seen: Seen::new(100),
+        }
+    }
+
+    #[test]
+    fn seen_tells_new_late_duplicate_and_never_sent() {
+        let mut seen = Seen::new(100);
+        assert!(matches!(seen.mark(5), Arrival::New { late: false }));
+        assert!(matches!(seen.mark(3), Arrival::New { late: true }));
+        assert!(matches!(seen.mark(6), Arrival::New { late: false }));
+        assert!(matches!(seen.mark(5), Arrival::Duplicate));
+        assert!(matches!(seen.mark(0), Arrival::NeverSent));
+        assert!(matches!(seen.mark(101), Arrival::NeverSent));
+        assert!(matches!(seen.mark(100), Arrival::New { late: false }));
+    }
+
+    #[test]
+    fn srtp_end_accepts_the_target_packet_and_refuses_each_fault() {
+        let target = loopback().local_addr().expect("addr");
+        let key = random_sdes_key().expect("key");
+        let other_key = random_sdes_key().expect("key");
+        assert_ne!(key, other_key, "two random keys are distinct");
+        let mut tx = srtp_context(&key).expect("ctx");
+        let mut rx = end(target, Some(srtp_context(&key).expect("ctx")), 7);
+
+        let mut good = protect(&mut tx, &packet(7, 1, 1234));
+        assert!(matches!(
+            check(&mut rx, &mut good.clone(), target),
+            Checked::Good {
+                seq: 1,
+                stamp: 1234
+            }
+        ));
+        // The same packet again: the SRTP replay window refuses it.
+        assert!(matches!(
+            check(&mut rx, &mut good, target),
+            Checked::Duplicate
+        ));
+        // From another address than the target's.
+        let stranger = loopback().local_addr().expect("addr");
+        let mut p = protect(&mut tx, &packet(7, 2, 0));
+        assert!(matches!(check(&mut rx, &mut p, stranger), Checked::Bad));
+        // Protected with another key.
+        let mut other = srtp_context(&other_key).expect("ctx");
+        let mut p = protect(&mut other, &packet(7, 3, 0));
+        assert!(matches!(
+            check(&mut rx, &mut p, target),
+            Checked::AuthFailed
+        ));
+        // A flipped bit in the ciphertext.
+        let mut p = protect(&mut tx, &packet(7, 4, 0));
+        p[40] ^= 1;
+        assert!(matches!(
+            check(&mut rx, &mut p, target),
+            Checked::AuthFailed
+        ));
+        // Authentic, but the other stream's SSRC.
+        let mut p = protect(&mut tx, &packet(8, 5, 0));
+        assert!(matches!(check(&mut rx, &mut p, target), Checked::Bad));
+        // Authentic, but another packet's payload.
+        let mut plain = packet(7, 6, 0);
+        fill_payload(&mut plain[12..], 7, 9);
+        let mut p = protect(&mut tx, &plain);
+        assert!(matches!(check(&mut rx, &mut p, target), Checked::Bad));
+    }
+
+    #[test]
+    fn plain_end_checks_length_type_ssrc_and_payload() {
+        let target = loopback().local_addr().expect("addr");
+        let mut rx = end(target, None, 9);
+        assert!(matches!(
+            check(&mut rx, &mut packet(9, 1, 5), target),
+            Checked::Good { seq: 1, stamp: 5 }
+        ));
+        let mut short = packet(9, 2, 5);
+        short.pop();
+        assert!(matches!(check(&mut rx, &mut short, target), Checked::Bad));
+        let mut pt = packet(9, 3, 5);
+        pt[1] = 8;
+        assert!(matches!(check(&mut rx, &mut pt, target), Checked::Bad));
+        let mut p = packet(9, 4, 5);
+        p[RTP_LEN - 1] ^= 0x40;
+        assert!(matches!(check(&mut rx, &mut p, target), Checked::Bad));
+        // An SRTP packet where plain RTP is expected: the tag makes it too long.
+        let mut tx = srtp_context(&random_sdes_key().expect("key")).expect("ctx");
+        let mut p = protect(&mut tx, &packet(9, 5, 5));
+        assert!(matches!(check(&mut rx, &mut p, target), Checked::Bad));
+    }
+
+    #[test]
+    fn chunks_spread_items_in_order() {
+        let parts = chunks((0..7).collect(), 3);
+        assert_eq!(parts, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]]);
+        assert_eq!(chunks((0..2).collect(), 4), vec![vec![0], vec![1]]);
+    }
+
+    /// A forwarder between the generator's ends that alters every 4th packet of each
+    /// direction: the run must count them (auth failures on the SRTP direction, bad packets
+    /// on the plain one) and deliver the rest. No timing or loss is asserted.
+    #[test]
+    fn run_counts_packets_a_relay_altered() {
+        let (phone_side, pbx_side) = (loopback(), loopback());
+        let key = random_sdes_key().expect("key");
+        let call = CallMedia {
+            call_id: "tamper".into(),
+            phone_socket: loopback(),
+            phone_target: phone_side.local_addr().expect("addr"),
+            phone_sends_with: key.clone(),
+            phone_receives_with: key,
+            pbx_socket: loopback(),
+            pbx_target: pbx_side.local_addr().expect("addr"),
+        };
+        let (phone, pbx) = (
+            call.phone_socket.local_addr().expect("addr"),
+            call.pbx_socket.local_addr().expect("addr"),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut forwarders = Vec::new();
+        for (from, to, out, dest) in [
+            (&phone_side, &pbx_side, pbx, "phone"),
+            (&pbx_side, &phone_side, phone, "pbx"),
+        ] {
+            let (from, to) = (
+                from.try_clone().expect("clone"),
+                to.try_clone().expect("clone"),
+            );
+            from.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
+            let stop = stop.clone();
+            forwarders.push(
+                thread::Builder::new()
+                    .name(format!("tamper-{dest}"))
+                    .spawn(move || {
+                        let (mut buf, mut n) = ([0u8; 2048], 0u64);
+                        while !stop.load(Ordering::Relaxed) {
+                            if let Ok((len, _)) = from.recv_from(&mut buf) {
+                                n += 1;
+                                if n % 4 == 0 {
+                                    buf[30] ^= 0x01;
+                                }
+                                let _ = to.send_to(&buf[..len], out);
+                            }
+                        }
+                    })
+                    .expect("thread"),
+            );
+        }
+        let cfg = MediaConfig {
+            secs: 0.5,
+            warmup: Duration::ZERO,
+            transform: Transform::Passthrough,
+            drain: Duration::from_millis(200),
+            ..MediaConfig::default()
+        };
+        let report = run(vec![call], &cfg, &|| None).expect("run");
+        stop.store(true, Ordering::Relaxed);
+        for f in forwarders {
+            f.join().expect("forwarder");
+        }
+        assert!(report.sent[0] >= 8 && report.sent[1] >= 8, "{report:?}");
+        assert!(report.auth_failures >= 1, "{report:?}");
+        assert!(report.bad[1] >= 1, "{report:?}");
+        assert!(
+            report.received[0] >= 1 && report.received[1] >= 1,
+            "{report:?}"
+        );
+        assert!(!report.clean());
+        assert!(report.lost() >= report.auth_failures + report.bad[1]);
+    }
 }

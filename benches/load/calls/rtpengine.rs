@@ -458,3 +458,73 @@ fn parse_media(body: &str) -> Result<SdpMedia, String> {
         crypto,
     })
 }
+
+// Run by tests/call_load.rs. `clippy --all-targets` also builds the bench target with
+// cfg(test) but, harness = false, without its #[test] functions: the helpers look unused there.
+#[cfg(test)]
+#[allow(dead_code, unused_imports)]
+mod tests {
+    use super::*;
+
+    /// The SDP rtpengine 10.5 answered toward the phone in a run of this tool (key replaced).
+    const ANSWER: &str = "v=0\r\no=- 1000 1 IN IP4 127.0.0.1\r\ns=call-load\r\n\
+        c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20014 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+        a=sendrecv\r\na=rtcp:20015\r\n\
+        a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj\r\n\
+        a=ptime:20\r\n";
+
+    #[test]
+    fn reads_address_profile_and_key_from_an_answer() {
+        let m = parse_media(ANSWER).expect("parses");
+        assert_eq!(m.rtp, "127.0.0.1:20014".parse().expect("addr"));
+        assert_eq!(m.proto, "RTP/SAVP");
+        let key = m.crypto.expect("crypto");
+        assert_eq!(key.suite, "AES_CM_128_HMAC_SHA1_80");
+        assert_eq!(
+            key.key_params,
+            "inline:d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj"
+        );
+        assert!(crate::media::srtp_context(&key).is_ok());
+    }
+
+    #[test]
+    fn media_level_connection_wins_and_a_missing_one_is_an_error() {
+        let media_level = ANSWER.replace(
+            "t=0 0\r\nm=audio 20014 RTP/SAVP 0\r\n",
+            "t=0 0\r\nm=audio 20014 RTP/SAVP 0\r\nc=IN IP4 127.0.0.2\r\n",
+        );
+        let m = parse_media(&media_level).expect("parses");
+        assert_eq!(m.rtp, "127.0.0.2:20014".parse().expect("addr"));
+        assert!(parse_media(&ANSWER.replace("c=IN IP4 127.0.0.1\r\n", "")).is_err());
+        assert!(parse_media("v=0\r\n").is_err());
+    }
+
+    #[test]
+    fn the_generator_sdp_reads_back() {
+        let key = random_sdes_key().expect("key");
+        let addr: SocketAddr = "127.0.0.1:4242".parse().expect("addr");
+        let m = parse_media(&sdp(3, addr, "RTP/SAVP", Some(&key))).expect("parses");
+        assert_eq!((m.rtp, m.proto.as_str()), (addr, "RTP/SAVP"));
+        assert_eq!(m.crypto, Some(key));
+        let m = parse_media(&sdp(3, addr, "RTP/AVP", None)).expect("parses");
+        assert_eq!((m.proto.as_str(), m.crypto), ("RTP/AVP", None));
+    }
+
+    #[test]
+    fn ng_messages_are_bencoded_dictionaries_with_sorted_keys() {
+        let ping = dict(vec![("command", bytes("ping"))]);
+        assert_eq!(
+            serde_bencode::to_bytes(&ping).expect("encodes"),
+            b"d7:command4:pinge"
+        );
+        let delete = dict(vec![
+            ("from-tag", bytes("a")),
+            ("command", bytes("delete")),
+            ("call-id", bytes("c")),
+        ]);
+        assert_eq!(
+            serde_bencode::to_bytes(&delete).expect("encodes"),
+            b"d7:call-id1:c7:command6:delete8:from-tag1:ae"
+        );
+    }
+}
