@@ -188,15 +188,8 @@ pub fn baseline_forwarder(
         routes.push((base + 1, pbx)); // from the phone side → out of the PBX side to the PBX
         routes.push((base, phone)); // from the PBX side → out of the phone side to the phone
     }
-    let mut events = Events::with_capacity(1024);
     let mut buf = [0u8; 2048];
-    while !stop.load(Ordering::Relaxed) {
-        if poll
-            .poll(&mut events, Some(Duration::from_millis(50)))
-            .is_err()
-        {
-            continue;
-        }
+    poll_until(&mut poll, &stop, |events| {
         wakeups.fetch_add(1, Ordering::Relaxed);
         let mut relayed = 0;
         for event in events.iter() {
@@ -212,6 +205,20 @@ pub fn baseline_forwarder(
         if relayed > 0 && !coalesce.is_zero() {
             thread::sleep(coalesce);
             wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Waits on `poll` and hands each batch of ready events to `ready` until `stop` is set (seen
+/// within 50 ms).
+pub fn poll_until(poll: &mut Poll, stop: &AtomicBool, mut ready: impl FnMut(&Events)) {
+    let mut events = Events::with_capacity(1024);
+    while !stop.load(Ordering::Relaxed) {
+        if poll
+            .poll(&mut events, Some(Duration::from_millis(50)))
+            .is_ok()
+        {
+            ready(&events);
         }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use pbx_edge::media::control::PeerSpec;
 use pbx_edge::media::{
     MediaControl, RelaySettings, SrtpParams, StreamHandle, StreamSpec, TransformSpec,
@@ -35,7 +35,8 @@ use pbx_edge::srtp::{ContextOptions, SrtpContext};
 pub mod common;
 
 use common::{
-    baseline_forwarder, percentile, threads_cpu, udp_rcvbuf_errors, write_rtp, ThreadsCpu,
+    baseline_forwarder, percentile, poll_until, threads_cpu, udp_rcvbuf_errors, write_rtp,
+    ThreadsCpu,
 };
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -535,17 +536,10 @@ fn sink(
             socks.push(m);
         }
     }
-    let mut events = Events::with_capacity(1024);
     let mut received = [0u64; 2];
     let mut latencies = Vec::with_capacity(capacity);
     let mut buf = [0u8; 2048];
-    while !stop.load(Ordering::Relaxed) {
-        if poll
-            .poll(&mut events, Some(Duration::from_millis(50)))
-            .is_err()
-        {
-            continue;
-        }
+    poll_until(&mut poll, &stop, |events| {
         for event in events.iter() {
             let token = event.token().0;
             let Some(sock) = socks.get(token) else {
@@ -565,6 +559,6 @@ fn sink(
                 }
             }
         }
-    }
+    });
     (received, latencies)
 }

@@ -24,11 +24,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use pbx_edge::srtp::{ContextOptions, CryptoAttribute, CryptoSuite, MasterKey, SrtpContext};
 use pbx_edge::srtp::{KeyParams, SrtpError};
 
-use crate::common::{current_thread_cpu, percentile, udp_rcvbuf_errors, write_rtp};
+use crate::common::{current_thread_cpu, percentile, poll_until, udp_rcvbuf_errors, write_rtp};
 use crate::legs::{CallMedia, SdesKey};
 
 /// RTP payload of 20 ms G.711.
@@ -576,15 +576,8 @@ fn sink(
             }
         }
     }
-    let mut events = Events::with_capacity(1024);
     let mut buf = [0u8; 2048];
-    while !stop.load(Ordering::Relaxed) {
-        if poll
-            .poll(&mut events, Some(Duration::from_millis(50)))
-            .is_err()
-        {
-            continue;
-        }
+    poll_until(&mut poll, stop, |events| {
         for event in events.iter() {
             let token = event.token().0;
             let Some(pair) = pairs.get_mut(token / 2) else {
@@ -622,7 +615,7 @@ fn sink(
                 }
             }
         }
-    }
+    });
     result.cpu = current_thread_cpu();
     result
 }
