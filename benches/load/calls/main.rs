@@ -37,8 +37,9 @@
 //!   minus a `direct` run's with the same number of calls (the floor, measured just before;
 //!   `--no-floor` skips it);
 //! - `RSS`: the target process's VmRSS after the window, calls still up;
-//! - `gen/sink CPU`: this process's generator and sink threads over the run (if they near one
-//!   core each, the generator is the limit: give it `--gen-threads`/`--sink-threads`);
+//! - `gen/sink CPU`: this process's generator and sink threads over the run, in % of one core
+//!   (summed over their threads; near 100 % per thread, the generator is the limit: give it
+//!   `--gen-threads`/`--sink-threads`);
 //! - `rcvbuf drops`: machine-wide UDP receive-buffer overflows during the run;
 //! - `load`: /proc/loadavg (1, 5, 15 min) at the start and end of the run (shared machine).
 //!
@@ -423,8 +424,8 @@ fn print(target: Target, calls: usize, run: &Run, floor: Option<&Run>) {
     println!(
         "{} {calls} calls: {} | relayed {:.0} pkt/s | lost {} (sent {:?} recv {:?}) dup {:?} \
          late {:?} auth-fail {} bad {:?} send-err {} | target CPU {cpu} | latency p50 {} us \
-         p99 {} us max {} us{added} | RSS {rss} | gen CPU {:.2} s sink CPU {:.2} s | rcvbuf \
-         drops {} | setup {:.2} s | load {} -> {}",
+         p99 {} us max {} us{added} | RSS {rss} | gen CPU {:.0} % sink CPU {:.0} % of one core \
+         | rcvbuf drops {} | setup {:.2} s | load {} -> {}",
         target.name(),
         if r.clean() { "clean" } else { "NOT CLEAN" },
         r.relayed_pps(),
@@ -439,8 +440,8 @@ fn print(target: Target, calls: usize, run: &Run, floor: Option<&Run>) {
         r.latency_p50_us,
         r.latency_p99_us,
         r.latency_max_us,
-        r.generator_cpu.as_secs_f64(),
-        r.sink_cpu.as_secs_f64(),
+        100.0 * r.generator_cpu.as_secs_f64() / r.run_secs.max(1e-9),
+        100.0 * r.sink_cpu.as_secs_f64() / r.run_secs.max(1e-9),
         r.rcvbuf_errors,
         run.setup.as_secs_f64(),
         run.load_start,

@@ -107,9 +107,11 @@ pub struct MediaReport {
     pub window_secs: f64,
     /// The target's CPU time (utime + stime) over the window, when it can be measured.
     pub target_cpu: Option<Duration>,
-    /// The generator's and the sinks' own CPU time over the whole run.
+    /// The generator's and the sinks' own CPU time over the whole run, and how long it ran
+    /// (first send to the end of the drain): near one core per thread, they are the limit.
     pub generator_cpu: Duration,
     pub sink_cpu: Duration,
+    pub run_secs: f64,
     pub latency_p50_us: u32,
     pub latency_p99_us: u32,
     pub latency_max_us: u32,
@@ -402,6 +404,7 @@ pub fn run(
         report.window_packets += r.window_packets;
         latencies.extend(r.latencies);
     }
+    report.run_secs = base.elapsed().as_secs_f64();
     latencies.sort_unstable();
     report.latency_p50_us = percentile(&latencies, 0.50);
     report.latency_p99_us = percentile(&latencies, 0.99);
