@@ -5,7 +5,8 @@
 //! ```text
 //! cargo bench --bench call_load -- --target rtpengine|edge|baseline|direct
 //!     [--calls 100] [--secs 10] [--warmup-secs 1] [--ramp] [--max-calls 2400]
-//!     [--ramp-steps 10] [--no-floor] [--floor-secs 3] [--gen-threads 1] [--sink-threads 1]
+//!     [--ramp-steps 10] [--max-p99-ms X] [--no-floor] [--floor-secs 3] [--gen-threads 1]
+//!     [--sink-threads 1]
 //!     [--coalesce-us 0] [--rtpe-threads N] [--port-min 20000] [--port-max 29999]
 //! ```
 //!
@@ -45,7 +46,9 @@
 //!
 //! `--ramp` finds the highest number of calls with a clean run: doubles from `--calls` until a
 //! run is not clean (or `--max-calls`), then bisects to within 1/16, at most `--ramp-steps`
-//! runs; then runs half that number with the latency floor.
+//! runs; then runs half that number with the latency floor. With `--max-p99-ms X` a run must
+//! also keep its p99 latency within X ms to pass: the kernel's socket buffers hold seconds of
+//! media, so a target that falls behind shows seconds of delay long before it loses packets.
 
 #[path = "../common.rs"]
 mod common;
@@ -98,6 +101,9 @@ struct Args {
     ramp_steps: usize,
     floor: bool,
     floor_secs: f64,
+    /// A run passes the ramp only if its p99 latency is within this bound too (packets that
+    /// late are as good as lost to a phone's jitter buffer); `None`: loss alone decides.
+    max_p99: Option<Duration>,
     media: MediaConfig,
     coalesce: Duration,
     rtpengine: RtpengineOptions,
@@ -113,6 +119,7 @@ fn parse_args() -> Result<Args, String> {
         ramp_steps: 10,
         floor: true,
         floor_secs: 3.0,
+        max_p99: None,
         media: MediaConfig::default(),
         coalesce: Duration::ZERO,
         rtpengine: RtpengineOptions::default(),
@@ -148,6 +155,9 @@ fn parse_args() -> Result<Args, String> {
             "--max-calls" => args.max_calls = number()? as usize,
             "--ramp-steps" => args.ramp_steps = (number()? as usize).clamp(1, 20),
             "--floor-secs" => args.floor_secs = number()?.clamp(1.0, MAX_SECS),
+            "--max-p99-ms" => {
+                args.max_p99 = Some(Duration::from_secs_f64(number()?.max(0.0) / 1000.0))
+            }
             "--gen-threads" => args.media.gen_threads = (number()? as usize).clamp(1, 16),
             "--sink-threads" => args.media.sink_threads = (number()? as usize).clamp(1, 16),
             "--coalesce-us" => args.coalesce = Duration::from_micros(number()? as u64),
@@ -274,8 +284,11 @@ fn measure(args: &Args, calls: usize, floor: bool) -> bool {
     };
     match run(args, calls) {
         Ok(r) => {
-            print(args.target, calls, &r, floor_run.as_ref());
-            r.report.clean()
+            let within = args
+                .max_p99
+                .is_none_or(|max| u128::from(r.report.latency_p99_us) <= max.as_micros());
+            print(args.target, calls, &r, floor_run.as_ref(), within);
+            r.report.clean() && within
         }
         Err(e) => {
             println!("{} {calls} calls: FAILED: {e}", args.target.name());
@@ -404,7 +417,7 @@ fn baseline_calls(calls: usize) -> Result<(Vec<CallMedia>, Vec<ForwarderPair>), 
     Ok((media, pairs))
 }
 
-fn print(target: Target, calls: usize, run: &Run, floor: Option<&Run>) {
+fn print(target: Target, calls: usize, run: &Run, floor: Option<&Run>, within: bool) {
     let r = &run.report;
     let cpu = r
         .target_cpu_per_packet_us()
@@ -427,7 +440,11 @@ fn print(target: Target, calls: usize, run: &Run, floor: Option<&Run>) {
          p99 {} us max {} us{added} | RSS {rss} | gen CPU {:.0} % sink CPU {:.0} % of one core \
          | rcvbuf drops {} | setup {:.2} s | load {} -> {}",
         target.name(),
-        if r.clean() { "clean" } else { "NOT CLEAN" },
+        match (r.clean(), within) {
+            (true, true) => "clean",
+            (true, false) => "clean but p99 over --max-p99-ms",
+            _ => "NOT CLEAN",
+        },
         r.relayed_pps(),
         r.lost(),
         r.sent,
