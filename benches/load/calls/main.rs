@@ -3,14 +3,15 @@
 //! packets; every process it starts is stopped by its PID).
 //!
 //! ```text
-//! cargo bench --bench call_load -- --target rtpengine|edge|baseline|direct
+//! cargo bench --bench call_load -- --target rtpengine|edge|baseline|direct[,...]
 //!     [--calls 100] [--secs 10] [--warmup-secs 1] [--ramp] [--max-calls 2400]
 //!     [--ramp-steps 10] [--max-p99-ms X] [--no-floor] [--floor-secs 3] [--gen-threads 1]
 //!     [--sink-threads 1]
 //!     [--coalesce-us 0] [--rtpe-threads N] [--port-min 20000] [--port-max 29999]
 //! ```
 //!
-//! Targets:
+//! Targets (several, comma-separated: each measurement runs them one after the other, so
+//! they meet the same machine load; with `--ramp`, one ramp after the other):
 //! - `rtpengine`: Debian's rtpengine, userspace only (`--table=-1`), its own temporary
 //!   directory, calls set up with ng `offer` (the phone's RTP/SAVP + SDES, asking RTP/AVP
 //!   toward the PBX) and `answer` (the PBX's RTP/AVP, asking RTP/SAVP + SDES toward the
@@ -94,6 +95,9 @@ impl Target {
 
 #[derive(Debug, Clone)]
 struct Args {
+    /// The targets to run, one after the other for each measurement (alternating).
+    targets: Vec<Target>,
+    /// The one being run.
     target: Target,
     calls: usize,
     ramp: bool,
@@ -112,6 +116,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut args = Args {
+        targets: vec![Target::Rtpengine],
         target: Target::Rtpengine,
         calls: 100,
         ramp: false,
@@ -139,13 +144,16 @@ fn parse_args() -> Result<Args, String> {
         };
         match flag {
             "--target" => {
-                args.target = match value()? {
-                    "rtpengine" => Target::Rtpengine,
-                    "edge" => Target::Edge,
-                    "baseline" => Target::Baseline,
-                    "direct" => Target::Direct,
-                    other => return Err(format!("unknown target {other}")),
-                }
+                args.targets = value()?
+                    .split(',')
+                    .map(|t| match t {
+                        "rtpengine" => Ok(Target::Rtpengine),
+                        "edge" => Ok(Target::Edge),
+                        "baseline" => Ok(Target::Baseline),
+                        "direct" => Ok(Target::Direct),
+                        other => Err(format!("unknown target {other}")),
+                    })
+                    .collect::<Result<_, _>>()?
             }
             "--calls" => args.calls = number()? as usize,
             "--secs" => args.media.secs = number()?.clamp(1.0, MAX_SECS),
@@ -183,9 +191,7 @@ fn parse_args() -> Result<Args, String> {
     }
     args.max_calls = args.max_calls.clamp(1, MAX_CALLS);
     args.calls = args.calls.clamp(1, args.max_calls);
-    if args.target == Target::Direct {
-        args.floor = false;
-    }
+    args.target = *args.targets.first().ok_or("--target names no target")?;
     Ok(args)
 }
 
@@ -211,12 +217,24 @@ fn main() {
         eprintln!("call_load: raising the open-file limit: {e}");
     }
     println!("config: {args:?}");
-    if !args.ramp {
-        let ok = measure(&args, args.calls, args.floor);
-        std::process::exit(if ok { 0 } else { 1 });
+    let mut all_clean = true;
+    for &target in &args.targets {
+        let args = Args {
+            target,
+            ..args.clone()
+        };
+        if args.ramp {
+            ramp_and_half(&args);
+        } else {
+            all_clean &= measure(&args, args.calls, args.floor);
+        }
     }
-    let best = ramp(&args);
-    match best {
+    std::process::exit(if all_clean { 0 } else { 1 });
+}
+
+/// The ramp of one target, then a run at half its maximum with the latency floor.
+fn ramp_and_half(args: &Args) {
+    match ramp(args) {
         Some(n) => {
             println!(
                 "ramp: highest clean run {} calls on target {}",
@@ -225,7 +243,7 @@ fn main() {
             );
             let half = (n / 2).max(1);
             println!("half the maximum, {half} calls, with the latency floor:");
-            measure(&args, half, args.target != Target::Direct);
+            measure(args, half, true);
         }
         None => println!(
             "ramp: no clean run on target {} (from {} calls)",
@@ -268,7 +286,7 @@ fn ramp(args: &Args) -> Option<usize> {
 /// Runs `calls` on the target (after a direct run for the floor when `floor`) and prints the
 /// line; true when the run is clean.
 fn measure(args: &Args, calls: usize, floor: bool) -> bool {
-    let floor_run = if floor {
+    let floor_run = if floor && args.target != Target::Direct {
         let mut direct = args.clone();
         direct.target = Target::Direct;
         direct.media.secs = args.floor_secs;
