@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use pbx_edge::media::control::PeerSpec;
 use pbx_edge::media::{
     MediaControl, RelaySettings, SrtpParams, StreamHandle, StreamSpec, TransformSpec,
@@ -30,6 +30,14 @@ use pbx_edge::media::{
 use pbx_edge::srtp::key::MasterKey;
 use pbx_edge::srtp::suite::CryptoSuite;
 use pbx_edge::srtp::{ContextOptions, SrtpContext};
+
+#[path = "common.rs"]
+pub mod common;
+
+use common::{
+    baseline_forwarder, percentile, poll_until, threads_cpu, udp_rcvbuf_errors, write_rtp,
+    ThreadsCpu,
+};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Hard cap on packets a run may send per direction (bounded runs).
@@ -158,82 +166,6 @@ impl Report {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct ThreadCpu {
-    cpu: Duration,
-    /// User-space part of `cpu` (our code: SRTP, latching, bookkeeping); the rest is kernel.
-    user: Duration,
-    voluntary: u64,
-    involuntary: u64,
-}
-
-/// Per-thread CPU, keyed by thread id, of the threads whose name starts with `prefix`.
-#[derive(Debug, Clone, Default)]
-struct ThreadsCpu(HashMap<String, ThreadCpu>);
-
-impl ThreadsCpu {
-    /// What the threads alive at both snapshots used in between (threads of an earlier run
-    /// that exit meanwhile are left out).
-    fn since(&self, earlier: &ThreadsCpu) -> ThreadCpu {
-        let mut total = ThreadCpu::default();
-        for (tid, now) in &self.0 {
-            if let Some(then) = earlier.0.get(tid) {
-                total.cpu += now.cpu.saturating_sub(then.cpu);
-                total.user += now.user.saturating_sub(then.user);
-                total.voluntary += now.voluntary.saturating_sub(then.voluntary);
-                total.involuntary += now.involuntary.saturating_sub(then.involuntary);
-            }
-        }
-        total
-    }
-}
-
-/// CPU (utime+stime) and context switches of the threads whose name starts with `prefix`
-/// (empty prefix: every thread of the process).
-fn threads_cpu(prefix: &str) -> ThreadsCpu {
-    let mut threads = ThreadsCpu::default();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return threads;
-    };
-    for entry in dir.flatten() {
-        let mut total = ThreadCpu::default();
-        let path = entry.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if !comm.trim_end().starts_with(prefix) {
-            continue;
-        }
-        if let Ok(stat) = std::fs::read_to_string(path.join("stat")) {
-            // Fields after the ")" that closes the command name; utime = field 14, stime = 15.
-            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-                if let (Some(u), Some(s)) = (ticks(11), ticks(12)) {
-                    total.cpu += Duration::from_millis((u + s) * 10); // CLK_TCK = 100
-                    total.user += Duration::from_millis(u * 10);
-                }
-            }
-        }
-        if let Ok(status) = std::fs::read_to_string(path.join("status")) {
-            for line in status.lines() {
-                let value = |l: &str| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                };
-                if line.starts_with("voluntary_ctxt_switches") {
-                    total.voluntary += value(line).unwrap_or(0);
-                } else if line.starts_with("nonvoluntary_ctxt_switches") {
-                    total.involuntary += value(line).unwrap_or(0);
-                }
-            }
-        }
-        threads
-            .0
-            .insert(entry.file_name().to_string_lossy().into_owned(), total);
-    }
-    threads
-}
-
 fn key(seed: u32, salt: u8) -> MasterKey {
     let mut k = [0u8; 16];
     k[..4].copy_from_slice(&seed.to_be_bytes());
@@ -255,21 +187,6 @@ fn socket() -> UdpSocket {
     let s = UdpSocket::bind((LOOPBACK, 0)).expect("bind loopback");
     s.set_nonblocking(true).expect("nonblocking");
     s
-}
-
-/// `Udp: ... RcvbufErrors` from /proc/net/snmp (machine-wide).
-fn udp_rcvbuf_errors() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Runs one bounded load run.
@@ -458,15 +375,8 @@ pub fn run(cfg: &LoadConfig) -> Report {
         thread.join().expect("baseline forwarder");
     }
     latencies.sort_unstable();
-    let pct = |p: f64| -> u32 {
-        if latencies.is_empty() {
-            return 0;
-        }
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[i.min(latencies.len() - 1)]
-    };
-    report.latency_p50_us = pct(0.50);
-    report.latency_p99_us = pct(0.99);
+    report.latency_p50_us = percentile(&latencies, 0.50);
+    report.latency_p99_us = percentile(&latencies, 0.99);
     report.latency_max_us = latencies.last().copied().unwrap_or(0);
     for h in handles {
         runtime.block_on(h.stop()).expect("stop");
@@ -527,58 +437,6 @@ impl Relay {
         match self {
             Relay::Edge(c) => c.totals().dropped.iter().sum(),
             Relay::Baseline { .. } => 0,
-        }
-    }
-}
-
-/// The baseline forwarder: one thread named like a relay worker, one epoll, recv → send.
-fn baseline_forwarder(
-    pairs: Vec<(UdpSocket, SocketAddr, UdpSocket, SocketAddr)>,
-    coalesce: Duration,
-    stop: Arc<AtomicBool>,
-    packets: Arc<AtomicU64>,
-    wakeups: Arc<AtomicU64>,
-) {
-    let mut poll = Poll::new().expect("poll");
-    // Socket i receives; it forwards from its partner socket to its fixed destination.
-    let mut socks: Vec<mio::net::UdpSocket> = Vec::new();
-    let mut routes: Vec<(usize, SocketAddr)> = Vec::new();
-    for (phone_side, phone, pbx_side, pbx) in pairs {
-        let base = socks.len();
-        for s in [phone_side, pbx_side] {
-            let mut m = mio::net::UdpSocket::from_std(s);
-            poll.registry()
-                .register(&mut m, Token(socks.len()), Interest::READABLE)
-                .expect("register");
-            socks.push(m);
-        }
-        routes.push((base + 1, pbx)); // from the phone side → out of the PBX side to the PBX
-        routes.push((base, phone)); // from the PBX side → out of the phone side to the phone
-    }
-    let mut events = Events::with_capacity(1024);
-    let mut buf = [0u8; 2048];
-    while !stop.load(Ordering::Relaxed) {
-        if poll
-            .poll(&mut events, Some(Duration::from_millis(50)))
-            .is_err()
-        {
-            continue;
-        }
-        wakeups.fetch_add(1, Ordering::Relaxed);
-        let mut relayed = 0;
-        for event in events.iter() {
-            let i = event.token().0;
-            let (out, dest) = routes[i];
-            while let Ok((n, _)) = socks[i].recv_from(&mut buf) {
-                if socks[out].send_to(&buf[..n], dest).is_ok() {
-                    relayed += 1;
-                }
-            }
-        }
-        packets.fetch_add(relayed, Ordering::Relaxed);
-        if relayed > 0 && !coalesce.is_zero() {
-            thread::sleep(coalesce);
-            wakeups.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -658,15 +516,6 @@ fn generate(
     (sent, snapshot(control))
 }
 
-fn write_rtp(buf: &mut [u8], seq: u16, stamp_us: u32, ssrc: u32) {
-    buf[0] = 0x80;
-    buf[1] = 0;
-    buf[2..4].copy_from_slice(&seq.to_be_bytes());
-    // The send time in µs since `base`: the sink's latency probe (not encrypted by SRTP).
-    buf[4..8].copy_from_slice(&stamp_us.to_be_bytes());
-    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-}
-
 fn sink(
     sockets: Vec<(UdpSocket, UdpSocket)>,
     base: Instant,
@@ -687,17 +536,10 @@ fn sink(
             socks.push(m);
         }
     }
-    let mut events = Events::with_capacity(1024);
     let mut received = [0u64; 2];
     let mut latencies = Vec::with_capacity(capacity);
     let mut buf = [0u8; 2048];
-    while !stop.load(Ordering::Relaxed) {
-        if poll
-            .poll(&mut events, Some(Duration::from_millis(50)))
-            .is_err()
-        {
-            continue;
-        }
+    poll_until(&mut poll, &stop, |events| {
         for event in events.iter() {
             let token = event.token().0;
             let Some(sock) = socks.get(token) else {
@@ -717,6 +559,6 @@ fn sink(
                 }
             }
         }
-    }
+    });
     (received, latencies)
 }
