@@ -10,28 +10,18 @@
 //! its length (one byte), through the same contexts in order.
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use pbx_edge::media::transform::{demux, Inbound, Outbound, SrtpParams, TransformSpec};
 use pbx_edge::srtp::sdes::Mki;
-use pbx_edge::srtp::suite::CryptoSuite;
-use pbx_edge::srtp::{ContextOptions, MasterKey};
+use pbx_edge::srtp::MasterKey;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, mut rest)) = data.split_first() else {
         return;
     };
-    let suite = CryptoSuite::ALL[usize::from(sel) % CryptoSuite::ALL.len()];
-    let options = ContextOptions {
-        mki: if sel & 0x08 != 0 {
-            Mki::new(7, 1)
-        } else {
-            None
-        },
-        unencrypted_srtp: sel & 0x10 != 0 && !suite.is_aead(),
-        unencrypted_srtcp: sel & 0x20 != 0,
-        danger_accept_unannounced_unencrypted_srtcp: sel & 0x40 != 0,
-        ..ContextOptions::default()
-    };
+    let (suite, options) = common::srtp_selection(sel, Mki::new(7, 1));
     let spec = |fill: u8| {
         TransformSpec::Srtp(SrtpParams {
             master_key: MasterKey::generate(suite, |b| b.fill(fill)),

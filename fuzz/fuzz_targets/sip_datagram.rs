@@ -2,6 +2,8 @@
 //! message parser never panic, and the checked message never exceeds the datagram.
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use pbx_edge::sip::framing::{check_datagram, DatagramFrame, FramingLimits};
 use pbx_edge::sip::message::SipMessage;
@@ -11,12 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(DatagramFrame::Message(m)) = check_datagram(data, &limits) {
         assert!(m.len() <= data.len());
         if let Ok(msg) = SipMessage::parse(m) {
-            let _ = msg.method();
-            let _ = msg.status();
-            let _ = msg.call_id();
-            let _ = msg.cseq();
-            let _ = msg.request_uri();
-            let _ = msg.contacts();
+            common::read_headers(&msg);
             let _ = msg.header_values("Via");
         }
     }

@@ -5,6 +5,8 @@
 #![no_main]
 
 use bytes::BytesMut;
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use pbx_edge::sip::framing::{Frame, FramingLimits, StreamFramer};
 use pbx_edge::sip::message::SipMessage;
@@ -31,12 +33,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(Frame::Message(m))) => {
                     assert!(m.len() <= limits.max_message_bytes);
                     if let Ok(msg) = SipMessage::parse(&m) {
-                        let _ = msg.method();
-                        let _ = msg.status();
-                        let _ = msg.call_id();
-                        let _ = msg.cseq();
-                        let _ = msg.request_uri();
-                        let _ = msg.contacts();
+                        common::read_headers(&msg);
                         let again = SipMessage::parse(&msg.to_bytes());
                         assert!(again.is_ok(), "re-parse of own serialisation: {again:?}");
                     }

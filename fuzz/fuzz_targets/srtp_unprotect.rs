@@ -3,25 +3,16 @@
 //! arbitrary bytes never panics either. The first input byte picks the configuration.
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
-use pbx_edge::srtp::{ContextOptions, CryptoSuite, KeyParams, MasterKey, Mki, SrtpContext};
+use pbx_edge::srtp::{KeyParams, MasterKey, Mki, SrtpContext};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let suite = CryptoSuite::ALL[usize::from(sel) % CryptoSuite::ALL.len()];
-    let opts = ContextOptions {
-        mki: if sel & 0x08 != 0 {
-            Mki::new(0x0102, 2)
-        } else {
-            None
-        },
-        unencrypted_srtp: sel & 0x10 != 0 && !suite.is_aead(),
-        unencrypted_srtcp: sel & 0x20 != 0,
-        danger_accept_unannounced_unencrypted_srtcp: sel & 0x40 != 0,
-        ..ContextOptions::default()
-    };
+    let (suite, opts) = common::srtp_selection(sel, Mki::new(0x0102, 2));
     let key = MasterKey::generate(suite, |b| b.fill(0x42));
     let mut ctx = if sel & 0x80 != 0 {
         // Two keys selected by MKI, the first with a tiny lifetime.
