@@ -272,11 +272,16 @@ fn fleet(args: &Args) -> bool {
     let conns = metric(&metrics, "pbx_edge_tls_connections_active");
     println!("--- {n} phones, idle {idle:.0} s");
     println!(
-        "registered {} / {n} in {:.2} s",
+        "registered {} / {n} in {:.2} s ({:.0} phones/s: TCP + TLS handshake + REGISTER / 200)",
         fleet.registered_phones(),
-        fleet.bring_up.as_secs_f64()
+        fleet.bring_up.as_secs_f64(),
+        fleet.registered_phones() as f64 / fleet.bring_up.as_secs_f64().max(1e-3)
     );
-    println!("edge RSS {:.1} MiB (VmRSS)", rss as f64 / 1024.0);
+    println!(
+        "edge RSS {:.1} MiB (VmRSS); generator RSS {:.1} MiB",
+        rss as f64 / 1024.0,
+        process_rss_kib("self").unwrap_or_default() as f64 / 1024.0
+    );
     println!(
         "edge CPU idle {:.2} % of one core; generator CPU idle {:.2} % of one core",
         (e1 - e0).as_secs_f64() / idle * 100.0,

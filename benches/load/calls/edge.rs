@@ -1063,6 +1063,23 @@ struct Driver {
     phones: Arc<Vec<PhoneHandle>>,
 }
 
+/// A phone's INVITE to the PBX's user 200 from `user` (its From, with tag, is `from`).
+fn invite_text(local: SocketAddr, user: &str, from: &str, call_id: &str, sdp: &str) -> String {
+    format!(
+        "INVITE sip:200@{EDGE_NAME} SIP/2.0\r\n\
+Via: SIP/2.0/TLS {local};branch=z9hG4bK-{call_id}-INVITE1;rport\r\n\
+From: {from}\r\n\
+To: <sip:200@{EDGE_NAME}>\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1 INVITE\r\n\
+Max-Forwards: 70\r\n\
+Contact: <sip:{user}@{local};transport=tls;ob>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: {len}\r\n\r\n{sdp}",
+        len = sdp.len(),
+    )
+}
+
 impl Driver {
     /// Phone `phone` calls the PBX; with `media`, the call's [`CallMedia`] (else its phone
     /// socket is dropped once the 200 arrived). Returns the dialog for the BYE.
@@ -1090,21 +1107,7 @@ a=sendrecv\r\n",
             key.suite, key.key_params
         );
         let from = format!("<sip:{}@{EDGE_NAME}>;tag=t{phone}x{n}", p.user);
-        let invite = format!(
-            "INVITE sip:200@{EDGE_NAME} SIP/2.0\r\n\
-Via: SIP/2.0/TLS {local};branch=z9hG4bK-{call_id}-INVITE1;rport\r\n\
-From: {from}\r\n\
-To: <sip:200@{EDGE_NAME}>\r\n\
-Call-ID: {call_id}\r\n\
-CSeq: 1 INVITE\r\n\
-Max-Forwards: 70\r\n\
-Contact: <sip:{user}@{local};transport=tls;ob>\r\n\
-Content-Type: application/sdp\r\n\
-Content-Length: {len}\r\n\r\n{sdp}",
-            local = p.local,
-            user = p.user,
-            len = sdp.len(),
-        );
+        let invite = invite_text(p.local, &p.user, &from, &call_id, &sdp);
         let ok = p.transact(invite, &call_id, 1).await?;
         if ok.status() != Some(200) {
             return Err(format!("INVITE answered {:?}", ok.status()));
@@ -1352,6 +1355,24 @@ impl Fleet {
     /// The edge's `/metrics` text.
     pub fn edge_metrics(&self) -> Result<String, String> {
         admin_get(self.addrs.admin, "/metrics")
+    }
+
+    /// Phone `phone` sends an INVITE whose From names phone `other`'s SIP user (a user its
+    /// MAC is not granted in the generated inventory): the edge's final status.
+    pub fn call_as_other_user(&self, phone: usize, other: usize) -> Result<u16, String> {
+        let d = self.driver.clone();
+        self.runtime.block_on(async move {
+            let p = d.phones.get(phone).ok_or("no such phone")?;
+            let o = d.phones.get(other).ok_or("no such phone")?;
+            let call_id = format!("fleet-other-user-{phone}-{other}");
+            let from = format!("<sip:{}@{EDGE_NAME}>;tag=spoof", o.user);
+            let sdp = "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\n\
+t=0 0\r\nm=audio 9 RTP/SAVP 0\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+            let text = invite_text(p.local, &o.user, &from, &call_id, sdp);
+            let r = p.transact(text, &call_id, 1).await?;
+            Ok(r.status().unwrap_or_default())
+        })
     }
 
     /// Stops the phones (connections closed) and the edge (by PID). Returns how the edge
