@@ -96,6 +96,11 @@ fn parse_args() -> Args {
     if a.calls.is_some() && !phones_given {
         a.options.phones = 0; // one phone per call
     }
+    if a.calls.is_none() {
+        // No calls in fleet mode: a small relay range keeps the edge's open-file budget
+        // (tls.max_connections + one per media port + 256) under a 20,000 hard limit.
+        a.options.port_max = a.options.port_min + 1999;
+    }
     a
 }
 
@@ -315,6 +320,10 @@ fn fleet(args: &Args) -> bool {
     if c.keepalives_sent > c0.keepalives_sent && c.pongs == 0 {
         eprintln!("FAIL: no keep-alive was answered");
         ok = false;
+    }
+    let log = fleet.edge_log_tail();
+    if !log.trim().is_empty() {
+        println!("edge log (warnings and errors, last lines):\n{log}");
     }
     match fleet.stop() {
         Ok(how) => println!("edge {how}"),

@@ -203,7 +203,7 @@ impl Pki {
         let now = time::OffsetDateTime::now_utc();
         let mut ca = CertificateParams::default();
         ca.not_before = now - time::Duration::hours(1);
-        ca.not_after = now + time::Duration::days(30);
+        ca.not_after = now + time::Duration::days(90);
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "pbx-edge load test");
         dn.push(DnType::CommonName, "pbx-edge load test operator CA");
@@ -225,7 +225,7 @@ impl Pki {
         leaf.subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         leaf.not_before = now - time::Duration::hours(1);
-        leaf.not_after = now + time::Duration::days(30);
+        leaf.not_after = now + time::Duration::days(90);
         leaf.distinguished_name = DistinguishedName::new();
         leaf.distinguished_name.push(DnType::CommonName, EDGE_NAME);
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -246,7 +246,7 @@ impl Pki {
         let now = time::OffsetDateTime::now_utc();
         let mut p = CertificateParams::default();
         p.not_before = now - time::Duration::hours(1);
-        p.not_after = now + time::Duration::days(30);
+        p.not_after = now + time::Duration::days(90);
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "pbx-edge load test phones");
         dn.push(DnType::CommonName, mac.as_str());
