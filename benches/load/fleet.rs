@@ -131,10 +131,14 @@ fn calls(n: usize, args: &Args) -> bool {
         }
     };
     println!(
-        "{n} calls up in {:.2} s (edge pid {}, fleet up in {:.2} s)",
+        "{n} calls up in {:.3} s after {} phones registered in {:.2} s ({:.2} s in all); \
+         edge pid {}, RSS {:.1} MiB",
+        run.setup_time.as_secs_f64(),
+        run.fleet.registered_phones(),
+        run.fleet.bring_up.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         run.pid,
-        run.fleet.bring_up.as_secs_f64()
+        process_rss_kib(&run.pid.to_string()).unwrap_or_default() as f64 / 1024.0
     );
     for m in run.media.iter().take(20) {
         println!(
