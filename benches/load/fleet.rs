@@ -195,7 +195,19 @@ fn calls(n: usize, args: &Args) -> bool {
 fn fleet(args: &Args) -> bool {
     let n = args.options.phones;
     match edge::raise_nofile() {
-        Ok((soft, hard)) => println!("open-file limit of this process: soft {soft}, hard {hard}"),
+        Ok((soft, hard)) => {
+            println!("open-file limit of this process: soft {soft}, hard {hard}");
+            // One descriptor per phone here, and as many in the edge (which inherits the
+            // limit and raises its soft limit toward its budget, never above the hard one).
+            if soft < n as u64 + 256 {
+                eprintln!(
+                    "FAIL: {n} phones need about {} open files but the hard limit is {hard} \
+                     (raise it: ulimit -Hn, LimitNOFILE, /etc/security/limits.conf)",
+                    n + 256
+                );
+                return false;
+            }
+        }
         Err(e) => eprintln!("open-file limit: {e}"),
     }
     let gen_cpu0 = process_cpu("self").unwrap_or_default();
