@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!   phones (this process: tokio + rustls clients, one TLS connection and one device
-//!           certificate each, from several 127.0.x.y source addresses)
+//!           certificate each, from several 127.1.x.y source addresses)
 //!     -> pbx-edge (TLS listener, the generated operator CA trusted, one inventory row per MAC)
 //!     -> PBX (this process: a minimal UAS on UDP 127.0.0.1)
 //! ```
@@ -1426,6 +1426,11 @@ fn tally(errors: &mut Vec<(String, usize)>, e: String) {
 
 /// Starts the edge and `max(calls, options.phones)` phones and sets up `calls` calls (phone
 /// `i` places call `i`): each a SRTP offer from a phone, answered by the PBX with plain RTP.
+///
+/// For the caller: the edge ends a call whose streams receive nothing for
+/// `media.timeout_secs` (60 s by default), so media should start soon after this returns.
+/// The run owns a tokio runtime: call this, `churn` and `finish` from plain threads, never
+/// from inside an async context (and do not drop an `EdgeRun` there).
 pub fn setup_calls(calls: usize, options: &EdgeOptions) -> Result<EdgeRun, String> {
     let mut o = options.clone();
     o.phones = o.phones.max(calls);
