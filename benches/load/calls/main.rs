@@ -17,7 +17,7 @@
 //!   toward the PBX) and `answer` (the PBX's RTP/AVP, asking RTP/SAVP + SDES toward the
 //!   phone), deleted at the end; stopped by PID (SIGTERM, SIGKILL after 5 s).
 //! - `edge`: pbx-edge, calls set up over SIP/TLS with device certificates by
-//!   `edge::setup_calls` (branch `fleet`; a stub returning an error until merged).
+//!   `edge::setup_calls` (the release binary; a generated PKI, inventory and config).
 //! - `baseline`: the bare recv → send forwarder of benches/load/common.rs on one thread of this
 //!   process (no SRTP, no latching, no counters): the kernel + epoll floor for relaying.
 //! - `direct`: no relay, generator → sink. Its latency is the generator's own floor.
