@@ -7,6 +7,8 @@
 //! - [`ports`]: the RTP/RTCP port pool (`media.port_min..=port_max`), RAII leases.
 //! - [`transform`]: the per-direction packet transform chosen at signalling time.
 //! - [`latch`] (PURE): authenticated latching decisions (the RTP-bleed defence).
+//! - [`batch_io`]: batched UDP I/O over io_uring for the relay workers (`media.io`); the
+//!   crate's only `unsafe`.
 //! - [`relay`]: the hot path — worker threads, each owning many streams, one wake-up serving
 //!   every ready socket.
 //! - [`quality`] (PURE core): per-direction loss and jitter from RTP sequence numbers and
@@ -18,6 +20,9 @@
 //!
 //! `media` depends on `srtp` only; it never imports `sip`, `sdp`, `b2bua` or `transaction`.
 
+// The crate's one module with `unsafe` (io_uring buffers); see its docs for why it is sound.
+#[allow(unsafe_code)]
+pub mod batch_io;
 pub mod control;
 pub mod latch;
 pub mod mos;
