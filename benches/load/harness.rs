@@ -23,6 +23,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use pbx_edge::config::MediaIo;
+use pbx_edge::media::batch_io::{BatchIo, Completion, Outcome};
 use pbx_edge::media::control::PeerSpec;
 use pbx_edge::media::{
     MediaControl, RelaySettings, SrtpParams, StreamHandle, StreamSpec, TransformSpec,
@@ -55,6 +57,9 @@ pub struct LoadConfig {
     /// Replace the relay by a bare forwarder (recv → send, same threading and coalescing, no
     /// SRTP, latching or counters): the kernel + epoll floor under the same conditions.
     pub baseline: bool,
+    /// The relay's socket I/O (`media.io`); with `baseline`, `Batched` makes the bare
+    /// forwarder batched too (io_uring, the relay's approach: the "bare batched forwarder").
+    pub io: MediaIo,
     /// No relay at all: the generator sends straight to the sink sockets (latency floor of
     /// generator + kernel + sink, to subtract from the relay's end-to-end latency).
     pub direct: bool,
@@ -74,6 +79,7 @@ impl Default for LoadConfig {
             port_min: 10000,
             payload: 160,
             baseline: false,
+            io: MediaIo::Auto,
             direct: false,
         }
     }
@@ -290,10 +296,19 @@ pub fn run(cfg: &LoadConfig) -> Report {
         coalesce: cfg.coalesce,
         // Marked as deployed: setting the DSCP costs nothing per packet.
         dscp: pbx_edge::qos::DEFAULT_MEDIA_DSCP,
+        io: cfg.io,
     };
     let registry = prometheus::Registry::new();
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(65536);
     let control = MediaControl::new(settings, &registry, events_tx).expect("relay");
+    if !cfg.baseline && !cfg.direct {
+        let io = if control.io_batched() {
+            "batched (io_uring)"
+        } else {
+            "per-packet"
+        };
+        println!("relay I/O: {io}");
+    }
 
     let mut endpoints = Vec::with_capacity(cfg.streams);
     let mut handles: Vec<StreamHandle> = Vec::with_capacity(cfg.streams);
@@ -361,10 +376,17 @@ pub fn run(cfg: &LoadConfig) -> Report {
             wakeups.clone(),
             cfg.coalesce,
         );
+        let batched = cfg.io == MediaIo::Batched;
         let thread = cfg.baseline.then(|| {
             thread::Builder::new()
                 .name("media-worker-base".into())
-                .spawn(move || baseline_forwarder(baseline_pairs, coalesce, stop, p, w))
+                .spawn(move || {
+                    if batched {
+                        baseline_forwarder_batched(baseline_pairs, coalesce, stop, p, w)
+                    } else {
+                        baseline_forwarder(baseline_pairs, coalesce, stop, p, w)
+                    }
+                })
                 .expect("baseline thread")
         });
         (Relay::Baseline { packets, wakeups }, thread)
@@ -575,6 +597,101 @@ fn baseline_forwarder(
                 }
             }
         }
+        packets.fetch_add(relayed, Ordering::Relaxed);
+        if relayed > 0 && !coalesce.is_zero() {
+            thread::sleep(coalesce);
+            wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The batched baseline: the same forwarder over io_uring as the relay's batched mode (one
+/// receive per ready socket in one submit, one send per packet from the same slot in one
+/// submit, a socket that delivered is read again next round until EAGAIN), with nothing of
+/// the relay's pipeline: the floor the batched relay is compared with.
+fn baseline_forwarder_batched(
+    pairs: Vec<(UdpSocket, SocketAddr, UdpSocket, SocketAddr)>,
+    coalesce: Duration,
+    stop: Arc<AtomicBool>,
+    packets: Arc<AtomicU64>,
+    wakeups: Arc<AtomicU64>,
+) {
+    use std::os::fd::AsRawFd;
+    const SLOTS: usize = 256;
+    let mut poll = Poll::new().expect("poll");
+    let mut socks: Vec<mio::net::UdpSocket> = Vec::new();
+    let mut routes: Vec<(usize, SocketAddr)> = Vec::new();
+    for (phone_side, phone, pbx_side, pbx) in pairs {
+        let base = socks.len();
+        for s in [phone_side, pbx_side] {
+            let mut m = mio::net::UdpSocket::from_std(s);
+            poll.registry()
+                .register(&mut m, Token(socks.len()), Interest::READABLE)
+                .expect("register");
+            socks.push(m);
+        }
+        routes.push((base + 1, pbx));
+        routes.push((base, phone));
+    }
+    let mut io = BatchIo::new(SLOTS).expect("io_uring (--io batched)");
+    let mut events = Events::with_capacity(1024);
+    let mut pending: Vec<usize> = Vec::with_capacity(socks.len());
+    let mut retry: Vec<usize> = Vec::with_capacity(socks.len());
+    let mut queued = vec![false; socks.len()];
+    let mut done: Vec<Completion> = Vec::with_capacity(2 * SLOTS);
+    while !stop.load(Ordering::Relaxed) {
+        let timeout = if pending.is_empty() {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
+        if poll.poll(&mut events, Some(timeout)).is_err() {
+            continue;
+        }
+        if !timeout.is_zero() {
+            wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+        std::mem::swap(&mut pending, &mut retry);
+        let mut n = 0;
+        for i in retry.drain(..).chain(events.iter().map(|e| e.token().0)) {
+            if queued[i] {
+                continue;
+            }
+            if n == SLOTS {
+                pending.push(i);
+                continue;
+            }
+            io.queue_recv(n, socks[i].as_raw_fd(), 2048, i as u64)
+                .expect("queue recv");
+            queued[i] = true;
+            n += 1;
+        }
+        if n == 0 {
+            continue;
+        }
+        done.clear();
+        io.submit_and_wait_all(&mut done).expect("submit");
+        let mut sends = 0;
+        for c in &done {
+            let i = c.tag as usize;
+            queued[i] = false;
+            if let Outcome::Received { len, .. } = c.outcome {
+                pending.push(i);
+                let (out, dest) = routes[i];
+                io.queue_send(c.slot, socks[out].as_raw_fd(), len, dest, 0)
+                    .expect("queue send");
+                sends += 1;
+            }
+        }
+        if sends == 0 {
+            continue;
+        }
+        done.clear();
+        io.submit_and_wait_all(&mut done).expect("submit");
+        let relayed = done
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Sent { .. }))
+            .count() as u64;
         packets.fetch_add(relayed, Ordering::Relaxed);
         if relayed > 0 && !coalesce.is_zero() {
             thread::sleep(coalesce);

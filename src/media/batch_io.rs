@@ -58,8 +58,11 @@ pub enum Outcome {
         /// The sender.
         source: SocketAddr,
     },
-    /// Sent in full.
-    Sent,
+    /// Sent: `len` bytes handed to the kernel (all of them, for UDP).
+    Sent {
+        /// Bytes sent.
+        len: usize,
+    },
     /// The socket had nothing to read (`EAGAIN`): its readiness is used up.
     WouldBlock,
     /// The operation failed with this OS error (`errno`), e.g. a pending ICMP error.
@@ -296,7 +299,9 @@ impl BatchIo {
             } else if result < 0 {
                 Outcome::Failed(-result)
             } else if user_data & SEND_BIT != 0 {
-                Outcome::Sent
+                Outcome::Sent {
+                    len: usize::try_from(result).unwrap_or(0),
+                }
             } else {
                 match read_sockaddr(&s.name, s.hdr.msg_namelen) {
                     Some(source) => Outcome::Received {
@@ -422,7 +427,22 @@ pub enum Unavailable {
 /// that a receive on an empty socket completes with `EAGAIN` without waiting (bounded: a
 /// kernel that parked it is refused after a second), and that a datagram sent through the
 /// ring arrives, with its source, through the ring.
+///
+/// Runs on a thread of its own: when a ring a thread submitted to is closed, the kernel
+/// notifies that thread (task work, like a signal), which makes a blocking socket call with a
+/// timeout on it fail with `EINTR`. The caller's thread is kept out of that.
 pub fn probe() -> Result<(), Unavailable> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("io-uring-probe".into())
+            .spawn_scoped(s, probe_here)
+            .map_err(|e| Unavailable::SelfTest(format!("cannot start the probe thread: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(Unavailable::SelfTest("the probe thread panicked".into())))
+    })
+}
+
+fn probe_here() -> Result<(), Unavailable> {
     let mut io = BatchIo::new(2).map_err(Unavailable::Setup)?;
     let self_test =
         |what: &str, e: &dyn std::fmt::Display| Unavailable::SelfTest(format!("{what}: {e}"));
@@ -593,7 +613,7 @@ mod tests {
             [Completion {
                 slot: 2,
                 tag: 42,
-                outcome: Outcome::Sent
+                outcome: Outcome::Sent { len: 10 }
             }]
         );
         let mut got = [0u8; 32];

@@ -80,6 +80,9 @@ pub enum MediaError {
     /// `StreamSpec` is inconsistent (e.g. an IPv6 peer on an IPv4-only relay side).
     #[error("invalid stream spec: {0}")]
     InvalidSpec(&'static str),
+    /// `media.io = "batched"` but io_uring cannot be used on this machine.
+    #[error("media.io = \"batched\" but batched I/O is unavailable here ({0}); use \"auto\" or \"per_packet\"")]
+    BatchedIoUnavailable(#[source] batch_io::Unavailable),
     /// Registering the media metrics into the Prometheus registry failed (duplicate names).
     #[error("metrics registration failed: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -97,6 +100,7 @@ impl MediaError {
             MediaError::StreamGone => "stream_gone",
             MediaError::InvalidSpec(_) => "invalid_spec",
             MediaError::Metrics(_) => "metrics",
+            MediaError::BatchedIoUnavailable(_) => "batched_io_unavailable",
         }
     }
 }
