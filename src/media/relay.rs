@@ -168,6 +168,7 @@ impl WorkerPool {
                 streams: Vec::new(),
                 free_slots: Vec::new(),
                 pending: Vec::new(),
+                retry: Vec::new(),
                 stats: stats.clone(),
                 events: events.clone(),
                 load: load.clone(),
@@ -542,6 +543,8 @@ struct Worker {
     free_slots: Vec<usize>,
     /// Sockets whose batch ran out before `WouldBlock` (edge-triggered: must be revisited).
     pending: Vec<Token>,
+    /// Last round's `pending`, being served (swapped with it each round).
+    retry: Vec<Token>,
     stats: Arc<MediaStats>,
     events: tokio_mpsc::Sender<MediaEvent>,
     load: Arc<AtomicUsize>,
@@ -560,7 +563,6 @@ impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; RECV_MAX + Outbound::MAX_OVERHEAD];
-        let mut retry: Vec<Token> = Vec::new();
         let mut next_housekeeping = Instant::now() + self.tick;
         let mut slept = false;
         loop {
@@ -591,6 +593,8 @@ impl Worker {
                 return;
             }
             let mut relayed = 0usize;
+            // `retry` and `pending` keep their capacity (reserved in `start`): no allocation.
+            let mut retry = std::mem::take(&mut self.retry);
             std::mem::swap(&mut self.pending, &mut retry);
             if let Some(mut io) = self.io.take() {
                 let ready = events.iter().map(|e| e.token()).filter(|t| *t != WAKER);
@@ -606,6 +610,7 @@ impl Worker {
                     }
                 }
             }
+            self.retry = retry;
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + self.tick;
@@ -869,6 +874,12 @@ impl Worker {
         }
         if self.armed.len() < self.streams.len() {
             self.armed.resize(self.streams.len(), 0);
+        }
+        // A round queues each socket at most twice (from `retry` and from its readiness),
+        // so this much room means no allocation on the packet path.
+        let room = 8 * self.streams.len() + 64;
+        for tokens in [&mut self.pending, &mut self.retry] {
+            tokens.reserve(room.saturating_sub(tokens.len()));
         }
         if let Some(armed) = self.armed.get_mut(slot) {
             *armed = 0;
