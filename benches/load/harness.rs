@@ -607,7 +607,7 @@ fn baseline_forwarder(
 
 /// The batched baseline: the same forwarder over io_uring as the relay's batched mode (one
 /// receive per ready socket in one submit, one send per packet from the same slot in one
-/// submit, a socket that delivered is read again next round until EAGAIN), with nothing of
+/// submit, a socket that delivered is read again in the next pass until EAGAIN), with nothing of
 /// the relay's pipeline: the floor the batched relay is compared with.
 fn baseline_forwarder_batched(
     pairs: Vec<(UdpSocket, SocketAddr, UdpSocket, SocketAddr)>,
@@ -638,6 +638,8 @@ fn baseline_forwarder_batched(
     let mut pending: Vec<usize> = Vec::with_capacity(socks.len());
     let mut retry: Vec<usize> = Vec::with_capacity(socks.len());
     let mut queued = vec![false; socks.len()];
+    let mut again: Vec<usize> = Vec::with_capacity(SLOTS);
+    let mut next: Vec<usize> = Vec::with_capacity(SLOTS);
     let mut done: Vec<Completion> = Vec::with_capacity(2 * SLOTS);
     while !stop.load(Ordering::Relaxed) {
         let timeout = if pending.is_empty() {
@@ -652,46 +654,61 @@ fn baseline_forwarder_batched(
             wakeups.fetch_add(1, Ordering::Relaxed);
         }
         std::mem::swap(&mut pending, &mut retry);
-        let mut n = 0;
-        for i in retry.drain(..).chain(events.iter().map(|e| e.token().0)) {
-            if queued[i] {
-                continue;
+        let mut relayed = 0;
+        // Up to 16 passes (the relay's BATCH_PER_SOCKET): the first over the ready and
+        // pending sockets, each next one over those that delivered in the previous pass.
+        let mut first = true;
+        for _ in 0..16 {
+            let mut n = 0;
+            let tokens = if first {
+                retry.extend(events.iter().map(|e| e.token().0));
+                &mut retry
+            } else {
+                &mut again
+            };
+            first = false;
+            for i in tokens.drain(..) {
+                if queued[i] {
+                    continue;
+                }
+                if n == SLOTS {
+                    pending.push(i);
+                    continue;
+                }
+                io.queue_recv(n, socks[i].as_raw_fd(), 2048, i as u64)
+                    .expect("queue recv");
+                queued[i] = true;
+                n += 1;
             }
-            if n == SLOTS {
-                pending.push(i);
-                continue;
+            if n == 0 {
+                break;
             }
-            io.queue_recv(n, socks[i].as_raw_fd(), 2048, i as u64)
-                .expect("queue recv");
-            queued[i] = true;
-            n += 1;
-        }
-        if n == 0 {
-            continue;
-        }
-        done.clear();
-        io.submit_and_wait_all(&mut done).expect("submit");
-        let mut sends = 0;
-        for c in &done {
-            let i = c.tag as usize;
-            queued[i] = false;
-            if let Outcome::Received { len, .. } = c.outcome {
-                pending.push(i);
-                let (out, dest) = routes[i];
-                io.queue_send(c.slot, socks[out].as_raw_fd(), len, dest, 0)
-                    .expect("queue send");
-                sends += 1;
+            done.clear();
+            io.submit_and_wait_all(&mut done).expect("submit");
+            let mut sends = 0;
+            for c in &done {
+                let i = c.tag as usize;
+                queued[i] = false;
+                if let Outcome::Received { len, .. } = c.outcome {
+                    next.push(i);
+                    let (out, dest) = routes[i];
+                    io.queue_send(c.slot, socks[out].as_raw_fd(), len, dest, 0)
+                        .expect("queue send");
+                    sends += 1;
+                }
             }
+            std::mem::swap(&mut again, &mut next);
+            if sends == 0 {
+                break;
+            }
+            done.clear();
+            io.submit_and_wait_all(&mut done).expect("submit");
+            relayed += done
+                .iter()
+                .filter(|c| matches!(c.outcome, Outcome::Sent { .. }))
+                .count() as u64;
         }
-        if sends == 0 {
-            continue;
-        }
-        done.clear();
-        io.submit_and_wait_all(&mut done).expect("submit");
-        let relayed = done
-            .iter()
-            .filter(|c| matches!(c.outcome, Outcome::Sent { .. }))
-            .count() as u64;
+        pending.append(&mut again);
         packets.fetch_add(relayed, Ordering::Relaxed);
         if relayed > 0 && !coalesce.is_zero() {
             thread::sleep(coalesce);

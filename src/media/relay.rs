@@ -11,6 +11,17 @@
 //! arrived meanwhile — wake-ups per packet fall well below one at the price of that much
 //! added latency.
 //!
+//! # Socket I/O: batched or per packet (`media.io`)
+//! Per packet, a worker calls `recvfrom` on each ready socket until `EAGAIN` (at most
+//! [`BATCH_PER_SOCKET`]) and `sendto` for each relayed packet: two system calls per packet.
+//! Batched ([`super::batch_io`], io_uring), a wake-up runs passes over all ready sockets at
+//! once: one receive per socket into its own slot buffer, ONE submit; every datagram through
+//! the same pipeline; one send per outgoing packet from that same buffer, ONE submit; sockets
+//! that delivered are read again in the next pass, until `EAGAIN` or [`BATCH_PER_SOCKET`]
+//! passes. At most [`ROUND_SLOTS`] sockets per pass; the rest wait in `pending`. The pipeline
+//! ([`Stream::relay`]) only says what to send; [`Stream::sent`] counts the result in both
+//! modes, so latching, replay protection, counters and events are the same.
+//!
 //! # The packet pipeline (rtpengine `stream_packet`, STYLE habit 6)
 //! Per received datagram, on the worker's one reused buffer, with no allocation and no lock:
 //! 1. classify: RTCP socket → RTCP; RTP socket → RFC 5761 §4 demux (stray RTCP on the RTP
@@ -169,6 +180,8 @@ impl WorkerPool {
                 free_slots: Vec::new(),
                 pending: Vec::new(),
                 retry: Vec::new(),
+                again: Vec::with_capacity(ROUND_SLOTS),
+                again_spare: Vec::with_capacity(ROUND_SLOTS),
                 stats: stats.clone(),
                 events: events.clone(),
                 load: load.clone(),
@@ -545,6 +558,10 @@ struct Worker {
     pending: Vec<Token>,
     /// Last round's `pending`, being served (swapped with it each round).
     retry: Vec<Token>,
+    /// Batched I/O: sockets that delivered in this pass, to read again in the next one, and
+    /// the spare list the two swap with (each holds at most [`ROUND_SLOTS`]).
+    again: Vec<Token>,
+    again_spare: Vec<Token>,
     stats: Arc<MediaStats>,
     events: tokio_mpsc::Sender<MediaEvent>,
     load: Arc<AtomicUsize>,
@@ -669,13 +686,40 @@ impl Worker {
         count
     }
 
-    /// One batched round: one receive per ready socket (at most [`ROUND_SLOTS`], the rest to
-    /// `pending`), ONE submit-and-wait; each datagram through the unchanged pipeline
-    /// ([`Stream::relay`]) in its own slot buffer; one send per outgoing packet from that same
-    /// buffer, ONE submit-and-wait; then the sends are counted. Every operation of the round
-    /// has completed when it returns, so no slot, buffer or socket outlives its use.
-    /// Returns the datagrams received.
+    /// One batched round, the batched twin of [`Worker::drain`] over every ready socket: up to
+    /// [`BATCH_PER_SOCKET`] passes ([`Worker::batched_pass`]), the first over the ready and
+    /// pending sockets, each next one over the sockets that delivered a datagram in the
+    /// previous pass (edge-triggered: read until EAGAIN), so a burst on one socket is served
+    /// in this wake-up and not one datagram per coalescing sleep. Sockets still delivering
+    /// after the last pass go to `pending`. Returns the datagrams received.
     fn batched_round(
+        &mut self,
+        io: &mut BatchIo,
+        tokens: impl Iterator<Item = Token>,
+        now: Instant,
+    ) -> usize {
+        let mut received = self.batched_pass(io, tokens, now);
+        for _ in 1..BATCH_PER_SOCKET {
+            if self.again.is_empty() || io.in_flight() > 0 {
+                break;
+            }
+            // Swap the lists (both keep their capacity: no allocation).
+            let mut current = std::mem::take(&mut self.again);
+            std::mem::swap(&mut self.again, &mut self.again_spare);
+            received += self.batched_pass(io, current.drain(..), now);
+            self.again_spare = current;
+        }
+        self.pending.append(&mut self.again);
+        received
+    }
+
+    /// One pass: one receive per socket (at most [`ROUND_SLOTS`], the rest to `pending`), ONE
+    /// submit-and-wait; each datagram through the unchanged pipeline ([`Stream::relay`]) in
+    /// its own slot buffer; one send per outgoing packet from that same buffer, ONE
+    /// submit-and-wait; then the sends are counted. Every operation of the pass has completed
+    /// when it returns, so no slot, buffer or socket outlives its use. Sockets that delivered
+    /// go to `again`. Returns the datagrams received.
+    fn batched_pass(
         &mut self,
         io: &mut BatchIo,
         tokens: impl Iterator<Item = Token>,
@@ -740,8 +784,8 @@ impl Worker {
                 Outcome::Received { len, source } => {
                     *armed &= !(0x10 << socket);
                     received += 1;
-                    // Edge-triggered: read again next round until EAGAIN.
-                    self.pending.push(token);
+                    // Edge-triggered: read again (next pass) until EAGAIN.
+                    self.again.push(token);
                     let Some(buf) = io.buffer_mut(io_slot) else {
                         continue;
                     };
@@ -768,7 +812,7 @@ impl Worker {
                 Outcome::Failed(_) | Outcome::Sent { .. } => {
                     if *armed & (0x10 << socket) == 0 {
                         *armed |= 0x10 << socket;
-                        self.pending.push(token);
+                        self.again.push(token);
                     } else {
                         *armed &= !(0x10 << socket);
                     }
@@ -875,9 +919,10 @@ impl Worker {
         if self.armed.len() < self.streams.len() {
             self.armed.resize(self.streams.len(), 0);
         }
-        // A round queues each socket at most twice (from `retry` and from its readiness),
-        // so this much room means no allocation on the packet path.
-        let room = 8 * self.streams.len() + 64;
+        // A round puts each socket in `pending` at most three times (left over from `retry`
+        // and from its readiness, still delivering after the last pass), so this much room
+        // means no allocation on the packet path.
+        let room = 12 * self.streams.len() + 64;
         for tokens in [&mut self.pending, &mut self.retry] {
             tokens.reserve(room.saturating_sub(tokens.len()));
         }
