@@ -4,7 +4,8 @@
 //!   `use`, `::std::…`, `core::net::…`, an inline `std::thread::sleep(…)`, a macro);
 //! - every top-level module has a row in the layer table and names only what its row allows;
 //! - no circle between top-level modules, nor inside `media` and `identity`;
-//! - the crate forbids `unsafe`, and pure module roots deny `unwrap`/`expect`.
+//! - `unsafe` only in `src/media/batch_io.rs` (the crate denies it), and pure module roots
+//!   deny `unwrap`/`expect`.
 //!
 //! `planted_violations_are_each_reported` feeds the checker one violation per way of writing
 //! it, so a checker that stops seeing one of them fails here, not silently in review.
@@ -13,6 +14,8 @@
 mod rules;
 #[path = "architecture/scan.rs"]
 mod scan;
+#[path = "architecture/unsafe_code.rs"]
+mod unsafe_code;
 
 use std::path::{Path, PathBuf};
 
@@ -507,13 +510,124 @@ fn pure_module_roots_deny_unwrap_and_expect() {
     }
 }
 
+/// The crate denies `unsafe_code` (a `forbid` could not be lifted for the one module), the
+/// one module allowed it keeps clippy's `undocumented_unsafe_blocks` denied (every `unsafe`
+/// carries a `// SAFETY:` comment), and no other file uses or allows `unsafe`.
 #[test]
-fn the_crate_forbids_unsafe() {
+fn unsafe_lives_only_in_the_batch_io_module() {
     let text = std::fs::read_to_string(root().join("src/lib.rs")).expect("lib.rs");
     let file = syn::parse_file(&text).expect("parses");
-    let forbids = file.attrs.iter().any(|a| {
-        a.path().is_ident("forbid")
+    let denies = file.attrs.iter().any(|a| {
+        (a.path().is_ident("deny") || a.path().is_ident("forbid"))
             && matches!(&a.meta, syn::Meta::List(l) if l.tokens.to_string() == "unsafe_code")
     });
-    assert!(forbids, "src/lib.rs lacks #![forbid(unsafe_code)]");
+    assert!(denies, "src/lib.rs lacks #![deny(unsafe_code)]");
+    let text = std::fs::read_to_string(root().join(unsafe_code::UNSAFE_MODULE)).expect("module");
+    let file = syn::parse_file(&text).expect("parses");
+    let documented = file.attrs.iter().any(|a| {
+        a.path().is_ident("deny")
+            && matches!(&a.meta, syn::Meta::List(l)
+                if l.tokens.to_string().replace(' ', "") == "clippy::undocumented_unsafe_blocks")
+    });
+    assert!(
+        documented,
+        "{} lacks #![deny(clippy::undocumented_unsafe_blocks)]",
+        unsafe_code::UNSAFE_MODULE
+    );
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let found = unsafe_code::violations(&files);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// One planted `unsafe` per way of writing it; each must be reported, and the one allowance
+/// (`#[allow(unsafe_code)]` on `mod batch_io;` in src/media/mod.rs) must not be.
+#[test]
+fn planted_unsafe_is_each_reported() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "src/sdp/planted.rs",
+            "pub fn f() -> u8 { unsafe { *(&0u8 as *const u8) } }",
+            "unsafe block",
+        ),
+        ("src/media/relay.rs", "pub unsafe fn f() {}", "unsafe fn f"),
+        (
+            "src/media/relay.rs",
+            "struct S; unsafe impl Send for S {}",
+            "unsafe impl",
+        ),
+        (
+            "src/sip/planted.rs",
+            "pub unsafe trait T {}",
+            "unsafe trait T",
+        ),
+        (
+            "src/sip/planted.rs",
+            "extern \"C\" { fn abs(x: i32) -> i32; }",
+            "extern block",
+        ),
+        ("src/lib.rs", "#![allow(unsafe_code)]", "allows unsafe"),
+        (
+            "src/media/relay.rs",
+            "#[expect(unsafe_code)]\nfn f() {}",
+            "allows unsafe",
+        ),
+        (
+            "src/media/relay.rs",
+            "#[cfg_attr(test, allow(unsafe_code))]\nfn f() {}",
+            "allows unsafe",
+        ),
+        (
+            "src/media/mod.rs",
+            "#[allow(unsafe_code)]\npub mod relay;",
+            "allows unsafe",
+        ),
+        (
+            "src/media/mod.rs",
+            "#[allow(unsafe_code)]\npub mod batch_io { }",
+            "allows unsafe",
+        ),
+        (
+            "src/sdp/planted.rs",
+            "macro_rules! m { () => { unsafe { } } }",
+            "unsafe inside a macro",
+        ),
+        (
+            "src/sdp/planted.rs",
+            "impl S { pub unsafe fn g(&self) {} }",
+            "unsafe fn g",
+        ),
+        (
+            "src/sdp/planted.rs",
+            "#[cfg(test)] mod tests { fn t() { unsafe {} } }",
+            "unsafe block",
+        ),
+    ];
+    for (file, text, expect) in cases {
+        let found = unsafe_code::violations(&[(file.to_string(), text.to_string())]);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with(file) && f.contains(expect)),
+            "planted `{text}` in {file} not reported as {expect:?}; found: {found:?}"
+        );
+    }
+    let allowed = [
+        (
+            "src/media/mod.rs",
+            "#[allow(unsafe_code)]\npub mod batch_io;\npub mod relay;",
+        ),
+        (
+            "src/lib.rs",
+            "#![deny(unsafe_code)]\n#![forbid(unsafe_code)]",
+        ),
+        (
+            "src/media/batch_io.rs",
+            "pub fn f() -> u8 { unsafe { *(&0u8 as *const u8) } }",
+        ),
+    ];
+    for (file, text) in allowed {
+        let found = unsafe_code::violations(&[(file.to_string(), text.to_string())]);
+        assert!(found.is_empty(), "{file}: {found:?}");
+    }
 }

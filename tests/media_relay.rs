@@ -7,10 +7,12 @@
 mod rtp;
 use rtp::rtp;
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use pbx_edge::config::MediaIo;
 use pbx_edge::media::stats::DropReason;
 use pbx_edge::media::transform::Kind;
 use pbx_edge::media::{
@@ -26,6 +28,35 @@ use tokio::sync::mpsc;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const WAIT: Duration = Duration::from_secs(3);
+
+/// Every test below runs once per I/O mode (`media.io`): `auto` (batched io_uring where it
+/// works, as on the project's machines) and `per_packet`, so both stay tested on a machine
+/// with io_uring. Each `#[tokio::test]` runs on its own thread, which sets the mode first.
+macro_rules! in_both_io_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn auto() {
+                IO.with(|m| m.set(MediaIo::Auto));
+                super::$name().await
+            }
+            #[tokio::test]
+            async fn per_packet() {
+                IO.with(|m| m.set(MediaIo::PerPacket));
+                super::$name().await
+            }
+        }
+    )*};
+}
+
+thread_local! {
+    static IO: Cell<MediaIo> = const { Cell::new(MediaIo::Auto) };
+}
+
+fn io_mode() -> MediaIo {
+    IO.with(Cell::get)
+}
 
 /// A port range of `pairs` pairs free right now; ranges never overlap within this process.
 fn free_range(pairs: u16) -> (u16, u16) {
@@ -54,6 +85,7 @@ fn relay_with(pairs: u16, timeout: Duration) -> Relay {
         port_max,
         timeout,
         workers: 1,
+        io: io_mode(),
         ..RelaySettings::default()
     };
     let registry = Registry::new();
@@ -201,7 +233,6 @@ fn send(sock: &UdpSocket, packet: &[u8], to: SocketAddr) {
     sock.send_to(packet, to).unwrap();
 }
 
-#[tokio::test]
 async fn srtp_to_rtp_and_back_byte_identical() {
     let mut relay = relay();
     let call = Call::new();
@@ -282,7 +313,6 @@ async fn srtp_to_rtp_and_back_byte_identical() {
     handle.stop().await.unwrap();
 }
 
-#[tokio::test]
 async fn forged_replayed_and_spoofed_packets_are_dropped_and_counted() {
     let mut relay = relay();
     let call = Call::new();
@@ -361,7 +391,6 @@ async fn forged_replayed_and_spoofed_packets_are_dropped_and_counted() {
     handle.stop().await.unwrap();
 }
 
-#[tokio::test]
 async fn ssrc_change_mid_stream_and_roc_wrap() {
     let relay = relay();
     let call = Call::new();
@@ -411,7 +440,6 @@ async fn ssrc_change_mid_stream_and_roc_wrap() {
     handle.stop().await.unwrap();
 }
 
-#[tokio::test]
 async fn phone_address_is_learned_only_from_authenticated_packets() {
     let mut relay = relay();
     let call = Call::new();
@@ -489,7 +517,6 @@ async fn phone_address_is_learned_only_from_authenticated_packets() {
     handle.stop().await.unwrap();
 }
 
-#[tokio::test]
 async fn ports_return_to_the_pool_after_stop() {
     // Two pairs = exactly one stream (one pair per side).
     let relay = relay_with(2, Duration::from_secs(60));
@@ -532,7 +559,6 @@ async fn ports_return_to_the_pool_after_stop() {
     }
 }
 
-#[tokio::test]
 async fn media_timeout_is_reported_unless_on_hold() {
     let mut relay = relay_with(8, Duration::from_millis(100));
     let call = Call::new();
@@ -590,7 +616,6 @@ async fn media_timeout_is_reported_unless_on_hold() {
     silent.stop().await.unwrap();
 }
 
-#[tokio::test]
 async fn rtcp_mux_on_phone_side_is_demultiplexed() {
     let relay = relay();
     let call = Call::new();
@@ -629,7 +654,6 @@ async fn rtcp_mux_on_phone_side_is_demultiplexed() {
     handle.stop().await.unwrap();
 }
 
-#[tokio::test]
 async fn best_effort_plain_stream_learns_first_source_only() {
     let relay = relay();
     let call = Call::new();
@@ -657,7 +681,6 @@ async fn best_effort_plain_stream_learns_first_source_only() {
     handle.stop().await.unwrap();
 }
 
-#[tokio::test]
 async fn rekey_and_retarget() {
     let relay = relay();
     let call = Call::new();
@@ -746,7 +769,6 @@ async fn rekey_and_retarget() {
     handle.stop().await.unwrap();
 }
 
-#[tokio::test]
 async fn stopped_stream_refuses_commands() {
     let relay = relay();
     let call = Call::new();
@@ -758,7 +780,6 @@ async fn stopped_stream_refuses_commands() {
     ));
 }
 
-#[tokio::test]
 async fn unannounced_unencrypted_srtcp_only_with_the_quirk_option() {
     let relay = relay();
     let call = Call::new();
@@ -800,7 +821,6 @@ async fn unannounced_unencrypted_srtcp_only_with_the_quirk_option() {
     lenient.stop().await.unwrap();
 }
 
-#[tokio::test]
 async fn stray_rtcp_on_the_rtp_port_is_relayed_as_rtcp_without_moving_rtp() {
     let relay = relay();
     let call = Call::new();
@@ -848,7 +868,6 @@ async fn stray_rtcp_on_the_rtp_port_is_relayed_as_rtcp_without_moving_rtp() {
 /// than blocking a worker. The signalling channel here has one slot and is read only at the
 /// end, so of the events the streams produced (latches and timeouts, each also counted per
 /// stream) all but what the slot holds are lost — exactly, not approximately.
-#[tokio::test]
 async fn several_workers_relay_every_stream_and_count_the_events_signalling_could_not_take() {
     let (port_min, port_max) = free_range(8);
     let settings = RelaySettings {
@@ -858,6 +877,7 @@ async fn several_workers_relay_every_stream_and_count_the_events_signalling_coul
         port_max,
         timeout: Duration::from_millis(200),
         workers: 2,
+        io: io_mode(),
         ..RelaySettings::default()
     };
     let registry = Registry::new();
@@ -940,7 +960,6 @@ async fn several_workers_relay_every_stream_and_count_the_events_signalling_coul
 /// first packets (RFC 3711 §9.1). Now the 33rd SSRC is dropped and counted, and the first
 /// SSRC, past a sequence wrap (ROC 1), keeps its ROC: the phone, whose context tracks the ROC
 /// itself, authenticates what follows (the ROC is part of the authenticated data).
-#[tokio::test]
 async fn a_pbx_cycling_through_ssrcs_never_makes_the_edge_reuse_keystream() {
     let relay = relay();
     let call = Call::new();
@@ -981,4 +1000,41 @@ async fn a_pbx_cycling_through_ssrcs_never_makes_the_edge_reuse_keystream() {
         "{text}"
     );
     handle.stop().await.unwrap();
+}
+
+in_both_io_modes!(
+    srtp_to_rtp_and_back_byte_identical,
+    forged_replayed_and_spoofed_packets_are_dropped_and_counted,
+    ssrc_change_mid_stream_and_roc_wrap,
+    phone_address_is_learned_only_from_authenticated_packets,
+    ports_return_to_the_pool_after_stop,
+    media_timeout_is_reported_unless_on_hold,
+    rtcp_mux_on_phone_side_is_demultiplexed,
+    best_effort_plain_stream_learns_first_source_only,
+    rekey_and_retarget,
+    stopped_stream_refuses_commands,
+    unannounced_unencrypted_srtcp_only_with_the_quirk_option,
+    stray_rtcp_on_the_rtp_port_is_relayed_as_rtcp_without_moving_rtp,
+    several_workers_relay_every_stream_and_count_the_events_signalling_could_not_take,
+    a_pbx_cycling_through_ssrcs_never_makes_the_edge_reuse_keystream,
+);
+
+/// `auto` picks batched I/O exactly where io_uring passes its self-test, and says which in
+/// `pbx_edge_media_io_batched`; `per_packet` is per-packet whatever the machine.
+#[tokio::test]
+async fn the_io_mode_in_use_is_the_one_chosen_and_is_reported() {
+    let works = pbx_edge::media::batch_io::probe().is_ok();
+    for (mode, batched) in [(MediaIo::Auto, works), (MediaIo::PerPacket, false)] {
+        IO.with(|m| m.set(mode));
+        let relay = relay();
+        assert_eq!(relay.control.io_batched(), batched, "{mode:?}");
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&relay.registry.gather())
+            .unwrap();
+        let line = format!("pbx_edge_media_io_batched {}", u8::from(batched));
+        assert!(
+            text.lines().any(|l| l == line),
+            "{mode:?}: no `{line}` in\n{text}"
+        );
+    }
 }

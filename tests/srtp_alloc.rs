@@ -29,7 +29,7 @@ fn allocations() -> usize {
 
 // SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
 // `GlobalAlloc` contract; the counter has no effect on the memory handed out. (This test binary
-// is not part of the library, whose `forbid(unsafe_code)` stays intact.)
+// is not part of the library, whose `deny(unsafe_code)` stays intact.)
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
+use pbx_edge::media::batch_io::{BatchIo, Completion, Outcome};
 
 /// Clock ticks per second of /proc's utime/stime (`getconf CLK_TCK`: 100 on Linux x86-64 and
 /// arm64).
@@ -164,16 +165,15 @@ pub fn udp_rcvbuf_errors() -> u64 {
         .unwrap_or(0)
 }
 
-/// The baseline forwarder: one thread named like a relay worker, one epoll, recv → send.
-pub fn baseline_forwarder(
+/// A forwarder's sockets and, per socket, the socket to send from and the fixed destination.
+type Routes = (Vec<mio::net::UdpSocket>, Vec<(usize, SocketAddr)>);
+
+/// Registers every forwarder socket with `poll` (token = index) and says where what each
+/// socket receives goes.
+fn forwarder_routes(
+    poll: &Poll,
     pairs: Vec<(UdpSocket, SocketAddr, UdpSocket, SocketAddr)>,
-    coalesce: Duration,
-    stop: Arc<AtomicBool>,
-    packets: Arc<AtomicU64>,
-    wakeups: Arc<AtomicU64>,
-) {
-    let mut poll = Poll::new().expect("poll");
-    // Socket i receives; it forwards from its partner socket to its fixed destination.
+) -> Routes {
     let mut socks: Vec<mio::net::UdpSocket> = Vec::new();
     let mut routes: Vec<(usize, SocketAddr)> = Vec::new();
     for (phone_side, phone, pbx_side, pbx) in pairs {
@@ -188,6 +188,20 @@ pub fn baseline_forwarder(
         routes.push((base + 1, pbx)); // from the phone side → out of the PBX side to the PBX
         routes.push((base, phone)); // from the PBX side → out of the phone side to the phone
     }
+    (socks, routes)
+}
+
+/// The bare forwarder: one thread, one epoll, one recv → send per datagram, no SRTP, latching
+/// or counters: the kernel + epoll floor of relaying under the same threading and coalescing.
+pub fn baseline_forwarder(
+    pairs: Vec<(UdpSocket, SocketAddr, UdpSocket, SocketAddr)>,
+    coalesce: Duration,
+    stop: Arc<AtomicBool>,
+    packets: Arc<AtomicU64>,
+    wakeups: Arc<AtomicU64>,
+) {
+    let mut poll = Poll::new().expect("poll");
+    let (socks, routes) = forwarder_routes(&poll, pairs);
     let mut buf = [0u8; 2048];
     poll_until(&mut poll, &stop, |events| {
         wakeups.fetch_add(1, Ordering::Relaxed);
@@ -207,6 +221,105 @@ pub fn baseline_forwarder(
             wakeups.fetch_add(1, Ordering::Relaxed);
         }
     });
+}
+
+/// The batched baseline: the same forwarder over io_uring as the relay's batched mode (one
+/// receive per ready socket in one submit, one send per packet from the same slot in one
+/// submit, a socket that delivered is read again in the next pass until EAGAIN), with nothing of
+/// the relay's pipeline: the floor the batched relay is compared with.
+pub fn baseline_forwarder_batched(
+    pairs: Vec<(UdpSocket, SocketAddr, UdpSocket, SocketAddr)>,
+    coalesce: Duration,
+    stop: Arc<AtomicBool>,
+    packets: Arc<AtomicU64>,
+    wakeups: Arc<AtomicU64>,
+) {
+    use std::os::fd::AsRawFd;
+    const SLOTS: usize = 256;
+    let mut poll = Poll::new().expect("poll");
+    let (socks, routes) = forwarder_routes(&poll, pairs);
+    let mut io = BatchIo::new(SLOTS).expect("io_uring (--io batched)");
+    let mut events = Events::with_capacity(1024);
+    let mut pending: Vec<usize> = Vec::with_capacity(socks.len());
+    let mut retry: Vec<usize> = Vec::with_capacity(socks.len());
+    let mut queued = vec![false; socks.len()];
+    let mut again: Vec<usize> = Vec::with_capacity(SLOTS);
+    let mut next: Vec<usize> = Vec::with_capacity(SLOTS);
+    let mut done: Vec<Completion> = Vec::with_capacity(2 * SLOTS);
+    while !stop.load(Ordering::Relaxed) {
+        let timeout = if pending.is_empty() {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
+        if poll.poll(&mut events, Some(timeout)).is_err() {
+            continue;
+        }
+        if !timeout.is_zero() {
+            wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+        std::mem::swap(&mut pending, &mut retry);
+        let mut relayed = 0;
+        // Up to 16 passes (the relay's BATCH_PER_SOCKET): the first over the ready and
+        // pending sockets, each next one over those that delivered in the previous pass.
+        let mut first = true;
+        for _ in 0..16 {
+            let mut n = 0;
+            let tokens = if first {
+                retry.extend(events.iter().map(|e| e.token().0));
+                &mut retry
+            } else {
+                &mut again
+            };
+            first = false;
+            for i in tokens.drain(..) {
+                if queued[i] {
+                    continue;
+                }
+                if n == SLOTS {
+                    pending.push(i);
+                    continue;
+                }
+                io.queue_recv(n, socks[i].as_raw_fd(), 2048, i as u64)
+                    .expect("queue recv");
+                queued[i] = true;
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            done.clear();
+            io.submit_and_wait_all(&mut done).expect("submit");
+            let mut sends = 0;
+            for c in &done {
+                let i = c.tag as usize;
+                queued[i] = false;
+                if let Outcome::Received { len, .. } = c.outcome {
+                    next.push(i);
+                    let (out, dest) = routes[i];
+                    io.queue_send(c.slot, socks[out].as_raw_fd(), len, dest, 0)
+                        .expect("queue send");
+                    sends += 1;
+                }
+            }
+            std::mem::swap(&mut again, &mut next);
+            if sends == 0 {
+                break;
+            }
+            done.clear();
+            io.submit_and_wait_all(&mut done).expect("submit");
+            relayed += done
+                .iter()
+                .filter(|c| matches!(c.outcome, Outcome::Sent { .. }))
+                .count() as u64;
+        }
+        pending.append(&mut again);
+        packets.fetch_add(relayed, Ordering::Relaxed);
+        if relayed > 0 && !coalesce.is_zero() {
+            thread::sleep(coalesce);
+            wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Waits on `poll` and hands each batch of ready events to `ready` until `stop` is set (seen

@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Poll, Token};
+use pbx_edge::config::MediaIo;
 use pbx_edge::media::control::PeerSpec;
 use pbx_edge::media::{
     MediaControl, RelaySettings, SrtpParams, StreamHandle, StreamSpec, TransformSpec,
@@ -35,8 +36,8 @@ use pbx_edge::srtp::{ContextOptions, SrtpContext};
 pub mod common;
 
 use common::{
-    baseline_forwarder, percentile, poll_until, threads_cpu, udp_rcvbuf_errors, write_rtp,
-    ThreadsCpu,
+    baseline_forwarder, baseline_forwarder_batched, percentile, poll_until, threads_cpu,
+    udp_rcvbuf_errors, write_rtp, ThreadsCpu,
 };
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -63,6 +64,9 @@ pub struct LoadConfig {
     /// Replace the relay by a bare forwarder (recv → send, same threading and coalescing, no
     /// SRTP, latching or counters): the kernel + epoll floor under the same conditions.
     pub baseline: bool,
+    /// The relay's socket I/O (`media.io`); with `baseline`, `Batched` makes the bare
+    /// forwarder batched too (io_uring, the relay's approach: the "bare batched forwarder").
+    pub io: MediaIo,
     /// No relay at all: the generator sends straight to the sink sockets (latency floor of
     /// generator + kernel + sink, to subtract from the relay's end-to-end latency).
     pub direct: bool,
@@ -82,6 +86,7 @@ impl Default for LoadConfig {
             port_min: 10000,
             payload: 160,
             baseline: false,
+            io: MediaIo::Auto,
             direct: false,
         }
     }
@@ -207,10 +212,19 @@ pub fn run(cfg: &LoadConfig) -> Report {
         coalesce: cfg.coalesce,
         // Marked as deployed: setting the DSCP costs nothing per packet.
         dscp: pbx_edge::qos::DEFAULT_MEDIA_DSCP,
+        io: cfg.io,
     };
     let registry = prometheus::Registry::new();
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(65536);
     let control = MediaControl::new(settings, &registry, events_tx).expect("relay");
+    if !cfg.baseline && !cfg.direct {
+        let io = if control.io_batched() {
+            "batched (io_uring)"
+        } else {
+            "per-packet"
+        };
+        println!("relay I/O: {io}");
+    }
 
     let mut endpoints = Vec::with_capacity(cfg.streams);
     let mut handles: Vec<StreamHandle> = Vec::with_capacity(cfg.streams);
@@ -278,10 +292,17 @@ pub fn run(cfg: &LoadConfig) -> Report {
             wakeups.clone(),
             cfg.coalesce,
         );
+        let batched = cfg.io == MediaIo::Batched;
         let thread = cfg.baseline.then(|| {
             thread::Builder::new()
                 .name("media-worker-base".into())
-                .spawn(move || baseline_forwarder(baseline_pairs, coalesce, stop, p, w))
+                .spawn(move || {
+                    if batched {
+                        baseline_forwarder_batched(baseline_pairs, coalesce, stop, p, w)
+                    } else {
+                        baseline_forwarder(baseline_pairs, coalesce, stop, p, w)
+                    }
+                })
                 .expect("baseline thread")
         });
         (Relay::Baseline { packets, wakeups }, thread)

@@ -3,13 +3,16 @@
 //! ```text
 //! cargo bench --bench relay_load -- [--streams 500] [--pps 50] [--secs 10] [--workers 1]
 //!     [--coalesce-us 500] [--slot-us 100] [--plain] [--baseline] [--direct] [--ramp]
-//!     [--port-min 10000]
+//!     [--port-min 10000] [--io auto|batched|per_packet]
 //! ```
 //! Default: 500 streams × 50 packets/s each way (25 000 pkt/s per direction) with SRTP on the
 //! phone side, 1 s warm-up then a 10 s measured window. Prints relayed packets/s, loss, relay
 //! worker CPU per packet, wake-ups per packet and latency p50/p99.
 //! `--baseline` replaces the relay by a bare recv→send forwarder with the same threading and
 //! coalescing (no SRTP, latching or counters): the kernel + epoll floor on this machine.
+//! `--io` chooses the relay's socket I/O (`media.io`, default `auto`); with `--baseline`,
+//! `--io batched` makes the bare forwarder batched too (io_uring, as the relay does it: the
+//! bare batched forwarder floor), anything else keeps it per-packet.
 //! `--direct` sends straight from generator to sink (no relay): the latency floor to subtract.
 //! `--ramp` doubles the per-stream rate from `--pps` until packets are lost (at most 8 steps)
 //! and reports the highest zero-loss rate.
@@ -19,6 +22,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::{run, LoadConfig};
+use pbx_edge::config::MediaIo;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +43,14 @@ fn main() {
             "--coalesce-us" => cfg.coalesce = Duration::from_micros(value(i) as u64),
             "--slot-us" => cfg.slot = Duration::from_micros(value(i) as u64),
             "--port-min" => cfg.port_min = value(i) as u16,
+            "--io" => {
+                cfg.io = match args.get(i + 1).map(String::as_str) {
+                    Some("auto") => MediaIo::Auto,
+                    Some("batched") => MediaIo::Batched,
+                    Some("per_packet") => MediaIo::PerPacket,
+                    other => panic!("--io needs auto, batched or per_packet, not {other:?}"),
+                }
+            }
             "--plain" => {
                 cfg.srtp = false;
                 i += 1;

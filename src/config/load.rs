@@ -189,6 +189,32 @@ mod tests {
     }
 
     #[test]
+    fn media_io_is_auto_by_default_and_takes_its_three_spellings_only() {
+        use crate::config::MediaIo;
+        assert_eq!(Config::default().media.io, MediaIo::Auto);
+        for (text, io) in [
+            ("auto", MediaIo::Auto),
+            ("batched", MediaIo::Batched),
+            ("per_packet", MediaIo::PerPacket),
+        ] {
+            let c = load_str(
+                &text_source(),
+                &format!("[media]\nio = \"{text}\"\n"),
+                vec![],
+            );
+            assert_eq!(c.unwrap().media.io, io, "{text}");
+            assert_eq!(io.label(), text);
+        }
+        let env = vec![("PBX_EDGE_MEDIA__IO".into(), "per_packet".into())];
+        assert_eq!(
+            load_str(&text_source(), "", env).unwrap().media.io,
+            MediaIo::PerPacket
+        );
+        let err = load_str(&text_source(), "[media]\nio = \"uring\"\n", vec![]).unwrap_err();
+        assert!(err.to_string().contains("uring"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_in_file_is_an_error_naming_it() {
         let err = load_str(
             &text_source(),

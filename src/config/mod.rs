@@ -222,6 +222,32 @@ pub enum SrtpPolicy {
     Optional,
 }
 
+/// `media.io`: how the relay workers move datagrams (see `media::batch_io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaIo {
+    /// Batched when io_uring can be set up here, else per-packet; which one and why is logged
+    /// once at start (the default).
+    #[default]
+    Auto,
+    /// io_uring: one receive per ready socket and one send per packet, each set in one
+    /// system call per worker round. Start fails if io_uring is unavailable.
+    Batched,
+    /// One `recvfrom` and one `sendto` per packet.
+    PerPacket,
+}
+
+impl MediaIo {
+    /// The config spelling.
+    pub fn label(self) -> &'static str {
+        match self {
+            MediaIo::Auto => "auto",
+            MediaIo::Batched => "batched",
+            MediaIo::PerPacket => "per_packet",
+        }
+    }
+}
+
 /// `[media]`: the SRTP ⇄ RTP relay.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,6 +275,9 @@ pub struct MediaConfig {
     /// DSCP (0..=63) of every relay socket, both sides: EF (46) by default, 0 = unmarked.
     /// See [`crate::qos`].
     pub dscp: u8,
+    /// Socket I/O of the relay workers: `auto` (batched io_uring if available, else
+    /// per-packet), `batched` (io_uring or refuse to start), `per_packet`.
+    pub io: MediaIo,
 }
 
 impl Default for MediaConfig {
@@ -264,6 +293,7 @@ impl Default for MediaConfig {
             accept_unannounced_unencrypted_srtcp: false,
             max_ports_per_device: 128,
             dscp: DEFAULT_MEDIA_DSCP,
+            io: MediaIo::Auto,
         }
     }
 }

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch_io;
 use super::latch::LatchPolicy;
 use super::ports::{PortPool, PortRange};
 use super::relay::{self, NewStream, WorkerCommand, WorkerPool};
@@ -41,6 +42,7 @@ use super::stats::{CounterSnapshot, MediaCollector, MediaStats, StreamCounters};
 use super::transform::{Inbound, Outbound, TransformSpec};
 use super::types::pbx_policy;
 use super::MediaError;
+use crate::config::MediaIo;
 
 // The values the API speaks in live in `types` (shared with relay and stats); named here too
 // because this is the API other modules use (`media::control::PeerSpec`).
@@ -125,9 +127,10 @@ impl MediaControl {
         } else {
             settings.workers
         };
+        let batched = choose_io(settings.io)?;
         let stats = Arc::new(MediaStats::new(pool.clone(), workers));
         MediaCollector::register(stats.clone(), registry)?;
-        let workers = WorkerPool::spawn(workers, &settings, stats.clone(), events)?;
+        let workers = WorkerPool::spawn(workers, &settings, batched, stats.clone(), events)?;
         Ok(MediaControl {
             inner: Arc::new(ControlInner {
                 pool,
@@ -218,6 +221,11 @@ impl MediaControl {
         self.inner.stats.wakeups()
     }
 
+    /// Whether every worker uses batched I/O (io_uring) right now (`pbx_edge_media_io_batched`).
+    pub fn io_batched(&self) -> bool {
+        self.inner.stats.io_batched()
+    }
+
     /// Streams currently relayed.
     pub fn active_streams(&self) -> usize {
         self.inner.stats.active_streams()
@@ -237,6 +245,38 @@ impl MediaControl {
 /// A socket bound to an IPv4 address cannot reach an IPv6 peer, and the reverse. (Dual-stack
 /// `::` would see IPv4 peers as IPv4-mapped addresses that never equal the SDP's; not
 /// supported: bind one family per side.)
+/// Resolves `media.io` on this machine (probing io_uring for `auto` and `batched`) and logs
+/// once which I/O the relay uses and why. `true` = batched.
+fn choose_io(io: MediaIo) -> Result<bool, MediaError> {
+    match io {
+        MediaIo::PerPacket => {
+            tracing::info!(
+                media.io = io.label(),
+                "media relay I/O: per-packet recvfrom/sendto"
+            );
+            Ok(false)
+        }
+        MediaIo::Auto | MediaIo::Batched => match batch_io::probe() {
+            Ok(()) => {
+                tracing::info!(
+                    media.io = io.label(),
+                    "media relay I/O: batched (io_uring works here)"
+                );
+                Ok(true)
+            }
+            Err(e) if io == MediaIo::Auto => {
+                tracing::warn!(
+                    media.io = io.label(),
+                    reason = %e,
+                    "media relay I/O: per-packet recvfrom/sendto, because io_uring is unavailable"
+                );
+                Ok(false)
+            }
+            Err(e) => Err(MediaError::BatchedIoUnavailable(e)),
+        },
+    }
+}
+
 fn check_family(bind: IpAddr, peer: &PeerSpec) -> Result<(), MediaError> {
     let reachable = |a: &SocketAddr| a.is_ipv4() == bind.is_ipv4();
     if peer.rtp.iter().chain(peer.rtcp.iter()).all(reachable) {

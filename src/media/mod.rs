@@ -7,6 +7,8 @@
 //! - [`ports`]: the RTP/RTCP port pool (`media.port_min..=port_max`), RAII leases.
 //! - [`transform`]: the per-direction packet transform chosen at signalling time.
 //! - [`latch`] (PURE): authenticated latching decisions (the RTP-bleed defence).
+//! - [`batch_io`]: batched UDP I/O over io_uring for the relay workers (`media.io`); the
+//!   crate's only `unsafe`.
 //! - [`relay`]: the hot path — worker threads, each owning many streams, one wake-up serving
 //!   every ready socket.
 //! - [`quality`] (PURE core): per-direction loss and jitter from RTP sequence numbers and
@@ -18,6 +20,9 @@
 //!
 //! `media` depends on `srtp` only; it never imports `sip`, `sdp`, `b2bua` or `transaction`.
 
+// The crate's one module with `unsafe` (io_uring buffers); see its docs for why it is sound.
+#[allow(unsafe_code)]
+pub mod batch_io;
 pub mod control;
 pub mod latch;
 pub mod mos;
@@ -75,6 +80,9 @@ pub enum MediaError {
     /// `StreamSpec` is inconsistent (e.g. an IPv6 peer on an IPv4-only relay side).
     #[error("invalid stream spec: {0}")]
     InvalidSpec(&'static str),
+    /// `media.io = "batched"` but io_uring cannot be used on this machine.
+    #[error("media.io = \"batched\" but batched I/O is unavailable here ({0}); use \"auto\" or \"per_packet\"")]
+    BatchedIoUnavailable(#[source] batch_io::Unavailable),
     /// Registering the media metrics into the Prometheus registry failed (duplicate names).
     #[error("metrics registration failed: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -92,6 +100,7 @@ impl MediaError {
             MediaError::StreamGone => "stream_gone",
             MediaError::InvalidSpec(_) => "invalid_spec",
             MediaError::Metrics(_) => "metrics",
+            MediaError::BatchedIoUnavailable(_) => "batched_io_unavailable",
         }
     }
 }

@@ -11,6 +11,17 @@
 //! arrived meanwhile — wake-ups per packet fall well below one at the price of that much
 //! added latency.
 //!
+//! # Socket I/O: batched or per packet (`media.io`)
+//! Per packet, a worker calls `recvfrom` on each ready socket until `EAGAIN` (at most
+//! [`BATCH_PER_SOCKET`]) and `sendto` for each relayed packet: two system calls per packet.
+//! Batched ([`super::batch_io`], io_uring), a wake-up runs passes over all ready sockets at
+//! once: one receive per socket into its own slot buffer, ONE submit; every datagram through
+//! the same pipeline; one send per outgoing packet from that same buffer, ONE submit; sockets
+//! that delivered are read again in the next pass, until `EAGAIN` or [`BATCH_PER_SOCKET`]
+//! passes. At most [`ROUND_SLOTS`] sockets per pass; the rest wait in `pending`. The pipeline
+//! ([`Stream::relay`]) only says what to send; [`Stream::sent`] counts the result in both
+//! modes, so latching, replay protection, counters and events are the same.
+//!
 //! # The packet pipeline (rtpengine `stream_packet`, STYLE habit 6)
 //! Per received datagram, on the worker's one reused buffer, with no allocation and no lock:
 //! 1. classify: RTCP socket → RTCP; RTP socket → RFC 5761 §4 demux (stray RTCP on the RTP
@@ -28,6 +39,7 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -37,6 +49,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
+use super::batch_io::{self, BatchIo, Completion, Outcome};
 use super::latch::{Latch, LatchPolicy, Proof, Verdict};
 use super::ports::BoundPair;
 use super::quality::ReceiveTracker;
@@ -53,6 +66,13 @@ pub const BATCH_PER_SOCKET: usize = 16;
 const RECV_MAX: usize = 4096 - Outbound::MAX_OVERHEAD;
 
 const WAKER: Token = Token(usize::MAX);
+
+/// Batched I/O: sockets read (and so packets relayed) per worker round at most; the rest wait
+/// in `pending` for the next round, as with [`BATCH_PER_SOCKET`] in per-packet mode.
+pub const ROUND_SLOTS: usize = 256;
+
+// A slot buffer holds the largest datagram plus what SRTP protect adds.
+const _: () = assert!(RECV_MAX + Outbound::MAX_OVERHEAD <= batch_io::SLOT_BYTES);
 
 /// The worker thread's name; `benches/relay_load.rs` reads per-thread CPU time by it.
 pub fn worker_thread_name(index: usize) -> String {
@@ -126,9 +146,11 @@ pub(crate) struct WorkerPool {
 }
 
 impl WorkerPool {
+    /// `batched`: each worker gets its own io_uring ([`BatchIo`]) of [`ROUND_SLOTS`] slots.
     pub(crate) fn spawn(
         count: usize,
         settings: &RelaySettings,
+        batched: bool,
         stats: Arc<MediaStats>,
         events: tokio_mpsc::Sender<MediaEvent>,
     ) -> Result<Self, MediaError> {
@@ -142,12 +164,24 @@ impl WorkerPool {
             let wakeups = stats
                 .worker_wakeups(index)
                 .unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
+            let io = if batched {
+                stats.worker_batched(true);
+                Some(BatchIo::new(ROUND_SLOTS).map_err(MediaError::Worker)?)
+            } else {
+                None
+            };
             let worker = Worker {
+                io,
+                completions: Vec::with_capacity(2 * ROUND_SLOTS),
+                armed: Vec::new(),
                 poll,
                 commands: rx,
                 streams: Vec::new(),
                 free_slots: Vec::new(),
                 pending: Vec::new(),
+                retry: Vec::new(),
+                again: Vec::with_capacity(ROUND_SLOTS),
+                again_spare: Vec::with_capacity(ROUND_SLOTS),
                 stats: stats.clone(),
                 events: events.clone(),
                 load: load.clone(),
@@ -218,6 +252,29 @@ struct Stream {
     _leases: [super::ports::PortLease; 2],
 }
 
+/// A packet the pipeline accepted: send `len` bytes of the buffer from socket `out` to `dest`.
+#[derive(Debug, Clone, Copy)]
+struct Forward {
+    out: usize,
+    dest: SocketAddr,
+    len: usize,
+}
+
+/// What the pipeline made of one datagram.
+struct Relayed {
+    /// A latch event to report.
+    event: Option<MediaEvent>,
+    /// What to send; `None` = dropped (already counted).
+    forward: Option<Forward>,
+}
+
+impl Relayed {
+    const DROPPED: Relayed = Relayed {
+        event: None,
+        forward: None,
+    };
+}
+
 impl Stream {
     fn new(new: NewStream, now: Instant) -> Self {
         let NewStream {
@@ -267,7 +324,10 @@ impl Stream {
     }
 
     /// The packet pipeline for one datagram `buf[..len]` received on `socket` from `source`.
-    /// Returns the latch event to report, if any.
+    /// Returns the latch event to report, if any, and what to send (`buf[..forward.len]`
+    /// from socket `forward.out` to `forward.dest`); the caller sends it — at once
+    /// (per-packet I/O) or with the round's other packets (batched) — and reports the result
+    /// to [`Stream::sent`], which counts it.
     #[inline]
     fn relay(
         &mut self,
@@ -276,7 +336,7 @@ impl Stream {
         len: usize,
         source: SocketAddr,
         now: Instant,
-    ) -> Option<MediaEvent> {
+    ) -> Relayed {
         let kind = match socket {
             PHONE_RTCP | PBX_RTCP => Kind::Rtcp,
             _ => buf.get(..len).map_or(Kind::Rtp, demux),
@@ -300,10 +360,12 @@ impl Stream {
                 }
                 Err(reason) => {
                     self.counters.dropped(reason);
-                    return None;
+                    return Relayed::DROPPED;
                 }
             };
-            let event = self.judge(latch, source, proof, Side::Phone)?;
+            let Some(event) = self.judge(latch, source, proof, Side::Phone) else {
+                return Relayed::DROPPED;
+            };
             self.last_heard[0] = now;
             if kind == Kind::Rtp {
                 self.track(0, Side::Phone, buf, plain);
@@ -312,14 +374,12 @@ impl Stream {
                 (Kind::Rtp, _) | (Kind::Rtcp, true) => PBX_RTP,
                 (Kind::Rtcp, false) => PBX_RTCP,
             };
-            match self.send(out, buf, plain) {
-                Ok(()) => self.counters.relayed_to_pbx(plain),
-                Err(reason) => self.counters.dropped(reason),
-            }
-            event
+            self.forward(event, out, plain)
         } else {
             // PBX → phone: only the PBX may send, then protect.
-            let event = self.judge(latch, source, Proof::Unverified, Side::Pbx)?;
+            let Some(event) = self.judge(latch, source, Proof::Unverified, Side::Pbx) else {
+                return Relayed::DROPPED;
+            };
             self.last_heard[1] = now;
             if kind == Kind::Rtp {
                 // Before protect: the tracker reads the plain header.
@@ -329,18 +389,17 @@ impl Stream {
                 Ok(n) => n,
                 Err(reason) => {
                     self.counters.dropped(reason);
-                    return event;
+                    return Relayed {
+                        event,
+                        forward: None,
+                    };
                 }
             };
             let out = match (kind, self.phone_mux) {
                 (Kind::Rtp, _) | (Kind::Rtcp, true) => PHONE_RTP,
                 (Kind::Rtcp, false) => PHONE_RTCP,
             };
-            match self.send(out, buf, protected) {
-                Ok(()) => self.counters.relayed_to_phone(protected),
-                Err(reason) => self.counters.dropped(reason),
-            }
-            event
+            self.forward(event, out, protected)
         }
     }
 
@@ -386,19 +445,49 @@ impl Stream {
         }
     }
 
+    /// The send step: from socket `out` to that side's destination, or a counted drop.
     #[inline]
-    fn send(&self, out: usize, buf: &[u8], len: usize) -> Result<(), DropReason> {
-        let dest = self
-            .latches
-            .get(out)
-            .and_then(Latch::destination)
-            .ok_or(DropReason::NoDestination)?;
-        let (Some(socket), Some(packet)) = (self.sockets.get(out), buf.get(..len)) else {
-            return Err(DropReason::Malformed);
+    fn forward(&self, event: Option<MediaEvent>, out: usize, len: usize) -> Relayed {
+        match self.latches.get(out).and_then(Latch::destination) {
+            Some(dest) if out < self.sockets.len() => Relayed {
+                event,
+                forward: Some(Forward { out, dest, len }),
+            },
+            Some(_) => {
+                self.counters.dropped(DropReason::Malformed);
+                Relayed {
+                    event,
+                    forward: None,
+                }
+            }
+            None => {
+                self.counters.dropped(DropReason::NoDestination);
+                Relayed {
+                    event,
+                    forward: None,
+                }
+            }
+        }
+    }
+
+    /// Sends `buf[..forward.len]` now (per-packet I/O) and counts the result.
+    #[inline]
+    fn send_now(&self, buf: &[u8], forward: &Forward) {
+        let sent = match (self.sockets.get(forward.out), buf.get(..forward.len)) {
+            (Some(socket), Some(packet)) => socket.send_to(packet, forward.dest).is_ok(),
+            _ => false,
         };
-        match socket.send_to(packet, dest) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(DropReason::SendFailed),
+        self.sent(forward.out, forward.len, sent);
+    }
+
+    /// Counts a packet handed to the kernel on socket `out` (`ok`), or dropped because the
+    /// send failed.
+    #[inline]
+    fn sent(&self, out: usize, len: usize, ok: bool) {
+        match (ok, out < PBX_RTP) {
+            (true, true) => self.counters.relayed_to_phone(len),
+            (true, false) => self.counters.relayed_to_pbx(len),
+            (false, _) => self.counters.dropped(DropReason::SendFailed),
         }
     }
 
@@ -453,6 +542,13 @@ impl Stream {
 }
 
 struct Worker {
+    /// Batched I/O (`None`: one `recv_from`/`send_to` per packet).
+    io: Option<BatchIo>,
+    /// Completions of one batched submit (preallocated: no allocation per round).
+    completions: Vec<Completion>,
+    /// Batched I/O, per stream slot: bits 0-3 = socket queued this round, bits 4-7 = its last
+    /// receive failed (a second failure in a row is not retried: no busy loop).
+    armed: Vec<u8>,
     poll: Poll,
     commands: mpsc::Receiver<WorkerCommand>,
     /// Slot = token >> 2.
@@ -460,6 +556,12 @@ struct Worker {
     free_slots: Vec<usize>,
     /// Sockets whose batch ran out before `WouldBlock` (edge-triggered: must be revisited).
     pending: Vec<Token>,
+    /// Last round's `pending`, being served (swapped with it each round).
+    retry: Vec<Token>,
+    /// Batched I/O: sockets that delivered in this pass, to read again in the next one, and
+    /// the spare list the two swap with (each holds at most [`ROUND_SLOTS`]).
+    again: Vec<Token>,
+    again_spare: Vec<Token>,
     stats: Arc<MediaStats>,
     events: tokio_mpsc::Sender<MediaEvent>,
     load: Arc<AtomicUsize>,
@@ -478,7 +580,6 @@ impl Worker {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut buf = vec![0u8; RECV_MAX + Outbound::MAX_OVERHEAD];
-        let mut retry: Vec<Token> = Vec::new();
         let mut next_housekeeping = Instant::now() + self.tick;
         let mut slept = false;
         loop {
@@ -509,15 +610,24 @@ impl Worker {
                 return;
             }
             let mut relayed = 0usize;
+            // `retry` and `pending` keep their capacity (reserved in `start`): no allocation.
+            let mut retry = std::mem::take(&mut self.retry);
             std::mem::swap(&mut self.pending, &mut retry);
-            for token in retry.drain(..) {
-                relayed += self.drain(token, &mut buf, now);
-            }
-            for event in events.iter() {
-                if event.token() != WAKER {
-                    relayed += self.drain(event.token(), &mut buf, now);
+            if let Some(mut io) = self.io.take() {
+                let ready = events.iter().map(|e| e.token()).filter(|t| *t != WAKER);
+                relayed += self.batched_round(&mut io, retry.drain(..).chain(ready), now);
+                self.io = self.io_checked(io);
+            } else {
+                for token in retry.drain(..) {
+                    relayed += self.drain(token, &mut buf, now);
+                }
+                for event in events.iter() {
+                    if event.token() != WAKER {
+                        relayed += self.drain(event.token(), &mut buf, now);
+                    }
                 }
             }
+            self.retry = retry;
             if now >= next_housekeeping {
                 self.housekeeping(now);
                 next_housekeeping = now + self.tick;
@@ -552,7 +662,11 @@ impl Worker {
             match received {
                 Ok((len, source)) => {
                     count += 1;
-                    if let Some(event) = stream.relay(socket, buf, len, source, now) {
+                    let relayed = stream.relay(socket, buf, len, source, now);
+                    if let Some(forward) = relayed.forward {
+                        stream.send_now(buf, &forward);
+                    }
+                    if let Some(event) = relayed.event {
                         send_event(&self.events, &self.stats, event);
                     }
                 }
@@ -570,6 +684,188 @@ impl Worker {
             self.pending.push(token);
         }
         count
+    }
+
+    /// One batched round, the batched twin of [`Worker::drain`] over every ready socket: up to
+    /// [`BATCH_PER_SOCKET`] passes ([`Worker::batched_pass`]), the first over the ready and
+    /// pending sockets, each next one over the sockets that delivered a datagram in the
+    /// previous pass (edge-triggered: read until EAGAIN), so a burst on one socket is served
+    /// in this wake-up and not one datagram per coalescing sleep. Sockets still delivering
+    /// after the last pass go to `pending`. Returns the datagrams received.
+    fn batched_round(
+        &mut self,
+        io: &mut BatchIo,
+        tokens: impl Iterator<Item = Token>,
+        now: Instant,
+    ) -> usize {
+        let mut received = self.batched_pass(io, tokens, now);
+        for _ in 1..BATCH_PER_SOCKET {
+            if self.again.is_empty() || io.in_flight() > 0 {
+                break;
+            }
+            // Swap the lists (both keep their capacity: no allocation).
+            let mut current = std::mem::take(&mut self.again);
+            std::mem::swap(&mut self.again, &mut self.again_spare);
+            received += self.batched_pass(io, current.drain(..), now);
+            self.again_spare = current;
+        }
+        self.pending.append(&mut self.again);
+        received
+    }
+
+    /// One pass: one receive per socket (at most [`ROUND_SLOTS`], the rest to `pending`), ONE
+    /// submit-and-wait; each datagram through the unchanged pipeline ([`Stream::relay`]) in
+    /// its own slot buffer; one send per outgoing packet from that same buffer, ONE
+    /// submit-and-wait; then the sends are counted. Every operation of the pass has completed
+    /// when it returns, so no slot, buffer or socket outlives its use. Sockets that delivered
+    /// go to `again`. Returns the datagrams received.
+    fn batched_pass(
+        &mut self,
+        io: &mut BatchIo,
+        tokens: impl Iterator<Item = Token>,
+        now: Instant,
+    ) -> usize {
+        // 1. Queue one receive per socket.
+        let mut queued = 0usize;
+        for token in tokens {
+            let (slot, socket) = (token.0 >> 2, token.0 & 3);
+            let Some(Some(stream)) = self.streams.get(slot) else {
+                continue; // stale readiness of a stopped stream
+            };
+            let Some(armed) = self.armed.get_mut(slot) else {
+                continue;
+            };
+            if *armed & (1 << socket) != 0 {
+                continue; // already queued this round (ready and pending both)
+            }
+            if queued == io.capacity() {
+                self.pending.push(token);
+                continue;
+            }
+            let Some(fd) = stream.sockets.get(socket).map(AsRawFd::as_raw_fd) else {
+                continue;
+            };
+            match io.queue_recv(queued, fd, RECV_MAX, token.0 as u64) {
+                Ok(()) => {
+                    *armed |= 1 << socket;
+                    queued += 1;
+                }
+                Err(_) => self.pending.push(token),
+            }
+        }
+        if queued == 0 {
+            return 0;
+        }
+        self.completions.clear();
+        if self.submit(io).is_err() {
+            return 0;
+        }
+        // 2. The pipeline, per received datagram; queue its send from the same slot.
+        let mut received = 0usize;
+        let mut sends = 0usize;
+        for i in 0..self.completions.len() {
+            let Some(&Completion {
+                slot: io_slot,
+                tag,
+                outcome,
+            }) = self.completions.get(i)
+            else {
+                break;
+            };
+            let token = Token(usize::try_from(tag).unwrap_or(usize::MAX));
+            let (slot, socket) = (token.0 >> 2, token.0 & 3);
+            let (Some(Some(stream)), Some(armed)) =
+                (self.streams.get_mut(slot), self.armed.get_mut(slot))
+            else {
+                continue;
+            };
+            *armed &= !(1 << socket);
+            match outcome {
+                Outcome::Received { len, source } => {
+                    *armed &= !(0x10 << socket);
+                    received += 1;
+                    // Edge-triggered: read again (next pass) until EAGAIN.
+                    self.again.push(token);
+                    let Some(buf) = io.buffer_mut(io_slot) else {
+                        continue;
+                    };
+                    let relayed = stream.relay(socket, buf, len, source, now);
+                    if let Some(forward) = relayed.forward {
+                        let queued = stream.sockets.get(forward.out).is_some_and(|s| {
+                            let tag = (slot << 2 | forward.out) as u64;
+                            io.queue_send(io_slot, s.as_raw_fd(), forward.len, forward.dest, tag)
+                                .is_ok()
+                        });
+                        if queued {
+                            sends += 1;
+                        } else {
+                            stream.sent(forward.out, forward.len, false);
+                        }
+                    }
+                    if let Some(event) = relayed.event {
+                        send_event(&self.events, &self.stats, event);
+                    }
+                }
+                Outcome::WouldBlock => *armed &= !(0x10 << socket),
+                // A pending socket error (ICMP) is reported once: read again, unless the last
+                // receive failed too (then the next datagram raises a new readiness edge).
+                Outcome::Failed(_) | Outcome::Sent { .. } => {
+                    if *armed & (0x10 << socket) == 0 {
+                        *armed |= 0x10 << socket;
+                        self.again.push(token);
+                    } else {
+                        *armed &= !(0x10 << socket);
+                    }
+                }
+            }
+        }
+        if sends == 0 {
+            return received;
+        }
+        // 3. Send everything, then count each send as today.
+        self.completions.clear();
+        if self.submit(io).is_err() {
+            return received;
+        }
+        for c in &self.completions {
+            let token = usize::try_from(c.tag).unwrap_or(usize::MAX);
+            if let Some(Some(stream)) = self.streams.get(token >> 2) {
+                match c.outcome {
+                    Outcome::Sent { len } => stream.sent(token & 3, len, true),
+                    // Counted as `send_failed`, as a failed `send_to` is.
+                    _ => stream.sent(token & 3, 0, false),
+                }
+            }
+        }
+        received
+    }
+
+    /// Submits the queued operations and waits for all of them (into `self.completions`).
+    /// A ring that fails leaves this worker per-packet (see [`Worker::io_checked`]).
+    fn submit(&mut self, io: &mut BatchIo) -> std::io::Result<()> {
+        let result = io.submit_and_wait_all(&mut self.completions);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "media worker: io_uring submit failed; this worker falls back to per-packet I/O");
+        }
+        result
+    }
+
+    /// Keeps the ring unless an operation is still in flight after a failed submit: then the
+    /// worker goes on per-packet (the ring is dropped, its buffers leaked, see `batch_io`),
+    /// re-reading every socket of every stream once so no readiness edge is lost.
+    fn io_checked(&mut self, io: BatchIo) -> Option<BatchIo> {
+        if io.in_flight() == 0 {
+            return Some(io);
+        }
+        drop(io);
+        self.stats.worker_batched(false);
+        self.armed.iter_mut().for_each(|a| *a = 0);
+        for (slot, stream) in self.streams.iter().enumerate() {
+            if stream.is_some() {
+                self.pending.extend((0..4).map(|i| Token(slot << 2 | i)));
+            }
+        }
+        None
     }
 
     /// Returns true when the worker must exit.
@@ -620,6 +916,19 @@ impl Worker {
         } else if let Some(s) = self.streams.get_mut(slot) {
             *s = Some(stream);
         }
+        if self.armed.len() < self.streams.len() {
+            self.armed.resize(self.streams.len(), 0);
+        }
+        // A round puts each socket in `pending` at most three times (left over from `retry`
+        // and from its readiness, still delivering after the last pass), so this much room
+        // means no allocation on the packet path.
+        let room = 12 * self.streams.len() + 64;
+        for tokens in [&mut self.pending, &mut self.retry] {
+            tokens.reserve(room.saturating_sub(tokens.len()));
+        }
+        if let Some(armed) = self.armed.get_mut(slot) {
+            *armed = 0;
+        }
         tracing::debug!(stream = %id, slot, "media stream started");
         if ack_tx.is_some_and(|ack| ack.send(Ok(())).is_err()) {
             // The caller gave up waiting: nobody holds a handle, so stop at once.
@@ -627,9 +936,13 @@ impl Worker {
             return;
         }
         // Packets may have arrived between bind and registration: their readiness edge was
-        // missed, so drain every socket once now.
+        // missed, so drain every socket once now (batched: in the next round).
         for i in 0..4 {
-            self.drain(Token(slot << 2 | i), buf, now);
+            if self.io.is_some() {
+                self.pending.push(Token(slot << 2 | i));
+            } else {
+                self.drain(Token(slot << 2 | i), buf, now);
+            }
         }
     }
 
@@ -664,6 +977,9 @@ impl Worker {
                 self.load.fetch_sub(1, Ordering::Relaxed);
                 self.free_slots.push(slot);
                 self.pending.retain(|t| t.0 >> 2 != slot);
+                if let Some(armed) = self.armed.get_mut(slot) {
+                    *armed = 0;
+                }
                 tracing::debug!(stream = %id, "media stream stopped");
             }
         }

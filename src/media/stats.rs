@@ -13,13 +13,16 @@
 //! - `worker_wakeups_total`: relay worker loop wake-ups (poll returns and coalescing sleeps);
 //!   divided by `packets_total` it gives wake-ups per packet.
 //! - `active_streams`, `port_pairs_in_use`, `port_pairs_free` (gauges).
+//! - `io_batched` (gauge): 1 while every relay worker uses batched I/O (io_uring), 0 when
+//!   they use one `recvfrom`/`sendto` per packet (`media.io`, or io_uring unavailable, or a
+//!   worker fell back after a ring error).
 //! - `stream_loss_ratio{side}`, `stream_jitter_seconds{side}`, `stream_mos{side}`:
 //!   histograms observed once per stream and sending side (`phone` | `pbx`) when the stream
 //!   ends, from the relay's own view ([`super::quality`]); a side that sent no RTP is not
 //!   observed, and jitter only when known.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use prometheus::core::{Collector, Desc};
@@ -244,6 +247,8 @@ pub struct MediaStats {
     wakeups: Vec<Arc<AtomicU64>>,
     /// Events dropped because the caller's event channel was full.
     events_lost: AtomicU64,
+    /// Workers currently using batched I/O.
+    batched_workers: AtomicUsize,
     ports: PortPool,
     /// Quality histograms, observed when a stream ends; set once the collector is registered.
     quality: OnceLock<QualityHistograms>,
@@ -320,6 +325,7 @@ impl MediaStats {
             retired: Mutex::new(CounterSnapshot::default()),
             wakeups: (0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect(),
             events_lost: AtomicU64::new(0),
+            batched_workers: AtomicUsize::new(0),
             ports,
             quality: OnceLock::new(),
         }
@@ -327,6 +333,21 @@ impl MediaStats {
 
     pub(crate) fn worker_wakeups(&self, worker: usize) -> Option<Arc<AtomicU64>> {
         self.wakeups.get(worker).cloned()
+    }
+
+    /// A worker starts (`true`) or stops (`false`) using batched I/O.
+    pub(crate) fn worker_batched(&self, batched: bool) {
+        if batched {
+            self.batched_workers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.batched_workers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every worker uses batched I/O.
+    pub fn io_batched(&self) -> bool {
+        !self.wakeups.is_empty()
+            && self.batched_workers.load(Ordering::Relaxed) == self.wakeups.len()
     }
 
     pub(crate) fn event_lost(&self) {
@@ -404,6 +425,7 @@ pub struct MediaCollector {
     active_streams: IntGauge,
     ports_in_use: IntGauge,
     ports_free: IntGauge,
+    io_batched: IntGauge,
     quality: QualityHistograms,
     /// Serialises scrapes: each one resets and refills the metric values.
     scrape: Mutex<()>,
@@ -471,6 +493,10 @@ impl MediaCollector {
             active_streams: gauge("active_streams", "Media streams being relayed.")?,
             ports_in_use: gauge("port_pairs_in_use", "RTP/RTCP port pairs leased.")?,
             ports_free: gauge("port_pairs_free", "RTP/RTCP port pairs not leased.")?,
+            io_batched: gauge(
+                "io_batched",
+                "1 while every relay worker uses batched I/O (io_uring), 0 for per-packet recvfrom/sendto.",
+            )?,
             scrape: Mutex::new(()),
         };
         registry.register(Box::new(collector))
@@ -524,6 +550,7 @@ impl MediaCollector {
             .set(i64::try_from(ports.pairs_in_use()).unwrap_or(i64::MAX));
         self.ports_free
             .set(i64::try_from(ports.pairs_free()).unwrap_or(i64::MAX));
+        self.io_batched.set(i64::from(self.stats.io_batched()));
     }
 }
 
@@ -543,6 +570,7 @@ impl Collector for MediaCollector {
         descs.extend(self.active_streams.desc());
         descs.extend(self.ports_in_use.desc());
         descs.extend(self.ports_free.desc());
+        descs.extend(self.io_batched.desc());
         descs.extend(self.quality.loss.desc());
         descs.extend(self.quality.jitter.desc());
         descs.extend(self.quality.mos.desc());
@@ -566,6 +594,7 @@ impl Collector for MediaCollector {
         families.extend(self.active_streams.collect());
         families.extend(self.ports_in_use.collect());
         families.extend(self.ports_free.collect());
+        families.extend(self.io_batched.collect());
         families.extend(self.quality.loss.collect());
         families.extend(self.quality.jitter.collect());
         families.extend(self.quality.mos.collect());

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::latch::LatchPolicy;
-use crate::config::MediaConfig;
+use crate::config::{MediaConfig, MediaIo};
 use crate::srtp::CryptoSuite;
 
 /// RTP or RTCP.
@@ -64,6 +64,8 @@ pub struct RelaySettings {
     pub coalesce: Duration,
     /// DSCP of every relay socket, both sides (`media.dscp`; 0 = unmarked).
     pub dscp: u8,
+    /// Batched (io_uring) or per-packet socket I/O (`media.io`).
+    pub io: MediaIo,
 }
 
 impl Default for RelaySettings {
@@ -77,6 +79,7 @@ impl Default for RelaySettings {
             workers: 0,
             coalesce: Duration::from_micros(500),
             dscp: crate::config::DEFAULT_MEDIA_DSCP,
+            io: MediaIo::Auto,
         }
     }
 }
@@ -91,6 +94,7 @@ impl RelaySettings {
             port_max: media.port_max,
             timeout: Duration::from_secs(media.timeout_secs),
             dscp: media.dscp,
+            io: media.io,
             ..RelaySettings::default()
         }
     }

@@ -3,7 +3,7 @@
 //! packets; every process it starts is stopped by its PID).
 //!
 //! ```text
-//! cargo bench --bench call_load -- --target rtpengine|edge|baseline|direct[,...]
+//! cargo bench --bench call_load -- --target rtpengine|edge|baseline|baseline-batched|direct[,...]
 //!     [--calls 100] [--secs 10] [--warmup-secs 1] [--ramp] [--max-calls 2400]
 //!     [--ramp-steps 10] [--max-p99-ms X] [--no-floor] [--floor-secs 3] [--gen-threads 1]
 //!     [--sink-threads 1]
@@ -20,6 +20,8 @@
 //!   `edge::setup_calls` (the release binary; a generated PKI, inventory and config).
 //! - `baseline`: the bare recv → send forwarder of benches/load/common.rs on one thread of this
 //!   process (no SRTP, no latching, no counters): the kernel + epoll floor for relaying.
+//! - `baseline-batched`: the same forwarder over io_uring (the relay's batched I/O, one
+//!   receive per ready socket and one send per packet, each set in one submit).
 //! - `direct`: no relay, generator → sink. Its latency is the generator's own floor.
 //!
 //! Per call: 172-byte G.711 RTP (12-byte header + 160 bytes), 50 packets/s each way, the phone
@@ -64,7 +66,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{baseline_forwarder, loadavg, process_cpu, process_rss_kib, threads_cpu};
+use common::{
+    baseline_forwarder, baseline_forwarder_batched, loadavg, process_cpu, process_rss_kib,
+    threads_cpu,
+};
 use legs::CallMedia;
 use media::{random_sdes_key, MediaConfig, MediaReport, Transform};
 use rtpengine::{Rtpengine, RtpengineOptions};
@@ -79,6 +84,7 @@ enum Target {
     Rtpengine,
     Edge,
     Baseline,
+    BaselineBatched,
     Direct,
 }
 
@@ -88,6 +94,7 @@ impl Target {
             Target::Rtpengine => "rtpengine",
             Target::Edge => "edge",
             Target::Baseline => "baseline",
+            Target::BaselineBatched => "baseline-batched",
             Target::Direct => "direct",
         }
     }
@@ -150,6 +157,7 @@ fn parse_args() -> Result<Args, String> {
                         "rtpengine" => Ok(Target::Rtpengine),
                         "edge" => Ok(Target::Edge),
                         "baseline" => Ok(Target::Baseline),
+                        "baseline-batched" => Ok(Target::BaselineBatched),
                         "direct" => Ok(Target::Direct),
                         other => Err(format!("unknown target {other}")),
                     })
@@ -343,8 +351,9 @@ fn run(args: &Args, calls: usize) -> Result<Run, String> {
             finished?;
             (report, rss, setup)
         }
-        Target::Baseline => {
+        Target::Baseline | Target::BaselineBatched => {
             cfg.transform = Transform::Passthrough;
+            let batched = args.target == Target::BaselineBatched;
             let (media, pairs) = baseline_calls(calls)?;
             let stop = Arc::new(AtomicBool::new(false));
             let (packets, wakeups) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -352,7 +361,13 @@ fn run(args: &Args, calls: usize) -> Result<Run, String> {
                 let (stop, coalesce) = (stop.clone(), args.coalesce);
                 thread::Builder::new()
                     .name("call-baseline".into())
-                    .spawn(move || baseline_forwarder(pairs, coalesce, stop, packets, wakeups))
+                    .spawn(move || {
+                        if batched {
+                            baseline_forwarder_batched(pairs, coalesce, stop, packets, wakeups)
+                        } else {
+                            baseline_forwarder(pairs, coalesce, stop, packets, wakeups)
+                        }
+                    })
                     .map_err(|e| format!("forwarder thread: {e}"))?
             };
             let setup = t0.elapsed();
