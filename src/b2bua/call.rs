@@ -273,8 +273,8 @@ impl CallMedia {
             .iter()
             .map(|(mline, (h, _))| StreamQuality {
                 mline: *mline,
-                phone_to_pbx: h.quality(Side::Phone).into(),
-                pbx_to_phone: h.quality(Side::Pbx).into(),
+                phone_to_pbx: h.quality_report(Side::Phone),
+                pbx_to_phone: h.quality_report(Side::Pbx),
             })
             .collect();
         v.sort_by_key(|q| q.mline);

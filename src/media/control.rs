@@ -304,6 +304,16 @@ impl StreamHandle {
         self.counters.quality(sender)
     }
 
+    /// Quality of the RTP `sender` sends as shown to people: the relay's view, the receiver's
+    /// RTCP report and the MOS with the RTT-based delay, read without locks.
+    pub fn quality_report(&self, sender: super::Side) -> super::quality::QualityReport {
+        super::quality::QualityReport::new(
+            self.counters.quality(sender),
+            self.counters.reported(sender),
+            self.counters.one_way_delay_ms(),
+        )
+    }
+
     /// Sends a command without waiting for it to take effect. SRTP parameters are checked
     /// here. Packets already queued may still be handled under the previous state.
     pub fn send(&mut self, command: StreamCommand) -> Result<(), MediaError> {

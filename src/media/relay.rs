@@ -40,6 +40,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use super::latch::{Latch, LatchPolicy, Proof, Verdict};
 use super::ports::BoundPair;
 use super::quality::ReceiveTracker;
+use super::report::RtcpReports;
 use super::stats::{DropReason, MediaStats, StreamCounters};
 use super::transform::{demux, Inbound, Outbound};
 use super::types::{pbx_policy, Kind, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
@@ -211,6 +212,8 @@ struct Stream {
     auth_failures_reported: u64,
     /// Receive quality of the RTP from the phone (0) and from the PBX (1).
     quality: [ReceiveTracker; 2],
+    /// What each side reports in RTCP, and the SRs forwarded for round-trip times.
+    reports: RtcpReports,
     /// Arrival times for jitter are measured from here.
     epoch: Instant,
     /// The PBX's IP, trusted while its SDP address is unknown.
@@ -260,6 +263,7 @@ impl Stream {
             timeout_reported: [false; 2],
             auth_failures_reported: 0,
             quality: [ReceiveTracker::default(), ReceiveTracker::default()],
+            reports: RtcpReports::default(),
             epoch: now,
             pbx_host,
             _leases: [phone.lease, pbx.lease],
@@ -307,6 +311,8 @@ impl Stream {
             self.last_heard[0] = now;
             if kind == Kind::Rtp {
                 self.track(0, Side::Phone, buf, plain);
+            } else {
+                self.rtcp_report(Side::Phone, buf, plain, now);
             }
             let out = match (kind, self.pbx_mux) {
                 (Kind::Rtp, _) | (Kind::Rtcp, true) => PBX_RTP,
@@ -324,6 +330,8 @@ impl Stream {
             if kind == Kind::Rtp {
                 // Before protect: the tracker reads the plain header.
                 self.track(1, Side::Pbx, buf, len);
+            } else {
+                self.rtcp_report(Side::Pbx, buf, len, now);
             }
             let protected = match self.outbound.apply(buf, len, kind) {
                 Ok(n) => n,
@@ -352,6 +360,34 @@ impl Stream {
         if let (Some(tracker), Some(packet)) = (self.quality.get_mut(index), buf.get(..len)) {
             tracker.on_packet(packet, arrival_ns, self.counters.quality_cells(sender));
         }
+    }
+
+    /// RTCP accounting of one accepted plain RTCP compound `sender` sent (phone: after
+    /// SRTCP unprotect; PBX: before protect), forwarded at `now`. All logic is in
+    /// [`super::report`]; this only picks the cells: `sender`'s reports are about the RTP the
+    /// other side sends.
+    #[inline]
+    fn rtcp_report(&mut self, sender: Side, buf: &[u8], len: usize, now: Instant) {
+        let media_from = match sender {
+            Side::Phone => Side::Pbx,
+            Side::Pbx => Side::Phone,
+        };
+        let tracker = match media_from {
+            Side::Phone => 0,
+            Side::Pbx => 1,
+        };
+        let (Some(packet), Some(tracker)) = (buf.get(..len), self.quality.get(tracker)) else {
+            return;
+        };
+        let now_ns =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        self.reports.on_rtcp(
+            sender,
+            packet,
+            now_ns,
+            tracker.received_media(),
+            self.counters.report_cells(media_from),
+        );
     }
 
     /// Latch step. `None` = drop (counted); `Some(event)` = forward, maybe reporting a latch.
