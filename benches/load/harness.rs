@@ -290,6 +290,7 @@ pub fn run(cfg: &LoadConfig) -> Report {
         coalesce: cfg.coalesce,
         // Marked as deployed: setting the DSCP costs nothing per packet.
         dscp: pbx_edge::qos::DEFAULT_MEDIA_DSCP,
+        ..RelaySettings::default()
     };
     let registry = prometheus::Registry::new();
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(65536);

@@ -142,6 +142,16 @@ impl MediaControl {
     /// Leases ports on both sides, builds the transforms and hands the stream to a worker.
     /// Fails with [`MediaError::PortsExhausted`] (→ 503) when no port pair is free.
     pub async fn start(&self, spec: StreamSpec) -> Result<StreamHandle, MediaError> {
+        self.start_correlated(spec, None).await
+    }
+
+    /// [`Self::start`] for a stream of the call `correlation` (its Call-ID): the RTCP copies
+    /// HEP capture gets from this stream carry it, so the collector files them with the call.
+    pub async fn start_correlated(
+        &self,
+        spec: StreamSpec,
+        correlation: Option<Arc<str>>,
+    ) -> Result<StreamHandle, MediaError> {
         let inner = &self.inner;
         check_family(inner.settings.phone_bind, &spec.phone)?;
         check_family(inner.settings.pbx_bind, &spec.pbx)?;
@@ -180,6 +190,8 @@ impl MediaControl {
             inbound,
             outbound,
             counters: counters.clone(),
+            rtcp_tap: inner.settings.rtcp_tap.clone(),
+            correlation,
             ack: Some(ack),
         };
         inner.stats.register_stream(id, counters.clone());

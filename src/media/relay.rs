@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -42,6 +42,7 @@ use super::ports::BoundPair;
 use super::quality::ReceiveTracker;
 use super::report::RtcpReports;
 use super::stats::{DropReason, MediaStats, StreamCounters};
+use super::tap::RtcpTap;
 use super::transform::{demux, Inbound, Outbound};
 use super::types::{pbx_policy, Kind, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
 use super::MediaError;
@@ -88,6 +89,10 @@ pub(crate) struct NewStream {
     pub inbound: Inbound,
     pub outbound: Outbound,
     pub counters: Arc<StreamCounters>,
+    /// Where RTCP copies go for HEP capture (`[hep]` on).
+    pub rtcp_tap: Option<RtcpTap>,
+    /// The call's Call-ID, carried by the RTCP copies.
+    pub correlation: Option<Arc<str>>,
     /// Answered once the worker owns the stream (taken by the worker).
     pub ack: Option<oneshot::Sender<Result<(), MediaError>>>,
 }
@@ -214,6 +219,11 @@ struct Stream {
     quality: [ReceiveTracker; 2],
     /// What each side reports in RTCP, and the SRs forwarded for round-trip times.
     reports: RtcpReports,
+    /// HEP capture of the RTCP relayed (`[hep]` on), the Call-ID it is filed under, and each
+    /// socket's local address (the copies' destination).
+    rtcp_tap: Option<RtcpTap>,
+    correlation: Option<Arc<str>>,
+    local: [Option<SocketAddr>; 4],
     /// Arrival times for jitter are measured from here.
     epoch: Instant,
     /// The PBX's IP, trusted while its SDP address is unknown.
@@ -235,6 +245,8 @@ impl Stream {
             outbound,
             counters,
             pbx_host,
+            rtcp_tap,
+            correlation,
             ..
         } = new;
         let sockets = [
@@ -243,6 +255,8 @@ impl Stream {
             UdpSocket::from_std(pbx.rtp),
             UdpSocket::from_std(pbx.rtcp),
         ];
+        // Read once here, not per packet (a syscall each).
+        let local = sockets.each_ref().map(|s| s.local_addr().ok());
         let latches = [
             Latch::new(phone_latch, spec_phone.rtp),
             Latch::new(phone_latch, spec_phone.rtcp_address()),
@@ -264,6 +278,9 @@ impl Stream {
             auth_failures_reported: 0,
             quality: [ReceiveTracker::default(), ReceiveTracker::default()],
             reports: RtcpReports::default(),
+            rtcp_tap,
+            correlation,
+            local,
             epoch: now,
             pbx_host,
             _leases: [phone.lease, pbx.lease],
@@ -312,7 +329,7 @@ impl Stream {
             if kind == Kind::Rtp {
                 self.track(0, Side::Phone, buf, plain);
             } else {
-                self.rtcp_report(Side::Phone, buf, plain, now);
+                self.rtcp_report(Side::Phone, socket, source, buf, plain, now);
             }
             let out = match (kind, self.pbx_mux) {
                 (Kind::Rtp, _) | (Kind::Rtcp, true) => PBX_RTP,
@@ -331,7 +348,7 @@ impl Stream {
                 // Before protect: the tracker reads the plain header.
                 self.track(1, Side::Pbx, buf, len);
             } else {
-                self.rtcp_report(Side::Pbx, buf, len, now);
+                self.rtcp_report(Side::Pbx, socket, source, buf, len, now);
             }
             let protected = match self.outbound.apply(buf, len, kind) {
                 Ok(n) => n,
@@ -362,12 +379,20 @@ impl Stream {
         }
     }
 
-    /// RTCP accounting of one accepted plain RTCP compound `sender` sent (phone: after
-    /// SRTCP unprotect; PBX: before protect), forwarded at `now`. All logic is in
-    /// [`super::report`]; this only picks the cells: `sender`'s reports are about the RTP the
-    /// other side sends.
+    /// RTCP accounting of one accepted plain RTCP compound `sender` sent from `source` to
+    /// `socket` (phone: after SRTCP unprotect; PBX: before protect), forwarded at `now`, and
+    /// its copy for HEP capture. All logic is in [`super::report`] and [`super::tap`]; this
+    /// only picks the cells: `sender`'s reports are about the RTP the other side sends.
     #[inline]
-    fn rtcp_report(&mut self, sender: Side, buf: &[u8], len: usize, now: Instant) {
+    fn rtcp_report(
+        &mut self,
+        sender: Side,
+        socket: usize,
+        source: SocketAddr,
+        buf: &[u8],
+        len: usize,
+        now: Instant,
+    ) {
         let media_from = match sender {
             Side::Phone => Side::Pbx,
             Side::Pbx => Side::Phone,
@@ -388,6 +413,15 @@ impl Stream {
             tracker.received_media(),
             self.counters.report_cells(media_from),
         );
+        if let (Some(tap), Some(Some(dst))) = (&self.rtcp_tap, self.local.get(socket)) {
+            tap.offer(
+                source,
+                *dst,
+                SystemTime::now(),
+                self.correlation.as_ref(),
+                packet,
+            );
+        }
     }
 
     /// Latch step. `None` = drop (counted); `Some(event)` = forward, maybe reporting a latch.

@@ -61,6 +61,21 @@ impl ReportBlock {
     }
 }
 
+/// An SR's sender info (RFC 3550 §6.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct SenderInfo {
+    /// NTP timestamp, most significant word (seconds).
+    pub ntp_msw: u32,
+    /// NTP timestamp, least significant word (fraction).
+    pub ntp_lsw: u32,
+    /// RTP timestamp.
+    pub rtp_timestamp: u32,
+    /// Sender's packet count.
+    pub packets: u32,
+    /// Sender's octet count.
+    pub octets: u32,
+}
+
 /// The report blocks of one SR or RR, read lazily.
 #[derive(Debug, Clone)]
 pub struct ReportBlocks<'a> {
@@ -91,6 +106,8 @@ pub enum Packet<'a> {
         ssrc: u32,
         /// Middle 32 bits of its NTP timestamp: what a receiver echoes as LSR.
         ntp_middle: u32,
+        /// The whole sender info.
+        info: SenderInfo,
         /// Its report blocks.
         blocks: ReportBlocks<'a>,
     },
@@ -168,12 +185,18 @@ fn split_packet(buf: &[u8]) -> Result<(Packet<'_>, &[u8]), Malformed> {
     let packet = match packet_type {
         PT_SR => {
             let ssrc = word(body, 0)?;
-            let ntp_msw = word(body, 4)?;
-            let ntp_lsw = word(body, 8)?;
+            let info = SenderInfo {
+                ntp_msw: word(body, 4)?,
+                ntp_lsw: word(body, 8)?,
+                rtp_timestamp: word(body, 12)?,
+                packets: word(body, 16)?,
+                octets: word(body, 20)?,
+            };
             let blocks = body.get(4 + SENDER_INFO_LEN..).ok_or(Malformed)?;
             Packet::SenderReport {
                 ssrc,
-                ntp_middle: (ntp_msw << 16) | (ntp_lsw >> 16),
+                ntp_middle: (info.ntp_msw << 16) | (info.ntp_lsw >> 16),
+                info,
                 blocks: ReportBlocks {
                     rest: blocks,
                     left: count,
@@ -193,6 +216,80 @@ fn split_packet(buf: &[u8]) -> Result<(Packet<'_>, &[u8]), Malformed> {
         other => Packet::Other { packet_type: other },
     };
     Ok((packet, rest))
+}
+
+/// The compound as the JSON object Homer stores and charts for HEP protocol type 5 (RTCP):
+/// the layout heplify (Homer's capture agent) sends — `ssrc`, `type`, `report_count`,
+/// `sender_information` {`ntp_timestamp_sec`, `ntp_timestamp_usec`, `rtp_timestamp`,
+/// `packets`, `octets`} (zeros for an RR), `report_blocks` [{`source_ssrc`, `fraction_lost`,
+/// `packets_lost`, `highest_seq_no`, `ia_jitter`, `lsr`, `dlsr`}] and `sdes_ssrc` — built from
+/// the compound's first SR or RR (RFC 3550 §6.1: every compound starts with one). `None` when
+/// the compound has none or is malformed before it. heplify-server keeps the payload as text,
+/// so raw RTCP bytes would not survive; hence JSON.
+pub fn homer_json(packet: &[u8]) -> Option<String> {
+    #[derive(serde::Serialize)]
+    struct SenderInformation {
+        ntp_timestamp_sec: u32,
+        ntp_timestamp_usec: u32,
+        rtp_timestamp: u32,
+        packets: u32,
+        octets: u32,
+    }
+    #[derive(serde::Serialize)]
+    struct Block {
+        source_ssrc: u32,
+        fraction_lost: u8,
+        packets_lost: i32,
+        highest_seq_no: u32,
+        ia_jitter: u32,
+        lsr: u32,
+        dlsr: u32,
+    }
+    #[derive(serde::Serialize)]
+    struct Report {
+        sender_information: SenderInformation,
+        ssrc: u32,
+        #[serde(rename = "type")]
+        packet_type: u8,
+        report_count: usize,
+        report_blocks: Vec<Block>,
+        sdes_ssrc: u32,
+    }
+    let (ssrc, packet_type, info, blocks) = walk(packet).find_map(|p| match p {
+        Ok(Packet::SenderReport {
+            ssrc, info, blocks, ..
+        }) => Some((ssrc, PT_SR, info, blocks)),
+        Ok(Packet::ReceiverReport { ssrc, blocks }) => {
+            Some((ssrc, PT_RR, SenderInfo::default(), blocks))
+        }
+        _ => None,
+    })?;
+    let report_blocks: Vec<Block> = blocks
+        .map(|b| Block {
+            source_ssrc: b.ssrc,
+            fraction_lost: b.fraction_lost,
+            packets_lost: b.cumulative_lost,
+            highest_seq_no: b.extended_highest_seq,
+            ia_jitter: b.jitter,
+            lsr: b.lsr,
+            dlsr: b.dlsr,
+        })
+        .collect();
+    serde_json::to_string(&Report {
+        sender_information: SenderInformation {
+            ntp_timestamp_sec: info.ntp_msw,
+            ntp_timestamp_usec: info.ntp_lsw,
+            rtp_timestamp: info.rtp_timestamp,
+            packets: info.packets,
+            octets: info.octets,
+        },
+        ssrc,
+        packet_type,
+        report_count: report_blocks.len(),
+        report_blocks,
+        sdes_ssrc: ssrc,
+    })
+    .ok()
 }
 
 #[cfg(test)]
@@ -262,9 +359,11 @@ pub(crate) mod tests {
             Ok(Packet::SenderReport {
                 ssrc,
                 ntp_middle,
+                info,
                 blocks,
             }) => {
                 assert_eq!((*ssrc, *ntp_middle), (0x1111, 0xCCDD_EEFF));
+                assert_eq!((info.ntp_msw, info.ntp_lsw), (0xAABB_CCDD, 0xEEFF_0011));
                 assert_eq!(blocks.clone().collect::<Vec<_>>(), vec![b]);
             }
             other => panic!("{other:?}"),
@@ -277,6 +376,41 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn homer_json_has_heplifys_fields() {
+        let b = sample();
+        let mut c = report(0x1111, Some((0xAABB_CCDD, 0xEEFF_0011)), &[b]);
+        c.extend(sdes(0x1111));
+        let v: serde_json::Value = serde_json::from_str(&homer_json(&c).unwrap()).unwrap();
+        assert_eq!(v["type"], 200);
+        assert_eq!(v["ssrc"], 0x1111);
+        assert_eq!(v["report_count"], 1);
+        assert_eq!(v["sender_information"]["ntp_timestamp_sec"], 0xAABB_CCDDu32);
+        assert_eq!(
+            v["sender_information"]["ntp_timestamp_usec"],
+            0xEEFF_0011u32
+        );
+        let block = &v["report_blocks"][0];
+        assert_eq!(block["source_ssrc"], 0x2222);
+        assert_eq!(block["fraction_lost"], 25);
+        assert_eq!(block["packets_lost"], -3);
+        assert_eq!(block["ia_jitter"], 160);
+        assert_eq!(block["lsr"], 0x1234_5678);
+        assert_eq!(block["dlsr"], 0x0001_8000);
+        // An RR: zero sender information; no SR/RR at all: nothing.
+        let v: serde_json::Value =
+            serde_json::from_str(&homer_json(&report(5, None, &[])).unwrap()).unwrap();
+        assert_eq!(
+            (
+                v["type"].as_u64(),
+                v["sender_information"]["packets"].as_u64()
+            ),
+            (Some(201), Some(0))
+        );
+        assert_eq!(homer_json(&sdes(1)), None);
+        assert_eq!(homer_json(&[0x80]), None);
     }
 
     #[test]

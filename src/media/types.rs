@@ -64,6 +64,9 @@ pub struct RelaySettings {
     pub coalesce: Duration,
     /// DSCP of every relay socket, both sides (`media.dscp`; 0 = unmarked).
     pub dscp: u8,
+    /// Where workers copy every RTCP compound they relay, for HEP capture (`[hep]` on);
+    /// `None`: nothing is copied.
+    pub rtcp_tap: Option<super::tap::RtcpTap>,
 }
 
 impl Default for RelaySettings {
@@ -77,6 +80,7 @@ impl Default for RelaySettings {
             workers: 0,
             coalesce: Duration::from_micros(500),
             dscp: crate::config::DEFAULT_MEDIA_DSCP,
+            rtcp_tap: None,
         }
     }
 }

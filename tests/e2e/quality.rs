@@ -14,7 +14,7 @@ use crate::support::scenario::{ack, answer, phone_hangs_up, wait_metric, Call, L
 use serde_json::Value;
 use std::time::Duration;
 
-const ENV: [(&str, &str); 3] = [
+pub(super) const ENV: [(&str, &str); 3] = [
     ("PBX_EDGE_SIP__T1_MS", "100"),
     ("PBX_EDGE_MEDIA__PORT_MIN", "52000"),
     ("PBX_EDGE_MEDIA__PORT_MAX", "52999"),
@@ -196,13 +196,16 @@ async fn phone_rtcp(c: &Call, relay: &mut Relay, plain: &[u8]) -> Vec<u8> {
     recv(&c.media.pbx).await.expect("PBX gets the phone's RTCP")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
-    let lab = Lab::start(&ENV).await;
+/// A call whose two ends exchange RTCP through the edge after 200 RTP packets each way:
+/// the phone's SR (NTP middle 0x0A0B_0C0D) reaches the PBX, which holds it 100 ms and answers
+/// with an RR claiming DLSR = 50 ms (3277/65536 s), 13/256 lost, 7 cumulative, 16 units
+/// jitter; the PBX's SR (0x1122_3344) reaches the phone as SRTCP, which holds it 80 ms and
+/// answers DLSR 0, 26/256 (≈ 10 %) lost, 20 cumulative, 80 units (10 ms at 8000 Hz) jitter.
+/// The PBX answers with `a=rtcp:` at its RTP port (RFC 3605), so its RTCP comes from and goes
+/// to the one socket the test has.
+pub(super) async fn call_with_rtcp(lab: &Lab, call_id: &str) -> (Call, Relay) {
     let pbx = &lab.pbx;
-    let mut c = lab.call("quality-rtcp", "", true).await;
-    // The PBX answers with `a=rtcp:` at its RTP port (RFC 3605), so its RTCP comes from and
-    // goes to the one socket the test has.
+    let mut c = lab.call(call_id, "", true).await;
     let port = c.media.pbx_port();
     let sdp = pbx_sdp(port).replace("a=sendrecv", &format!("a=rtcp:{port}\r\na=sendrecv"));
     let ok = answer(pbx, &mut c.ph, &c.inv, c.from, &sdp).await;
@@ -217,9 +220,6 @@ async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
     // RTP both ways: the edge learns the SSRCs (0x1111 from the phone, 0x2222 from the PBX).
     media(&c, &mut relay, |_| false).await;
 
-    // PBX leg: the phone's SR (NTP middle 0x0A0B_0C0D) is forwarded to the PBX, which holds
-    // it 100 ms and answers with an RR claiming DLSR = 50 ms (3277/65536 s): the edge's
-    // RTT for the PBX leg is at least 50 ms. The PBX reports 13/256 lost, 16 units jitter.
     let sr = rtcp_report(0x1111, Some(0x0A0B_0C0D), &[]);
     assert_eq!(
         phone_rtcp(&c, &mut relay, &sr).await,
@@ -241,9 +241,6 @@ async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
         .len;
     assert_eq!(&got[..n], &rr[..]);
 
-    // Phone leg: the PBX's SR (NTP middle 0x1122_3344) reaches the phone as SRTCP; the phone
-    // holds it 80 ms and answers, DLSR 0: RTT ≥ 80 ms. It reports 26/256 (≈ 10 %) lost,
-    // 20 cumulative, jitter 80 units = 10 ms at PCMU's 8000 Hz.
     let sr = rtcp_report(0x2222, Some(0x1122_3344), &[]);
     c.media.pbx.send_to(&sr, relay.pbx_side).await.unwrap();
     let mut got = recv(&c.media.phone).await.expect("phone gets the PBX's SR");
@@ -258,6 +255,14 @@ async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
         &[report_block(0x2222, 26, 20, 80, 0x1122_3344, 0)],
     );
     phone_rtcp(&c, &mut relay, &rr).await;
+    (c, relay)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
+    let lab = Lab::start(&ENV).await;
+    let pbx = &lab.pbx;
+    let (mut c, _relay) = call_with_rtcp(&lab, "quality-rtcp").await;
 
     let q = quality(&lab).await;
     let (to_pbx, to_phone) = (
