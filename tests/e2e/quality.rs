@@ -260,7 +260,12 @@ pub(super) async fn call_with_rtcp(lab: &Lab, call_id: &str) -> (Call, Relay) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
-    let lab = Lab::start(&ENV).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log_file = dir.path().join("calls.jsonl");
+    let log_path = log_file.display().to_string();
+    let mut env = ENV.to_vec();
+    env.push(("PBX_EDGE_CALL_LOG__FILE", log_path.as_str()));
+    let lab = Lab::start(&env).await;
     let pbx = &lab.pbx;
     let (mut c, _relay) = call_with_rtcp(&lab, "quality-rtcp").await;
 
@@ -314,5 +319,24 @@ async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
     ] {
         assert_eq!(http::metric(&m, series), value, "{series}\n{m}");
     }
+    // The call log has the same reports per direction (bounded wait for the writer thread).
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if text.ends_with('\n') {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line: Value = serde_json::from_str(text.trim_end()).expect("one JSON line");
+    let logged = &line["streams"][0];
+    assert_eq!(
+        logged["pbx_to_phone"]["reported"], q["pbx_to_phone"]["reported"],
+        "{line}"
+    );
+    assert_eq!(
+        logged["phone_to_pbx"]["reported"], q["phone_to_pbx"]["reported"],
+        "{line}"
+    );
     lab.stop().await;
 }
