@@ -48,10 +48,12 @@ for f in $fx/certs/*device*.pem; do
   openssl x509 -in "$f" -outform DER -out "$c/cert_mac/$(basename "$f" .pem).der" 2>/dev/null || true
 done
 # media_packet: a selector byte, then length-prefixed packets: RTP (PCMU, two sequence
-# numbers), an RTCP receiver report, a packet too short for either.
+# numbers), an RTCP receiver report, a packet too short for either; an SR + RR compound.
 rtp() { printf '\xac\x80\x00\x00%b\x00\x00\x00\xa0\x12\x34\x56\x78' "$1"; head -c 160 /dev/zero | tr '\0' '\377'; }
 { printf '\x00'; rtp '\x01'; rtp '\x02'; printf '\x20\x81\xc9\x00\x07'; head -c 28 /dev/zero; printf '\x03\x80\x00\x01'; } > $c/media_packet/rtp-rtcp
 { printf '\x08'; rtp '\x01'; rtp '\x01'; } > $c/media_packet/repeat-mki
+# An SR with one report block (52 bytes), then an RR: what the RTCP reader walks.
+{ printf '\x00\x34\x81\xc8\x00\x0c'; head -c 48 /dev/zero | tr '\0' '\001'; printf '\x20\x81\xc9\x00\x07'; head -c 28 /dev/zero; } > $c/media_packet/sr-rr
 
 # inspect_cert: the fixture certificates, and the development PKI the target judges files
 # against (its first start generates it into state/inspect_cert/dev-pki/; started here with

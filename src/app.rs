@@ -7,13 +7,14 @@
 use crate::admin::{self, ApiRoutes, Readiness};
 use crate::b2bua::core::{CoreSettings, CoreViews, SipCore};
 use crate::b2bua::metrics::CoreMetrics;
-use crate::capture::{Capture, CaptureError, HepMetrics, IpProto};
+use crate::capture::{Capture, CaptureError, DropReason as HepDrop, HepMetrics, IpProto};
 use crate::config::{Config, SipConfig, TlsConfig};
 use crate::identity::expiry::ExpiryCollector;
 use crate::identity::{
     identity_of, HandshakeCounters, IdentityError, IdentitySnapshot, IdentityWatch, ServerConfigs,
     TlsListener,
 };
+use crate::media::tap::{RtcpTap, RTCP_TAP_QUEUE};
 use crate::media::types::offered_suites;
 use crate::media::{MediaControl, MediaEvent, RelaySettings};
 use crate::provisioning::{Gateway, GatewayError, ProvisioningMetrics};
@@ -129,6 +130,8 @@ pub struct Edge {
     provisioning: Option<ProvisioningListener>,
     /// `[hep]` SIP capture (off when not configured).
     capture: Capture,
+    /// The media relay's RTCP copies for `capture` (`[hep]` on only).
+    rtcp_tap: Option<RtcpTap>,
     /// `[call_log]` (off when not configured).
     call_log: crate::call_log::CallLog,
 }
@@ -211,7 +214,17 @@ impl Edge {
             })?;
         registry.register(Box::new(ExpiryCollector::new(identity.subscribe())?))?;
         registry.register(Box::new(admin::ReadyGauge::new(readiness.clone())?))?;
-        let capture = Capture::start(&config.hep, HepMetrics::register(&registry)?).await?;
+        let hep_metrics = HepMetrics::register(&registry)?;
+        let capture = Capture::start(&config.hep, hep_metrics.clone()).await?;
+        // RTCP capture: the relay workers copy into a preallocated lock-free ring
+        // (media::tap), drained into `capture` by `forward_rtcp`; nothing when [hep] is off.
+        let rtcp_tap = capture.is_on().then(|| {
+            RtcpTap::new(
+                RTCP_TAP_QUEUE,
+                hep_metrics.counter(HepDrop::RtcpQueueFull),
+                hep_metrics.counter(HepDrop::TooLarge),
+            )
+        });
         let pbx = pbx.with_capture(&capture);
         let call_log = crate::call_log::CallLog::start(
             &config.call_log,
@@ -219,13 +232,17 @@ impl Edge {
         )?;
         let (media_tx, media_rx) = mpsc::channel(1024);
         let media = MediaControl::new(
-            RelaySettings::from_config(&config.media),
+            RelaySettings {
+                rtcp_tap: rtcp_tap.clone(),
+                ..RelaySettings::from_config(&config.media)
+            },
             &registry,
             media_tx,
         )?;
         Ok(Self {
             call_log,
             capture,
+            rtcp_tap,
             media,
             media_events: media_rx,
             provisioning,
@@ -316,6 +333,9 @@ impl Edge {
         .with_call_log(self.call_log.clone());
         // Log rotation: the call log reopens its file on SIGHUP, like the identity reload.
         tokio::spawn(self.call_log.clone().watch_sighup(core_cancel.clone()));
+        if let Some(tap) = self.rtcp_tap.clone() {
+            tokio::spawn(forward_rtcp(tap, self.capture.clone(), core_cancel.clone()));
+        }
         let core_task = tokio::spawn(core.run(
             phone_rx,
             pbx_rx,
@@ -725,5 +745,33 @@ pub fn api_routes(views: CoreViews) -> ApiRoutes {
                 Some(serde_json::json!({ "calls": calls }))
             })
         }),
+    }
+}
+
+/// How often the RTCP copies are moved from the relay's ring to HEP capture: the ring's
+/// [`RTCP_TAP_QUEUE`] slots hold far more than arrives in this time.
+const RTCP_FORWARD_EVERY: Duration = Duration::from_millis(20);
+
+/// Moves the relay's RTCP copies to `capture` as Homer's JSON RTCP reports (HEP type 5),
+/// until `cancel`. A compound without SR or RR (nothing Homer could chart) is skipped.
+async fn forward_rtcp(tap: RtcpTap, capture: Capture, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(RTCP_FORWARD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tap.drain(|copy| {
+            if let Some(json) = crate::media::rtcp::homer_json(copy.payload()) {
+                capture.rtcp(
+                    copy.src,
+                    copy.dst,
+                    copy.time,
+                    copy.correlation.as_deref(),
+                    json,
+                );
+            }
+        });
     }
 }

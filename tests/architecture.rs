@@ -38,6 +38,8 @@ const PURE: &[&str] = &[
     "transaction/fsm/",
     "media/latch.rs",
     "media/mos.rs",
+    "media/rtcp.rs",
+    "media/report.rs",
     "identity/mac.rs",
     "identity/profile.rs",
     "identity/chain.rs",

@@ -7,6 +7,7 @@ mod e2e {
     mod admin_api_unavailable;
     mod authorization;
     mod call;
+    mod call_log_rotation;
     mod config_cli;
     mod device_caps;
     mod drain;

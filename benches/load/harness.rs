@@ -213,6 +213,7 @@ pub fn run(cfg: &LoadConfig) -> Report {
         // Marked as deployed: setting the DSCP costs nothing per packet.
         dscp: pbx_edge::qos::DEFAULT_MEDIA_DSCP,
         io: cfg.io,
+        ..RelaySettings::default()
     };
     let registry = prometheus::Registry::new();
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel(65536);

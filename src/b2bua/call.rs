@@ -44,6 +44,8 @@ pub struct CallMedia {
     streams: HashMap<usize, (StreamHandle, Applied)>,
     /// `media.accept_unannounced_unencrypted_srtcp` (the Cisco SPA quirk) for phone → edge.
     accept_unannounced_srtcp: bool,
+    /// The call's Call-ID, given to each stream for HEP capture of its RTCP.
+    correlation: Option<std::sync::Arc<str>>,
 }
 
 fn pair(p: &crate::media::LocalPorts) -> PortPair {
@@ -96,7 +98,15 @@ impl CallMedia {
         Self {
             streams: HashMap::new(),
             accept_unannounced_srtcp,
+            correlation: None,
         }
+    }
+
+    /// The streams leased from now on are of the call `call_id` (HEP capture files their
+    /// RTCP under it).
+    pub fn with_correlation(mut self, call_id: Option<&str>) -> Self {
+        self.correlation = call_id.map(std::sync::Arc::from);
+        self
     }
 
     /// Ports for an offer: existing streams are reused for their m-lines, new ones leased.
@@ -117,13 +127,16 @@ impl CallMedia {
                 continue;
             }
             let handle = media
-                .start(StreamSpec {
-                    phone: PeerSpec::default(),
-                    pbx: PeerSpec::default(),
-                    pbx_host,
-                    phone_to_pbx: TransformSpec::Closed,
-                    pbx_to_phone: TransformSpec::Closed,
-                })
+                .start_correlated(
+                    StreamSpec {
+                        phone: PeerSpec::default(),
+                        pbx: PeerSpec::default(),
+                        pbx_host,
+                        phone_to_pbx: TransformSpec::Closed,
+                        pbx_to_phone: TransformSpec::Closed,
+                    },
+                    self.correlation.clone(),
+                )
                 .await?;
             out.push(StreamPorts {
                 phone: pair(&handle.phone_local()),
@@ -273,8 +286,8 @@ impl CallMedia {
             .iter()
             .map(|(mline, (h, _))| StreamQuality {
                 mline: *mline,
-                phone_to_pbx: h.quality(Side::Phone).into(),
-                pbx_to_phone: h.quality(Side::Pbx).into(),
+                phone_to_pbx: h.quality_report(Side::Phone),
+                pbx_to_phone: h.quality_report(Side::Pbx),
             })
             .collect();
         v.sort_by_key(|q| q.mline);

@@ -14,6 +14,12 @@
 //! PBX leg as UDP or TCP between `pbx.listen` (or the TCP connection's own address) and the
 //! PBX. Operators should treat the collector like the PBX: it receives every phone's
 //! signalling in clear, digest responses included.
+//!
+//! RTCP: every compound the media relay forwards (the phone's after SRTCP decryption, the
+//! PBX's) reaches [`Capture::rtcp`] from the relay's lock-free hand-off (`media::tap`, drained
+//! by `app`; drops there count as `rtcp_queue_full`) and is sent as HEP protocol type 5 with
+//! the call's Call-ID as correlation id, the payload being the JSON report heplify sends
+//! (`media::rtcp::homer_json`): heplify-server and Homer 7 store and chart RTCP in that form.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -61,15 +67,18 @@ pub enum DropReason {
     Disconnected,
     /// The sender task has stopped (shutdown).
     Stopped,
+    /// The media relay's RTCP hand-off (`media::tap`) was full: its consumer is behind.
+    RtcpQueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::QueueFull,
         Self::TooLarge,
         Self::SendError,
         Self::Disconnected,
         Self::Stopped,
+        Self::RtcpQueueFull,
     ];
 
     pub fn label(self) -> &'static str {
@@ -79,6 +88,7 @@ impl DropReason {
             Self::SendError => "send_error",
             Self::Disconnected => "disconnected",
             Self::Stopped => "stopped",
+            Self::RtcpQueueFull => "rtcp_queue_full",
         }
     }
 }
@@ -87,12 +97,12 @@ impl HepMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let sent = IntCounter::new(
             "pbx_edge_hep_sent_total",
-            "Captured SIP messages sent to the HEP collector ([hep]).",
+            "Captured SIP messages and RTCP reports sent to the HEP collector ([hep]).",
         )?;
         let dropped = IntCounterVec::new(
             Opts::new(
                 "pbx_edge_hep_dropped_total",
-                "Captured SIP messages not sent to the HEP collector, by reason.",
+                "Captured SIP messages and RTCP reports not sent to the HEP collector, by reason.",
             ),
             &["reason"],
         )?;
@@ -105,7 +115,13 @@ impl HepMetrics {
     }
 
     fn drop(&self, reason: DropReason) {
-        self.dropped.with_label_values(&[reason.label()]).inc();
+        self.counter(reason).inc();
+    }
+
+    /// The drop counter of one reason (for a producer outside this module, e.g. the media
+    /// relay's RTCP hand-off).
+    pub fn counter(&self, reason: DropReason) -> IntCounter {
+        self.dropped.with_label_values(&[reason.label()])
     }
 }
 
@@ -117,6 +133,8 @@ struct Record {
     proto: IpProto,
     payload_type: PayloadType,
     time: SystemTime,
+    /// HEP chunk 0x0011; for SIP read from the payload's Call-ID when encoding.
+    correlation: Option<Bytes>,
     payload: Bytes,
 }
 
@@ -278,14 +296,47 @@ impl Capture {
             proto,
             payload_type: PayloadType::Sip,
             time: SystemTime::now(),
+            correlation: None,
             payload: Bytes::copy_from_slice(payload),
         };
+        self.enqueue(sink, record);
+    }
+
+    /// One RTCP report the media relay forwarded from `src` (received on the edge's `dst`) at
+    /// `time`, `json` being its Homer form, filed under the Call-ID `correlation`. Never waits.
+    pub fn rtcp(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        time: SystemTime,
+        correlation: Option<&str>,
+        json: String,
+    ) {
+        let Some(sink) = &self.sink else { return };
+        if !sink.bytes.take(json.len()) {
+            sink.metrics.drop(DropReason::QueueFull);
+            return;
+        }
+        let record = Record {
+            src,
+            dst,
+            proto: IpProto::Udp,
+            payload_type: PayloadType::Rtcp,
+            time,
+            correlation: correlation.map(|c| Bytes::copy_from_slice(c.as_bytes())),
+            payload: Bytes::from(json),
+        };
+        self.enqueue(sink, record);
+    }
+
+    fn enqueue(&self, sink: &Sink, record: Record) {
+        let len = record.payload.len();
         let reason = match sink.tx.try_send(record) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(_)) => DropReason::QueueFull,
             Err(mpsc::error::TrySendError::Closed(_)) => DropReason::Stopped,
         };
-        sink.bytes.release(payload.len());
+        sink.bytes.release(len);
         sink.metrics.drop(reason);
     }
 }
@@ -368,9 +419,10 @@ fn encode(
             time: r.time,
             capture_id,
             auth_key,
-            correlation_id: match r.payload_type {
-                PayloadType::Sip => hep::call_id(&r.payload),
-                PayloadType::Rtcp => None,
+            correlation_id: match (&r.correlation, r.payload_type) {
+                (Some(c), _) => Some(c),
+                (None, PayloadType::Sip) => hep::call_id(&r.payload),
+                (None, PayloadType::Rtcp) => None,
             },
             payload: &r.payload,
         },
@@ -477,6 +529,27 @@ mod tests {
     }
 
     const MSG: &[u8] = b"OPTIONS sip:a SIP/2.0\r\nCall-ID: q1\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn rtcp_goes_out_as_hep_type_5_with_the_given_call_id() {
+        let m = metrics();
+        let (capture, mut queue) = Capture::with_queue(4, 1 << 20, m);
+        let (src, dst) = (
+            "192.0.2.7:5005".parse().unwrap(),
+            "127.0.0.1:30001".parse().unwrap(),
+        );
+        let json = r#"{"type":201,"ssrc":1}"#;
+        capture.rtcp(src, dst, SystemTime::now(), Some("call-9"), json.to_owned());
+        let packet = queue.try_next(7).expect("queued");
+        let c = ::hep::parse_packet(&packet).expect("HEP3");
+        assert_eq!(c.proto_type, ::hep::CapProtoType::Rtcp);
+        assert_eq!(c.ip_protocol_id, 17);
+        assert_eq!(c.internal_correlation_id, "call-9");
+        assert_eq!(c.packet_payload, json);
+        assert_eq!((c.proto_src_port, c.proto_dst_port), (5005, 30001));
+        // Off: nothing.
+        Capture::off().rtcp(src, dst, SystemTime::now(), None, json.to_owned());
+    }
 
     #[test]
     fn a_full_queue_drops_and_counts_without_blocking() {

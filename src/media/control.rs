@@ -145,6 +145,16 @@ impl MediaControl {
     /// Leases ports on both sides, builds the transforms and hands the stream to a worker.
     /// Fails with [`MediaError::PortsExhausted`] (→ 503) when no port pair is free.
     pub async fn start(&self, spec: StreamSpec) -> Result<StreamHandle, MediaError> {
+        self.start_correlated(spec, None).await
+    }
+
+    /// [`Self::start`] for a stream of the call `correlation` (its Call-ID): the RTCP copies
+    /// HEP capture gets from this stream carry it, so the collector files them with the call.
+    pub async fn start_correlated(
+        &self,
+        spec: StreamSpec,
+        correlation: Option<Arc<str>>,
+    ) -> Result<StreamHandle, MediaError> {
         let inner = &self.inner;
         check_family(inner.settings.phone_bind, &spec.phone)?;
         check_family(inner.settings.pbx_bind, &spec.pbx)?;
@@ -183,6 +193,8 @@ impl MediaControl {
             inbound,
             outbound,
             counters: counters.clone(),
+            rtcp_tap: inner.settings.rtcp_tap.clone(),
+            correlation,
             ack: Some(ack),
         };
         inner.stats.register_stream(id, counters.clone());
@@ -342,6 +354,16 @@ impl StreamHandle {
     /// Receive quality so far of the RTP `sender` sends, read without locks.
     pub fn quality(&self, sender: super::Side) -> super::QualitySnapshot {
         self.counters.quality(sender)
+    }
+
+    /// Quality of the RTP `sender` sends as shown to people: the relay's view, the receiver's
+    /// RTCP report and the MOS with the RTT-based delay, read without locks.
+    pub fn quality_report(&self, sender: super::Side) -> super::quality::QualityReport {
+        super::quality::QualityReport::new(
+            self.counters.quality(sender),
+            self.counters.reported(sender),
+            self.counters.one_way_delay_ms(),
+        )
     }
 
     /// Sends a command without waiting for it to take effect. SRTP parameters are checked

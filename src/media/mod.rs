@@ -13,6 +13,10 @@
 //!   every ready socket.
 //! - [`quality`] (PURE core): per-direction loss and jitter from RTP sequence numbers and
 //!   timestamps (RFC 3550 A.1/A.3/A.8), kept by the worker, read at snapshot time.
+//! - [`rtcp`] (PURE): RTCP compound reader (SR, RR, report blocks; RFC 3550 §6.4).
+//! - [`report`] (PURE core): what each side reports in RTCP about the media it receives
+//!   (loss, jitter) and each leg's round-trip time measured at the edge.
+//! - [`tap`]: the lock-free hand-off of RTCP copies from the workers to HEP capture.
 //! - [`mos`] (PURE): estimated MOS from loss and jitter (simplified ITU-T G.107 E-model).
 //! - [`stats`]: per-stream atomics and the Prometheus collector summing them at scrape time.
 //! - [`types`]: the values the others share (ids, sides, peer addresses, settings, events),
@@ -29,7 +33,10 @@ pub mod mos;
 pub mod ports;
 pub mod quality;
 pub mod relay;
+pub mod report;
+pub mod rtcp;
 pub mod stats;
+pub mod tap;
 pub mod transform;
 pub mod types;
 

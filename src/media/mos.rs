@@ -1,7 +1,8 @@
 //! Estimated MOS from the ITU-T G.107 E-model, simplified (PURE).
 //!
-//! The relay sees loss and jitter but not the handsets' acoustics or the far end's delay, so
-//! the full E-model is reduced to the terms it can feed, for G.711 with packet-loss
+//! The relay sees loss and jitter, and — when the endpoints send RTCP — each leg's round-trip
+//! time, but not the handsets' acoustics, so the full E-model is reduced to the terms it can
+//! feed, for G.711 with packet-loss
 //! concealment (the codecs the edge's phones use; G.722/G.729 are scored alike, a known
 //! optimism for G.729, whose Ie is 11):
 //!
@@ -12,6 +13,10 @@
 //!   2001): `Id = 0.024·Ta + 0.11·(Ta − 177.3)·H(Ta − 177.3)`, where H is the step function.
 //!   Jitter is folded in as delay: a jitter buffer sized for it adds about twice the jitter,
 //!   plus 10 ms of codec/packetisation look-ahead: `Ta = one_way_delay + 2·jitter + 10`.
+//!   `one_way_delay` is half the sum of the two legs' round-trip times the edge measured from
+//!   RTCP (phone ↔ edge and edge ↔ PBX, [`super::report`]; RFC 3550 §6.4.1), i.e. the path
+//!   phone → edge → PBX assumed symmetric; a leg without RTCP counts as 0, and with no RTT
+//!   known at all the delay is 0 (the relay alone cannot see it).
 //! - `Ie_eff` (equipment impairment with loss, G.107 §7.5):
 //!   `Ie_eff = Ie + (95 − Ie) · Ppl / (Ppl / BurstR + Bpl)` with `Ie = 0`, `Bpl = 25`
 //!   (G.113 Appendix I, G.711 with PLC under random loss), `BurstR = 1` (random loss: the relay
@@ -30,7 +35,7 @@ pub struct Impairments {
     pub loss_ratio: f64,
     /// Interarrival jitter in ms (≥ 0).
     pub jitter_ms: f64,
-    /// Known one-way network delay in ms (0 when unknown: the relay does not see it).
+    /// One-way network delay in ms: RTT/2 from RTCP (see the module doc), 0 when unknown.
     pub one_way_delay_ms: f64,
 }
 

@@ -116,11 +116,17 @@ impl QualitySnapshot {
     /// Estimated MOS ([`super::mos::estimate`]) from loss and jitter (jitter 0 when unknown),
     /// `None` when no RTP was seen.
     pub fn mos(&self) -> Option<f64> {
+        self.mos_with_delay(None)
+    }
+
+    /// [`Self::mos`] with a one-way delay estimate (from RTCP round-trip times,
+    /// [`super::StreamCounters::one_way_delay_ms`]; 0 when `None`).
+    pub fn mos_with_delay(&self, one_way_delay_ms: Option<f64>) -> Option<f64> {
         self.has_data().then(|| {
             super::mos::estimate(super::mos::Impairments {
                 loss_ratio: self.loss_ratio(),
                 jitter_ms: self.jitter_ms().unwrap_or(0.0),
-                one_way_delay_ms: 0.0,
+                one_way_delay_ms: one_way_delay_ms.unwrap_or(0.0),
             })
         })
     }
@@ -139,24 +145,41 @@ pub struct QualityReport {
     pub loss_percent: f64,
     /// Interarrival jitter in ms, 2 decimals; `null` when unknown.
     pub jitter_ms: Option<f64>,
-    /// Estimated MOS, 2 decimals; `null` when no RTP was seen.
+    /// Estimated MOS, 2 decimals; `null` when no RTP was seen. Includes the one-way delay
+    /// estimated from the RTCP round-trip times when known.
     pub mos: Option<f64>,
+    /// What the receiving endpoint reported in RTCP about this direction, with the RTT of the
+    /// leg to it ([`super::report`]); `null` when it sent no report.
+    pub reported: Option<super::report::ReportedQuality>,
 }
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-impl From<QualitySnapshot> for QualityReport {
-    fn from(s: QualitySnapshot) -> Self {
+impl QualityReport {
+    /// The relay's view `s`, the receiver's RTCP report `reported`, and the one-way delay
+    /// estimate the MOS uses.
+    pub fn new(
+        s: QualitySnapshot,
+        reported: Option<super::report::ReportSnapshot>,
+        one_way_delay_ms: Option<f64>,
+    ) -> Self {
         QualityReport {
             packets: s.received,
             expected: s.expected,
             lost: s.lost(),
             loss_percent: round2(s.loss_ratio() * 100.0),
             jitter_ms: s.jitter_ms().map(round2),
-            mos: s.mos().map(round2),
+            mos: s.mos_with_delay(one_way_delay_ms).map(round2),
+            reported: reported.map(Into::into),
         }
+    }
+}
+
+impl From<QualitySnapshot> for QualityReport {
+    fn from(s: QualitySnapshot) -> Self {
+        QualityReport::new(s, None, None)
     }
 }
 
@@ -223,6 +246,19 @@ impl ReceiveTracker {
         }
         self.jitter(h, arrival_ns);
         self.publish(cells);
+    }
+
+    /// The source being tracked and its payload type's clock rate, for reading the RTCP
+    /// reports its receiver sends ([`super::report`]).
+    pub fn received_media(&self) -> super::report::ReceivedMedia {
+        super::report::ReceivedMedia {
+            ssrc: self.active.then_some(self.ssrc),
+            clock_rate: if self.active {
+                clock_rate(self.payload_type)
+            } else {
+                None
+            },
+        }
     }
 
     /// Totals so far (what [`Self::on_packet`] publishes).

@@ -43,7 +43,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -53,7 +53,9 @@ use super::batch_io::{self, BatchIo, Completion, Outcome};
 use super::latch::{Latch, LatchPolicy, Proof, Verdict};
 use super::ports::BoundPair;
 use super::quality::ReceiveTracker;
+use super::report::RtcpReports;
 use super::stats::{DropReason, MediaStats, StreamCounters};
+use super::tap::RtcpTap;
 use super::transform::{demux, Inbound, Outbound};
 use super::types::{pbx_policy, Kind, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
 use super::MediaError;
@@ -107,6 +109,10 @@ pub(crate) struct NewStream {
     pub inbound: Inbound,
     pub outbound: Outbound,
     pub counters: Arc<StreamCounters>,
+    /// Where RTCP copies go for HEP capture (`[hep]` on).
+    pub rtcp_tap: Option<RtcpTap>,
+    /// The call's Call-ID, carried by the RTCP copies.
+    pub correlation: Option<Arc<str>>,
     /// Answered once the worker owns the stream (taken by the worker).
     pub ack: Option<oneshot::Sender<Result<(), MediaError>>>,
 }
@@ -245,6 +251,13 @@ struct Stream {
     auth_failures_reported: u64,
     /// Receive quality of the RTP from the phone (0) and from the PBX (1).
     quality: [ReceiveTracker; 2],
+    /// What each side reports in RTCP, and the SRs forwarded for round-trip times.
+    reports: RtcpReports,
+    /// HEP capture of the RTCP relayed (`[hep]` on), the Call-ID it is filed under, and each
+    /// socket's local address (the copies' destination).
+    rtcp_tap: Option<RtcpTap>,
+    correlation: Option<Arc<str>>,
+    local: [Option<SocketAddr>; 4],
     /// Arrival times for jitter are measured from here.
     epoch: Instant,
     /// The PBX's IP, trusted while its SDP address is unknown.
@@ -289,6 +302,8 @@ impl Stream {
             outbound,
             counters,
             pbx_host,
+            rtcp_tap,
+            correlation,
             ..
         } = new;
         let sockets = [
@@ -297,6 +312,8 @@ impl Stream {
             UdpSocket::from_std(pbx.rtp),
             UdpSocket::from_std(pbx.rtcp),
         ];
+        // Read once here, not per packet (a syscall each).
+        let local = sockets.each_ref().map(|s| s.local_addr().ok());
         let latches = [
             Latch::new(phone_latch, spec_phone.rtp),
             Latch::new(phone_latch, spec_phone.rtcp_address()),
@@ -317,6 +334,10 @@ impl Stream {
             timeout_reported: [false; 2],
             auth_failures_reported: 0,
             quality: [ReceiveTracker::default(), ReceiveTracker::default()],
+            reports: RtcpReports::default(),
+            rtcp_tap,
+            correlation,
+            local,
             epoch: now,
             pbx_host,
             _leases: [phone.lease, pbx.lease],
@@ -369,6 +390,8 @@ impl Stream {
             self.last_heard[0] = now;
             if kind == Kind::Rtp {
                 self.track(0, Side::Phone, buf, plain);
+            } else {
+                self.rtcp_report(Side::Phone, socket, source, buf, plain, now);
             }
             let out = match (kind, self.pbx_mux) {
                 (Kind::Rtp, _) | (Kind::Rtcp, true) => PBX_RTP,
@@ -384,6 +407,8 @@ impl Stream {
             if kind == Kind::Rtp {
                 // Before protect: the tracker reads the plain header.
                 self.track(1, Side::Pbx, buf, len);
+            } else {
+                self.rtcp_report(Side::Pbx, socket, source, buf, len, now);
             }
             let protected = match self.outbound.apply(buf, len, kind) {
                 Ok(n) => n,
@@ -410,6 +435,51 @@ impl Stream {
         let arrival_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         if let (Some(tracker), Some(packet)) = (self.quality.get_mut(index), buf.get(..len)) {
             tracker.on_packet(packet, arrival_ns, self.counters.quality_cells(sender));
+        }
+    }
+
+    /// RTCP accounting of one accepted plain RTCP compound `sender` sent from `source` to
+    /// `socket` (phone: after SRTCP unprotect; PBX: before protect), forwarded at `now`, and
+    /// its copy for HEP capture. All logic is in [`super::report`] and [`super::tap`]; this
+    /// only picks the cells: `sender`'s reports are about the RTP the other side sends.
+    #[inline]
+    fn rtcp_report(
+        &mut self,
+        sender: Side,
+        socket: usize,
+        source: SocketAddr,
+        buf: &[u8],
+        len: usize,
+        now: Instant,
+    ) {
+        let media_from = match sender {
+            Side::Phone => Side::Pbx,
+            Side::Pbx => Side::Phone,
+        };
+        let tracker = match media_from {
+            Side::Phone => 0,
+            Side::Pbx => 1,
+        };
+        let (Some(packet), Some(tracker)) = (buf.get(..len), self.quality.get(tracker)) else {
+            return;
+        };
+        let now_ns =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        self.reports.on_rtcp(
+            sender,
+            packet,
+            now_ns,
+            tracker.received_media(),
+            self.counters.report_cells(media_from),
+        );
+        if let (Some(tap), Some(Some(dst))) = (&self.rtcp_tap, self.local.get(socket)) {
+            tap.offer(
+                source,
+                *dst,
+                SystemTime::now(),
+                self.correlation.as_ref(),
+                packet,
+            );
         }
     }
 

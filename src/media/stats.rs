@@ -19,7 +19,14 @@
 //! - `stream_loss_ratio{side}`, `stream_jitter_seconds{side}`, `stream_mos{side}`:
 //!   histograms observed once per stream and sending side (`phone` | `pbx`) when the stream
 //!   ends, from the relay's own view ([`super::quality`]); a side that sent no RTP is not
-//!   observed, and jitter only when known.
+//!   observed, and jitter only when known. The MOS includes the one-way delay estimated from
+//!   the RTCP round-trip times when any is known.
+//! - `stream_reported_loss_ratio{side}`, `stream_reported_jitter_seconds{side}`: the same at
+//!   stream end from the last RTCP report block the *receiving* endpoint sent about what
+//!   `side` sends ([`super::report`]): the block's fraction lost, its jitter; a stream whose
+//!   receiver sent no report is not observed.
+//! - `stream_rtt_seconds{side}`: at stream end, the last round-trip time measured on the leg
+//!   edge → `side` → edge (`phone` | `pbx`) from RTCP SR/LSR/DLSR; not observed when unknown.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,6 +40,7 @@ use prometheus::{
 
 use super::ports::PortPool;
 use super::quality::{QualityCells, QualitySnapshot};
+use super::report::{ReportCells, ReportSnapshot};
 use super::types::{Side, StreamId};
 
 fn side_index(side: Side) -> usize {
@@ -119,6 +127,9 @@ pub struct StreamCounters {
     /// Receive quality of the RTP the phone sent (index 0) and the PBX sent (index 1),
     /// published by the worker's [`ReceiveTracker`](super::quality::ReceiveTracker)s.
     quality: [QualityCells; 2],
+    /// What the receiver of the RTP the phone sends (index 0: the PBX) and of the RTP the PBX
+    /// sends (index 1: the phone) reported in RTCP, with the RTT of the leg to that receiver.
+    reported: [ReportCells; 2],
 }
 
 /// A plain copy of a [`StreamCounters`].
@@ -204,6 +215,28 @@ impl StreamCounters {
         &self.quality[side_index(sender)]
     }
 
+    /// Where the worker publishes the RTCP reports about the RTP `sender` sends.
+    pub(crate) fn report_cells(&self, sender: Side) -> &ReportCells {
+        &self.reported[side_index(sender)]
+    }
+
+    /// The latest RTCP report about the RTP `sender` sends (from its receiver), with the RTT
+    /// of the leg to that receiver; `None` when none arrived.
+    pub fn reported(&self, sender: Side) -> Option<ReportSnapshot> {
+        self.reported[side_index(sender)].snapshot()
+    }
+
+    /// One-way delay estimate for the E-model: half the sum of the known legs' RTTs (the
+    /// edge sees each leg's round trip; a leg without RTCP counts as 0), `None` when neither
+    /// leg's is known.
+    pub fn one_way_delay_ms(&self) -> Option<f64> {
+        let legs = [Side::Pbx, Side::Phone].map(|s| self.reported(s).and_then(|r| r.rtt_ms()));
+        if legs.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(legs.iter().flatten().sum::<f64>() / 2.0)
+    }
+
     /// Receive quality so far of the RTP `sender` sends (relay's own view).
     pub fn quality(&self, sender: Side) -> QualitySnapshot {
         self.quality[side_index(sender)].snapshot()
@@ -260,6 +293,9 @@ struct QualityHistograms {
     loss: HistogramVec,
     jitter: HistogramVec,
     mos: HistogramVec,
+    reported_loss: HistogramVec,
+    reported_jitter: HistogramVec,
+    rtt: HistogramVec,
 }
 
 /// Sending sides, as the `side` label.
@@ -289,10 +325,32 @@ impl QualityHistograms {
                 "Per-stream estimated MOS (simplified G.107 E-model) at stream end, by sending side.",
                 &[1.5, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4],
             )?,
+            reported_loss: h(
+                "stream_reported_loss_ratio",
+                "Per-stream loss fraction of the last RTCP report block the receiver sent, at stream end, by sending side.",
+                &[0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5],
+            )?,
+            reported_jitter: h(
+                "stream_reported_jitter_seconds",
+                "Per-stream interarrival jitter of the last RTCP report block the receiver sent, at stream end, by sending side.",
+                &[0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2],
+            )?,
+            rtt: h(
+                "stream_rtt_seconds",
+                "Per-stream round-trip time of the leg edge-side-edge from RTCP (SR, LSR, DLSR), at stream end, by side.",
+                &[0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0],
+            )?,
         };
         // Both series exist from the start (a dashboard shows 0, not "no data").
         for (_, label) in SIDES {
-            for vec in [&this.loss, &this.jitter, &this.mos] {
+            for vec in [
+                &this.loss,
+                &this.jitter,
+                &this.mos,
+                &this.reported_loss,
+                &this.reported_jitter,
+                &this.rtt,
+            ] {
                 vec.with_label_values(&[label]);
             }
         }
@@ -300,7 +358,27 @@ impl QualityHistograms {
     }
 
     fn observe(&self, counters: &StreamCounters) {
+        let delay = counters.one_way_delay_ms();
         for (side, label) in SIDES {
+            if let Some(r) = counters.reported(side) {
+                if let Some(loss) = r.loss_ratio() {
+                    self.reported_loss.with_label_values(&[label]).observe(loss);
+                }
+                if let Some(us) = r.jitter_us {
+                    self.reported_jitter
+                        .with_label_values(&[label])
+                        .observe(us as f64 / 1e6);
+                }
+            }
+            // The leg to `side` is measured from the reports `side` sends, which are about
+            // the RTP the other side sends.
+            let other = match side {
+                Side::Phone => Side::Pbx,
+                Side::Pbx => Side::Phone,
+            };
+            if let Some(ms) = counters.reported(other).and_then(|r| r.rtt_ms()) {
+                self.rtt.with_label_values(&[label]).observe(ms / 1000.0);
+            }
             let q = counters.quality(side);
             if !q.has_data() {
                 continue;
@@ -311,7 +389,7 @@ impl QualityHistograms {
             if let Some(ms) = q.jitter_ms() {
                 self.jitter.with_label_values(&[label]).observe(ms / 1000.0);
             }
-            if let Some(mos) = q.mos() {
+            if let Some(mos) = q.mos_with_delay(delay) {
                 self.mos.with_label_values(&[label]).observe(mos);
             }
         }
@@ -574,6 +652,9 @@ impl Collector for MediaCollector {
         descs.extend(self.quality.loss.desc());
         descs.extend(self.quality.jitter.desc());
         descs.extend(self.quality.mos.desc());
+        descs.extend(self.quality.reported_loss.desc());
+        descs.extend(self.quality.reported_jitter.desc());
+        descs.extend(self.quality.rtt.desc());
         descs
     }
 
@@ -598,6 +679,9 @@ impl Collector for MediaCollector {
         families.extend(self.quality.loss.collect());
         families.extend(self.quality.jitter.collect());
         families.extend(self.quality.mos.collect());
+        families.extend(self.quality.reported_loss.collect());
+        families.extend(self.quality.reported_jitter.collect());
+        families.extend(self.quality.rtt.collect());
         families
     }
 }
@@ -701,6 +785,87 @@ mod tests {
             "pbx_edge_media_stream_mos_bucket{side=\"phone\",le=\"4\"} 1",
             // The PBX sent nothing: not observed.
             "pbx_edge_media_stream_mos_count{side=\"pbx\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn reported_quality_and_rtt_are_observed_at_stream_end_and_lower_the_mos() {
+        use crate::media::report::{ReceivedMedia, RtcpReports};
+        use crate::media::rtcp::{tests::report, ReportBlock};
+        let pool = PortPool::new(PortRange::new(30000, 30009).unwrap());
+        let stats = Arc::new(MediaStats::new(pool, 1));
+        let registry = Registry::new();
+        MediaCollector::register(stats.clone(), &registry).unwrap();
+        let render = || {
+            prometheus::TextEncoder::new()
+                .encode_to_string(&registry.gather())
+                .unwrap()
+        };
+        assert!(render().contains("pbx_edge_media_stream_rtt_seconds_count{side=\"phone\"} 0"));
+
+        let c = Arc::new(StreamCounters::default());
+        stats.register_stream(StreamId(1), c.clone());
+        let mut from_pbx = crate::media::quality::ReceiveTracker::default();
+        let mut p = [0u8; 172];
+        p[0] = 0x80;
+        for i in 0..100u16 {
+            p[2..4].copy_from_slice(&i.to_be_bytes());
+            p[4..8].copy_from_slice(&(u32::from(i) * 160).to_be_bytes());
+            from_pbx.on_packet(&p, u64::from(i) * 20_000_000, c.quality_cells(Side::Pbx));
+        }
+        let mos_before = c
+            .quality(Side::Pbx)
+            .mos_with_delay(c.one_way_delay_ms())
+            .unwrap();
+        // The PBX's SR forwarded at 0; the phone echoes it 400 ms later with DLSR 0 and 10 %
+        // loss: the phone leg's RTT is 400 ms.
+        let mut r = RtcpReports::default();
+        let m = ReceivedMedia::default();
+        r.on_rtcp(
+            Side::Pbx,
+            &report(0, Some((0, 0x0001_0000)), &[]),
+            0,
+            m,
+            c.report_cells(Side::Phone),
+        );
+        let block = ReportBlock {
+            ssrc: 0,
+            fraction_lost: 26,
+            cumulative_lost: 10,
+            extended_highest_seq: 99,
+            jitter: 40,
+            lsr: 1,
+            dlsr: 0,
+        };
+        r.on_rtcp(
+            Side::Phone,
+            &report(5, None, &[block]),
+            400_000_000,
+            m,
+            c.report_cells(Side::Pbx),
+        );
+        assert_eq!(c.one_way_delay_ms(), Some(200.0));
+        let mos_after = c
+            .quality(Side::Pbx)
+            .mos_with_delay(c.one_way_delay_ms())
+            .unwrap();
+        assert!(mos_before - mos_after > 0.1, "{mos_before} -> {mos_after}");
+
+        stats.retire_stream(StreamId(1));
+        let text = render();
+        for line in [
+            "pbx_edge_media_stream_rtt_seconds_count{side=\"phone\"} 1",
+            "pbx_edge_media_stream_rtt_seconds_bucket{side=\"phone\",le=\"0.3\"} 0",
+            "pbx_edge_media_stream_rtt_seconds_bucket{side=\"phone\",le=\"0.5\"} 1",
+            "pbx_edge_media_stream_rtt_seconds_count{side=\"pbx\"} 0",
+            "pbx_edge_media_stream_reported_loss_ratio_count{side=\"pbx\"} 1",
+            "pbx_edge_media_stream_reported_loss_ratio_bucket{side=\"pbx\",le=\"0.05\"} 0",
+            "pbx_edge_media_stream_reported_loss_ratio_bucket{side=\"pbx\",le=\"0.1\"} 0",
+            "pbx_edge_media_stream_reported_loss_ratio_bucket{side=\"pbx\",le=\"0.2\"} 1",
+            "pbx_edge_media_stream_reported_jitter_seconds_bucket{side=\"pbx\",le=\"0.005\"} 1",
+            "pbx_edge_media_stream_reported_loss_ratio_count{side=\"phone\"} 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

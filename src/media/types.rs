@@ -66,6 +66,9 @@ pub struct RelaySettings {
     pub dscp: u8,
     /// Batched (io_uring) or per-packet socket I/O (`media.io`).
     pub io: MediaIo,
+    /// Where workers copy every RTCP compound they relay, for HEP capture (`[hep]` on);
+    /// `None`: nothing is copied.
+    pub rtcp_tap: Option<super::tap::RtcpTap>,
 }
 
 impl Default for RelaySettings {
@@ -80,6 +83,7 @@ impl Default for RelaySettings {
             coalesce: Duration::from_micros(500),
             dscp: crate::config::DEFAULT_MEDIA_DSCP,
             io: MediaIo::Auto,
+            rtcp_tap: None,
         }
     }
 }

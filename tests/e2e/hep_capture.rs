@@ -2,13 +2,15 @@
 //! legs arrives at a loopback HEP collector, decoded by an independent decoder (the `hep`
 //! crate): the phone leg decrypted and reported as TCP between the TLS connection's
 //! addresses, the PBX leg as UDP between `pbx.listen` and the PBX, the Call-ID as
-//! correlation id (chunk 0x0011).
+//! correlation id (chunk 0x0011). The RTCP of a call's media, both ends', arrives too: HEP
+//! protocol type 5 with the JSON report heplify sends, the phone's decrypted from SRTCP.
 
 use crate::support::edge::{self, RunningEdge};
 use crate::support::http;
 use crate::support::pbx::{self, Pbx};
 use crate::support::pbx_tcp::TcpPbx;
 use crate::support::phone::{self, snom};
+use crate::support::scenario::{phone_hangs_up, Lab};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -185,4 +187,87 @@ async fn the_tcp_pbx_leg_is_captured_with_its_connection_addresses_over_a_tcp_co
     assert_eq!(dst(pbx_in), conn.peer);
     assert_eq!(pbx_in.internal_correlation_id, "hep-tcp-1");
     e.stop().await.unwrap();
+}
+
+/// A call whose ends exchange SRs and RRs through the edge (`quality::call_with_rtcp`): each
+/// of the four compounds reaches the collector as HEP RTCP (type 5) over UDP between the
+/// sender and the edge socket it arrived on, filed under the call's Call-ID, its payload the
+/// JSON report Homer charts — the phone's read after SRTCP decryption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_of_both_ends_reaches_the_collector_as_homer_json() {
+    let collector = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let hep_addr = collector.local_addr().unwrap().to_string();
+    let mut env = super::quality::ENV.to_vec();
+    env.push(("PBX_EDGE_HEP__ADDRESS", hep_addr.as_str()));
+    let lab = Lab::start(&env).await;
+    let (mut c, relay) = super::quality::call_with_rtcp(&lab, "hep-rtcp-1").await;
+
+    // SIP is captured too: keep the RTCP only (bounded).
+    let mut rtcp = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rtcp.len() < 4 {
+        let Ok(Ok(n)) = tokio::time::timeout_at(deadline, collector.recv(&mut buf)).await else {
+            break;
+        };
+        let chunk = hep::parse_packet(&buf[..n]).expect("a HEP3 packet");
+        if chunk.proto_type == hep::CapProtoType::Rtcp {
+            rtcp.push(chunk);
+        }
+    }
+    assert_eq!(rtcp.len(), 4, "four RTCP compounds: {rtcp:#?}");
+    let json = |c: &hep::Chunk| -> serde_json::Value {
+        serde_json::from_str(&c.packet_payload).expect("a JSON RTCP report")
+    };
+    for c in &rtcp {
+        assert_eq!(c.ip_protocol_id, 17);
+        assert_eq!(c.internal_correlation_id, "hep-rtcp-1");
+        assert!(c.timestamp_seconds > 1_600_000_000, "a real timestamp");
+    }
+    let phone_addr = c.media.phone.local_addr().unwrap();
+    let pbx_addr = c.media.pbx.local_addr().unwrap();
+    let find = |what: &str, from: SocketAddr, kind: u64| {
+        rtcp.iter()
+            .find(|c| src(c) == from && json(c)["type"] == kind)
+            .unwrap_or_else(|| panic!("no {what} in {rtcp:#?}"))
+    };
+    let phone_rr = find("RR from the phone", phone_addr, 201);
+    assert_eq!(dst(phone_rr), relay.phone_side);
+    let v = json(phone_rr);
+    assert_eq!(v["ssrc"], 0x1111, "{v}");
+    let block = &v["report_blocks"][0];
+    assert_eq!(
+        (
+            &block["source_ssrc"],
+            &block["fraction_lost"],
+            &block["packets_lost"],
+            &block["ia_jitter"],
+            &block["lsr"],
+        ),
+        (
+            &serde_json::json!(0x2222),
+            &serde_json::json!(26),
+            &serde_json::json!(20),
+            &serde_json::json!(80),
+            &serde_json::json!(0x1122_3344),
+        ),
+        "decrypted from SRTCP: {v}"
+    );
+    let phone_sr = json(find("SR from the phone", phone_addr, 200));
+    assert_eq!(phone_sr["sender_information"]["ntp_timestamp_sec"], 0x0A0B);
+    let pbx_rr = find("RR from the PBX", pbx_addr, 201);
+    assert_eq!(dst(pbx_rr), relay.pbx_side);
+    assert_eq!(json(pbx_rr)["report_blocks"][0]["fraction_lost"], 13);
+    find("SR from the PBX", pbx_addr, 200);
+
+    let metrics = http::get(lab.e.admin_addr, "/metrics").await.1;
+    assert_eq!(
+        http::metric(
+            &metrics,
+            "pbx_edge_hep_dropped_total{reason=\"rtcp_queue_full\"}"
+        ),
+        0.0
+    );
+    phone_hangs_up(&lab.pbx, &mut c.ph, &c.d, 2, None).await;
+    lab.stop().await;
 }

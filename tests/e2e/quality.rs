@@ -1,16 +1,21 @@
 //! Call quality from the relay's own view (issue 14): a call whose phone skips every 20th
 //! RTP sequence number shows 5 % loss and a lower MOS on that direction in `/api/calls`, 0 %
 //! on the clean direction; the per-stream histograms are observed when the call ends, and
-//! the call log (`[call_log] file`) gets one line with the same figures.
+//! the call log (`[call_log] file`) gets one line with the same figures. With RTCP from both
+//! ends, `/api/calls` also shows what each end reported (loss, jitter) and each leg's
+//! round-trip time measured by the edge from SR/LSR/DLSR (RFC 3550 §6.4.1); without RTCP,
+//! `reported` is null and the relay's own view is all there is.
 
 use crate::support::http;
 use crate::support::media::{recv, Relay};
+use crate::support::offer::{crypto_line, media_addr, pbx_sdp, phone_key_line};
 use crate::support::ports;
-use crate::support::rtp::voice;
-use crate::support::scenario::{phone_hangs_up, wait_metric, Call, Lab};
+use crate::support::rtp::{report_block, rtcp_report, voice};
+use crate::support::scenario::{ack, answer, phone_hangs_up, wait_metric, Call, Lab};
 use serde_json::Value;
+use std::time::Duration;
 
-const ENV: [(&str, &str); 3] = [
+pub(super) const ENV: [(&str, &str); 3] = [
     ("PBX_EDGE_SIP__T1_MS", "100"),
     ("PBX_EDGE_MEDIA__PORT_MIN", ports::QUALITY.0),
     ("PBX_EDGE_MEDIA__PORT_MAX", ports::QUALITY.1),
@@ -172,7 +177,167 @@ async fn a_clean_call_shows_no_loss_and_a_high_mos() {
         assert_eq!(d["lost"], 0, "{direction}: {q}");
         assert_eq!(f(&d["loss_percent"]), 0.0, "{direction}: {q}");
         assert!(f(&d["mos"]) > 4.0, "{direction}: {q}");
+        // No RTCP was sent: nothing reported, the relay's view stands alone.
+        assert!(d["reported"].is_null(), "{direction}: {q}");
     }
     phone_hangs_up(pbx, &mut c.ph, &c.d, 2, None).await;
+    lab.stop().await;
+}
+
+/// The phone's SRTCP (its own key) to the relay, and the plain RTCP the PBX receives for it.
+async fn phone_rtcp(c: &Call, relay: &mut Relay, plain: &[u8]) -> Vec<u8> {
+    let mut buf = plain.to_vec();
+    buf.resize(plain.len() + 64, 0);
+    let n = relay.tx.protect_rtcp(&mut buf, plain.len()).unwrap();
+    c.media
+        .phone
+        .send_to(&buf[..n], relay.phone_side)
+        .await
+        .unwrap();
+    recv(&c.media.pbx).await.expect("PBX gets the phone's RTCP")
+}
+
+/// A call whose two ends exchange RTCP through the edge after 200 RTP packets each way:
+/// the phone's SR (NTP middle 0x0A0B_0C0D) reaches the PBX, which holds it 100 ms and answers
+/// with an RR claiming DLSR = 50 ms (3277/65536 s), 13/256 lost, 7 cumulative, 16 units
+/// jitter; the PBX's SR (0x1122_3344) reaches the phone as SRTCP, which holds it 80 ms and
+/// answers DLSR 0, 26/256 (≈ 10 %) lost, 20 cumulative, 80 units (10 ms at 8000 Hz) jitter.
+/// The PBX answers with `a=rtcp:` at its RTP port (RFC 3605), so its RTCP comes from and goes
+/// to the one socket the test has.
+pub(super) async fn call_with_rtcp(lab: &Lab, call_id: &str) -> (Call, Relay) {
+    let pbx = &lab.pbx;
+    let mut c = lab.call(call_id, "", true).await;
+    let port = c.media.pbx_port();
+    let sdp = pbx_sdp(port).replace("a=sendrecv", &format!("a=rtcp:{port}\r\na=sendrecv"));
+    let ok = answer(pbx, &mut c.ph, &c.inv, c.from, &sdp).await;
+    c.d.confirmed_by(&ok);
+    ack(pbx, &mut c.ph, &c.d, 1).await;
+    let mut relay = Relay::new(
+        media_addr(ok.body()),
+        media_addr(c.inv.body()),
+        &phone_key_line(1),
+        &crypto_line(ok.body()),
+    );
+    // RTP both ways: the edge learns the SSRCs (0x1111 from the phone, 0x2222 from the PBX).
+    media(&c, &mut relay, |_| false).await;
+
+    let sr = rtcp_report(0x1111, Some(0x0A0B_0C0D), &[]);
+    assert_eq!(
+        phone_rtcp(&c, &mut relay, &sr).await,
+        sr,
+        "plain SR reaches the PBX"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rr = rtcp_report(
+        0x2222,
+        None,
+        &[report_block(0x1111, 13, 7, 16, 0x0A0B_0C0D, 3277)],
+    );
+    c.media.pbx.send_to(&rr, relay.pbx_side).await.unwrap();
+    let mut got = recv(&c.media.phone).await.expect("phone gets the PBX's RR");
+    let n = relay
+        .rx
+        .unprotect_rtcp(&mut got)
+        .expect("SRTCP from the edge")
+        .len;
+    assert_eq!(&got[..n], &rr[..]);
+
+    let sr = rtcp_report(0x2222, Some(0x1122_3344), &[]);
+    c.media.pbx.send_to(&sr, relay.pbx_side).await.unwrap();
+    let mut got = recv(&c.media.phone).await.expect("phone gets the PBX's SR");
+    relay
+        .rx
+        .unprotect_rtcp(&mut got)
+        .expect("SRTCP from the edge");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let rr = rtcp_report(
+        0x1111,
+        None,
+        &[report_block(0x2222, 26, 20, 80, 0x1122_3344, 0)],
+    );
+    phone_rtcp(&c, &mut relay, &rr).await;
+    (c, relay)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_file = dir.path().join("calls.jsonl");
+    let log_path = log_file.display().to_string();
+    let mut env = ENV.to_vec();
+    env.push(("PBX_EDGE_CALL_LOG__FILE", log_path.as_str()));
+    let lab = Lab::start(&env).await;
+    let pbx = &lab.pbx;
+    let (mut c, _relay) = call_with_rtcp(&lab, "quality-rtcp").await;
+
+    let q = quality(&lab).await;
+    let (to_pbx, to_phone) = (
+        &q["phone_to_pbx"]["reported"],
+        &q["pbx_to_phone"]["reported"],
+    );
+    assert_eq!(f(&to_pbx["loss_fraction"]), 0.0508, "{q}");
+    assert_eq!(to_pbx["cumulative_lost"], 7, "{q}");
+    assert_eq!(f(&to_pbx["jitter_ms"]), 2.0, "{q}");
+    let rtt_pbx = f(&to_pbx["rtt_ms"]);
+    assert!(rtt_pbx >= 50.0, "PBX leg RTT {rtt_pbx} ms: {q}");
+    assert_eq!(f(&to_phone["loss_fraction"]), 0.1016, "{q}");
+    assert_eq!(to_phone["cumulative_lost"], 20, "{q}");
+    assert_eq!(f(&to_phone["jitter_ms"]), 10.0, "{q}");
+    let rtt_phone = f(&to_phone["rtt_ms"]);
+    assert!(rtt_phone >= 80.0, "phone leg RTT {rtt_phone} ms: {q}");
+    // The relay's own view is unchanged by the reports.
+    assert_eq!(f(&q["pbx_to_phone"]["loss_percent"]), 0.0, "{q}");
+
+    phone_hangs_up(pbx, &mut c.ph, &c.d, 2, None).await;
+    let m = wait_metric(
+        lab.e.admin_addr,
+        "pbx_edge_media_stream_rtt_seconds_count{side=\"phone\"}",
+        |v| v >= 1.0,
+    )
+    .await;
+    for (series, value) in [
+        (
+            "pbx_edge_media_stream_rtt_seconds_count{side=\"phone\"}",
+            1.0,
+        ),
+        ("pbx_edge_media_stream_rtt_seconds_count{side=\"pbx\"}", 1.0),
+        (
+            "pbx_edge_media_stream_rtt_seconds_bucket{side=\"phone\",le=\"0.05\"}",
+            0.0,
+        ),
+        (
+            "pbx_edge_media_stream_reported_loss_ratio_count{side=\"pbx\"}",
+            1.0,
+        ),
+        (
+            "pbx_edge_media_stream_reported_loss_ratio_bucket{side=\"pbx\",le=\"0.1\"}",
+            0.0,
+        ),
+        (
+            "pbx_edge_media_stream_reported_jitter_seconds_bucket{side=\"phone\",le=\"0.002\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(http::metric(&m, series), value, "{series}\n{m}");
+    }
+    // The call log has the same reports per direction (bounded wait for the writer thread).
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if text.ends_with('\n') {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line: Value = serde_json::from_str(text.trim_end()).expect("one JSON line");
+    let logged = &line["streams"][0];
+    assert_eq!(
+        logged["pbx_to_phone"]["reported"], q["pbx_to_phone"]["reported"],
+        "{line}"
+    );
+    assert_eq!(
+        logged["phone_to_pbx"]["reported"], q["phone_to_pbx"]["reported"],
+        "{line}"
+    );
     lab.stop().await;
 }

@@ -204,7 +204,8 @@ impl Dialog {
             pbx_origin: LegOrigin::new(call.session_ids.1, 1),
             plan: None,
             offer: None,
-            media: CallMedia::new(call.accept_unannounced_unencrypted_srtcp),
+            media: CallMedia::new(call.accept_unannounced_unencrypted_srtcp)
+                .with_correlation(invite.call_id().ok()),
             pbx_contact,
             phone_contact,
             caller_from: invite.header("From").unwrap_or_default().to_owned(),
