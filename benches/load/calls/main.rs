@@ -8,6 +8,7 @@
 //!     [--ramp-steps 10] [--max-p99-ms X] [--no-floor] [--floor-secs 3] [--gen-threads 1]
 //!     [--sink-threads 1]
 //!     [--coalesce-us 0] [--rtpe-threads N] [--port-min 20000] [--port-max 29999]
+//!     [--edge-phones 10000] [--churn-rate 20]
 //! ```
 //!
 //! Targets (several, comma-separated: each measurement runs them one after the other, so
@@ -18,6 +19,10 @@
 //!   phone), deleted at the end; stopped by PID (SIGTERM, SIGKILL after 5 s).
 //! - `edge`: pbx-edge, calls set up over SIP/TLS with device certificates by
 //!   `edge::setup_calls` (the release binary; a generated PKI, inventory and config).
+//!   `--edge-phones N` registers N phones (RFC 5626 keep-alives running) of which the calls
+//!   use the first; `--churn-rate R` makes R new short calls per second (INVITE, 200, ACK,
+//!   BYE, no media; phones in turn, from the first) while the media runs, and prints how
+//!   many failed.
 //! - `baseline`: the bare recv → send forwarder of benches/load/common.rs on one thread of this
 //!   process (no SRTP, no latching, no counters): the kernel + epoll floor for relaying.
 //! - `baseline-batched`: the same forwarder over io_uring (the relay's batched I/O, one
@@ -118,6 +123,10 @@ struct Args {
     media: MediaConfig,
     coalesce: Duration,
     rtpengine: RtpengineOptions,
+    /// `edge`: phones registered (and kept alive) besides the ones in calls (0: one per call).
+    edge_phones: usize,
+    /// `edge`: new short calls per second (INVITE/200/ACK/BYE) while the media runs.
+    churn_rate: f64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -132,6 +141,8 @@ fn parse_args() -> Result<Args, String> {
         floor: true,
         floor_secs: 3.0,
         max_p99: None,
+        edge_phones: 0,
+        churn_rate: 0.0,
         media: MediaConfig::default(),
         coalesce: Duration::ZERO,
         rtpengine: RtpengineOptions::default(),
@@ -176,6 +187,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "--gen-threads" => args.media.gen_threads = (number()? as usize).clamp(1, 16),
             "--sink-threads" => args.media.sink_threads = (number()? as usize).clamp(1, 16),
+            "--edge-phones" => args.edge_phones = number()? as usize,
+            "--churn-rate" => args.churn_rate = number()?.max(0.0),
             "--coalesce-us" => args.coalesce = Duration::from_micros(number()? as u64),
             "--rtpe-threads" => args.rtpengine.threads = Some((number()? as usize).max(1)),
             "--port-min" => args.rtpengine.port_min = number()? as u16,
@@ -339,11 +352,33 @@ fn run(args: &Args, calls: usize) -> Result<Run, String> {
             (report, rss, setup)
         }
         Target::Edge => {
-            let mut edge_run = edge::setup_calls(calls, &edge::EdgeOptions::default())?;
+            let options = edge::EdgeOptions {
+                phones: args.edge_phones,
+                ..edge::EdgeOptions::default()
+            };
+            let mut edge_run = edge::setup_calls(calls, &options)?;
             let pid = edge_run.pid;
             let media = std::mem::take(&mut edge_run.media);
             let setup = t0.elapsed();
-            let report = media::run(media, &cfg, &|| process_cpu(pid));
+            // New calls keep arriving while the media runs (signalling beside the relay).
+            let churn_secs = cfg.secs + cfg.warmup.as_secs_f64();
+            let (report, churn) = thread::scope(|scope| {
+                let churn = (args.churn_rate > 0.0).then(|| {
+                    let run = &edge_run;
+                    scope.spawn(move || run.churn(args.churn_rate, churn_secs))
+                });
+                let report = media::run(media, &cfg, &|| process_cpu(pid));
+                (report, churn.map(|c| c.join()))
+            });
+            if let Some(churn) = churn {
+                match churn {
+                    Ok(c) => println!(
+                        "edge: {} new calls while the media ran ({:.0}/s): {} completed, {} failed {:?}",
+                        c.attempted, args.churn_rate, c.completed, c.failed, c.errors
+                    ),
+                    Err(_) => println!("edge: the churn thread panicked"),
+                }
+            }
             let rss = process_rss_kib(pid);
             // Hang up and stop the edge even when the media run failed.
             let finished = edge_run.finish();
