@@ -260,6 +260,7 @@ pub fn baseline_forwarder_batched(
         }
         std::mem::swap(&mut pending, &mut retry);
         let mut relayed = 0;
+        let mut backlog = false;
         // Up to 16 passes (the relay's BATCH_PER_SOCKET): the first over the ready and
         // pending sockets, each next one over those that delivered in the previous pass.
         let mut first = true;
@@ -278,6 +279,7 @@ pub fn baseline_forwarder_batched(
                 }
                 if n == SLOTS {
                     pending.push(i);
+                    backlog = true;
                     continue;
                 }
                 io.queue_recv(n, socks[i].as_raw_fd(), 2048, i as u64)
@@ -315,7 +317,7 @@ pub fn baseline_forwarder_batched(
         }
         pending.append(&mut again);
         packets.fetch_add(relayed, Ordering::Relaxed);
-        if relayed > 0 && !coalesce.is_zero() {
+        if relayed > 0 && !coalesce.is_zero() && !backlog {
             thread::sleep(coalesce);
             wakeups.fetch_add(1, Ordering::Relaxed);
         }

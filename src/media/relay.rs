@@ -188,6 +188,7 @@ impl WorkerPool {
                 retry: Vec::new(),
                 again: Vec::with_capacity(ROUND_SLOTS),
                 again_spare: Vec::with_capacity(ROUND_SLOTS),
+                backlog: false,
                 stats: stats.clone(),
                 events: events.clone(),
                 load: load.clone(),
@@ -632,6 +633,8 @@ struct Worker {
     /// the spare list the two swap with (each holds at most [`ROUND_SLOTS`]).
     again: Vec<Token>,
     again_spare: Vec<Token>,
+    /// Batched I/O: this round left ready sockets over for want of slots.
+    backlog: bool,
     stats: Arc<MediaStats>,
     events: tokio_mpsc::Sender<MediaEvent>,
     load: Arc<AtomicUsize>,
@@ -702,7 +705,11 @@ impl Worker {
                 self.housekeeping(now);
                 next_housekeeping = now + self.tick;
             }
-            if relayed > 0 && !self.coalesce.is_zero() {
+            // A batched round that left ready sockets over (more than ROUND_SLOTS) has a
+            // backlog: serve it at once, do not sleep on it (the sleep would cap a worker at
+            // ROUND_SLOTS sockets per coalescing interval).
+            let backlog = std::mem::take(&mut self.backlog);
+            if relayed > 0 && !self.coalesce.is_zero() && !backlog {
                 // Wake-up coalescing: let packets accumulate, serve them all next round.
                 thread::sleep(self.coalesce);
                 self.wakeups.fetch_add(1, Ordering::Relaxed);
@@ -810,6 +817,7 @@ impl Worker {
             }
             if queued == io.capacity() {
                 self.pending.push(token);
+                self.backlog = true;
                 continue;
             }
             let Some(fd) = stream.sockets.get(socket).map(AsRawFd::as_raw_fd) else {
