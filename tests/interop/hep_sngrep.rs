@@ -4,8 +4,14 @@
 //! (no HEP dissector of its own in Debian 12) then reads as SIP. The INVITE of the call shows
 //! up decrypted on the phone leg (its TLS Via, toward the edge's TLS port) and again on the
 //! PBX leg (from `pbx.listen` to the PBX), with the same Call-ID.
+//!
+//! The HEP datagrams themselves are also captured on `lo`. When `HEP_WIRESHARK_LUA` names
+//! sipcapture's Wireshark HEP dissector (`hep.lua` from github.com/sipcapture/hep-wireshark,
+//! not shipped here; Homer's own), tshark decodes that capture with it and must show the same
+//! decrypted INVITE inside HEP; without it the test says so on stderr and checks sngrep only.
 
 use super::baresip::{Baresip, CallMedia, PhoneSetup};
+use super::capture::Capture;
 use super::dns::FakeDns;
 use super::net;
 use super::process::PeerProcess;
@@ -26,13 +32,34 @@ struct Row {
     via: String,
 }
 
-fn decoded(pcap: &std::path::Path, call_id: &str) -> Vec<Row> {
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(pcap)
+fn decoded(pcap: &std::path::Path, call_id: &str, hep: Option<(&str, u16)>) -> Vec<Row> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(pcap);
+    if let Some((lua, port)) = hep {
+        // The HEP datagrams, dissected by the Lua plugin; `sip.*` fields are the inner SIP and
+        // the ports are HEP's own source/destination chunks (the plugin maps them).
+        cmd.args(["-X", &format!("lua_script:{lua}")])
+            .args(["-d", &format!("udp.port=={port},hep")]);
+    }
+    let out = cmd
         .args(["-Y", &format!("sip.Call-ID == \"{call_id}\"")])
         .args(["-T", "fields", "-E", "separator=|"])
-        .args(["-e", "udp.srcport", "-e", "udp.dstport"])
+        .args([
+            "-e",
+            if hep.is_some() {
+                "hep3.source_port"
+            } else {
+                "udp.srcport"
+            },
+        ])
+        .args([
+            "-e",
+            if hep.is_some() {
+                "hep3.destination_port"
+            } else {
+                "udp.dstport"
+            },
+        ])
         .args(["-e", "sip.Method", "-e", "sip.Status-Code", "-e", "sip.Via"])
         .output()
         .expect("tshark -r runs");
@@ -77,6 +104,14 @@ async fn sngrep_decodes_the_hep_stream_of_a_baresip_call() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // The HEP datagrams on the wire, for the Wireshark dissector below.
+    let wire = Capture::start(
+        run.path(),
+        "hep-wire",
+        &format!("udp port {hep_port}"),
+        Duration::from_secs(60),
+    );
 
     let pbx = Pbx::bind().await;
     let media = net::free_range(47000, 47499, 20);
@@ -145,7 +180,36 @@ async fn sngrep_decodes_the_hep_stream_of_a_baresip_call() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     sngrep.stop(Duration::from_secs(5));
 
-    let rows = decoded(&pcap, &call_id);
+    let wire_file = wire.file.clone();
+    let hep_datagrams = wire.finish();
+    assert!(
+        hep_datagrams.len() >= 4,
+        "the HEP datagrams were captured on lo: {}",
+        hep_datagrams.len()
+    );
+    let rows = decoded(&pcap, &call_id, None);
+    match std::env::var("HEP_WIRESHARK_LUA") {
+        Ok(lua) => {
+            let hep_rows = decoded(&wire_file, &call_id, Some((&lua, hep_port)));
+            assert!(
+                hep_rows.iter().any(|r| r.method == "INVITE"
+                    && r.dst_port == e.tls_addr.port()
+                    && r.via.contains("SIP/2.0/TLS")),
+                "tshark with sipcapture's HEP dissector shows the decrypted phone-leg INVITE \
+                 inside HEP: {hep_rows:#?}"
+            );
+            assert!(
+                hep_rows
+                    .iter()
+                    .any(|r| r.method == "INVITE" && r.dst_port == pbx.addr().port()),
+                "and the PBX-leg INVITE: {hep_rows:#?}"
+            );
+        }
+        Err(_) => eprintln!(
+            "NOTE: HEP_WIRESHARK_LUA is not set: the HEP capture was decoded by sngrep only, \
+             not also by tshark with sipcapture's hep.lua dissector"
+        ),
+    }
     let invites: Vec<&Row> = rows.iter().filter(|r| r.method == "INVITE").collect();
     let phone_leg = invites
         .iter()
