@@ -130,6 +130,12 @@ async fn dashboard_metrics_are_exposed_by_a_running_edge() {
     let json: serde_json::Value =
         serde_json::from_str(&dashboard).expect("dashboard is valid JSON");
     assert!(json["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    // Grafana keys panels by id (links, edits, repeats): two panels with one id clash.
+    let mut ids = BTreeSet::new();
+    for panel in json["panels"].as_array().into_iter().flatten() {
+        let id = panel["id"].as_u64().expect("every panel has a numeric id");
+        assert!(ids.insert(id), "panel id {id} is used twice");
+    }
     let used = metric_names(&dashboard);
     assert!(!used.is_empty());
     let rules_file = root.join("deploy/prometheus/pbx-edge-rules.yml");
