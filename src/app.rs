@@ -580,6 +580,7 @@ fn core_settings(config: &Config, pbx_local: SocketAddr, tls_local: SocketAddr) 
             pbx_local: config.media.pbx_bind,
         },
         identity_headers: sip.identity_headers,
+        flow_timer_secs: crate::b2bua::core::flow_timer_secs(sip.idle_timeout_secs),
         phone_request_budget: RateBudget {
             per_second: sip.phone_requests_per_second,
             burst: sip.phone_request_burst,

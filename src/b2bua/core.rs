@@ -91,6 +91,17 @@ pub struct CoreSettings {
     pub max_ports_per_device: usize,
     /// `sip.identity_headers`.
     pub identity_headers: IdentityHeaders,
+    /// Seconds between the keep-alives the edge asks an RFC 5626 phone for (`Flow-Timer` in
+    /// the 2xx to its REGISTER, §5.4): inside `sip.idle_timeout_secs`, so a quiet phone that
+    /// keeps its flow alive is never closed as idle.
+    pub flow_timer_secs: u64,
+}
+
+/// The `Flow-Timer` the edge gives phones for a connection idle timeout of `idle_secs`: half
+/// of it, at most 120 s (RFC 5626 §4.4.1's default TCP keep-alive is 95–120 s; asking for
+/// more would let NAT bindings lapse) and at least 1 s.
+pub fn flow_timer_secs(idle_secs: u64) -> u64 {
+    (idle_secs / 2).clamp(1, 120)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

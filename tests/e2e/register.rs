@@ -368,3 +368,41 @@ async fn a_request_reusing_a_finished_transactions_branch_is_dropped_and_counted
     assert_eq!(ph.recv().await.expect("200").status(), Some(200));
     e.stop().await.expect("clean shutdown");
 }
+
+/// RFC 5626 §6 / §5.4: the edge keeps a registering phone's flow, so a phone that asks for
+/// outbound (`Supported: outbound`, a Contact with `reg-id` and `+sip.instance`) gets
+/// `Require: outbound` and a `Flow-Timer` inside the edge's idle timeout in its 200 — though
+/// the PBX's 200 has neither, as Asterisk's has not. A phone that did not list `outbound` in
+/// Supported gets neither (a Require it did not offer would break RFC 3261 §20.32).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_asking_for_outbound_is_told_its_flow_is_kept_and_how_often_to_keep_it_alive() {
+    let (pki, pbx, e) = setup(&[("PBX_EDGE_SIP__IDLE_TIMEOUT_SECS", "60")]).await;
+    let mut ph = snom(&pki, &e).await;
+    let mut answered = Vec::new();
+    for (cseq, supported) in [(1, "Supported: path, outbound\r\n"), (2, "")] {
+        ph.send(&phone::register("101", 5099, cseq, "ob-1", supported))
+            .await;
+        let (req, from) = pbx.recv().await.expect("PBX gets the REGISTER");
+        assert!(
+            req.header("Require").is_none(),
+            "nothing added toward the PBX"
+        );
+        let uri = pbx::contact_uri(&req).expect("edge Contact");
+        pbx.send(from, &pbx::register_ok(&req, &uri, 600)).await;
+        let ok = ph.recv().await.expect("phone gets the 200");
+        assert_eq!(ok.status(), Some(200));
+        answered.push((
+            ok.header("Require").map(str::to_owned),
+            ok.header("Flow-Timer").map(str::to_owned),
+        ));
+    }
+    assert_eq!(
+        answered,
+        [
+            (Some("outbound".to_owned()), Some("30".to_owned())),
+            (None, None)
+        ],
+        "with Supported: outbound, then without"
+    );
+    e.stop().await.expect("clean shutdown");
+}

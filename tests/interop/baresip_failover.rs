@@ -41,6 +41,7 @@ fn spawn_edge(
     pki: &TestPki,
     pbx: SocketAddr,
     media: (u16, u16),
+    extra_env: &[(&str, &str)],
 ) -> EdgeProcess {
     let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let (tls, admin, pbx_side) = (
@@ -63,7 +64,8 @@ fn spawn_edge(
         .env("PBX_EDGE_PBX__LISTEN", pbx_side.to_string())
         .env("PBX_EDGE_PBX__ADDRESS", pbx.to_string())
         .env("PBX_EDGE_MEDIA__PORT_MIN", media.0.to_string())
-        .env("PBX_EDGE_MEDIA__PORT_MAX", media.1.to_string());
+        .env("PBX_EDGE_MEDIA__PORT_MAX", media.1.to_string())
+        .envs(extra_env.iter().copied());
     EdgeProcess {
         process: PeerProcess::spawn(name, cmd, dir.path()),
         tls,
@@ -138,8 +140,20 @@ fn from_edge(seen: &[(SocketAddr, SipMessage)], edge: &EdgeProcess) -> usize {
 async fn baresip_with_both_edges_as_outbound_proxies_is_reached_through_the_survivor() {
     let pki = edge::dev_pki();
     let pbx = Pbx::bind().await;
-    let mut a = spawn_edge("edge-a", &pki, pbx.addr(), net::free_range(41000, 45000, 8));
-    let mut b = spawn_edge("edge-b", &pki, pbx.addr(), net::free_range(45000, 49000, 8));
+    let mut a = spawn_edge(
+        "edge-a",
+        &pki,
+        pbx.addr(),
+        net::free_range(41000, 45000, 8),
+        &[],
+    );
+    let mut b = spawn_edge(
+        "edge-b",
+        &pki,
+        pbx.addr(),
+        net::free_range(45000, 49000, 8),
+        &[],
+    );
     wait_ready(&mut a).await;
     wait_ready(&mut b).await;
 
@@ -325,4 +339,72 @@ async fn baresip_with_both_edges_as_outbound_proxies_is_reached_through_the_surv
 
     phone.quit(&mut ctrl);
     b.process.stop(Duration::from_secs(5));
+}
+
+/// RFC 5626 §4.4.1 with a real phone: baresip registers a flow through each edge, and the
+/// edges' 200s say `Require: outbound` with a `Flow-Timer` of half their idle timeout (here
+/// 30 s → 15 s; libre keeps at least 20 s between pings, so it pings every 16–20 s). baresip
+/// then keeps each flow alive with CRLF pings the edges answer, so both connections outlive
+/// the idle timeout with no other traffic. Without the `Require: outbound` baresip sends no
+/// pings and each edge closes its flow as idle after 30 s (seen: 0 pings, 1 idle close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_keeps_its_flows_alive_at_the_pace_the_edges_ask_for() {
+    let pki = edge::dev_pki();
+    let pbx = Pbx::bind().await;
+    let idle = [("PBX_EDGE_SIP__IDLE_TIMEOUT_SECS", "30")];
+    let mut a = spawn_edge(
+        "edge-a",
+        &pki,
+        pbx.addr(),
+        net::free_range(41000, 45000, 8),
+        &idle,
+    );
+    let mut b = spawn_edge(
+        "edge-b",
+        &pki,
+        pbx.addr(),
+        net::free_range(45000, 49000, 8),
+        &idle,
+    );
+    wait_ready(&mut a).await;
+    wait_ready(&mut b).await;
+    let setup = PhoneSetup {
+        edge: a.tls,
+        backup_edge: Some(b.tls),
+        certificate: &pki.pki.snom_device,
+        ca: &pki.pki.server_ca,
+        user: "101",
+        // Longer than the test: no refresh REGISTER keeps the connections busy.
+        regint: 600,
+        answermode: "manual",
+        auth_pass: None,
+        media: None,
+        dns: SocketAddr::from(([127, 0, 0, 1], 53)),
+        verbose: false,
+    };
+    let mut phone = Baresip::start(&setup, PHONE_BOUND);
+    let mut seen = Vec::new();
+    let both = registrar_until(&pbx, Duration::from_secs(20), &mut seen, |s| {
+        from_edge(s, &a) >= 1 && from_edge(s, &b) >= 1
+    })
+    .await;
+    assert!(both, "a REGISTER through each edge:\n{}", phone.log());
+
+    // Past the idle timeout with nothing but keep-alives on the flows.
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    for edge in [&a, &b] {
+        let m = http::get(edge.admin, "/metrics").await.1;
+        let pings = http::metric(&m, "pbx_edge_sip_keepalives_total");
+        let idle_closed =
+            http::metric(&m, "pbx_edge_sip_connections_closed_total{reason=\"idle\"}");
+        assert!(
+            pings >= 1.0 && idle_closed == 0.0,
+            "pings answered {pings}, flows closed as idle {idle_closed}:\n{}\n{}",
+            phone.log(),
+            edge.process.output()
+        );
+        assert_eq!(http::metric(&m, "pbx_edge_tls_connections_active"), 1.0);
+    }
+    let mut ctrl = phone.ctrl();
+    phone.quit(&mut ctrl);
 }

@@ -407,6 +407,9 @@ impl SipCore {
             if !out.is_empty() {
                 resp.set_contacts(&out);
             }
+            if let Some(request) = self.txns.get(id).map(|t| &t.received) {
+                confirm_outbound(request, resp, self.settings.flow_timer_secs);
+            }
             self.publish();
         } else if status == 401 || status == 407 {
             // Keep the bindings so the authenticated retry presents the same edge Contact.
@@ -505,4 +508,34 @@ struct Relayed {
     method: Method,
     flow: FlowId,
     call_id: String,
+}
+
+/// RFC 5626 §6: a phone that registers a flow (a Contact with `reg-id` and `+sip.instance` in
+/// its REGISTER) and says `Supported: outbound` learns from `Require: outbound` in the 2xx that
+/// its flow is kept — the edge keeps it: requests reach the phone on its own connection,
+/// whatever the PBX knows of outbound (Asterisk echoes neither parameter) — and from
+/// `Flow-Timer` (§5.4) how often to send its CRLF keep-alives, which the edge answers. Without
+/// them phones (baresip, for one) treat the registrar as not supporting outbound and send no
+/// keep-alives at all. A phone that did not list `outbound` in Supported gets neither
+/// (RFC 3261 §20.32: no Require for an extension the client did not offer).
+fn confirm_outbound(request: &SipMessage, resp: &mut SipMessage, flow_timer_secs: u64) {
+    let lists = |m: &SipMessage, header: &str| {
+        m.header_values(header)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|tag| tag.trim().eq_ignore_ascii_case("outbound"))
+    };
+    let has_flow = match request.contacts() {
+        Ok(ContactList::Addrs(contacts)) => contacts
+            .iter()
+            .any(|c| c.params.contains("reg-id") && c.params.contains("+sip.instance")),
+        _ => false,
+    };
+    if !lists(request, "Supported") || !has_flow {
+        return;
+    }
+    if !lists(resp, "Require") {
+        resp.append_header("Require", "outbound");
+    }
+    resp.set_header("Flow-Timer", &flow_timer_secs.to_string());
 }
