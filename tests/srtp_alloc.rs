@@ -5,12 +5,12 @@
 //!
 //! This file is its own test binary so the counting allocator sees only this test.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+
 use std::cell::Cell;
 
 use pbx_edge::srtp::{ContextOptions, CryptoSuite, MasterKey, Mki, SrtpContext};
-
-struct Counting;
 
 thread_local! {
     // Per thread: the test harness's other threads allocate concurrently and must not count.
@@ -27,25 +27,8 @@ fn allocations() -> usize {
     ALLOCATIONS.with(|c| c.get())
 }
 
-// SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
-// `GlobalAlloc` contract; the counter has no effect on the memory handed out. (This test binary
-// is not part of the library, whose `deny(unsafe_code)` stays intact.)
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting(count);
 
 /// AWS-LC's allocation hooks: count, then forward to the C allocator.
 mod aws_lc_hooks {

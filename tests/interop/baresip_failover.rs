@@ -136,6 +136,48 @@ fn from_edge(seen: &[(SocketAddr, SipMessage)], edge: &EdgeProcess) -> usize {
         .count()
 }
 
+/// baresip (user 101, the Snom-style dev device) with edge A as outbound1 and B as outbound2
+/// (`sipnat=outbound`: one RFC 5626 flow through each), registering every `regint` seconds.
+fn phone_on_both(pki: &TestPki, a: &EdgeProcess, b: &EdgeProcess, regint: u32) -> Baresip {
+    let setup = PhoneSetup {
+        edge: a.tls,
+        backup_edge: Some(b.tls),
+        certificate: &pki.pki.snom_device,
+        ca: &pki.pki.server_ca,
+        user: "101",
+        regint,
+        answermode: "manual",
+        auth_pass: None,
+        media: None,
+        // The edges are given by address: no lookup is expected of this resolver.
+        dns: SocketAddr::from(([127, 0, 0, 1], 53)),
+        verbose: false,
+    };
+    Baresip::start(&setup, PHONE_BOUND)
+}
+
+/// Answers REGISTERs until one has come through each edge (bounded: 20 s), into `seen`.
+async fn registered_through_both(
+    pbx: &Pbx,
+    a: &EdgeProcess,
+    b: &EdgeProcess,
+    seen: &mut Vec<(SocketAddr, SipMessage)>,
+    phone: &mut Baresip,
+) {
+    let both = registrar_until(pbx, Duration::from_secs(20), seen, |s| {
+        from_edge(s, a) >= 1 && from_edge(s, b) >= 1
+    })
+    .await;
+    assert!(
+        both,
+        "a REGISTER through each edge (seen from {:?}):\n{}\n{}\n{}",
+        seen.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+        phone.log(),
+        a.process.output(),
+        b.process.output()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_with_both_edges_as_outbound_proxies_is_reached_through_the_survivor() {
     let pki = edge::dev_pki();
@@ -157,38 +199,13 @@ async fn baresip_with_both_edges_as_outbound_proxies_is_reached_through_the_surv
     wait_ready(&mut a).await;
     wait_ready(&mut b).await;
 
-    let setup = PhoneSetup {
-        edge: a.tls,
-        backup_edge: Some(b.tls),
-        certificate: &pki.pki.snom_device,
-        ca: &pki.pki.server_ca,
-        user: "101",
-        // Short, so that a refresh through B is seen after A is gone.
-        regint: EXPIRES,
-        answermode: "manual",
-        auth_pass: None,
-        media: None,
-        // The edges are given by address: no lookup is expected of this resolver.
-        dns: SocketAddr::from(([127, 0, 0, 1], 53)),
-        verbose: false,
-    };
-    let mut phone = Baresip::start(&setup, PHONE_BOUND);
+    // Short, so that a refresh through B is seen after A is gone.
+    let mut phone = phone_on_both(&pki, &a, &b, EXPIRES);
 
     // One registration flow through each edge: both REGISTERs reach the PBX, each from its
     // edge, each with that edge's own Contact.
     let mut seen = Vec::new();
-    let both = registrar_until(&pbx, Duration::from_secs(20), &mut seen, |s| {
-        from_edge(s, &a) >= 1 && from_edge(s, &b) >= 1
-    })
-    .await;
-    assert!(
-        both,
-        "a REGISTER through each edge (seen from {:?}):\n{}\n{}\n{}",
-        seen.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
-        phone.log(),
-        a.process.output(),
-        b.process.output()
-    );
+    registered_through_both(&pbx, &a, &b, &mut seen, &mut phone).await;
     let contact_of = |edge: &EdgeProcess| {
         seen.iter()
             .find(|(from, _)| *from == edge.pbx_side)
@@ -368,27 +385,9 @@ async fn baresip_keeps_its_flows_alive_at_the_pace_the_edges_ask_for() {
     );
     wait_ready(&mut a).await;
     wait_ready(&mut b).await;
-    let setup = PhoneSetup {
-        edge: a.tls,
-        backup_edge: Some(b.tls),
-        certificate: &pki.pki.snom_device,
-        ca: &pki.pki.server_ca,
-        user: "101",
-        // Longer than the test: no refresh REGISTER keeps the connections busy.
-        regint: 600,
-        answermode: "manual",
-        auth_pass: None,
-        media: None,
-        dns: SocketAddr::from(([127, 0, 0, 1], 53)),
-        verbose: false,
-    };
-    let mut phone = Baresip::start(&setup, PHONE_BOUND);
-    let mut seen = Vec::new();
-    let both = registrar_until(&pbx, Duration::from_secs(20), &mut seen, |s| {
-        from_edge(s, &a) >= 1 && from_edge(s, &b) >= 1
-    })
-    .await;
-    assert!(both, "a REGISTER through each edge:\n{}", phone.log());
+    // Longer than the test: no refresh REGISTER keeps the connections busy.
+    let mut phone = phone_on_both(&pki, &a, &b, 600);
+    registered_through_both(&pbx, &a, &b, &mut Vec::new(), &mut phone).await;
 
     // Past the idle timeout with nothing but keep-alives on the flows.
     tokio::time::sleep(Duration::from_secs(36)).await;
