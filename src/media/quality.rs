@@ -53,6 +53,14 @@ pub struct QualityCells {
     jitter_us: AtomicU64,
 }
 
+impl QualityCells {
+    /// Reads the cells (see the relay's batched pass: cache warming).
+    #[inline]
+    pub(crate) fn warm(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
 impl Default for QualityCells {
     fn default() -> Self {
         QualityCells {
@@ -230,6 +238,12 @@ fn header(packet: &[u8]) -> Option<Header> {
 }
 
 impl ReceiveTracker {
+    /// Reads the tracker's state (see the relay's batched pass: cache warming).
+    #[inline]
+    pub fn warm(&self) -> u32 {
+        self.ssrc ^ self.jitter_q4
+    }
+
     /// Accounts one plain RTP packet that arrived `arrival_ns` after an arbitrary per-stream
     /// epoch, and publishes the running totals into `cells`. Non-RTP input is ignored.
     #[inline]

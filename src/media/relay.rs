@@ -429,6 +429,20 @@ impl Stream {
         }
     }
 
+    /// Reads the state a datagram received on `socket` will need, so that a batch's cache
+    /// misses overlap instead of stalling one packet after the other.
+    #[inline]
+    fn warm(&self, socket: usize) -> u64 {
+        let side = usize::from(socket >= PBX_RTP);
+        let srtp = if side == 0 {
+            self.inbound.warm()
+        } else {
+            self.outbound.warm()
+        };
+        let tracker = self.quality.get(side).map_or(0, |q| u64::from(q.warm()));
+        srtp ^ tracker ^ self.counters.warm()
+    }
+
     /// Receive-quality accounting of one accepted plain RTP packet. The arrival time is read
     /// per packet (not the batch's `now`): jitter is about spacing within a batch too.
     #[inline]
@@ -838,6 +852,19 @@ impl Worker {
         if self.submit(io).is_err() {
             return 0;
         }
+        // 1b. Touch every receiving stream's state first: the loads of different streams are
+        // independent, so the CPU overlaps their cache misses (with 1,000 streams each one's
+        // state has left L2 since its previous packet 20 ms ago).
+        let mut warm = 0u64;
+        for c in &self.completions {
+            if let Outcome::Received { .. } = c.outcome {
+                let token = usize::try_from(c.tag).unwrap_or(usize::MAX);
+                if let Some(Some(stream)) = self.streams.get(token >> 2) {
+                    warm ^= stream.warm(token & 3);
+                }
+            }
+        }
+        std::hint::black_box(warm);
         // 2. The pipeline, per received datagram; queue its send from the same slot.
         let mut received = 0usize;
         let mut sends = 0usize;

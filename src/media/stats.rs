@@ -175,6 +175,16 @@ impl CounterSnapshot {
 }
 
 impl StreamCounters {
+    /// Reads the counters a relayed packet updates (see the relay's batched pass: cache
+    /// warming).
+    #[inline]
+    pub(crate) fn warm(&self) -> u64 {
+        let quality = self.quality.iter().map(|q| q.warm()).fold(0, |a, b| a ^ b);
+        self.phone_to_pbx_packets.load(Ordering::Relaxed)
+            ^ self.pbx_to_phone_packets.load(Ordering::Relaxed)
+            ^ quality
+    }
+
     /// A packet of `bytes` was sent toward the PBX.
     #[inline]
     pub(crate) fn relayed_to_pbx(&self, bytes: usize) {

@@ -102,6 +102,15 @@ pub enum Inbound {
 }
 
 impl Inbound {
+    /// Brings the SRTP state the next packet needs into the cache ([`SrtpContext::warm`]).
+    #[inline]
+    pub fn warm(&self) -> u64 {
+        match self {
+            Inbound::Unprotect(ctx) => ctx.warm(),
+            _ => 0,
+        }
+    }
+
     /// Builds the transform for a spec.
     pub fn from_spec(spec: &TransformSpec) -> Result<Self, MediaError> {
         Ok(match spec {
@@ -162,6 +171,15 @@ pub enum Outbound {
 }
 
 impl Outbound {
+    /// Brings the SRTP state the next packet needs into the cache ([`SrtpContext::warm`]).
+    #[inline]
+    pub fn warm(&self) -> u64 {
+        match self {
+            Outbound::Protect(ctx) => ctx.warm(),
+            _ => 0,
+        }
+    }
+
     /// Builds the transform for a spec.
     pub fn from_spec(spec: &TransformSpec) -> Result<Self, MediaError> {
         Ok(match spec {

@@ -142,6 +142,13 @@ impl HmacSha1 {
         })
     }
 
+    /// Reads the keyed state (a copy, as [`HmacSha1::compute`] makes for every packet), to
+    /// bring it into the cache ahead of the packet (see `SrtpContext::warm`).
+    #[inline]
+    pub fn warm(&self) {
+        std::hint::black_box(self.keyed.clone());
+    }
+
     /// HMAC-SHA1 over `a || b`, the full 20 octets.
     #[inline]
     pub fn compute(&self, a: &[u8], b: &[u8]) -> [u8; 20] {

@@ -47,6 +47,14 @@ impl ReplayWindow {
         self.highest
     }
 
+    /// Reads the bitmap word the next in-order index will set (cache warming, see
+    /// `SrtpContext::warm`).
+    #[inline]
+    pub fn warm(&self) -> u64 {
+        let (word, _) = self.slot(self.highest.wrapping_add(1));
+        self.bits.get(word).copied().unwrap_or(0) ^ self.highest
+    }
+
     /// Checks `index` without changing the window.
     pub fn check(&self, index: u64) -> ReplayCheck {
         if index > self.highest {
