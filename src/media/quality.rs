@@ -272,6 +272,7 @@ impl ReceiveTracker {
             } else {
                 None
             },
+            base_seq: self.active.then_some(self.base_seq),
         }
     }
 

@@ -9,6 +9,12 @@
 //!   the PBX sends, the PBX's about the RTP the phone sends. Only the block whose SSRC is the
 //!   source the edge relays toward that side is taken (the edge is transparent to SSRCs); while
 //!   the edge has seen no RTP that way, the first block.
+//! - Loss comes two ways: the block's fraction lost (the interval since the receiver's previous
+//!   report) and, for the whole stream, its cumulative lost over the packets expected, which
+//!   the edge counts from the first sequence number it relayed of that SSRC to the block's
+//!   extended highest sequence number (RFC 3550 §6.4.1, A.3; the edge relays sequence numbers
+//!   unchanged, so its first one is the receiver's base unless the very first packets were
+//!   lost on the last hop).
 //! - Jitter arrives in RTP timestamp units (RFC 3550 §6.4.1); it is converted with the clock
 //!   rate of the payload type the edge last relayed that way ([`super::quality::clock_rate`]).
 //!   The relay does not see the SDP, so a dynamic payload type, or no RTP yet, falls back to
@@ -53,6 +59,8 @@ pub struct ReportCells {
     reports: AtomicU64,
     fraction_lost: AtomicU64,
     cumulative_lost: AtomicI64,
+    /// Packets the receiver should have had of the stream (see the module doc), or UNKNOWN.
+    expected: AtomicU64,
     jitter_us: AtomicU64,
     rtt_us: AtomicU64,
 }
@@ -63,6 +71,7 @@ impl Default for ReportCells {
             reports: AtomicU64::new(0),
             fraction_lost: AtomicU64::new(0),
             cumulative_lost: AtomicI64::new(0),
+            expected: AtomicU64::new(UNKNOWN),
             jitter_us: AtomicU64::new(UNKNOWN),
             rtt_us: AtomicU64::new(UNKNOWN),
         }
@@ -79,16 +88,24 @@ impl ReportCells {
             return None;
         }
         let jitter = self.jitter_us.load(Ordering::Relaxed);
+        let expected = self.expected.load(Ordering::Relaxed);
         Some(ReportSnapshot {
             reports,
             fraction_lost: (reports > 0).then(|| self.fraction_lost.load(Ordering::Relaxed) as u8),
             cumulative_lost: (reports > 0).then(|| self.cumulative_lost.load(Ordering::Relaxed)),
+            expected: (reports > 0 && expected != UNKNOWN).then_some(expected),
             jitter_us: (jitter != UNKNOWN).then_some(jitter),
             rtt_us: (rtt != UNKNOWN).then_some(rtt),
         })
     }
 
-    fn store_block(&self, b: &ReportBlock, clock_rate: u32) {
+    fn store_block(&self, b: &ReportBlock, clock_rate: u32, base_seq: Option<u16>) {
+        // Expected = extended highest - base + 1 (RFC 3550 A.3); a highest below the base
+        // means the receiver counts from elsewhere: unknown, not a made-up figure.
+        let expected = base_seq
+            .and_then(|base| b.extended_highest_seq.checked_sub(u32::from(base)))
+            .map_or(UNKNOWN, |d| u64::from(d) + 1);
+        self.expected.store(expected, Ordering::Relaxed);
         self.fraction_lost
             .store(u64::from(b.fraction_lost), Ordering::Relaxed);
         self.cumulative_lost
@@ -108,6 +125,9 @@ pub struct ReportSnapshot {
     pub fraction_lost: Option<u8>,
     /// Cumulative lost of the latest block.
     pub cumulative_lost: Option<i64>,
+    /// Packets of the stream the receiver expected up to the latest block (see the module
+    /// doc); `None` when the edge relayed none of that SSRC.
+    pub expected: Option<u64>,
     /// Interarrival jitter of the latest block in µs.
     pub jitter_us: Option<u64>,
     /// Round-trip time of the leg edge → that side → edge, µs.
@@ -120,6 +140,14 @@ impl ReportSnapshot {
         self.fraction_lost.map(|f| f64::from(f) / 256.0)
     }
 
+    /// Loss over the whole stream so far, 0..=1: cumulative lost / expected (duplicates can
+    /// make cumulative lost negative: counted as 0).
+    pub fn stream_loss_ratio(&self) -> Option<f64> {
+        let expected = self.expected.filter(|e| *e > 0)?;
+        let lost = u64::try_from(self.cumulative_lost?.max(0)).ok()?;
+        Some((lost as f64 / expected as f64).min(1.0))
+    }
+
     /// RTT in ms.
     pub fn rtt_ms(&self) -> Option<f64> {
         self.rtt_us.map(|us| us as f64 / 1000.0)
@@ -129,8 +157,11 @@ impl ReportSnapshot {
 /// What one side's report shows on `/api/calls` and in the call log (rounded for people).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ReportedQuality {
-    /// Fraction lost of the latest report block, 0..=1, 4 decimals.
+    /// Fraction lost of the latest report block (the interval since the receiver's previous
+    /// report), 0..=1, 4 decimals.
     pub loss_fraction: Option<f64>,
+    /// Loss over the whole stream so far (cumulative lost / expected), 0..=1, 4 decimals.
+    pub stream_loss: Option<f64>,
     /// Cumulative packets lost of the latest block.
     pub cumulative_lost: Option<i64>,
     /// Interarrival jitter of the latest block, ms, 2 decimals.
@@ -144,6 +175,7 @@ impl From<ReportSnapshot> for ReportedQuality {
         let round = |x: f64, p: f64| (x * p).round() / p;
         ReportedQuality {
             loss_fraction: s.loss_ratio().map(|x| round(x, 10_000.0)),
+            stream_loss: s.stream_loss_ratio().map(|x| round(x, 10_000.0)),
             cumulative_lost: s.cumulative_lost,
             jitter_ms: s.jitter_us.map(|us| round(us as f64 / 1000.0, 100.0)),
             rtt_ms: s.rtt_ms().map(|x| round(x, 100.0)),
@@ -158,6 +190,8 @@ pub struct ReceivedMedia {
     pub ssrc: Option<u32>,
     /// Clock rate of its payload type, if known.
     pub clock_rate: Option<u32>,
+    /// The first sequence number the edge relayed of that SSRC.
+    pub base_seq: Option<u16>,
 }
 
 fn index(side: Side) -> usize {
@@ -210,7 +244,11 @@ impl RtcpReports {
                 }
                 let ours = media.ssrc.is_none_or(|s| s == b.ssrc);
                 if ours && !taken {
-                    cells.store_block(&b, media.clock_rate.unwrap_or(FALLBACK_CLOCK_RATE));
+                    let rate = media.clock_rate.unwrap_or(FALLBACK_CLOCK_RATE);
+                    // The base belongs to the SSRC the edge relays, not to a first block
+                    // taken while it relayed none.
+                    let base = media.ssrc.and(media.base_seq);
+                    cells.store_block(&b, rate, base);
                     taken = true;
                 }
             }
@@ -277,10 +315,12 @@ mod tests {
         let to_phone = ReceivedMedia {
             ssrc: Some(0x2222),
             clock_rate: Some(8000),
+            base_seq: None,
         };
         let to_pbx = ReceivedMedia {
             ssrc: Some(0x1111),
             clock_rate: None,
+            base_seq: None,
         };
         // The PBX's SR at t = 1000 ms is forwarded to the phone.
         r.on_rtcp(
@@ -324,6 +364,46 @@ mod tests {
         );
         // The phone leg is unchanged.
         assert_eq!(phone.snapshot().unwrap().rtt_us, Some(rtt));
+    }
+
+    #[test]
+    fn whole_stream_loss_counts_from_the_first_sequence_number_relayed() {
+        let mut r = RtcpReports::default();
+        let cells = ReportCells::default();
+        let media = |base| ReceivedMedia {
+            ssrc: Some(0x2222),
+            clock_rate: Some(8000),
+            base_seq: base,
+        };
+        let mut rr = |lost: i32, highest: u32, base: Option<u16>| {
+            let mut b = block(0x2222, 13, lost, 0, 0, 0);
+            b.extended_highest_seq = highest;
+            r.on_rtcp(
+                Side::Phone,
+                &report(0x1111, None, &[b]),
+                0,
+                media(base),
+                &cells,
+            );
+            cells.snapshot().unwrap()
+        };
+        // Seq 901..=1000 relayed, 5 lost: 5 %, whatever the last interval's fraction says.
+        let s = rr(5, 1000, Some(901));
+        assert_eq!(s.expected, Some(100));
+        assert_eq!(s.stream_loss_ratio(), Some(0.05));
+        assert_eq!(s.loss_ratio(), Some(13.0 / 256.0));
+        // Across a wrap: base 65_000, highest 1 cycle + 100 = 65_636 → 637 expected.
+        let s = rr(0, 65_636, Some(65_000));
+        assert_eq!((s.expected, s.stream_loss_ratio()), (Some(637), Some(0.0)));
+        // Duplicates make cumulative lost negative: no loss, not a negative ratio.
+        assert_eq!(rr(-3, 1000, Some(901)).stream_loss_ratio(), Some(0.0));
+        // A receiver claiming more lost than expected is capped at the whole stream.
+        assert_eq!(rr(500, 1000, Some(901)).stream_loss_ratio(), Some(1.0));
+        // A highest below the first relayed number, or no RTP relayed: unknown, not a guess.
+        for s in [rr(5, 800, Some(901)), rr(5, 1000, None)] {
+            assert_eq!((s.expected, s.stream_loss_ratio()), (None, None), "{s:?}");
+            assert_eq!(s.cumulative_lost, Some(5));
+        }
     }
 
     #[test]
@@ -373,6 +453,7 @@ mod tests {
         let m = ReceivedMedia {
             ssrc: Some(7),
             clock_rate: Some(8000),
+            base_seq: None,
         };
         let rr = report(
             1,

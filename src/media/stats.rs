@@ -23,8 +23,9 @@
 //!   the RTCP round-trip times when any is known.
 //! - `stream_reported_loss_ratio{side}`, `stream_reported_jitter_seconds{side}`: the same at
 //!   stream end from the last RTCP report block the *receiving* endpoint sent about what
-//!   `side` sends ([`super::report`]): the block's fraction lost, its jitter; a stream whose
-//!   receiver sent no report is not observed.
+//!   `side` sends ([`super::report`]): the whole stream's loss (cumulative lost / expected;
+//!   the block's fraction lost when the edge relayed none of the reported SSRC), its jitter;
+//!   a stream whose receiver sent no report is not observed.
 //! - `stream_rtt_seconds{side}`: at stream end, the last round-trip time measured on the leg
 //!   edge → `side` → edge (`phone` | `pbx`) from RTCP SR/LSR/DLSR; not observed when unknown.
 
@@ -337,7 +338,7 @@ impl QualityHistograms {
             )?,
             reported_loss: h(
                 "stream_reported_loss_ratio",
-                "Per-stream loss fraction of the last RTCP report block the receiver sent, at stream end, by sending side.",
+                "Per-stream loss over the whole stream as the receiver reported it in RTCP (cumulative lost / expected of its last report block), at stream end, by sending side.",
                 &[0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5],
             )?,
             reported_jitter: h(
@@ -371,7 +372,9 @@ impl QualityHistograms {
         let delay = counters.one_way_delay_ms();
         for (side, label) in SIDES {
             if let Some(r) = counters.reported(side) {
-                if let Some(loss) = r.loss_ratio() {
+                // The whole stream's loss; the last interval's only when the edge relayed none
+                // of the reported SSRC (then there is no whole-stream figure).
+                if let Some(loss) = r.stream_loss_ratio().or_else(|| r.loss_ratio()) {
                     self.reported_loss.with_label_values(&[label]).observe(loss);
                 }
                 if let Some(us) = r.jitter_us {

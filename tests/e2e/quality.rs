@@ -199,9 +199,10 @@ async fn phone_rtcp(c: &Call, relay: &mut Relay, plain: &[u8]) -> Vec<u8> {
 
 /// A call whose two ends exchange RTCP through the edge after 200 RTP packets each way:
 /// the phone's SR (NTP middle 0x0A0B_0C0D) reaches the PBX, which holds it 100 ms and answers
-/// with an RR claiming DLSR = 50 ms (3277/65536 s), 13/256 lost, 7 cumulative, 16 units
-/// jitter; the PBX's SR (0x1122_3344) reaches the phone as SRTCP, which holds it 80 ms and
-/// answers DLSR 0, 26/256 (≈ 10 %) lost, 20 cumulative, 80 units (10 ms at 8000 Hz) jitter.
+/// with an RR claiming DLSR = 50 ms (3277/65536 s), 13/256 lost, 7 cumulative of 200 (3.5 %
+/// of the whole stream), 16 units jitter; the PBX's SR (0x1122_3344) reaches the phone as
+/// SRTCP, which holds it 80 ms and answers DLSR 0, 26/256 (≈ 10 %) lost in the last interval,
+/// 30 cumulative of 200 (15 %), 80 units (10 ms at 8000 Hz) jitter.
 /// The PBX answers with `a=rtcp:` at its RTP port (RFC 3605), so its RTCP comes from and goes
 /// to the one socket the test has.
 pub(super) async fn call_with_rtcp(lab: &Lab, call_id: &str) -> (Call, Relay) {
@@ -231,7 +232,7 @@ pub(super) async fn call_with_rtcp(lab: &Lab, call_id: &str) -> (Call, Relay) {
     let rr = rtcp_report(
         0x2222,
         None,
-        &[report_block(0x1111, 13, 7, 16, 0x0A0B_0C0D, 3277)],
+        &[report_block(0x1111, 13, 7, 200, 16, 0x0A0B_0C0D, 3277)],
     );
     c.media.pbx.send_to(&rr, relay.pbx_side).await.unwrap();
     let mut got = recv(&c.media.phone).await.expect("phone gets the PBX's RR");
@@ -253,7 +254,7 @@ pub(super) async fn call_with_rtcp(lab: &Lab, call_id: &str) -> (Call, Relay) {
     let rr = rtcp_report(
         0x1111,
         None,
-        &[report_block(0x2222, 26, 20, 80, 0x1122_3344, 0)],
+        &[report_block(0x2222, 26, 30, 200, 80, 0x1122_3344, 0)],
     );
     phone_rtcp(&c, &mut relay, &rr).await;
     (c, relay)
@@ -277,11 +278,17 @@ async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
     );
     assert_eq!(f(&to_pbx["loss_fraction"]), 0.0508, "{q}");
     assert_eq!(to_pbx["cumulative_lost"], 7, "{q}");
+    assert_eq!(
+        f(&to_pbx["stream_loss"]),
+        0.035,
+        "7 of 200 (seq 1..=200): {q}"
+    );
     assert_eq!(f(&to_pbx["jitter_ms"]), 2.0, "{q}");
     let rtt_pbx = f(&to_pbx["rtt_ms"]);
     assert!(rtt_pbx >= 50.0, "PBX leg RTT {rtt_pbx} ms: {q}");
     assert_eq!(f(&to_phone["loss_fraction"]), 0.1016, "{q}");
-    assert_eq!(to_phone["cumulative_lost"], 20, "{q}");
+    assert_eq!(to_phone["cumulative_lost"], 30, "{q}");
+    assert_eq!(f(&to_phone["stream_loss"]), 0.15, "30 of 200: {q}");
     assert_eq!(f(&to_phone["jitter_ms"]), 10.0, "{q}");
     let rtt_phone = f(&to_phone["rtt_ms"]);
     assert!(rtt_phone >= 80.0, "phone leg RTT {rtt_phone} ms: {q}");
@@ -309,9 +316,19 @@ async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
             "pbx_edge_media_stream_reported_loss_ratio_count{side=\"pbx\"}",
             1.0,
         ),
+        // The histograms take the whole stream's loss (0.15 and 0.035), not the last
+        // interval's (0.1016 and 0.0508).
         (
             "pbx_edge_media_stream_reported_loss_ratio_bucket{side=\"pbx\",le=\"0.1\"}",
             0.0,
+        ),
+        (
+            "pbx_edge_media_stream_reported_loss_ratio_bucket{side=\"pbx\",le=\"0.2\"}",
+            1.0,
+        ),
+        (
+            "pbx_edge_media_stream_reported_loss_ratio_bucket{side=\"phone\",le=\"0.05\"}",
+            1.0,
         ),
         (
             "pbx_edge_media_stream_reported_jitter_seconds_bucket{side=\"phone\",le=\"0.002\"}",

@@ -645,6 +645,16 @@ async fn asterisk_bridges_two_phones_with_srtp_on_the_phone_legs_only() {
         srtp_suite(&calls_late, "pbx_to_phone"),
         Some(suite_b.clone())
     );
+    // RTCP intervals are randomised (RFC 3550 §6.3.1: 0.5–1.5 × 5 s), so a leg's first SR/RR
+    // round may take longer than the 10 s above: bounded wait for every leg's round trip.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut reports = calls_late.clone();
+    while !rtcp_reports_complete(&reports) && Instant::now() < deadline {
+        p.ctrl_a.pump(Duration::from_millis(250));
+        p.ctrl_b.pump(Duration::from_millis(250));
+        reports = http::get(e.admin_addr, "/api/calls").await.1;
+    }
+    check_rtcp_reports(&reports);
     // BYE from the callee.
     assert!(p.ctrl_b.command("hangup", None).is_some());
     let closed = p.ctrl_a.wait_event("CALL_CLOSED", Duration::from_secs(10));
@@ -1668,6 +1678,46 @@ async fn asterisk_music_on_hold_reaches_the_held_phone() {
 /// During a call: the edge's `/api/calls` (every call established), its calls and
 /// media-stream gauges, and Asterisk's `core show channels` all count `n` — one edge call,
 /// one audio stream and one Asterisk channel per phone leg. Returns the `/api/calls` body.
+fn listed_calls(calls: &str) -> Vec<serde_json::Value> {
+    let parsed: serde_json::Value = serde_json::from_str(calls).unwrap_or_default();
+    parsed["calls"].as_array().cloned().unwrap_or_default()
+}
+
+/// Every direction of every call on `/api/calls` has a round-trip time from RTCP.
+fn rtcp_reports_complete(calls: &str) -> bool {
+    listed_calls(calls).iter().all(|call| {
+        ["phone_to_pbx", "pbx_to_phone"]
+            .iter()
+            .all(|d| call["quality"][0][*d]["reported"]["rtt_ms"].is_number())
+    })
+}
+
+/// What the real endpoints said in RTCP after 10 s of a clean call on loopback, per call
+/// and direction on `/api/calls`: Asterisk and baresip both sent reports (every 5 s), the
+/// edge read them (the phones' through SRTCP), no loss over the whole stream, and a
+/// round-trip time measured on each leg from their SR/RR exchange.
+fn check_rtcp_reports(calls: &str) {
+    let listed = listed_calls(calls);
+    assert!(!listed.is_empty(), "{calls}");
+    for call in &listed {
+        let stream = &call["quality"][0];
+        for direction in ["phone_to_pbx", "pbx_to_phone"] {
+            let r = &stream[direction]["reported"];
+            assert!(r.is_object(), "{direction} has a report: {calls}");
+            assert_eq!(
+                r["stream_loss"].as_f64(),
+                Some(0.0),
+                "{direction}: no loss over the whole stream on loopback: {calls}"
+            );
+            let rtt = r["rtt_ms"].as_f64();
+            assert!(
+                rtt.is_some_and(|ms| (0.0..1000.0).contains(&ms)),
+                "{direction}: a round-trip time from the SR/RR exchange: {calls}"
+            );
+        }
+    }
+}
+
 async fn assert_edge_agrees_with_asterisk(e: &RunningEdge, ast: &Asterisk, n: usize) -> String {
     let calls = http::get(e.admin_addr, "/api/calls").await.1;
     let m = http::get(e.admin_addr, "/metrics").await.1;

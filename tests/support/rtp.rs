@@ -32,6 +32,7 @@ pub fn report_block(
     ssrc: u32,
     fraction: u8,
     lost: u32,
+    highest: u32,
     jitter: u32,
     lsr: u32,
     dlsr: u32,
@@ -39,7 +40,7 @@ pub fn report_block(
     let mut b = ssrc.to_be_bytes().to_vec();
     b.push(fraction);
     b.extend_from_slice(&lost.to_be_bytes()[1..]);
-    for w in [0x0001_0000, jitter, lsr, dlsr] {
+    for w in [highest, jitter, lsr, dlsr] {
         b.extend_from_slice(&u32::to_be_bytes(w));
     }
     b
