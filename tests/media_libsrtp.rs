@@ -128,6 +128,7 @@ async fn libsrtp_phone_through_relay_both_ways() {
                 rtp: Some(pbx.local_addr().unwrap()),
                 rtcp: None,
                 rtcp_mux: true,
+                ..PeerSpec::default()
             },
             pbx_host: LOOPBACK,
             phone_to_pbx: TransformSpec::Srtp(SrtpParams::new(phone_key.clone())),

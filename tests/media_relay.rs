@@ -216,11 +216,13 @@ impl Call {
                 rtp: Some(addr(&self.phone_rtp)),
                 rtcp: Some(addr(&self.phone_rtcp)),
                 rtcp_mux: false,
+                ..PeerSpec::default()
             },
             pbx: PeerSpec {
                 rtp: Some(addr(&self.pbx_rtp)),
                 rtcp: Some(addr(&self.pbx_rtcp)),
                 rtcp_mux: false,
+                ..PeerSpec::default()
             },
             pbx_host: LOOPBACK,
             phone_to_pbx: TransformSpec::Srtp(SrtpParams::new(self.phone_key.clone())),

@@ -301,8 +301,8 @@ fn edge_offer_answered_by_baresip() {
     assert_eq!(keys.edge.as_ref().unwrap().tag, chosen.tag);
     // baresip 1.0 does not do rtcp-mux unless configured: the edge still answers the PBX's
     // rtcp-mux on the PBX leg and demultiplexes nothing on the phone leg.
-    assert!(!relay.phone.unwrap().rtcp_mux);
-    assert!(relay.pbx.unwrap().rtcp_mux);
+    assert!(!relay.phone.as_ref().unwrap().rtcp_mux);
+    assert!(relay.pbx.as_ref().unwrap().rtcp_mux);
     assert!(String::from_utf8_lossy(&answer.sdp).contains("a=rtcp-mux\r\n"));
     eprintln!("baresip answered:\n{}", body(&ok));
 }

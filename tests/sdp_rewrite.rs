@@ -155,7 +155,12 @@ fn phone_rtcp_mux_is_accepted_and_not_offered_to_the_pbx() {
         .phone_offer(&phone_sdp(&savp_audio(4000, K0, "a=rtcp-mux\n")))
         .unwrap();
     assert!(offer.port_requests_were_mux());
-    let phone = offer.plan.streams[0].relayed().unwrap().phone.unwrap();
+    let phone = offer.plan.streams[0]
+        .relayed()
+        .unwrap()
+        .phone
+        .as_ref()
+        .unwrap();
     assert!(phone.rtcp_mux);
     assert_eq!(phone.rtcp_port, 4000);
     assert!(!text(&offer).contains("rtcp-mux"));
@@ -166,6 +171,7 @@ fn phone_rtcp_mux_is_accepted_and_not_offered_to_the_pbx() {
             .relayed()
             .unwrap()
             .pbx
+            .as_ref()
             .unwrap()
             .rtcp_mux
     );
@@ -180,6 +186,7 @@ impl MuxRequest for pbx_edge::sdp::Rewritten {
             .relayed()
             .unwrap()
             .phone
+            .as_ref()
             .is_some_and(|p| p.rtcp_mux)
     }
 }
@@ -233,7 +240,12 @@ fn rtcp_attribute_is_read_and_rewritten_to_the_relay_port() {
             "a=rtcp:4011 IN IP4 192.0.2.77\n",
         )))
         .unwrap();
-    let phone = offer.plan.streams[0].relayed().unwrap().phone.unwrap();
+    let phone = offer.plan.streams[0]
+        .relayed()
+        .unwrap()
+        .phone
+        .as_ref()
+        .unwrap();
     assert_eq!(
         (phone.rtcp_port, phone.rtcp_address),
         (4011, "192.0.2.77".parse::<IpAddr>().unwrap())
@@ -248,6 +260,7 @@ fn rtcp_attribute_is_read_and_rewritten_to_the_relay_port() {
             .relayed()
             .unwrap()
             .phone
+            .as_ref()
             .unwrap()
             .rtcp_port,
         4001
@@ -269,9 +282,9 @@ fn pbx_rtcp_mux_is_answered_to_the_pbx_whatever_the_phone_does() {
     ));
     let answer = call.phone_answer(&offer.plan, &no_mux).unwrap();
     let relay = answer.plan.streams[0].relayed().unwrap();
-    assert!(relay.pbx.unwrap().rtcp_mux);
-    assert!(!relay.phone.unwrap().rtcp_mux);
-    assert_eq!(relay.phone.unwrap().rtcp_port, 5001);
+    assert!(relay.pbx.as_ref().unwrap().rtcp_mux);
+    assert!(!relay.phone.as_ref().unwrap().rtcp_mux);
+    assert_eq!(relay.phone.as_ref().unwrap().rtcp_port, 5001);
     assert_eq!(lines_with(&text(&answer), "a=rtcp-mux").len(), 1);
 }
 
@@ -294,6 +307,7 @@ fn phone_mux_in_an_answer_is_ignored_when_not_offered() {
             .relayed()
             .unwrap()
             .phone
+            .as_ref()
             .unwrap()
             .rtcp_mux
     );
@@ -352,6 +366,7 @@ fn sendonly_hold_and_resume_keep_the_srtp_contexts() {
             .relayed()
             .unwrap()
             .phone
+            .as_ref()
             .unwrap()
             .direction,
         Direction::SendOnly
@@ -647,6 +662,7 @@ fn ipv6_phone_and_ipv6_edge() {
             .relayed()
             .unwrap()
             .phone
+            .as_ref()
             .unwrap()
             .address,
         "2001:db8::5".parse::<IpAddr>().unwrap()
@@ -688,6 +704,7 @@ fn media_level_connection_overrides_session_level() {
             .relayed()
             .unwrap()
             .phone
+            .as_ref()
             .unwrap()
             .address,
         "192.0.2.60".parse::<IpAddr>().unwrap()

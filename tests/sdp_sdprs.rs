@@ -154,6 +154,7 @@ fn inactive_is_not_typed() {
             .relayed()
             .unwrap()
             .phone
+            .as_ref()
             .unwrap()
             .direction,
         pbx_edge::sdp::Direction::Inactive

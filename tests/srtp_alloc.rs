@@ -143,11 +143,13 @@ fn no_allocation_in_quality_tracking() {
     let cells = QualityCells::default();
     let mut packet = [0u8; 172];
     packet[0] = 0x80;
+    // PT 0 plus a dynamic map, as a stream with the sender's `a=rtpmap`s has.
+    let rates = pbx_edge::media::ClockRates::new([(96, 48_000), (101, 8000)]);
     let mut run = |i: u32, ssrc: u32| {
         packet[2..4].copy_from_slice(&(65000u16.wrapping_add(i as u16)).to_be_bytes());
         packet[4..8].copy_from_slice(&(160 * i).to_be_bytes());
         packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
-        tracker.on_packet(&packet, u64::from(i) * 20_000_000, &cells);
+        tracker.on_packet(&packet, u64::from(i) * 20_000_000, &rates, &cells);
     };
     run(0, 1);
     let before = allocations();

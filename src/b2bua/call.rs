@@ -4,8 +4,8 @@
 
 use crate::media::quality::QualityReport;
 use crate::media::{
-    MediaControl, MediaError, PeerSpec, Side, SrtpParams, StreamCommand, StreamHandle, StreamSpec,
-    TransformSpec,
+    ClockRates, MediaControl, MediaError, PeerSpec, Side, SrtpParams, StreamCommand, StreamHandle,
+    StreamSpec, TransformSpec,
 };
 use crate::sdp::{
     ContextChange, Direction, MediaPlan, Peer, PortPair, PortRequest, Security, StreamPorts,
@@ -62,12 +62,14 @@ fn peer_spec(p: &Peer) -> PeerSpec {
             rtp: None,
             rtcp: None,
             rtcp_mux: p.rtcp_mux,
+            clock_rates: ClockRates::new(p.clock_rates.iter().copied()),
         };
     }
     PeerSpec {
         rtp: Some(SocketAddr::new(p.address, p.rtp_port)),
         rtcp: Some(SocketAddr::new(p.rtcp_address, p.rtcp_port)),
         rtcp_mux: p.rtcp_mux,
+        clock_rates: ClockRates::new(p.clock_rates.iter().copied()),
     }
 }
 

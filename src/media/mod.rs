@@ -45,7 +45,7 @@ pub use ports::{PortPool, PortRange};
 pub use quality::QualitySnapshot;
 pub use stats::{CounterSnapshot, StreamCounters};
 pub use transform::{SrtpParams, TransformSpec};
-pub use types::{LocalPorts, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
+pub use types::{ClockRates, LocalPorts, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
 
 use std::net::SocketAddr;
 

@@ -27,6 +27,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::types::ClockRates;
+
 /// RFC 3550 A.1: a forward jump below this is taken as loss, not as a restart.
 const MAX_DROPOUT: u16 = 3000;
 /// RFC 3550 A.1: a backward step below this is a late (reordered or duplicated) packet.
@@ -35,15 +37,6 @@ const MAX_MISORDER: u16 = 100;
 const SEQ_MOD: u64 = 1 << 16;
 /// `QualityCells::jitter_us` value while jitter is unknown.
 const JITTER_UNKNOWN: u64 = u64::MAX;
-
-/// RTP clock rate of a static payload type whose rate the relay knows (RFC 3551 §6), or
-/// `None` (dynamic types are negotiated in SDP, which the relay does not see).
-pub fn clock_rate(payload_type: u8) -> Option<u32> {
-    match payload_type {
-        0 | 8 | 9 | 18 => Some(8000),
-        _ => None,
-    }
-}
 
 /// Running values published by a [`ReceiveTracker`]; written by the owning worker only.
 #[derive(Debug)]
@@ -208,6 +201,8 @@ pub struct ReceiveTracker {
     prior_expected: u64,
     prior_received: u64,
     payload_type: u8,
+    /// Clock rate of `payload_type` (from the sender's SDP, or a static type's), once known.
+    rate: Option<u32>,
     /// Previous relative transit time (timestamp units), once known.
     transit: Option<u32>,
     /// Jitter × 16 in timestamp units (RFC 3550 A.8's integer form).
@@ -247,7 +242,13 @@ impl ReceiveTracker {
     /// Accounts one plain RTP packet that arrived `arrival_ns` after an arbitrary per-stream
     /// epoch, and publishes the running totals into `cells`. Non-RTP input is ignored.
     #[inline]
-    pub fn on_packet(&mut self, packet: &[u8], arrival_ns: u64, cells: &QualityCells) {
+    pub fn on_packet(
+        &mut self,
+        packet: &[u8],
+        arrival_ns: u64,
+        rates: &ClockRates,
+        cells: &QualityCells,
+    ) {
         let Some(h) = header(packet) else {
             return;
         };
@@ -258,7 +259,7 @@ impl ReceiveTracker {
             self.publish(cells);
             return;
         }
-        self.jitter(h, arrival_ns);
+        self.jitter(h, arrival_ns, rates);
         self.publish(cells);
     }
 
@@ -267,11 +268,7 @@ impl ReceiveTracker {
     pub fn received_media(&self) -> super::report::ReceivedMedia {
         super::report::ReceivedMedia {
             ssrc: self.active.then_some(self.ssrc),
-            clock_rate: if self.active {
-                clock_rate(self.payload_type)
-            } else {
-                None
-            },
+            clock_rate: if self.active { self.rate } else { None },
             base_seq: self.active.then_some(self.base_seq),
         }
     }
@@ -352,14 +349,15 @@ impl ReceiveTracker {
     }
 
     /// RFC 3550 A.8, in timestamp units scaled by 16, for payload types of known rate.
-    fn jitter(&mut self, h: Header, arrival_ns: u64) {
-        let Some(rate) = clock_rate(h.payload_type) else {
+    fn jitter(&mut self, h: Header, arrival_ns: u64, rates: &ClockRates) {
+        let Some(rate) = rates.rate(h.payload_type) else {
             self.transit = None;
             return;
         };
-        if h.payload_type != self.payload_type {
+        if h.payload_type != self.payload_type || self.rate != Some(rate) {
             // Another codec's timestamps are not comparable with the last packet's.
             self.payload_type = h.payload_type;
+            self.rate = Some(rate);
             self.transit = None;
         }
         // Arrival in timestamp units; wrapping like the RTP timestamp itself.
@@ -382,7 +380,7 @@ impl ReceiveTracker {
         if !self.jitter_known {
             return None;
         }
-        let rate = clock_rate(self.payload_type)?;
+        let rate = self.rate?;
         Some(u64::from(self.jitter_q4) * 1_000_000 / (16 * u64::from(rate)))
     }
 }
@@ -391,6 +389,9 @@ impl ReceiveTracker {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// No `a=rtpmap`: only the static types' rates.
+    const NONE: ClockRates = ClockRates::EMPTY;
 
     fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32) -> [u8; 172] {
         let mut p = [0u8; 172];
@@ -418,7 +419,7 @@ mod tests {
             }
             let seq = seq0.wrapping_add(i as u16);
             let p = rtp(0, seq, 160 * i, 7);
-            t.on_packet(&p, u64::from(i) * 20_000_000 + delay_ns(i), cells);
+            t.on_packet(&p, u64::from(i) * 20_000_000 + delay_ns(i), &NONE, cells);
         }
     }
 
@@ -467,6 +468,7 @@ mod tests {
                 t.on_packet(
                     &rtp(96, i, u32::from(i) * 960, 1),
                     u64::from(i) * 20_000_000,
+                    &NONE,
                     &cells,
                 );
             }
@@ -476,15 +478,36 @@ mod tests {
     }
 
     #[test]
+    fn a_dynamic_type_gets_its_rate_from_the_senders_rtpmap() {
+        // Opus (RFC 7587: 48 kHz RTP clock) on PT 96, every other packet 10 ms late.
+        let rates = ClockRates::new([(96, 48_000), (101, 8000)]);
+        let (mut t, cells) = (ReceiveTracker::default(), QualityCells::default());
+        for i in 0..200u32 {
+            let late = if i % 2 == 1 { 10_000_000 } else { 0 };
+            let p = rtp(96, i as u16, 960 * i, 1);
+            t.on_packet(&p, u64::from(i) * 20_000_000 + late, &rates, &cells);
+        }
+        let j = cells.snapshot().jitter_ms().unwrap();
+        assert!((9.5..=10.1).contains(&j), "jitter {j} ms");
+        assert_eq!(t.received_media().clock_rate, Some(48_000));
+        // The same stream read at the static fallback would be 6× off: the map matters.
+        assert_eq!(NONE.rate(96), None);
+        assert_eq!(
+            (NONE.rate(0), rates.rate(9), rates.rate(97)),
+            (Some(8000), Some(8000), None)
+        );
+    }
+
+    #[test]
     fn new_ssrc_is_not_a_gap_and_duplicates_do_not_make_loss_negative() {
         let (mut t, cells) = (ReceiveTracker::default(), QualityCells::default());
         feed(&mut t, &cells, 10, 50, |_| false, |_| 0);
         // Another source with a far-away sequence number.
         for i in 0..50u16 {
-            t.on_packet(&rtp(0, 40_000 + i, 0, 8), 0, &cells);
+            t.on_packet(&rtp(0, 40_000 + i, 0, 8), 0, &NONE, &cells);
         }
         // A duplicate.
-        t.on_packet(&rtp(0, 40_049, 0, 8), 0, &cells);
+        t.on_packet(&rtp(0, 40_049, 0, 8), 0, &NONE, &cells);
         let s = cells.snapshot();
         assert_eq!((s.expected, s.received, s.lost()), (100, 101, 0));
     }
@@ -493,14 +516,14 @@ mod tests {
     fn one_stray_jump_is_ignored_two_sequential_resync() {
         let (mut t, cells) = (ReceiveTracker::default(), QualityCells::default());
         feed(&mut t, &cells, 0, 10, |_| false, |_| 0);
-        t.on_packet(&rtp(0, 30_000, 0, 7), 0, &cells);
+        t.on_packet(&rtp(0, 30_000, 0, 7), 0, &NONE, &cells);
         assert_eq!(
             cells.snapshot().expected,
             10,
             "a single jump is not counted"
         );
-        t.on_packet(&rtp(0, 30_001, 0, 7), 0, &cells);
-        t.on_packet(&rtp(0, 30_002, 0, 7), 0, &cells);
+        t.on_packet(&rtp(0, 30_001, 0, 7), 0, &NONE, &cells);
+        t.on_packet(&rtp(0, 30_002, 0, 7), 0, &NONE, &cells);
         let s = cells.snapshot();
         assert_eq!((s.expected, s.received), (12, 12));
     }
@@ -508,8 +531,8 @@ mod tests {
     #[test]
     fn non_rtp_is_ignored() {
         let (mut t, cells) = (ReceiveTracker::default(), QualityCells::default());
-        t.on_packet(&[0x80, 0, 1], 0, &cells);
-        t.on_packet(&[0u8; 20], 0, &cells);
+        t.on_packet(&[0x80, 0, 1], 0, &NONE, &cells);
+        t.on_packet(&[0u8; 20], 0, &NONE, &cells);
         assert!(!cells.snapshot().has_data());
     }
 
@@ -533,7 +556,7 @@ mod tests {
         fn arbitrary_bytes_never_panic(packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..50)) {
             let (mut t, cells) = (ReceiveTracker::default(), QualityCells::default());
             for (i, p) in packets.iter().enumerate() {
-                t.on_packet(p, i as u64 * 1_000_000, &cells);
+                t.on_packet(p, i as u64 * 1_000_000, &NONE, &cells);
             }
             let s = cells.snapshot();
             prop_assert!(s.loss_ratio() <= 1.0);

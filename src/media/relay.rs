@@ -57,7 +57,9 @@ use super::report::RtcpReports;
 use super::stats::{DropReason, MediaStats, StreamCounters};
 use super::tap::RtcpTap;
 use super::transform::{demux, Inbound, Outbound};
-use super::types::{pbx_policy, Kind, MediaEvent, PeerSpec, RelaySettings, Side, StreamId};
+use super::types::{
+    pbx_policy, ClockRates, Kind, MediaEvent, PeerSpec, RelaySettings, Side, StreamId,
+};
 use super::MediaError;
 
 /// Datagrams taken from one socket per wake-up before moving on to the next socket.
@@ -82,6 +84,9 @@ pub fn worker_thread_name(index: usize) -> String {
 }
 
 /// A change to one stream, built on the caller's thread.
+// `Retarget` carries two `PeerSpec`s with their clock-rate tables; a change travels boxed
+// (`WorkerCommand::Change`), so the variants' sizes cost nothing per packet.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Change {
     Rekey {
         phone_policy: Option<LatchPolicy>,
@@ -252,6 +257,8 @@ struct Stream {
     auth_failures_reported: u64,
     /// Receive quality of the RTP from the phone (0) and from the PBX (1).
     quality: [ReceiveTracker; 2],
+    /// Clock rates of the payload types each sender's SDP maps, same order (for jitter).
+    rates: [ClockRates; 2],
     /// What each side reports in RTCP, and the SRs forwarded for round-trip times.
     reports: RtcpReports,
     /// HEP capture of the RTCP relayed (`[hep]` on), the Call-ID it is filed under, and each
@@ -335,6 +342,7 @@ impl Stream {
             timeout_reported: [false; 2],
             auth_failures_reported: 0,
             quality: [ReceiveTracker::default(), ReceiveTracker::default()],
+            rates: [spec_phone.clock_rates, spec_pbx.clock_rates],
             reports: RtcpReports::default(),
             rtcp_tap,
             correlation,
@@ -448,8 +456,17 @@ impl Stream {
     #[inline]
     fn track(&mut self, index: usize, sender: Side, buf: &[u8], len: usize) {
         let arrival_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        if let (Some(tracker), Some(packet)) = (self.quality.get_mut(index), buf.get(..len)) {
-            tracker.on_packet(packet, arrival_ns, self.counters.quality_cells(sender));
+        if let (Some(tracker), Some(rates), Some(packet)) = (
+            self.quality.get_mut(index),
+            self.rates.get(index),
+            buf.get(..len),
+        ) {
+            tracker.on_packet(
+                packet,
+                arrival_ns,
+                rates,
+                self.counters.quality_cells(sender),
+            );
         }
     }
 
@@ -612,12 +629,14 @@ impl Stream {
                     self.latches[PHONE_RTP].retarget(policy, phone.rtp);
                     self.latches[PHONE_RTCP].retarget(policy, phone.rtcp_address());
                     self.phone_mux = phone.rtcp_mux;
+                    self.rates[0] = phone.clock_rates;
                 }
                 if let Some(pbx) = pbx {
                     let (rtp, rtcp) = pbx_policy(&pbx, self.pbx_host);
                     self.latches[PBX_RTP].retarget(rtp, pbx.rtp);
                     self.latches[PBX_RTCP].retarget(rtcp, pbx.rtcp_address());
                     self.pbx_mux = pbx.rtcp_mux;
+                    self.rates[1] = pbx.clock_rates;
                 }
             }
             // Handled by the worker (it owns the slot).

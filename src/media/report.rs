@@ -16,9 +16,9 @@
 //!   unchanged, so its first one is the receiver's base unless the very first packets were
 //!   lost on the last hop).
 //! - Jitter arrives in RTP timestamp units (RFC 3550 §6.4.1); it is converted with the clock
-//!   rate of the payload type the edge last relayed that way ([`super::quality::clock_rate`]).
-//!   The relay does not see the SDP, so a dynamic payload type, or no RTP yet, falls back to
-//!   8000 Hz (G.711, G.722 and G.729 all use it).
+//!   rate of the payload type the edge last relayed that way (its sender's `a=rtpmap`, or a
+//!   static type's: [`super::types::ClockRates`]); a type neither maps, or no RTP yet, falls
+//!   back to 8000 Hz (G.711, G.722 and G.729 all use it).
 //! - Round-trip time per leg, measured at the edge with its own monotonic clock only (no one
 //!   else's clock is trusted): when the edge forwards a side's SR it remembers the SR's NTP
 //!   middle 32 bits and the local instant, in a small fixed ring per sending side

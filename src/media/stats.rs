@@ -780,7 +780,12 @@ mod tests {
             }
             p[2..4].copy_from_slice(&i.to_be_bytes());
             p[4..8].copy_from_slice(&(u32::from(i) * 160).to_be_bytes());
-            from_phone.on_packet(&p, u64::from(i) * 20_000_000, c.quality_cells(Side::Phone));
+            from_phone.on_packet(
+                &p,
+                u64::from(i) * 20_000_000,
+                &crate::media::ClockRates::EMPTY,
+                c.quality_cells(Side::Phone),
+            );
         }
         let text = render();
         assert!(
@@ -826,7 +831,12 @@ mod tests {
         for i in 0..100u16 {
             p[2..4].copy_from_slice(&i.to_be_bytes());
             p[4..8].copy_from_slice(&(u32::from(i) * 160).to_be_bytes());
-            from_pbx.on_packet(&p, u64::from(i) * 20_000_000, c.quality_cells(Side::Pbx));
+            from_pbx.on_packet(
+                &p,
+                u64::from(i) * 20_000_000,
+                &crate::media::ClockRates::EMPTY,
+                c.quality_cells(Side::Pbx),
+            );
         }
         let mos_before = c
             .quality(Side::Pbx)

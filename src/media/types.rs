@@ -114,6 +114,63 @@ pub fn offered_suites() -> Vec<CryptoSuite> {
         .collect()
 }
 
+/// Most `a=rtpmap` clock rates kept per side (phones offer a handful of codecs; the rest fall
+/// back to the static types of RFC 3551 §6).
+pub const CLOCK_RATES: usize = 16;
+
+/// RTP clock rates of the payload types one side's SDP maps (`a=rtpmap`, RFC 8866 §6.6), for
+/// jitter, which RFC 3550 A.8 counts in timestamp units. Fixed capacity and `Copy`: the relay
+/// worker reads it per packet without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClockRates {
+    entries: [(u8, u32); CLOCK_RATES],
+    len: usize,
+}
+
+impl ClockRates {
+    /// No `a=rtpmap` known: only the static types' rates.
+    pub const EMPTY: ClockRates = ClockRates {
+        entries: [(0, 0); CLOCK_RATES],
+        len: 0,
+    };
+
+    /// The first [`CLOCK_RATES`] `(payload type, rate)` pairs with a type below 128 and a
+    /// rate above 0; a type mapped twice keeps its first rate.
+    pub fn new(pairs: impl IntoIterator<Item = (u8, u32)>) -> Self {
+        let mut rates = ClockRates::default();
+        for (pt, rate) in pairs {
+            if pt >= 128 || rate == 0 || rates.mapped(pt).is_some() {
+                continue;
+            }
+            let Some(slot) = rates.entries.get_mut(rates.len) else {
+                break;
+            };
+            *slot = (pt, rate);
+            rates.len += 1;
+        }
+        rates
+    }
+
+    fn mapped(&self, payload_type: u8) -> Option<u32> {
+        self.entries
+            .get(..self.len)?
+            .iter()
+            .find(|(pt, _)| *pt == payload_type)
+            .map(|(_, rate)| *rate)
+    }
+
+    /// The clock rate of `payload_type`: as the SDP mapped it, else that of a static type the
+    /// relay knows (RFC 3551 §6: PCMU, PCMA, G722 — whose RTP clock is 8000 Hz, §4.5.2 — and
+    /// G729), else `None`.
+    #[inline]
+    pub fn rate(&self, payload_type: u8) -> Option<u32> {
+        self.mapped(payload_type).or(match payload_type {
+            0 | 8 | 9 | 18 => Some(8000),
+            _ => None,
+        })
+    }
+}
+
 /// One side's remote media addresses, from that side's SDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PeerSpec {
@@ -123,6 +180,8 @@ pub struct PeerSpec {
     pub rtcp: Option<SocketAddr>,
     /// `a=rtcp-mux` negotiated on this side (RFC 5761): RTCP goes to the RTP address.
     pub rtcp_mux: bool,
+    /// Clock rates of the payload types this side's SDP maps.
+    pub clock_rates: ClockRates,
 }
 
 impl PeerSpec {
@@ -132,6 +191,7 @@ impl PeerSpec {
             rtp: Some(rtp),
             rtcp: None,
             rtcp_mux: false,
+            clock_rates: ClockRates::default(),
         }
     }
 
@@ -204,4 +264,29 @@ pub fn pbx_policy(peer: &PeerSpec, host: IpAddr) -> (LatchPolicy, LatchPolicy) {
         },
     };
     (fixed(peer.rtp), fixed(peer.rtcp_address()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_rates_keep_the_first_mapping_and_fall_back_to_static_types() {
+        let rates = ClockRates::new([(111, 48_000), (111, 16_000), (0, 16_000), (130, 8000)]);
+        assert_eq!(rates.rate(111), Some(48_000), "the first mapping of a type counts");
+        assert_eq!(rates.rate(0), Some(16_000), "a mapped static type takes the SDP's rate");
+        assert_eq!(rates.rate(8), Some(8000), "an unmapped static type falls back");
+        assert_eq!(rates.rate(9), Some(8000), "G722's RTP clock is 8000 (RFC 3551 §4.5.2)");
+        assert_eq!(rates.rate(96), None);
+        assert_eq!(ClockRates::new([(96, 0)]).rate(96), None, "rate 0 is no rate");
+    }
+
+    #[test]
+    fn clock_rates_hold_a_bounded_number_of_types() {
+        let many = (96..128).map(|pt| (pt, 90_000));
+        let rates = ClockRates::new(many);
+        assert_eq!(rates.rate(96 + CLOCK_RATES as u8 - 1), Some(90_000));
+        assert_eq!(rates.rate(96 + CLOCK_RATES as u8), None, "beyond the capacity");
+        assert_eq!(ClockRates::default(), ClockRates::EMPTY);
+    }
 }

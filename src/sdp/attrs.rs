@@ -252,7 +252,21 @@ pub(crate) fn peer(
         rtcp_port,
         rtcp_mux,
         direction,
+        clock_rates: clock_rates(&media.attributes),
     })
+}
+
+/// `(payload type, clock rate)` of each well-formed `a=rtpmap:<pt> <name>/<rate>[/<params>]`
+/// (RFC 8866 §6.6); a malformed one is left out (the relay then knows no rate for that type).
+pub(crate) fn clock_rates(attrs: &[Attribute]) -> Vec<(u8, u32)> {
+    values(attrs, "rtpmap")
+        .filter_map(|v| {
+            let mut fields = v.split_whitespace();
+            let pt = fields.next()?.parse::<u8>().ok().filter(|pt| *pt < 128)?;
+            let rate = fields.next()?.split('/').nth(1)?.parse::<u32>().ok()?;
+            (rate > 0).then_some((pt, rate))
+        })
+        .collect()
 }
 
 /// The `a=mid` value (RFC 5888).
@@ -271,6 +285,29 @@ mod tests {
             .iter()
             .map(|(n, v)| Attribute::Other((*n).into(), v.map(Into::into)))
             .collect()
+    }
+
+    #[test]
+    fn clock_rates_come_from_well_formed_rtpmaps_only() {
+        let a = attrs(&[
+            ("rtpmap", Some("0 PCMU/8000")),
+            ("rtpmap", Some("111 opus/48000/2")),
+            ("rtpmap", Some("  97   iLBC/8000  ")),
+            ("rtpmap", Some("101 telephone-event/8000")),
+            ("ptime", Some("20")),
+            // Malformed, each left out: no rate, a rate of 0, not a number, a type of 128+,
+            // no encoding at all.
+            ("rtpmap", Some("98 H264")),
+            ("rtpmap", Some("99 foo/0")),
+            ("rtpmap", Some("100 foo/fast")),
+            ("rtpmap", Some("200 foo/8000")),
+            ("rtpmap", Some("102")),
+            ("rtpmap", None),
+        ]);
+        assert_eq!(
+            clock_rates(&a),
+            vec![(0, 8000), (111, 48_000), (97, 8000), (101, 8000)]
+        );
     }
 
     #[test]

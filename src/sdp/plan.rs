@@ -71,7 +71,7 @@ impl Direction {
 }
 
 /// A remote media endpoint as one leg's SDP describes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     /// The `c=` address (media level, else session level). `0.0.0.0` / `::` is the RFC 2543
     /// style hold: do not send to this peer (RFC 3264 §8.4).
@@ -86,6 +86,9 @@ pub struct Peer {
     pub rtcp_mux: bool,
     /// The direction this peer declared.
     pub direction: Direction,
+    /// `(payload type, RTP clock rate)` of each `a=rtpmap` of the media description (RFC 8866
+    /// §6.6), in SDP order: the relay's jitter counts in these units (RFC 3550 A.8).
+    pub clock_rates: Vec<(u8, u32)>,
 }
 
 impl Peer {
@@ -257,7 +260,8 @@ impl StreamPlan {
     /// should not report a media timeout.
     pub fn is_on_hold(&self) -> bool {
         self.relayed().is_some_and(|r| {
-            r.phone.is_some_and(|p| p.is_on_hold()) || r.pbx.is_some_and(|p| p.is_on_hold())
+            r.phone.as_ref().is_some_and(|p| p.is_on_hold())
+                || r.pbx.as_ref().is_some_and(|p| p.is_on_hold())
         })
     }
 }
@@ -309,6 +313,7 @@ mod tests {
             rtcp_port: 4001,
             rtcp_mux: false,
             direction,
+            clock_rates: Vec::new(),
         }
     }
 

@@ -592,8 +592,8 @@ pub fn rewrite_pbx_answer(
         // The edge never offers rtcp-mux to the PBX, so the PBX cannot have accepted it
         // (RFC 5761 §5.1.1).
         let pbx = attrs::peer(&sdp, media, mline, false)?;
-        relay.pbx = Some(pbx);
-        let phone_mux = relay.phone.is_some_and(|p| p.rtcp_mux);
+        relay.pbx = Some(pbx.clone());
+        let phone_mux = relay.phone.as_ref().is_some_and(|p| p.rtcp_mux);
         let mut extra = Vec::new();
         if phone_mux {
             extra.push(Attribute::Other("rtcp-mux".to_owned(), None));
@@ -796,11 +796,11 @@ pub fn rewrite_phone_answer(
             ));
             continue;
         }
-        let pbx_mux = relay.pbx.is_some_and(|p| p.rtcp_mux);
+        let pbx_mux = relay.pbx.as_ref().is_some_and(|p| p.rtcp_mux);
         // rtcp-mux was offered to the phone only when the PBX offered it.
         let phone_mux = pbx_mux && attrs::has_flag(&media.attributes, "rtcp-mux");
         let phone = attrs::peer(&sdp, media, mline, phone_mux)?;
-        relay.phone = Some(phone);
+        relay.phone = Some(phone.clone());
         if let Security::Srtp(keys) = &relay.security {
             let answered_secure = Profile::of(&media.media.proto).is_secure();
             let prev = previous_keys(ctx.previous, mline, &stream.kind);

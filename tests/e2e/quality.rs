@@ -8,7 +8,7 @@
 
 use crate::support::http;
 use crate::support::media::{recv, Relay};
-use crate::support::offer::{crypto_line, media_addr, pbx_sdp, phone_key_line};
+use crate::support::offer::{crypto_line, media_addr, pbx_sdp, phone_key_line, phone_offer};
 use crate::support::ports;
 use crate::support::rtp::{report_block, rtcp_report, voice};
 use crate::support::scenario::{ack, answer, phone_hangs_up, wait_metric, Call, Lab};
@@ -159,6 +159,77 @@ async fn induced_loss_shows_in_api_calls_and_histograms() {
         logged["pbx_to_phone"]["mos"], q["pbx_to_phone"]["mos"],
         "{line}"
     );
+    lab.stop().await;
+}
+
+/// A 20 ms Opus frame on PT 111: [`voice`] with the RTP clock of RFC 7587 (48 kHz, 960 per
+/// frame).
+fn opus(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = voice(seq, ssrc);
+    p[1] = 111;
+    p[4..8].copy_from_slice(&(u32::from(seq) * 960).to_be_bytes());
+    p
+}
+
+/// Opus is a dynamic payload type: its clock rate comes from each side's `a=rtpmap`, which
+/// the edge hands to the relay. The relay's own jitter is then known (it is `null` for a type
+/// of unknown rate), and a receiver's RTCP jitter of 480 units reads as 10 ms at 48 kHz,
+/// not the 60 ms the 8000 Hz fallback would make of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opus_call_counts_jitter_in_its_own_clock() {
+    let lab = Lab::start(&ENV).await;
+    let pbx = &lab.pbx;
+    let opus_offer = |port| {
+        phone_offer(port)
+            .replace("RTP/SAVP 0 101", "RTP/SAVP 111 101")
+            .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2")
+    };
+    let mut c = lab.call_offering("quality-opus", "", opus_offer).await;
+    // RTCP to the PBX's one socket (RFC 3605), as in `call_with_rtcp`.
+    let port = c.media.pbx_port();
+    let sdp = pbx_sdp(port)
+        .replace("RTP/AVP 0 101", "RTP/AVP 111 101")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2")
+        .replace("a=sendrecv", &format!("a=rtcp:{port}\r\na=sendrecv"));
+    let ok = answer(pbx, &mut c.ph, &c.inv, c.from, &sdp).await;
+    c.d.confirmed_by(&ok);
+    ack(pbx, &mut c.ph, &c.d, 1).await;
+    let mut relay = Relay::new(
+        media_addr(ok.body()),
+        media_addr(c.inv.body()),
+        &phone_key_line(1),
+        &crypto_line(ok.body()),
+    );
+    for seq in 1..=100u16 {
+        let plain = opus(seq, 0x1111);
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 32, 0);
+        let n = relay.tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        c.media
+            .phone
+            .send_to(&buf[..n], relay.phone_side)
+            .await
+            .unwrap();
+        assert_eq!(recv(&c.media.pbx).await.expect("PBX gets RTP"), plain);
+        c.media
+            .pbx
+            .send_to(&opus(seq, 0x2222), relay.pbx_side)
+            .await
+            .unwrap();
+        recv(&c.media.phone).await.expect("phone gets SRTP");
+    }
+    let rr = rtcp_report(0x1111, None, &[report_block(0x2222, 0, 0, 100, 480, 0, 0)]);
+    phone_rtcp(&c, &mut relay, &rr).await;
+
+    let q = quality(&lab).await;
+    for direction in ["phone_to_pbx", "pbx_to_phone"] {
+        assert!(q[direction]["jitter_ms"].is_number(), "{direction}: {q}");
+        assert_eq!(q[direction]["lost"], 0, "{direction}: {q}");
+    }
+    let reported = &q["pbx_to_phone"]["reported"];
+    assert_eq!(f(&reported["jitter_ms"]), 10.0, "480 units at 48 kHz: {q}");
+    assert_eq!(f(&reported["stream_loss"]), 0.0, "{q}");
+    phone_hangs_up(pbx, &mut c.ph, &c.d, 2, None).await;
     lab.stop().await;
 }
 

@@ -51,14 +51,27 @@ impl Lab {
     /// Phone 101 connects and calls 200 (`call_id`, `extra` headers), offering SRTP at its
     /// media socket, or no SDP at all (a delayed offer) when `offer` is false: [`dial`].
     pub async fn call(&self, call_id: &str, extra: &str, offer: bool) -> Call {
+        let sdp = |port| {
+            if offer {
+                phone_offer(port)
+            } else {
+                String::new()
+            }
+        };
+        self.call_offering(call_id, extra, sdp).await
+    }
+
+    /// [`Lab::call`] with the offer `sdp` makes for the phone's media port.
+    pub async fn call_offering(
+        &self,
+        call_id: &str,
+        extra: &str,
+        sdp: impl FnOnce(u16) -> String,
+    ) -> Call {
         let mut ph = self.phone().await;
         let media = Media::bind().await;
         let d = self.dialog(call_id, &format!("tag-{call_id}"));
-        let sdp = if offer {
-            phone_offer(media.phone_port())
-        } else {
-            String::new()
-        };
+        let sdp = sdp(media.phone_port());
         let invite = d.invite("sip:200@sbc.test", extra, &sdp);
         let (inv, from) = dial(&self.pbx, &mut ph, &invite).await;
         Call {
