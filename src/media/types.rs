@@ -273,12 +273,32 @@ mod tests {
     #[test]
     fn clock_rates_keep_the_first_mapping_and_fall_back_to_static_types() {
         let rates = ClockRates::new([(111, 48_000), (111, 16_000), (0, 16_000), (130, 8000)]);
-        assert_eq!(rates.rate(111), Some(48_000), "the first mapping of a type counts");
-        assert_eq!(rates.rate(0), Some(16_000), "a mapped static type takes the SDP's rate");
-        assert_eq!(rates.rate(8), Some(8000), "an unmapped static type falls back");
-        assert_eq!(rates.rate(9), Some(8000), "G722's RTP clock is 8000 (RFC 3551 §4.5.2)");
+        assert_eq!(
+            rates.rate(111),
+            Some(48_000),
+            "the first mapping of a type counts"
+        );
+        assert_eq!(
+            rates.rate(0),
+            Some(16_000),
+            "a mapped static type takes the SDP's rate"
+        );
+        assert_eq!(
+            rates.rate(8),
+            Some(8000),
+            "an unmapped static type falls back"
+        );
+        assert_eq!(
+            rates.rate(9),
+            Some(8000),
+            "G722's RTP clock is 8000 (RFC 3551 §4.5.2)"
+        );
         assert_eq!(rates.rate(96), None);
-        assert_eq!(ClockRates::new([(96, 0)]).rate(96), None, "rate 0 is no rate");
+        assert_eq!(
+            ClockRates::new([(96, 0)]).rate(96),
+            None,
+            "rate 0 is no rate"
+        );
     }
 
     #[test]
@@ -286,7 +306,11 @@ mod tests {
         let many = (96..128).map(|pt| (pt, 90_000));
         let rates = ClockRates::new(many);
         assert_eq!(rates.rate(96 + CLOCK_RATES as u8 - 1), Some(90_000));
-        assert_eq!(rates.rate(96 + CLOCK_RATES as u8), None, "beyond the capacity");
+        assert_eq!(
+            rates.rate(96 + CLOCK_RATES as u8),
+            None,
+            "beyond the capacity"
+        );
         assert_eq!(ClockRates::default(), ClockRates::EMPTY);
     }
 }
