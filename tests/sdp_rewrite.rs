@@ -20,6 +20,18 @@ fn savp_audio(port: u16, key: &str, extra: &str) -> String {
     )
 }
 
+/// The phone's peer of the first stream of `plan`.
+fn phone_peer(plan: &pbx_edge::sdp::MediaPlan) -> &pbx_edge::sdp::Peer {
+    let relay = plan.streams[0].relayed().expect("relayed");
+    relay.phone.as_ref().expect("the phone's SDP was read")
+}
+
+/// The PBX's peer of the first stream of `plan`.
+fn pbx_peer(plan: &pbx_edge::sdp::MediaPlan) -> &pbx_edge::sdp::Peer {
+    let relay = plan.streams[0].relayed().expect("relayed");
+    relay.pbx.as_ref().expect("the PBX's SDP was read")
+}
+
 fn keys_of(plan: &pbx_edge::sdp::MediaPlan, mline: usize) -> pbx_edge::sdp::SrtpKeys {
     let relay = plan.streams[mline].relayed().expect("relayed");
     match &relay.security {
@@ -155,26 +167,13 @@ fn phone_rtcp_mux_is_accepted_and_not_offered_to_the_pbx() {
         .phone_offer(&phone_sdp(&savp_audio(4000, K0, "a=rtcp-mux\n")))
         .unwrap();
     assert!(offer.port_requests_were_mux());
-    let phone = offer.plan.streams[0]
-        .relayed()
-        .unwrap()
-        .phone
-        .as_ref()
-        .unwrap();
+    let phone = phone_peer(&offer.plan);
     assert!(phone.rtcp_mux);
     assert_eq!(phone.rtcp_port, 4000);
     assert!(!text(&offer).contains("rtcp-mux"));
     let answer = call.pbx_answer(&offer.plan, &pbx_audio_answer()).unwrap();
     assert_eq!(lines_with(&text(&answer), "a=rtcp-mux").len(), 1);
-    assert!(
-        !answer.plan.streams[0]
-            .relayed()
-            .unwrap()
-            .pbx
-            .as_ref()
-            .unwrap()
-            .rtcp_mux
-    );
+    assert!(!pbx_peer(&answer.plan).rtcp_mux);
 }
 
 trait MuxRequest {
@@ -240,12 +239,7 @@ fn rtcp_attribute_is_read_and_rewritten_to_the_relay_port() {
             "a=rtcp:4011 IN IP4 192.0.2.77\n",
         )))
         .unwrap();
-    let phone = offer.plan.streams[0]
-        .relayed()
-        .unwrap()
-        .phone
-        .as_ref()
-        .unwrap();
+    let phone = phone_peer(&offer.plan);
     assert_eq!(
         (phone.rtcp_port, phone.rtcp_address),
         (4011, "192.0.2.77".parse::<IpAddr>().unwrap())
@@ -255,16 +249,7 @@ fn rtcp_attribute_is_read_and_rewritten_to_the_relay_port() {
     let offer = Call::new(SrtpMode::Mandatory)
         .phone_offer(&phone_sdp(&savp_audio(4000, K0, "")))
         .unwrap();
-    assert_eq!(
-        offer.plan.streams[0]
-            .relayed()
-            .unwrap()
-            .phone
-            .as_ref()
-            .unwrap()
-            .rtcp_port,
-        4001
-    );
+    assert_eq!(phone_peer(&offer.plan).rtcp_port, 4001);
 }
 
 #[test]
@@ -302,15 +287,7 @@ fn phone_mux_in_an_answer_is_ignored_when_not_offered() {
         "m=audio 5000 RTP/SAVP 0\na=rtcp-mux\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{K1}\n"
     ));
     let answer = call.phone_answer(&offer.plan, &body).unwrap();
-    assert!(
-        !answer.plan.streams[0]
-            .relayed()
-            .unwrap()
-            .phone
-            .as_ref()
-            .unwrap()
-            .rtcp_mux
-    );
+    assert!(!phone_peer(&answer.plan).rtcp_mux);
     assert!(!text(&answer).contains("rtcp-mux"));
 }
 
@@ -361,16 +338,7 @@ fn sendonly_hold_and_resume_keep_the_srtp_contexts() {
         .phone_offer(&phone_sdp(&savp_audio(4000, K0, "a=sendonly\n")))
         .unwrap();
     assert!(offer.plan.streams[0].port_request_reused());
-    assert_eq!(
-        offer.plan.streams[0]
-            .relayed()
-            .unwrap()
-            .phone
-            .as_ref()
-            .unwrap()
-            .direction,
-        Direction::SendOnly
-    );
+    assert_eq!(phone_peer(&offer.plan).direction, Direction::SendOnly);
     assert!(text(&offer).contains("a=sendonly\r\n"));
     let held = call
         .pbx_answer(
@@ -658,13 +626,7 @@ fn ipv6_phone_and_ipv6_edge() {
     ));
     let offer = call.phone_offer(&body).unwrap();
     assert_eq!(
-        offer.plan.streams[0]
-            .relayed()
-            .unwrap()
-            .phone
-            .as_ref()
-            .unwrap()
-            .address,
+        phone_peer(&offer.plan).address,
         "2001:db8::5".parse::<IpAddr>().unwrap()
     );
     assert!(text(&offer).contains("c=IN IP4 198.51.100.10\r\n"));
@@ -700,13 +662,7 @@ fn media_level_connection_overrides_session_level() {
     // The c= line after the attributes is reordered into place, not lost.
     let offer = Call::new(SrtpMode::Mandatory).phone_offer(&body).unwrap();
     assert_eq!(
-        offer.plan.streams[0]
-            .relayed()
-            .unwrap()
-            .phone
-            .as_ref()
-            .unwrap()
-            .address,
+        phone_peer(&offer.plan).address,
         "192.0.2.60".parse::<IpAddr>().unwrap()
     );
 }

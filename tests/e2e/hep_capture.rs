@@ -247,7 +247,7 @@ async fn rtcp_of_both_ends_reaches_the_collector_as_homer_json() {
         (
             &serde_json::json!(0x2222),
             &serde_json::json!(26),
-            &serde_json::json!(20),
+            &serde_json::json!(30),
             &serde_json::json!(80),
             &serde_json::json!(0x1122_3344),
         ),

@@ -25,9 +25,20 @@ pub(super) const ENV: [(&str, &str); 3] = [
 /// sequence numbers `phone_skips` selects (never sent: the PBX cannot see a gap the edge
 /// filled), the PBX sends all 200.
 async fn media(c: &Call, relay: &mut Relay, phone_skips: impl Fn(u16) -> bool) {
-    for seq in 1..=200u16 {
+    media_of(c, relay, 200, voice, phone_skips).await;
+}
+
+/// [`media`] with `count` packets each way, each built by `packet(seq, ssrc)`.
+async fn media_of(
+    c: &Call,
+    relay: &mut Relay,
+    count: u16,
+    packet: fn(u16, u32) -> Vec<u8>,
+    phone_skips: impl Fn(u16) -> bool,
+) {
+    for seq in 1..=count {
         if !phone_skips(seq) {
-            let plain = voice(seq, 0x1111);
+            let plain = packet(seq, 0x1111);
             let mut buf = plain.clone();
             buf.resize(plain.len() + 32, 0);
             let n = relay.tx.protect_rtp(&mut buf, plain.len()).unwrap();
@@ -40,7 +51,7 @@ async fn media(c: &Call, relay: &mut Relay, phone_skips: impl Fn(u16) -> bool) {
         }
         c.media
             .pbx
-            .send_to(&voice(seq, 0x2222), relay.pbx_side)
+            .send_to(&packet(seq, 0x2222), relay.pbx_side)
             .await
             .unwrap();
         recv(&c.media.phone).await.expect("phone gets SRTP");
@@ -200,24 +211,7 @@ async fn an_opus_call_counts_jitter_in_its_own_clock() {
         &phone_key_line(1),
         &crypto_line(ok.body()),
     );
-    for seq in 1..=100u16 {
-        let plain = opus(seq, 0x1111);
-        let mut buf = plain.clone();
-        buf.resize(plain.len() + 32, 0);
-        let n = relay.tx.protect_rtp(&mut buf, plain.len()).unwrap();
-        c.media
-            .phone
-            .send_to(&buf[..n], relay.phone_side)
-            .await
-            .unwrap();
-        assert_eq!(recv(&c.media.pbx).await.expect("PBX gets RTP"), plain);
-        c.media
-            .pbx
-            .send_to(&opus(seq, 0x2222), relay.pbx_side)
-            .await
-            .unwrap();
-        recv(&c.media.phone).await.expect("phone gets SRTP");
-    }
+    media_of(&c, &mut relay, 100, opus, |_| false).await;
     let rr = rtcp_report(0x1111, None, &[report_block(0x2222, 0, 0, 100, 480, 0, 0)]);
     phone_rtcp(&c, &mut relay, &rr).await;
 
