@@ -8,10 +8,11 @@
 
 use crate::support::http;
 use crate::support::media::{recv, Relay};
-use crate::support::offer::{crypto_line, media_addr, pbx_sdp, phone_key_line, phone_offer};
+use crate::support::offer::{pbx_sdp, phone_offer};
+use crate::support::pbx::Pbx;
 use crate::support::ports;
 use crate::support::rtp::{report_block, rtcp_report, voice};
-use crate::support::scenario::{ack, answer, phone_hangs_up, wait_metric, Call, Lab};
+use crate::support::scenario::{phone_hangs_up, wait_metric, Call, Lab};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -196,21 +197,10 @@ async fn an_opus_call_counts_jitter_in_its_own_clock() {
             .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2")
     };
     let mut c = lab.call_offering("quality-opus", "", opus_offer).await;
-    // RTCP to the PBX's one socket (RFC 3605), as in `call_with_rtcp`.
-    let port = c.media.pbx_port();
-    let sdp = pbx_sdp(port)
+    let sdp = pbx_sdp(c.media.pbx_port())
         .replace("RTP/AVP 0 101", "RTP/AVP 111 101")
-        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2")
-        .replace("a=sendrecv", &format!("a=rtcp:{port}\r\na=sendrecv"));
-    let ok = answer(pbx, &mut c.ph, &c.inv, c.from, &sdp).await;
-    c.d.confirmed_by(&ok);
-    ack(pbx, &mut c.ph, &c.d, 1).await;
-    let mut relay = Relay::new(
-        media_addr(ok.body()),
-        media_addr(c.inv.body()),
-        &phone_key_line(1),
-        &crypto_line(ok.body()),
-    );
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2");
+    let mut relay = answer_with_one_socket(pbx, &mut c, &sdp).await;
     media_of(&c, &mut relay, 100, opus, |_| false).await;
     let rr = rtcp_report(0x1111, None, &[report_block(0x2222, 0, 0, 100, 480, 0, 0)]);
     phone_rtcp(&c, &mut relay, &rr).await;
@@ -262,6 +252,15 @@ async fn phone_rtcp(c: &Call, relay: &mut Relay, plain: &[u8]) -> Vec<u8> {
     recv(&c.media.pbx).await.expect("PBX gets the phone's RTCP")
 }
 
+/// The PBX answers `c` with `sdp` plus `a=rtcp:` at its RTP port (RFC 3605), so its RTCP
+/// comes from and goes to the one socket the test has, and ACKs; returns the test's view of
+/// the relay.
+async fn answer_with_one_socket(pbx: &Pbx, c: &mut Call, sdp: &str) -> Relay {
+    let port = c.media.pbx_port();
+    let sdp = sdp.replace("a=sendrecv", &format!("a=rtcp:{port}\r\na=sendrecv"));
+    c.answer_and_ack_with(pbx, &sdp).await.1
+}
+
 /// A call whose two ends exchange RTCP through the edge after 200 RTP packets each way:
 /// the phone's SR (NTP middle 0x0A0B_0C0D) reaches the PBX, which holds it 100 ms and answers
 /// with an RR claiming DLSR = 50 ms (3277/65536 s), 13/256 lost, 7 cumulative of 200 (3.5 %
@@ -273,17 +272,8 @@ async fn phone_rtcp(c: &Call, relay: &mut Relay, plain: &[u8]) -> Vec<u8> {
 pub(super) async fn call_with_rtcp(lab: &Lab, call_id: &str) -> (Call, Relay) {
     let pbx = &lab.pbx;
     let mut c = lab.call(call_id, "", true).await;
-    let port = c.media.pbx_port();
-    let sdp = pbx_sdp(port).replace("a=sendrecv", &format!("a=rtcp:{port}\r\na=sendrecv"));
-    let ok = answer(pbx, &mut c.ph, &c.inv, c.from, &sdp).await;
-    c.d.confirmed_by(&ok);
-    ack(pbx, &mut c.ph, &c.d, 1).await;
-    let mut relay = Relay::new(
-        media_addr(ok.body()),
-        media_addr(c.inv.body()),
-        &phone_key_line(1),
-        &crypto_line(ok.body()),
-    );
+    let sdp = pbx_sdp(c.media.pbx_port());
+    let mut relay = answer_with_one_socket(pbx, &mut c, &sdp).await;
     // RTP both ways: the edge learns the SSRCs (0x1111 from the phone, 0x2222 from the PBX).
     media(&c, &mut relay, |_| false).await;
 

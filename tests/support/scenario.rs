@@ -137,7 +137,12 @@ impl Call {
     /// is up on both legs. Returns the phone's 200 and the relay between the two sockets.
     pub async fn answer_and_ack(&mut self, pbx: &Pbx) -> (SipMessage, Relay) {
         let sdp = pbx_sdp(self.media.pbx_port());
-        let ok = answer(pbx, &mut self.ph, &self.inv, self.from, &sdp).await;
+        self.answer_and_ack_with(pbx, &sdp).await
+    }
+
+    /// [`Call::answer_and_ack`] with the PBX's answer `sdp`.
+    pub async fn answer_and_ack_with(&mut self, pbx: &Pbx, sdp: &str) -> (SipMessage, Relay) {
+        let ok = answer(pbx, &mut self.ph, &self.inv, self.from, sdp).await;
         self.d.confirmed_by(&ok);
         ack(pbx, &mut self.ph, &self.d, 1).await;
         let relay = Relay::new(
