@@ -257,13 +257,20 @@ pub(crate) fn peer(
 }
 
 /// `(payload type, clock rate)` of each well-formed `a=rtpmap:<pt> <name>/<rate>[/<params>]`
-/// (RFC 8866 §6.6); a malformed one is left out (the relay then knows no rate for that type).
+/// (RFC 8866 §6.6); a malformed one is left out (the relay then knows no rate for that type),
+/// and so is `telephone-event`: every packet of an RFC 4733 event carries the event's start
+/// timestamp (RFC 4733 §2), so its timestamps say nothing of network jitter.
 pub(crate) fn clock_rates(attrs: &[Attribute]) -> Vec<(u8, u32)> {
     values(attrs, "rtpmap")
         .filter_map(|v| {
             let mut fields = v.split_whitespace();
             let pt = fields.next()?.parse::<u8>().ok().filter(|pt| *pt < 128)?;
-            let rate = fields.next()?.split('/').nth(1)?.parse::<u32>().ok()?;
+            let mut encoding = fields.next()?.split('/');
+            let name = encoding.next()?;
+            if name.eq_ignore_ascii_case("telephone-event") {
+                return None;
+            }
+            let rate = encoding.next()?.parse::<u32>().ok()?;
             (rate > 0).then_some((pt, rate))
         })
         .collect()
@@ -294,6 +301,8 @@ mod tests {
             ("rtpmap", Some("111 opus/48000/2")),
             ("rtpmap", Some("  97   iLBC/8000  ")),
             ("rtpmap", Some("101 telephone-event/8000")),
+            ("rtpmap", Some("102 Telephone-Event/48000")),
+            ("rtpmap", Some("13 CN/8000")),
             ("ptime", Some("20")),
             // Malformed, each left out: no rate, a rate of 0, not a number, a type of 128+,
             // no encoding at all.
@@ -306,7 +315,8 @@ mod tests {
         ]);
         assert_eq!(
             clock_rates(&a),
-            vec![(0, 8000), (111, 48_000), (97, 8000), (101, 8000)]
+            vec![(0, 8000), (111, 48_000), (97, 8000), (13, 8000)],
+            "telephone-event is no clock for jitter (RFC 4733 §2)"
         );
     }
 
