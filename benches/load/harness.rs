@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Poll, Token};
 use pbx_edge::config::MediaIo;
 use pbx_edge::media::control::PeerSpec;
+use pbx_edge::media::ClockRates;
 use pbx_edge::media::{
     MediaControl, RelaySettings, SrtpParams, StreamHandle, StreamSpec, TransformSpec,
 };
@@ -260,8 +261,15 @@ pub fn run(cfg: &LoadConfig) -> Report {
                 (TransformSpec::Plain, TransformSpec::Plain)
             };
             let spec = StreamSpec {
-                phone: PeerSpec::new(phone.local_addr().expect("addr")),
-                pbx: PeerSpec::new(pbx.local_addr().expect("addr")),
+                // The clock-rate table a PCMU call's SDP gives (`a=rtpmap:0 PCMU/8000`).
+                phone: PeerSpec {
+                    clock_rates: ClockRates::new([(0, 8000)]),
+                    ..PeerSpec::new(phone.local_addr().expect("addr"))
+                },
+                pbx: PeerSpec {
+                    clock_rates: ClockRates::new([(0, 8000)]),
+                    ..PeerSpec::new(pbx.local_addr().expect("addr"))
+                },
                 pbx_host: LOOPBACK,
                 phone_to_pbx: up,
                 pbx_to_phone: down,
