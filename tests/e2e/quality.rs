@@ -69,6 +69,21 @@ async fn quality(lab: &Lab) -> Value {
     calls[0]["quality"][0].clone()
 }
 
+/// The call log's one line (`[call_log] file`), once the writer thread has written it
+/// (bounded wait).
+async fn one_logged_call(path: &std::path::Path) -> Value {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.ends_with('\n') {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(text.lines().count(), 1, "{text}");
+    serde_json::from_str(text.trim_end()).expect("one JSON line")
+}
+
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -136,17 +151,8 @@ async fn induced_loss_shows_in_api_calls_and_histograms() {
         assert_eq!(http::metric(&m, series), value, "{series}\n{m}");
     }
 
-    // The call log: one line, the same figures (bounded wait for the writer thread).
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&log_file).unwrap_or_default();
-        if text.ends_with('\n') {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(text.lines().count(), 1, "{text}");
-    let line: Value = serde_json::from_str(text.trim_end()).unwrap();
+    // The call log: one line, the same figures.
+    let line = one_logged_call(&log_file).await;
     assert_eq!(line["call_id"], "quality-1", "{line}");
     assert_eq!(line["device_mac"], "00:04:13:a1:b2:c3", "{line}");
     assert_eq!(line["vendor"], "snom", "{line}");
@@ -392,16 +398,8 @@ async fn rtcp_reports_show_loss_jitter_and_each_legs_rtt() {
     ] {
         assert_eq!(http::metric(&m, series), value, "{series}\n{m}");
     }
-    // The call log has the same reports per direction (bounded wait for the writer thread).
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&log_file).unwrap_or_default();
-        if text.ends_with('\n') {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let line: Value = serde_json::from_str(text.trim_end()).expect("one JSON line");
+    // The call log has the same reports per direction.
+    let line = one_logged_call(&log_file).await;
     let logged = &line["streams"][0];
     assert_eq!(
         logged["pbx_to_phone"]["reported"], q["pbx_to_phone"]["reported"],
