@@ -285,17 +285,19 @@ pub struct EdgeAddrs {
     pub admin: SocketAddr,
 }
 
-/// A free port on 127.0.0.1 (TCP and UDP), asked of the kernel and released at once: the
-/// edge binds it a moment later (a race with other processes, reported as a failed start).
-fn free_port() -> Result<u16, String> {
-    for _ in 0..20 {
+/// A free port on 127.0.0.1 (TCP and UDP) outside `media` (the edge refuses a listener inside
+/// its media port range, and the kernel's ephemeral ports overlap the ranges the tools use),
+/// asked of the kernel and released at once: the edge binds it a moment later (a race with
+/// other processes, reported as a failed start).
+fn free_port(media: std::ops::RangeInclusive<u16>) -> Result<u16, String> {
+    for _ in 0..50 {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         let port = tcp.local_addr().map_err(|e| e.to_string())?.port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if !media.contains(&port) && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
     }
-    Err("no free port on 127.0.0.1".to_owned())
+    Err("no free port on 127.0.0.1 outside the media range".to_owned())
 }
 
 fn edge_config(
@@ -1209,10 +1211,11 @@ impl Fleet {
             .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
             .map_err(|e| format!("PBX socket: {e}"))?;
         let pbx_addr = pbx_socket.local_addr().map_err(|e| e.to_string())?;
+        let port = || free_port(options.port_min..=options.port_max);
         let addrs = EdgeAddrs {
-            tls: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()?),
-            pbx_side: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()?),
-            admin: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()?),
+            tls: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port()?),
+            pbx_side: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port()?),
+            admin: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port()?),
         };
         write(
             "pbx-edge.toml",
