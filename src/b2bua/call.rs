@@ -56,20 +56,21 @@ fn pair(p: &crate::media::LocalPorts) -> PortPair {
 }
 
 fn peer_spec(p: &Peer) -> PeerSpec {
+    let clock_rates = ClockRates::new(p.clock_rates.iter().copied());
     if p.address.is_unspecified() {
         // RFC 3264 §8.4 hold with c=0.0.0.0: send nothing there.
         return PeerSpec {
             rtp: None,
             rtcp: None,
             rtcp_mux: p.rtcp_mux,
-            clock_rates: ClockRates::new(p.clock_rates.iter().copied()),
+            clock_rates,
         };
     }
     PeerSpec {
         rtp: Some(SocketAddr::new(p.address, p.rtp_port)),
         rtcp: Some(SocketAddr::new(p.rtcp_address, p.rtcp_port)),
         rtcp_mux: p.rtcp_mux,
-        clock_rates: ClockRates::new(p.clock_rates.iter().copied()),
+        clock_rates,
     }
 }
 

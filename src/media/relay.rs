@@ -448,8 +448,7 @@ impl Stream {
             self.outbound.warm()
         };
         let tracker = self.quality.get(side).map_or(0, |q| u64::from(q.warm()));
-        let rates = self.rates.get(side).and_then(|r| r.rate(0)).unwrap_or(0);
-        srtp ^ tracker ^ u64::from(rates) ^ self.counters.warm()
+        srtp ^ tracker ^ self.counters.warm()
     }
 
     /// Receive-quality accounting of one accepted plain RTP packet. The arrival time is read
