@@ -118,6 +118,12 @@ pub fn offered_suites() -> Vec<CryptoSuite> {
 /// back to the static types of RFC 3551 §6).
 pub const CLOCK_RATES: usize = 16;
 
+/// RTP clock rates taken from SDP: 8 kHz narrowband audio to 192 kHz high-rate audio (video
+/// is 90 kHz, RFC 3551 §5). A phone's SDP is its own to write; a rate outside this is not a
+/// codec's and would only turn its stream's jitter into nonsense, so the type stays unmapped
+/// (its jitter unknown).
+pub const CLOCK_RATE_RANGE: std::ops::RangeInclusive<u32> = 1_000..=192_000;
+
 /// RTP clock rates of the payload types one side's SDP maps (`a=rtpmap`, RFC 8866 §6.6), for
 /// jitter, which RFC 3550 A.8 counts in timestamp units. Fixed capacity and `Copy`: the relay
 /// worker reads it per packet without allocating.
@@ -135,11 +141,11 @@ impl ClockRates {
     };
 
     /// The first [`CLOCK_RATES`] `(payload type, rate)` pairs with a type below 128 and a
-    /// rate above 0; a type mapped twice keeps its first rate.
+    /// rate in [`CLOCK_RATE_RANGE`]; a type mapped twice keeps its first rate.
     pub fn new(pairs: impl IntoIterator<Item = (u8, u32)>) -> Self {
         let mut rates = ClockRates::default();
         for (pt, rate) in pairs {
-            if pt >= 128 || rate == 0 || rates.mapped(pt).is_some() {
+            if pt >= 128 || !CLOCK_RATE_RANGE.contains(&rate) || rates.mapped(pt).is_some() {
                 continue;
             }
             let Some(slot) = rates.entries.get_mut(rates.len) else {
@@ -298,6 +304,18 @@ mod tests {
             ClockRates::new([(96, 0)]).rate(96),
             None,
             "rate 0 is no rate"
+        );
+        // Rates no codec has, from a phone's own SDP: the type stays unmapped.
+        let odd = ClockRates::new([(97, 1), (98, 999), (99, 192_001), (0, 4_000_000_000)]);
+        assert_eq!(
+            (odd.rate(97), odd.rate(98), odd.rate(99)),
+            (None, None, None)
+        );
+        assert_eq!(odd.rate(0), Some(8000), "a static type keeps its own rate");
+        let edges = ClockRates::new([(97, 1_000), (98, 192_000)]);
+        assert_eq!(
+            (edges.rate(97), edges.rate(98)),
+            (Some(1_000), Some(192_000))
         );
     }
 
