@@ -24,8 +24,8 @@
 //! - `stream_reported_loss_ratio{side}`, `stream_reported_jitter_seconds{side}`: the same at
 //!   stream end from the last RTCP report block the *receiving* endpoint sent about what
 //!   `side` sends ([`super::report`]): the whole stream's loss (cumulative lost / expected;
-//!   the block's fraction lost when the edge relayed none of the reported SSRC), its jitter;
-//!   a stream whose receiver sent no report is not observed.
+//!   not observed when the edge relayed none of the reported SSRC), its jitter; a stream
+//!   whose receiver sent no report is not observed.
 //! - `stream_rtt_seconds{side}`: at stream end, the last round-trip time measured on the leg
 //!   edge → `side` → edge (`phone` | `pbx`) from RTCP SR/LSR/DLSR; not observed when unknown.
 
@@ -372,9 +372,9 @@ impl QualityHistograms {
         let delay = counters.one_way_delay_ms();
         for (side, label) in SIDES {
             if let Some(r) = counters.reported(side) {
-                // The whole stream's loss; the last interval's only when the edge relayed none
-                // of the reported SSRC (then there is no whole-stream figure).
-                if let Some(loss) = r.stream_loss_ratio().or_else(|| r.loss_ratio()) {
+                // The whole stream's loss only: one meaning per histogram (a report about an
+                // SSRC the edge relayed none of has no whole-stream figure and is not observed).
+                if let Some(loss) = r.stream_loss_ratio() {
                     self.reported_loss.with_label_values(&[label]).observe(loss);
                 }
                 if let Some(us) = r.jitter_us {
@@ -842,8 +842,9 @@ mod tests {
             .quality(Side::Pbx)
             .mos_with_delay(c.one_way_delay_ms())
             .unwrap();
-        // The PBX's SR forwarded at 0; the phone echoes it 400 ms later with DLSR 0 and 10 %
-        // loss: the phone leg's RTT is 400 ms.
+        // The PBX's SR forwarded at 0; the phone echoes it 400 ms later with DLSR 0, 10 %
+        // loss in the last interval and 15 of the 100 packets relayed (seq 0..=99) lost over
+        // the stream: the phone leg's RTT is 400 ms.
         let mut r = RtcpReports::default();
         let m = ReceivedMedia::default();
         r.on_rtcp(
@@ -856,7 +857,7 @@ mod tests {
         let block = ReportBlock {
             ssrc: 0,
             fraction_lost: 26,
-            cumulative_lost: 10,
+            cumulative_lost: 15,
             extended_highest_seq: 99,
             jitter: 40,
             lsr: 1,
@@ -866,7 +867,7 @@ mod tests {
             Side::Phone,
             &report(5, None, &[block]),
             400_000_000,
-            m,
+            from_pbx.received_media(),
             c.report_cells(Side::Pbx),
         );
         assert_eq!(c.one_way_delay_ms(), Some(200.0));
